@@ -361,8 +361,10 @@ class Imap:
     processed_mailbox: str | None = opt(None, _nonempty_str)
     poll_seconds: int = opt(60, _positive_int)
     idle: bool = opt(True, _bool)
-    batch_size: int = opt(200, _positive_int)
+    batch_size: int = opt(100, _positive_int)
     timeout_seconds: int = opt(60, _positive_int)
+    ca_file: Path | None = opt(None, _path)  # a private CA for the server's certificate
+    verify_tls: bool = opt(True, _bool)
     auth: str = opt("password", _one_of("password", "oauth2"))
     password: str | None = None  # from password / password_file
     oauth2_token: str | None = None  # from oauth2_token / oauth2_token_file
@@ -383,6 +385,8 @@ class Smtp:
     retry_first: Duration = opt(parse_duration("1m"), _duration)
     retry_max: Duration = opt(parse_duration("1h"), _duration)
     give_up_after: Duration = opt(parse_duration("3d"), _duration)
+    ca_file: Path | None = opt(None, _path)  # a private CA for the server's certificate
+    verify_tls: bool = opt(True, _bool)
     auth: str = opt("password", _one_of("password", "oauth2"))
     password: str | None = None
     oauth2_token: str | None = None

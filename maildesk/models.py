@@ -70,9 +70,36 @@ class UtcDateTimeField(Field):
 
 
 class BaseModel(Model):
+    """Writes go through statements whose text is built once (`insert`,
+    `save_changes` below): peewee's own save builds the SQL anew on every call."""
+
     class Meta:
         database = db
         legacy_table_names = False
+
+    def save(self, force_insert=False, only=None):
+        pk_field = self._meta.primary_key
+        if force_insert or self._pk is None:
+            values = {k: v for k, v in self.__data__.items() if not (k == pk_field.name and v is None)}
+            new = insert(type(self), **values)
+            if isinstance(pk_field, AutoField):
+                self._pk = new
+            self._dirty.clear()
+            return 1
+        names = [f.name if isinstance(f, Field) else f for f in only] if only else None
+        save_changes(self, names)
+        return 1
+
+    @classmethod
+    def get_by_id(cls, pk):
+        row = fetch_row(cls, pk)
+        if row is None:
+            raise cls.DoesNotExist(f"{cls.__name__} {pk} does not exist")
+        return row
+
+    @classmethod
+    def get_or_none_by_id(cls, pk):
+        return fetch_row(cls, pk)
 
 
 class Ticket(BaseModel):
@@ -112,6 +139,12 @@ class Ticket(BaseModel):
     # threading of the requester's conversation: their first Message-ID
     thread_root = TextField(null=True)
 
+    # the fields mail templates see (render.snapshot)
+    SNAPSHOT = ("id", "subject", "requester", "requester_name", "status", "category", "impact", "urgency",
+                "priority", "group", "assignee", "created_at", "sla_policy", "response_due", "resolution_due",
+                "first_response_at", "resolved_at", "closed_at", "closure_code", "resolution", "is_major",
+                "reopen_count", "parent")
+
     class Meta:
         indexes = ((("sla_next_at",), False), (("status", "created_at"), False))
 
@@ -138,7 +171,6 @@ class Inbound(BaseModel):
     uidvalidity = IntegerField(null=True)
     uid = IntegerField(null=True)
     sha256 = CharField(unique=True)
-    raw = BlobField(null=True)
     size = IntegerField(default=0)
     message_id = TextField(null=True, index=True)
     from_addr = TextField(default="")
@@ -154,6 +186,17 @@ class Inbound(BaseModel):
 
     class Meta:
         indexes = ((("server_done", "mailbox"), False),)
+
+
+class InboundRaw(BaseModel):
+    """The bytes of an inbound message, apart from the row whose status changes:
+    SQLite rewrites a whole record on UPDATE, blob included."""
+
+    inbound = ForeignKeyField(Inbound, primary_key=True, backref="raw_row", on_delete="CASCADE")
+    data = BlobField()
+    # what the mail process read of it (pipeline/parse.py summarize): JSON, or null
+    # when the desk process must parse the bytes itself
+    summary = TextField(null=True)
 
 
 class Message(BaseModel):
@@ -174,6 +217,8 @@ class Message(BaseModel):
     internal = BooleanField(default=False)
     kind = CharField(default="mail")  # mail | reply | note | automatic | bounce | resolution | ...
     created_at = UtcDateTimeField()
+
+    SNAPSHOT = ("id", "direction", "from_addr", "from_name", "subject", "body", "internal", "kind", "created_at")
 
 
 class Attachment(BaseModel):
@@ -220,17 +265,19 @@ class Task(BaseModel):
 
 
 class Outbox(BaseModel):
-    """One outgoing mail to one recipient, rendered and signed when queued."""
+    """One outgoing mail to one recipient: signed and threaded when queued, its
+    template rendered from `context` when it is sent."""
 
     id = AutoField()
     ticket = ForeignKeyField(Ticket, null=True, backref="outbox", on_delete="SET NULL")
     kind = CharField()  # the template: ack, assigned, relay, reminder, ...
     automatic = BooleanField(default=False)  # counted against the automatic-reply limits
-    rcpt = CharField(index=True)
-    envelope_from = TextField()
+    rcpt = CharField()
     message_id = TextField(index=True)
     subject = TextField(default="")
-    raw = BlobField()
+    rcpt_name = TextField(default="")
+    from_name = TextField(default="")  # "Alice" makes "Alice via <desk name>"
+    context = TextField(default="{}")  # the template's context as JSON; rendered when sent
     status = CharField(default="queued")  # queued | deferred | sent | failed | suppressed | bounced
     attempts = IntegerField(default=0)
     next_attempt_at = UtcDateTimeField(null=True)
@@ -302,7 +349,7 @@ class Suppression(BaseModel):
 
 
 MODELS = (
-    Ticket, Participant, Inbound, Message, Attachment, Blob, Event, Task, Outbox,
+    Ticket, Participant, Inbound, InboundRaw, Message, Attachment, Blob, Event, Task, Outbox,
     MailboxState, Setting, StaffState, SlaMark, Survey, Suppression,
 )
 
@@ -316,6 +363,8 @@ class DatabaseUnavailable(Exception):
 
 def open_database(url: str):
     """Bind the proxy to the database at `url` and return it."""
+    if db.obj is not None:
+        db.obj.close()
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///"):]
         if path and path != ":memory:":
@@ -377,15 +426,99 @@ def pending_migrations() -> list[str]:
     return [m.name for m in Runner(db.obj, str(MIGRATIONS)).status() if not m.applied and m.path]
 
 
+# --- hot-path SQL -------------------------------------------------------------------
+# peewee builds the SQL text of every query anew, which costs 20 times more than
+# SQLite takes to run a small insert (PERF-NOTES; bench/ingest.py). The pipeline's
+# hot path writes through these helpers instead: the statement text is made once
+# per (model, columns, database kind), values still go through each field's db_value.
+
+_STATEMENTS: dict = {}
+
+
+def _sql(text: str) -> str:
+    return text if is_sqlite() else text.replace("?", "%s")
+
+
+def execute(text: str, params=()):
+    """Run SQL written with `?` placeholders on either database."""
+    return db.obj.execute_sql(_sql(text), params)
+
+
+def scalar(text: str, params=()):
+    row = execute(text, params).fetchone()
+    return row[0] if row else None
+
+
+def insert(model, **values) -> int:
+    """INSERT one row; returns its primary key."""
+    sqlite = is_sqlite()
+    key = (model, tuple(values), sqlite)
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        meta = model._meta
+        fields = [meta.fields[name] for name in values]
+        columns = ", ".join(f'"{f.column_name}"' for f in fields)
+        text = f'INSERT INTO "{meta.table_name}" ({columns}) VALUES ({", ".join("?" * len(fields))})'
+        if not sqlite:
+            text += f' RETURNING "{meta.primary_key.column_name}"'
+        statement = _STATEMENTS[key] = (_sql(text), fields)
+    text, fields = statement
+    cursor = db.obj.execute_sql(text, [f.db_value(v) for f, v in zip(fields, values.values())])
+    return cursor.lastrowid if sqlite else cursor.fetchone()[0]
+
+
+def fetch_row(model, pk):
+    """SELECT one row by primary key into a model instance."""
+    sqlite = is_sqlite()
+    key = (model, "get", sqlite)
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        meta = model._meta
+        fields = meta.sorted_fields
+        columns = ", ".join(f'"{f.column_name}"' for f in fields)
+        statement = _STATEMENTS[key] = (
+            _sql(f'SELECT {columns} FROM "{meta.table_name}" WHERE "{meta.primary_key.column_name}" = ?'), fields)
+    text, fields = statement
+    row = db.obj.execute_sql(text, (pk,)).fetchone()
+    if row is None:
+        return None
+    instance = model(__no_default__=1, **{f.name: f.python_value(v) for f, v in zip(fields, row)})
+    instance._dirty.clear()
+    return instance
+
+
+def save_changes(instance, names=None) -> None:
+    """UPDATE the fields changed since the row was read or last saved (or `names`)."""
+    wanted = set(names) if names is not None else instance._dirty
+    dirty = [f for f in instance._meta.sorted_fields if f.name in wanted and not f.primary_key]
+    if not dirty:
+        return
+    meta = instance._meta
+    sqlite = is_sqlite()
+    key = (type(instance), "update", tuple(f.name for f in dirty), sqlite)
+    text = _STATEMENTS.get(key)
+    if text is None:
+        sets = ", ".join(f'"{f.column_name}" = ?' for f in dirty)
+        text = _STATEMENTS[key] = _sql(f'UPDATE "{meta.table_name}" SET {sets} WHERE "{meta.primary_key.column_name}" = ?')
+    params = [f.db_value(getattr(instance, f.name)) for f in dirty]
+    params.append(getattr(instance, meta.primary_key.name))
+    db.obj.execute_sql(text, params)
+    instance._dirty.clear()
+
+
+def add_event(ticket, at: dt.datetime, actor: str, kind: str, detail: str, inbound=None) -> None:
+    """One line of a ticket's history (`ticket` and `inbound` may be rows or ids)."""
+    insert(Event, ticket=ticket, at=at, actor=actor, kind=kind, detail=detail, inbound=inbound)
+
+
 # --- small durable settings -------------------------------------------------------
 
 
 def get_setting(key: str, default: str | None = None) -> str | None:
-    row = Setting.get_or_none(Setting.key == key)
-    return row.value if row else default
+    value = scalar('SELECT "value" FROM "setting" WHERE "key" = ?', (key,))
+    return default if value is None else value
 
 
 def put_setting(key: str, value: str) -> None:
-    Setting.insert(key=key, value=value).on_conflict(
-        conflict_target=[Setting.key], update={Setting.value: value}
-    ).execute()
+    execute('INSERT INTO "setting" ("key", "value") VALUES (?, ?) '
+            'ON CONFLICT ("key") DO UPDATE SET "value" = excluded."value"', (key, value))

@@ -1,0 +1,161 @@
+"""The processing pipeline: one stored inbound message in, ticket changes and outbox
+rows out, in one transaction.
+
+The stages run in this order; each is a plain function of the `Context`:
+
+    parse.read              bytes -> parsed mail, within the size and structure limits
+    screen.classify         duplicates, the desk's own mail, automatic mail
+    correlate.find_ticket   one-click token, In-Reply-To/References, subject tag
+    screen.file_automatic   bounces, complaints, out-of-office: recorded, never answered
+    identity.authenticate   who the sender is to the ticket, and whether to believe it
+    commands.apply          #commands, one-click links, survey answers
+    triage.open_ticket      a new incident: categorize, prioritize, route, assign
+    converse.attach         a reply joins the conversation and is relayed
+    notify.queue_mail       the decided mails become outbox rows
+
+A stage stops a message with `Discard` (done, with an outcome) or `Reject`
+(quarantine, with a reason). Any other exception also quarantines the message with
+its error (STYLE: the one broad catch, around one message): a bad message never
+blocks the others, and `maildesk inbound retry ID` runs it again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.parser
+import email.policy
+import logging
+from dataclasses import dataclass
+
+from .. import models
+from ..models import Inbound, InboundRaw, Outbox, db
+from . import commands, converse, correlate, identity, notify, parse, screen, triage
+from .context import Context, Discard, Reject
+
+log = logging.getLogger(__name__)
+
+STAGES = (
+    parse.read, screen.classify, correlate.find_ticket, screen.file_automatic, identity.authenticate,
+    commands.apply, triage.open_ticket, converse.attach, notify.queue_mail,
+)
+
+BATCH = 100  # messages per transaction: each still commits or fails alone (savepoints)
+
+
+@dataclass
+class Processed:
+    done: int = 0
+    quarantined: int = 0
+
+    def __str__(self):
+        return f"processed={self.done} quarantined={self.quarantined}"
+
+
+def process_pending(rt, now: dt.datetime, should_stop=lambda: False, between=lambda: None) -> Processed:
+    """Process every pending message, BATCH to a transaction; `between` runs after
+    each commit (the desk records delivery results there)."""
+    report = Processed()
+    while not should_stop():
+        ids = [i for (i,) in Inbound.select(Inbound.id).where(Inbound.status == "pending").order_by(Inbound.id).limit(BATCH).tuples()]
+        if not ids:
+            break
+        with models.write_transaction():
+            raws = {i: (data, summary) for i, data, summary in InboundRaw.select(
+                InboundRaw.inbound, InboundRaw.data, InboundRaw.summary).where(InboundRaw.inbound.in_(ids)).tuples()}
+            for ib in Inbound.select().where(Inbound.id.in_(ids)).order_by(Inbound.id):
+                if process_one(rt, ib, now, *raws.get(ib.id, (b"", None))):
+                    report.done += 1
+                else:
+                    report.quarantined += 1
+        between()
+    return report
+
+
+def process_one(rt, ib: Inbound, now: dt.datetime, raw: bytes, summary: str | None = None) -> bool:
+    """Run the stages on one message; True if processed, False if quarantined."""
+    ctx = Context(rt=rt, now=now, inbound=ib, raw=bytes(raw), summary=summary)
+    try:
+        with db.atomic():  # a savepoint: a failing message undoes only itself
+            try:
+                for stage in STAGES:
+                    stage(ctx)
+                ctx.outcome = "new-ticket" if ctx.new_ticket else "reply"
+            except Discard as stop:
+                ctx.outcome = stop.outcome
+                ctx.decide(f"outcome {stop.outcome}: {stop.reason}")
+                notify.queue_mail(ctx)
+            if ctx.ticket is not None:
+                ctx.ticket.save()
+            ib.status, ib.outcome, ib.error = "processed", ctx.outcome, None
+            ib.ticket = ctx.ticket
+            ib.decisions = "\n".join(ctx.decisions)
+            ib.processed_at = now
+            ib.save(only=_SAVED)
+        log.info("processed inbound=%s outcome=%s ticket=%s msgid=<%s>", ib.id, ctx.outcome,
+                 rt.ref(ctx.ticket) if ctx.ticket else "-", ib.message_id or "")
+        return True
+    except Reject as r:
+        quarantine(rt, ib, ctx, r.reason, now, tell_sender=r.tell_sender)
+    except Exception as e:  # noqa: BLE001 - any failure quarantines this message only
+        log.exception("quarantined inbound=%s after an error", ib.id)
+        quarantine(rt, ib, ctx, f"{type(e).__name__}: {e}"[:2000], now)
+    return False
+
+
+_SAVED = [Inbound.status, Inbound.outcome, Inbound.error, Inbound.ticket, Inbound.decisions, Inbound.processed_at,
+          Inbound.message_id, Inbound.subject, Inbound.from_addr]
+
+
+def quarantine(rt, ib: Inbound, ctx: Context, reason: str, now: dt.datetime, tell_sender: bool = False) -> None:
+    if not ib.from_addr or not ib.subject:
+        _headers_only(ib, ctx.raw)
+    ctx.decide(f"quarantined: {reason}")
+    ib.status, ib.outcome, ib.error, ib.ticket = "quarantined", "quarantined", reason, None
+    ib.decisions = "\n".join(ctx.decisions)
+    ib.processed_at = now
+    ib.save(only=_SAVED)
+    log.warning("quarantined inbound=%s msgid=<%s>: %s", ib.id, ib.message_id or "", reason)
+    if tell_sender:
+        _tell_sender_once(rt, ib, ctx, reason, now)
+
+
+def _headers_only(ib: Inbound, raw: bytes) -> None:
+    """From, Subject and Message-ID of a message that could not be parsed whole."""
+    from ..mime import clean_header_text
+
+    try:
+        head = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw[:65536])
+        ib.from_addr = ib.from_addr or clean_header_text(str(head.get("From", "")))[:500]
+        ib.subject = ib.subject or clean_header_text(str(head.get("Subject", "")))[:500]
+        ib.message_id = ib.message_id or (clean_header_text(str(head.get("Message-ID", ""))).strip().strip("<>") or None)
+    except Exception:  # noqa: BLE001 - best effort for the listing only
+        pass
+
+
+def _tell_sender_once(rt, ib: Inbound, ctx: Context, reason: str, now: dt.datetime) -> None:
+    from email.utils import getaddresses
+
+    from ..automatic import classify
+    from ..outbox import LOOP_HEADER, queue_mail
+
+    if Outbox.select().where((Outbox.inbound == ib) & (Outbox.kind == "too_large")).exists():
+        return
+    head = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(ctx.raw[:65536])
+    froms = [a.lower() for _, a in getaddresses([str(v) for v in head.get_all("From", [])]) if "@" in a]
+    if len(froms) != 1 or classify(head, desk_addresses=[rt.cfg.desk.address], own_loop_header=LOOP_HEADER,
+                                    own_domain=rt.cfg.desk.domain) is not None:
+        return
+    queue_mail(rt, now, "too_large", rcpt=froms[0], inbound=ib,
+               context={"reason": reason, "subject": ib.subject, "limit": rt.cfg.limits.max_message_bytes})
+
+
+def retry(rt, inbound_id: int, now: dt.datetime) -> Inbound:
+    """Run a quarantined message through the pipeline again."""
+    with models.write_transaction():
+        ib = Inbound.get_by_id(inbound_id)
+        ib.status, ib.error = "pending", None
+        ib.decisions = (ib.decisions + "\n" if ib.decisions else "") + f"retried at {now.isoformat()}"
+        ib.save(only=[Inbound.status, Inbound.error, Inbound.decisions])
+        raw = InboundRaw.get_or_none_by_id(inbound_id)
+        process_one(rt, ib, now, raw.data if raw else b"")
+    return Inbound.get_by_id(inbound_id)

@@ -1,0 +1,210 @@
+"""End-to-end ingest speed: IMAP to tickets to mail on the wire.
+
+Generates N help-desk mails (new incidents and replies in threads, some HTML, some
+HTML only, some with attachments, some Latin-1 and RFC 2047 subjects), appends
+them to a real Dovecot, and times one `maildesk run --once` as a separate process
+until every message is stored, threaded, and acknowledged (or relayed) over SMTP
+to an aiosmtpd sink. Prints messages per second and the peak RSS of that process.
+
+    python bench/ingest.py [--messages 2000] [--database sqlite|postgresql] [--vs-roundup]
+
+`--vs-roundup` also feeds the same mail to Roundup's mail gateway (bench/roundup_side.py)
+and prints both rates and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from email.header import Header
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import tomli_w  # noqa: E402
+
+from tests.sandbox import Dovecot, SmtpSink  # noqa: E402
+
+PROBLEMS = [
+    ("Printer on floor {n} prints blank pages", "The printer next to the kitchen prints blank pages since this morning."),
+    ("VPN disconnects every hour", "My VPN tunnel drops every hour and I have to log in again."),
+    ("Cannot log in to my laptop", "My password expired and now the laptop says my account is locked."),
+    ("Outlook keeps asking for the password", "Outlook asks for my password again and again, urgent please."),
+    ("Wifi in meeting room {n} is down", "Nobody in meeting room {n} can connect to the wifi network."),
+    ("New monitor for the team", "Our team needs two more monitors, when you can."),
+    ("Shared drive is read-only", "Since the update I cannot save to the shared drive."),
+]
+NAMES = ["Jürgen Müller", "Zoë Dupont", "Ana García", "Łukasz Nowak", "Sam Lee", "Priya Patel", "Björn Ødegaard"]
+FILLER = ("Here is some more detail about what I tried. I restarted the computer twice, "
+          "checked the cables, and asked my colleague, who has the same problem.\n") * 6
+
+
+def _subject(text: str, latin1: bool) -> str:
+    if latin1:
+        return Header(text, "iso-8859-1").encode()
+    return Header(text, "utf-8").encode() if not text.isascii() else text
+
+
+def generate(n: int, seed: int = 42) -> tuple[list[bytes], int]:
+    """N mails in about 0.4 N threads; returns them and how many start a thread."""
+    rnd = random.Random(seed)
+    mails, threads = [], []
+    for i in range(n):
+        reply = threads and rnd.random() < 0.4
+        if reply:
+            t = rnd.choice(threads)
+            sender, name, subject, root = t
+            subject = "Re: " + subject
+            body = f"Hello again,\n\nit happened again at {rnd.randint(8, 17)}:{rnd.randint(10, 59)}.\n\n"
+            body += "On Mon, 30 Nov 2026 at 09:00, IT Service Desk <helpdesk@example.test> wrote:\n> We have your message.\n> It is logged.\n"
+            extra = f"In-Reply-To: <{root}>\r\nReferences: <{root}>\r\n"
+        else:
+            title, text = rnd.choice(PROBLEMS)
+            subject = title.format(n=rnd.randint(1, 9))
+            name = rnd.choice(NAMES)
+            sender = f"user{i}@corp.example"
+            body = f"Hello,\n\n{text.format(n=rnd.randint(1, 9))}\n\n{FILLER}\nThanks,\n{name}\n"
+            extra = ""
+        mid = f"{uuid.UUID(int=rnd.getrandbits(128)).hex}@corp.example"
+        if not reply:
+            threads.append((sender, name, subject, mid))
+        latin1 = rnd.random() < 0.15
+        charset = "iso-8859-1" if latin1 else "utf-8"
+        display = Header(name, "utf-8").encode() if not name.isascii() else name
+        head = (f"From: {display} <{sender}>\r\nTo: helpdesk@example.test\r\n"
+                f"Subject: {_subject(subject, latin1)}\r\nMessage-ID: <{mid}>\r\n{extra}"
+                f"Date: Mon, 30 Nov 2026 09:{i % 60:02d}:00 +0100\r\nMIME-Version: 1.0\r\n")
+        kind = rnd.random()
+        text = body.encode(charset, "replace")
+        if kind < 0.1:  # HTML only
+            html = "<html><body>" + "".join(f"<p>{line}</p>" for line in body.splitlines() if line) + "</body></html>"
+            raw = head + f"Content-Type: text/html; charset={charset}\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+            mails.append(raw.encode() + html.encode(charset, "replace"))
+            continue
+        plain = f"Content-Type: text/plain; charset={charset}\r\nContent-Transfer-Encoding: 8bit\r\n\r\n".encode() + text
+        parts = [plain]
+        if kind < 0.3:
+            html = "<html><body>" + "".join(f"<p>{line}</p>" for line in body.splitlines() if line) + "</body></html>"
+            parts = [b"Content-Type: multipart/alternative; boundary=alt\r\n\r\n--alt\r\n" + plain + b"\r\n--alt\r\n"
+                     + f"Content-Type: text/html; charset={charset}\r\n\r\n".encode() + html.encode(charset, "replace")
+                     + b"\r\n--alt--\r\n"]
+        if rnd.random() < 0.1:
+            blob = base64.encodebytes(rnd.randbytes(rnd.randint(20_000, 60_000))).replace(b"\n", b"\r\n")
+            parts.append(b'Content-Type: application/pdf; name="screenshot.pdf"\r\nContent-Transfer-Encoding: base64\r\n'
+                         b'Content-Disposition: attachment; filename="screenshot.pdf"\r\n\r\n' + blob)
+        if len(parts) == 1 and not parts[0].startswith(b"Content-Type: multipart"):
+            mails.append(head.encode() + plain)
+        else:
+            body_bytes = b"".join(b"--mixed\r\n" + p + b"\r\n" for p in parts) + b"--mixed--\r\n"
+            mails.append(head.encode() + b"Content-Type: multipart/mixed; boundary=mixed\r\n\r\n" + body_bytes)
+    return mails, len(threads)
+
+
+def run_maildesk(mails: list[bytes], new_tickets: int, database: str, desk: str = "full") -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="maildesk-bench-"))
+    with Dovecot() as dovecot, SmtpSink() as smtp:
+        dovecot.add_user("helpdesk", "secret")
+        if database == "postgresql":
+            import psycopg2
+
+            conn = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/test")
+            conn.autocommit = True
+            name = "md_bench_" + uuid.uuid4().hex[:8]
+            conn.cursor().execute(f"CREATE DATABASE {name}")
+            url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+        else:
+            url = f"sqlite:///{tmp / 'maildesk.db'}"
+        config = {
+            "desk": {"name": "IT Service Desk", "address": "helpdesk@example.test", "timezone": "Europe/Berlin",
+                     "state_dir": str(tmp / "state")},
+            "database": {"url": url},
+            "imap": {"host": dovecot.host, "port": dovecot.port, "security": "none", "username": "helpdesk",
+                     "password": "secret"},
+            "smtp": {"host": smtp.host, "port": smtp.port, "security": "none", "connections": 6},
+            "groups": [{"name": "service-desk"}, {"name": "network"}],
+            "technicians": [{"email": f"tech{i}@example.test", "name": f"Tech {i}", "groups": ["service-desk"]} for i in range(4)]
+            + [{"email": "net@example.test", "name": "Net", "groups": ["network"]}] if desk == "full" else [],
+            "categories": [{"name": "Network", "keywords": ["vpn", "wifi", "network"], "group": "network"},
+                           {"name": "Hardware", "keywords": ["printer", "monitor", "laptop"]},
+                           {"name": "Accounts", "keywords": ["password", "locked", "account"]}],
+            "priority": {"impact_keywords": {"high": ["nobody"], "medium": ["our team"]},
+                         "urgency_keywords": {"high": ["urgent"], "low": ["when you can"]}},
+            "security": {"secret": "bench"},
+            "limits": {"auto_replies_per_sender_per_day": 1000, "auto_replies_per_ticket_per_day": 1000,
+                       "auto_replies_per_hour": 1_000_000},
+        }
+        cfg_path = tmp / "maildesk.toml"
+        cfg_path.write_text(tomli_w.dumps(config))
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        cmd = [sys.executable, "-m", "maildesk", "--config", str(cfg_path)]
+        subprocess.run(cmd + ["init"], check=True, env=env, capture_output=True)
+        t0 = time.perf_counter()
+        dovecot.append_many("helpdesk", mails)
+        appended = time.perf_counter() - t0
+        import resource
+
+        sink_before = resource.getrusage(resource.RUSAGE_SELF)
+        start = time.perf_counter()
+        with open(tmp / "run.log", "wb") as log:
+            proc = subprocess.Popen(cmd + ["run", "--once"], env=env, stderr=log, stdout=subprocess.DEVNULL)
+            _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        sink_after = resource.getrusage(resource.RUSAGE_SELF)
+        sink_cpu = (sink_after.ru_utime + sink_after.ru_stime) - (sink_before.ru_utime + sink_before.ru_stime)
+        err = (tmp / "run.log").read_text(errors="replace")
+        if status != 0:
+            raise SystemExit(f"maildesk run --once failed:\n{err[-3000:]}")
+        tickets = json.loads(subprocess.run(cmd + ["tickets", "list", "--json"], env=env, capture_output=True,
+                                            check=True).stdout)
+        failed = json.loads(subprocess.run(cmd + ["inbound", "list", "--failed", "--json"], env=env,
+                                           capture_output=True, check=True).stdout)
+        sent = len(smtp.messages)
+        acks = sum(1 for m in smtp.messages if m.header("Auto-Submitted") == "auto-replied")
+    return {
+        "messages": len(mails), "seconds": seconds, "rate": len(mails) / seconds, "peak_rss_mb": usage.ru_maxrss / 1024,
+        "tickets": len(tickets), "expected_tickets": new_tickets, "quarantined": len(failed), "smtp_sent": sent,
+        "acknowledgements": acks, "append_seconds": appended,
+        "maildesk_cpu": usage.ru_utime + usage.ru_stime, "sink_cpu": sink_cpu,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--messages", type=int, default=2000)
+    ap.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    ap.add_argument("--desk", choices=("ack", "full"), default="full",
+                    help="ack: triage, SLA and acknowledgements, no technicians (issue 2's workload); "
+                         "full: five technicians, so assignment notices and relayed replies too")
+    ap.add_argument("--vs-roundup", action="store_true", help="also time Roundup's mail gateway on the same mail")
+    args = ap.parse_args()
+    mails, new = generate(args.messages)
+    size = sum(map(len, mails)) / 1e6
+    print(f"generated {len(mails)} mails ({size:.1f} MB), {new} threads, {len(mails) - new} replies")
+    r = run_maildesk(mails, new, args.database, args.desk)
+    print(f"maildesk ({args.database}, desk={args.desk}): {r['messages']} messages in {r['seconds']:.2f} s = {r['rate']:.0f} msg/s end to end; "
+          f"peak RSS {r['peak_rss_mb']:.0f} MB")
+    print(f"  CPU: maildesk (both processes) {r['maildesk_cpu']:.1f} s, the SMTP sink {r['sink_cpu']:.1f} s; "
+          f"this machine has {os.cpu_count()} cores")
+    print(f"  tickets {r['tickets']} (expected {r['expected_tickets']}), quarantined {r['quarantined']}, "
+          f"mails sent {r['smtp_sent']} ({r['acknowledgements']} acknowledgements); "
+          f"append to Dovecot took {r['append_seconds']:.2f} s (not counted)")
+    if args.vs_roundup:
+        from bench.roundup_side import run_roundup
+
+        ru = run_roundup(mails)
+        print(f"roundup-mailgw {ru['version']}: {ru['messages']} messages in {ru['seconds']:.2f} s = {ru['rate']:.1f} msg/s "
+              f"({ru['issues']} issues{'; ' + ru['errors'] if ru.get('errors') else ''})")
+        print(f"maildesk / roundup = {r['rate'] / ru['rate']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""The desk process: process stored mail, run the scheduled jobs, look after the
+mail process (mover.py), and talk to systemd.
+
+    maildesk run --once [--now T]   one full cycle: the mail process fetches and
+                                    then delivers while this one processes what
+                                    arrives; then every job; then the last mail
+    maildesk run                    the same, until SIGTERM or SIGINT
+
+systemd (Type=notify) hears READY once, STATUS each cycle and WATCHDOG while the
+loop is alive. A mail process that dies is started again.
+
+Around one cycle is one of the codebase's broad catches: a locked or unreachable
+database makes the desk wait and try again; nothing is lost, because mail is
+flagged on the IMAP server only after it is committed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+
+import schedule
+from peewee import DatabaseError, InterfaceError
+
+from . import faults, jobs, models, mover
+from .models import Inbound, utcnow
+from .outbox import Delivered, record_results
+from .pipeline import process_pending
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 60.0
+
+
+class Laps:
+    """Wall and CPU seconds per phase, for the log."""
+
+    def __init__(self):
+        self.last = (time.perf_counter(), time.process_time())
+        self.laps: list[tuple[str, float, float]] = []
+
+    def __call__(self, name: str) -> None:
+        now = (time.perf_counter(), time.process_time())
+        self.laps.append((name, now[0] - self.last[0], now[1] - self.last[1]))
+        self.last = now
+
+    def __str__(self):
+        return " ".join(f"{n}={wall:.2f}s (cpu {cpu:.2f}s)" for n, wall, cpu in self.laps)
+
+
+class Systemd:
+    """sd_notify(3), quiet when not run by systemd."""
+
+    def __init__(self):
+        self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
+        self._last_ping = 0.0
+        if self.enabled:
+            import sdnotify
+
+            self._n = sdnotify.SystemdNotifier()
+
+    def send(self, text: str) -> None:
+        if self.enabled:
+            self._n.notify(text)
+
+    def watchdog(self) -> None:
+        now = time.monotonic()
+        if now - self._last_ping >= 5:
+            self._last_ping = now
+            self.send("WATCHDOG=1")
+
+
+class MailProcess:
+    """The forked mail process and our end of its pipe."""
+
+    def __init__(self, cfg, once: bool, now: dt.datetime | None):
+        ctx = multiprocessing.get_context("fork")
+        self.pipe, child_end = ctx.Pipe()
+        # SQLite: no open connection may cross a fork; both sides reconnect
+        models.db.obj.close()
+        self.process = ctx.Process(target=mover.main, args=(cfg, child_end, once, now), name="maildesk-mail", daemon=True)
+        self.process.start()
+        child_end.close()
+        faults.partner(self.process.pid)
+        self.fetched: bool | None = None
+        self.stored = False
+        self.results: list[tuple] = []
+
+    def tell(self, *note) -> None:
+        try:
+            self.pipe.send(note)
+        except (BrokenPipeError, OSError):
+            pass  # it died; the supervisor notices
+
+    def listen(self, timeout: float = 0.0) -> None:
+        try:
+            while self.pipe.poll(timeout):
+                timeout = 0.0
+                note = self.pipe.recv()
+                if note[0] == "stored":
+                    self.stored = True
+                elif note[0] == "fetched":
+                    self.fetched = note[1]
+                elif note[0] == "delivered":
+                    self.results.extend(note[1])
+        except (EOFError, OSError):
+            pass
+
+    @property
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.tell("stop")
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(2)
+
+
+class Daemon:
+    def __init__(self, rt):
+        self.rt = rt
+        self.cfg = rt.cfg
+        self.stop = threading.Event()
+        self.systemd = Systemd()
+        self.mail: MailProcess | None = None
+
+    def should_stop(self) -> bool:
+        self.systemd.watchdog()
+        return self.stop.is_set()
+
+    def _pending(self) -> bool:
+        return Inbound.select().where(Inbound.status == "pending").exists()
+
+    def _process(self, now=None) -> object:
+        processed = process_pending(self.rt, now or utcnow(), self.should_stop, between=lambda: self._record(now))
+        if processed.done or processed.quarantined:
+            faults.point("after-process")
+            self.mail.tell("queued")
+        self._record(now)
+        return processed
+
+    def _record(self, now=None) -> None:
+        """Write the delivery results the mail process reported."""
+        self.mail.listen()
+        if self.mail.results:
+            results, self.mail.results = self.mail.results, []
+            report = record_results(self.rt, results, now or utcnow())
+            self.delivered.add(report)
+
+    # --- one cycle --------------------------------------------------------------------
+
+    def run_once(self, now: dt.datetime | None = None) -> bool:
+        """One full cycle; True if the fetch succeeded."""
+        self.rt.begin_cycle()
+        lap = Laps()
+        self.mail = MailProcess(self.cfg, once=True, now=now)
+        self.delivered = Delivered()
+        done = quarantined = 0
+        while True:
+            processed = self._process(now)
+            done, quarantined = done + processed.done, quarantined + processed.quarantined
+            self.mail.listen()
+            if self.mail.fetched is not None and not self._pending():
+                break
+            if not self.mail.alive:
+                log.error("the mail process ended early (exit %s)", self.mail.process.exitcode)
+                break
+            if not processed.done and not processed.quarantined:
+                self.mail.listen(timeout=0.05)
+        lap("fetch+process")
+        results = [job(self.rt, now or utcnow()) for job in jobs.JOBS]
+        lap("jobs")
+        self.mail.tell("queued")
+        self.mail.tell("done")
+        while self.mail.alive:
+            self.mail.listen(timeout=0.05)
+            self._record(now)
+        self.mail.process.join()
+        self._record(now)
+        lap("deliver")
+        log.info("cycle: processed=%d quarantined=%d; %s; %s; %s", done, quarantined, self.delivered,
+                 "; ".join(results), lap)
+        return bool(self.mail.fetched)
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def run_forever(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        scheduler = schedule.Scheduler()
+        scheduler.every(30).seconds.do(self._job, jobs.sla_sweep)
+        scheduler.every(5).minutes.do(self._job, jobs.auto_close)
+        scheduler.every(1).minutes.do(self._job, jobs.fetch_stalled)
+        self.mail = MailProcess(self.cfg, once=False, now=None)
+        self.delivered = Delivered()
+        self.systemd.send("READY=1")
+        log.info("maildesk running: %s as %s", self.cfg.desk.name, self.cfg.desk.address)
+        for job in jobs.JOBS:  # a restart catches up on every job at once
+            self._job(job)
+        backoff = 1.0
+        restarts: list[float] = []
+        while not self.stop.is_set():
+            try:
+                self.rt.begin_cycle()
+                processed = self._process()
+                scheduler.run_pending()
+                backoff = 1.0
+                self.systemd.send(f"STATUS=running; last cycle {processed}")
+            except (DatabaseError, InterfaceError) as e:
+                log.error("database unavailable (%s); retrying in %.0f s", e, backoff)
+                self.systemd.send(f"STATUS=database unavailable: {e}")
+                self._sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            if not self.mail.alive and not self.stop.is_set():
+                restarts = [t for t in restarts if t > time.monotonic() - 60] + [time.monotonic()]
+                log.error("the mail process died (exit %s); starting it again", self.mail.process.exitcode)
+                self._sleep(min(2.0 ** len(restarts), MAX_BACKOFF))
+                self.mail = MailProcess(self.cfg, once=False, now=None)
+            self._wait(scheduler)
+        self.mail.stop()
+        self._record()
+        self.systemd.send("STOPPING=1")
+        log.info("maildesk stopped")
+
+    def _on_signal(self, signum, frame) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        self.stop.set()
+
+    def _job(self, job) -> None:
+        try:
+            log.debug("job %s: %s", job.__name__, job(self.rt, utcnow()))
+            self.mail.tell("queued")
+        except (DatabaseError, InterfaceError) as e:
+            log.error("job %s: database unavailable: %s", job.__name__, e)
+
+    def _wait(self, scheduler) -> None:
+        """Until the mail process stored new mail, the next job, or a second."""
+        deadline = time.monotonic() + min(1.0, max(0.05, scheduler.idle_seconds or 1.0))
+        while not self.should_stop() and time.monotonic() < deadline:
+            self.mail.stored = False
+            self.mail.listen(timeout=min(0.25, max(0.0, deadline - time.monotonic())))
+            self._record()
+            if self.mail.stored:
+                return
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.should_stop() and time.monotonic() < deadline:
+            time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))

@@ -1,0 +1,96 @@
+"""What the stages of the pipeline share about one inbound message, and the two ways
+a stage can stop it: `Discard` (done: nothing more to do, not an error) and `Reject`
+(quarantine it with a reason)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..models import Inbound, Message, Ticket, add_event
+
+
+class Discard(Exception):
+    """Stop here; the message is processed, with this outcome."""
+
+    def __init__(self, outcome: str, reason: str):
+        self.outcome, self.reason = outcome, reason
+        super().__init__(reason)
+
+
+class Reject(Exception):
+    """Stop here; the message is quarantined with this reason."""
+
+    def __init__(self, reason: str, tell_sender: bool = False):
+        self.reason, self.tell_sender = reason, tell_sender
+        super().__init__(reason)
+
+
+@dataclass
+class Intent:
+    """A mail a stage decided to send; the notify stage renders and queues it."""
+
+    kind: str
+    rcpt: str
+    rcpt_name: str = ""
+    context: dict = field(default_factory=dict)
+    ticket: Ticket | None = None
+    from_name: str | None = None
+    automatic: bool | None = None
+    thread: Any = None
+    public: Message | None = None  # the conversation message this mail carries
+
+
+@dataclass
+class Context:
+    rt: Any  # Runtime
+    now: dt.datetime
+    inbound: Inbound
+    raw: bytes
+    mail: Any = None  # mime.ParsedMail
+    summary: str | None = None  # what the mail process read of it (parse.summarize)
+    verdict: Any = False  # automatic.Verdict or None, from the summary; False: not known yet
+    automatic: Any = None  # automatic.Verdict
+    ticket: Ticket | None = None
+    how: str = ""  # how the ticket was found
+    reply_to_kind: str = ""  # the kind of desk mail this one answers (ack, survey, ...)
+    new_ticket: bool = False
+    follows: Ticket | None = None  # the closed ticket a late reply follows up
+    sender: str = ""  # the one unambiguous sender address, lower case, or ""
+    sender_name: str = ""
+    role: str = "stranger"  # requester | staff | participant | stranger
+    is_staff: bool = False  # a technician or incident manager, whatever their role here
+    authenticated: bool = False
+    auth_reason: str = ""
+    spoofed_reference: bool = False
+    token: tuple | None = None  # (action, ticket id, mac) of a one-click link
+    body: str = ""  # the text after the command block, quoted history stripped
+    commands: list = field(default_factory=list)
+    internal: bool = False  # a #note, or a refused command mail
+    message: Message | None = None  # the stored conversation message
+    outcome: str = ""
+    intents: list[Intent] = field(default_factory=list)
+    decisions: list[str] = field(default_factory=list)
+
+    @property
+    def cfg(self):
+        return self.rt.cfg
+
+    @property
+    def ref(self) -> str:
+        return self.rt.ref(self.ticket) if self.ticket else "-"
+
+    def decide(self, text: str) -> None:
+        """One line of `maildesk why`."""
+        self.decisions.append(text)
+
+    def event(self, kind: str, detail: str, actor: str | None = None, ticket: Ticket | None = None) -> None:
+        ticket = ticket or self.ticket
+        add_event(ticket, self.now, actor or self.sender or "desk", kind, detail, self.inbound)
+        self.decide(f"{self.rt.ref(ticket)}: {kind}: {detail}")
+
+    def send(self, kind: str, rcpt: str, **kw) -> Intent:
+        intent = Intent(kind=kind, rcpt=rcpt, **kw)
+        self.intents.append(intent)
+        return intent

@@ -1,0 +1,38 @@
+"""Stage 9: the mails the earlier stages decided on become outbox rows, in the same
+transaction as the changes that caused them (DESIGN guarantee 3).
+
+Nothing is sent here: `outbox.deliver_due` sends after the commit. The desk never
+answers automatic mail (RFC 3834), so automatic replies to such mail are dropped
+here whatever stage asked for them.
+"""
+
+from __future__ import annotations
+
+from .. import outbox
+from ..outbox import AUTO_REPLIES
+from .context import Context
+
+
+def queue_mail(ctx: Context) -> None:
+    for intent in ctx.intents:
+        automatic = intent.kind in AUTO_REPLIES if intent.automatic is None else intent.automatic
+        if ctx.automatic is not None and automatic and intent.rcpt == ctx.sender:
+            ctx.decide(f"{intent.kind} to {intent.rcpt} not queued: never answer automatic mail")
+            continue
+        row = outbox.queue_mail(
+            ctx.rt, ctx.now, intent.kind, rcpt=intent.rcpt, rcpt_name=intent.rcpt_name,
+            ticket=intent.ticket or ctx.ticket, context=intent.context, automatic=automatic,
+            from_name=intent.from_name, thread=intent.thread, inbound=ctx.inbound,
+        )
+        if row is None:
+            ctx.decide(f"{intent.kind} to {intent.rcpt} not queued: that is the desk's own address")
+            continue
+        if intent.public is not None and intent.rcpt == (intent.ticket or ctx.ticket).requester:
+            intent.public.message_id = row.message_id  # the requester's copy is the one replies cite
+            intent.public.to = intent.rcpt
+            intent.public.save()
+        if row.status == "suppressed":
+            ctx.decide(f"{intent.kind} to {intent.rcpt} suppressed: {row.last_error}")
+        else:
+            ctx.decide(f"queued {intent.kind} to {intent.rcpt} (outbox #{row.id}, <{row.message_id}>)")
+    ctx.intents.clear()

@@ -1,0 +1,185 @@
+"""Stage 7: a new incident is logged, categorized, prioritized, routed and assigned,
+each decision an event on the ticket that says why (ITIL steps 1-4).
+
+The decisions themselves (`categorize`, `prioritize`) are pure functions of the
+config and the mail, so that they can be tested without any I/O.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+from .. import attachments, lifecycle, routing, sla
+from ..config import LEVELS, Config
+from ..models import Message, Ticket
+from .context import Context
+
+GENERAL = "General"
+
+
+@dataclass(frozen=True)
+class Decision:
+    value: str
+    why: str
+
+
+@functools.lru_cache(maxsize=64)
+def _matcher(keywords: tuple[str, ...]) -> re.Pattern | None:
+    """One pattern for a whole keyword list: whole words, case-insensitive; a keyword
+    may be a phrase ("all users"). One scan of the text counts them all."""
+    words = sorted({" ".join(k.lower().split()) for k in keywords if k.strip()}, key=len, reverse=True)
+    if not words:
+        return None
+    alternatives = "|".join(r"\s+".join(map(re.escape, w.split())) for w in words)
+    return re.compile(r"(?<!\w)(?:" + alternatives + r")(?!\w)", re.I)
+
+
+def keyword_counts(keywords: tuple[str, ...], text: str) -> dict[str, int]:
+    pattern = _matcher(tuple(keywords))
+    counts: dict[str, int] = {}
+    if pattern is not None:
+        for found in pattern.findall(text):
+            key = " ".join(found.lower().split())
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def categorize(cfg: Config, text: str) -> Decision:
+    """The category with the most keyword matches; a tie goes to the one listed first."""
+    counts = keyword_counts(tuple(k for c in cfg.categories for k in c.keywords), text)
+    best, best_score, best_hits = None, 0, []
+    for cat in cfg.categories:
+        hits = [(k, n) for k in cat.keywords if (n := counts.get(" ".join(k.lower().split()), 0))]
+        score = sum(n for _, n in hits)
+        if score > best_score:
+            best, best_score, best_hits = cat, score, hits
+    if best is None:
+        return Decision(GENERAL, "no keyword matched")
+    words = ", ".join(f'"{k}"' + (f" x{n}" if n > 1 else "") for k, n in best_hits)
+    return Decision(best.name, f"keyword{'s' if len(best_hits) > 1 or best_score > 1 else ''} {words}")
+
+
+def _level(keywords: dict, text: str) -> tuple[str, str]:
+    counts = keyword_counts(tuple(k for level in LEVELS for k in keywords.get(level, ())), text)
+    for level in LEVELS:
+        for k in keywords.get(level, ()):
+            if counts.get(" ".join(k.lower().split())):
+                return level, f'keyword "{k}"'
+    return "medium", "default"
+
+
+def _raise(level: str) -> str:
+    return LEVELS[max(0, LEVELS.index(level) - 1)]
+
+
+def header_urgency(mail) -> str | None:
+    """`Importance: high`, `X-Priority: 1`/`2`, `Priority: urgent` (RFC 2156, Outlook)."""
+    importance = mail.header("Importance").strip().lower()
+    x_priority = mail.header("X-Priority").strip()[:1]
+    priority = mail.header("Priority").strip().lower()
+    if importance == "high" or x_priority in ("1", "2") or priority == "urgent":
+        return "high"
+    return None
+
+
+@dataclass(frozen=True)
+class Priority:
+    impact: str
+    urgency: str
+    priority: str
+    why: str
+
+
+def prioritize(cfg: Config, text: str, requester: str, urgent_header: str | None = None) -> Priority:
+    p = cfg.priority
+    impact, impact_why = _level(p.impact_keywords, text)
+    if requester in p.vip:
+        raised = _raise(impact)
+        impact_why += f", raised to {raised} for VIP {requester}" if raised != impact else f", VIP {requester}"
+        impact = raised
+    urgency, urgency_why = _level(p.urgency_keywords, text)
+    if urgent_header and LEVELS.index(urgent_header) < LEVELS.index(urgency):
+        urgency, urgency_why = urgent_header, f"{urgency_why}, raised to {urgent_header} by the mail's importance header"
+    priority = p.matrix[impact][urgency]
+    return Priority(impact, urgency, priority,
+                    f"priority {priority}: impact {impact} ({impact_why}), urgency {urgency} ({urgency_why})")
+
+
+# --- the stage ------------------------------------------------------------------------
+
+
+def open_ticket(ctx: Context) -> None:
+    if ctx.ticket is not None:
+        return
+    cfg, mail, now = ctx.cfg, ctx.mail, ctx.now
+    requester = ctx.sender or next((a.addr for a in mail.from_ if a.addr), "") or "unknown"
+    t = Ticket(
+        subject=mail.subject or "(no subject)", requester=requester, requester_name=ctx.sender_name,
+        status="new", created_at=now, updated_at=now, thread_root=mail.message_id, follows=ctx.follows,
+    )
+    text = f"{mail.subject}\n{mail.reply_text}"  # the quoted history does not count
+    cat = categorize(cfg, text)
+    pri = prioritize(cfg, text, requester, header_urgency(mail))
+    t.category, t.impact, t.urgency, t.priority = cat.value, pri.impact, pri.urgency, pri.priority
+    t.group = cfg.category_group(cat.value)
+    sla.apply_policy(ctx.rt, t, now)
+    t.save()
+    t.is_new = True  # nothing fired, nothing sent yet: spares the lookups
+    ctx.ticket, ctx.new_ticket = t, True
+    lifecycle.add_participant(t, requester, "requester")
+    for a in mail.to + mail.cc:
+        if a.addr and a.addr != requester and "@" in a.addr and not _is_desk(ctx, a.addr):
+            lifecycle.add_participant(t, a.addr, "cc")
+    ctx.message = store_message(ctx, t, internal=False, kind="mail")
+    ctx.event("created", f"from {requester}" + (f" ({ctx.how})" if ctx.how else "")
+              + (f"; follows {ctx.rt.ref(ctx.follows)}" if ctx.follows else ""))
+    if ctx.follows is not None:
+        ctx.event("linked", f"follow-up {ctx.ref} opened by a reply after the reopen window", ticket=ctx.follows)
+    ctx.event("category", f"category {cat.value} ({cat.why})", actor="desk")
+    ctx.event("priority", pri.why, actor="desk")
+    ctx.event("group", f"routed to {t.group or 'no group'} (category {cat.value})", actor="desk")
+    ctx.event("sla", sla.describe_due(ctx.rt, t), actor="desk")
+    tech, how = routing.pick_assignee(ctx.rt, t.group, now)
+    if tech:
+        lifecycle.assign(ctx.rt, t, tech.email, now, "desk", how, ctx.inbound)
+    else:
+        ctx.event("assigned", f"not assigned: {how}", actor="desk")
+    sla.refresh(ctx.rt, t)
+    _notify_new(ctx, t, pri, cat)
+
+
+def _is_desk(ctx: Context, addr: str) -> bool:
+    from ..outbox import is_desk_address
+
+    return is_desk_address(ctx.rt, addr)
+
+
+def _notify_new(ctx: Context, t: Ticket, pri: Priority, cat: Decision) -> None:
+    from ..outbox import Thread
+
+    context = {"priority_why": pri.why, "category_why": cat.why, "message": ctx.message}
+    if ctx.automatic is not None:
+        ctx.decide(f"no acknowledgement: {ctx.automatic.kind} mail")
+    elif not ctx.sender:
+        ctx.decide(f"no acknowledgement: the sender is ambiguous ({ctx.mail.sender_problem})")
+    else:
+        ctx.send("ack", t.requester, rcpt_name=t.requester_name, ticket=t, context=context,
+                 thread=Thread.after(ctx.mail.message_id, ctx.mail.references))
+    rcpts = [t.assignee] if t.assignee else [m.email for m in ctx.cfg.members(t.group)]
+    for rcpt in rcpts:
+        ctx.send("assigned", rcpt, ticket=t, context=context, thread=Thread())
+
+
+def store_message(ctx: Context, t: Ticket, *, internal: bool, kind: str, body: str | None = None) -> Message:
+    mail = ctx.mail
+    msg = Message.create(
+        ticket=t, inbound=ctx.inbound, direction="in", message_id=mail.message_id,
+        from_addr=ctx.sender or ctx.inbound.from_addr, from_name=ctx.sender_name,
+        to=", ".join(a.addr for a in mail.to if a.addr)[:2000], cc=", ".join(a.addr for a in mail.cc if a.addr)[:2000],
+        subject=mail.subject, body=ctx.body if body is None else body, html=mail.html,
+        internal=internal, kind=kind, created_at=ctx.now,
+    )
+    attachments.store_all(ctx.rt, msg, mail.attachments)
+    return msg

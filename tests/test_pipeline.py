@@ -1,0 +1,207 @@
+"""The mail pipeline end to end through real Dovecot and aiosmtpd: fetch, store,
+thread, acknowledge, deliver (issue 2; DESIGN sections 1, 4 and guarantees 1-4)."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from tests.conftest import DESK, both_databases, mail, reply_to, wait_until
+
+
+def _only(lst):
+    assert len(lst) == 1, lst
+    return lst[0]
+
+
+@both_databases
+def test_new_mail_opens_a_ticket_and_is_acknowledged(desk):
+    desk.deliver(mail("Jane Doe <jane@example.org>", "Printer on floor 2 is broken", "It prints blank pages.",
+                      msgid="<first@client.example>"))
+    desk.run()
+    t = _only(desk.tickets())
+    assert t["ref"] == "INC-1" and t["status"] in ("new", "open")
+    assert t["requester"] == "jane@example.org" and t["subject"] == "Printer on floor 2 is broken"
+    assert t["message_count"] == 1 and t["parent"] is None
+    ack = _only(desk.sent(to="jane@example.org"))
+    assert "[INC-1]" in ack.subject
+    assert ack.header("Auto-Submitted") == "auto-replied"
+    assert ack.header("X-Auto-Response-Suppress") == "All"
+    assert ack.header("In-Reply-To") == "<first@client.example>"
+    assert "<first@client.example>" in ack.header("References")
+    assert ack.envelope_from.startswith("helpdesk+bounce-") and ack.envelope_from.endswith("@example.test")
+    assert "Hardware" in ack.text and "medium" in ack.text  # category and priority are stated
+    stored = _only(desk.outbox() and [o for o in desk.outbox() if o["to"] == "jane@example.org"])
+    assert stored["status"] == "sent" and f"<{stored['message_id']}>" == ack.header("Message-ID")
+    # the message is flagged on the server only after it was stored
+    (uid, flags, raw), = desk.imap_messages()
+    assert b"\\Seen" in flags
+
+
+@both_databases
+def test_reply_threads_onto_the_ticket_without_second_acknowledgement(desk):
+    desk.deliver(mail("jane@example.org", "VPN drops every hour", "The VPN disconnects."))
+    desk.run()
+    ack = _only(desk.sent(to="jane@example.org"))
+    desk.deliver(reply_to(ack, "jane@example.org", "It happened again at 11:00."))
+    desk.run()
+    t = _only(desk.tickets())
+    assert t["message_count"] == 2
+    body = desk.ticket("INC-1")["messages"][1]["body"]
+    assert body.strip() == "It happened again at 11:00."  # quoted history stripped
+    assert len(desk.sent(to="jane@example.org")) == 1  # no second acknowledgement
+
+
+def test_subject_tag_threads_a_participant_but_not_a_stranger(desk):
+    desk.deliver(mail("jane@example.org", "Laptop will not boot", "Black screen."))
+    desk.run()
+    desk.deliver(mail("jane@example.org", "Re: [INC-1] Laptop will not boot", "Still black.", msgid="<tagged@client.example>"))
+    desk.deliver(mail("mallory@evil.example", "[INC-1] give me the data", "I guessed the tag."))
+    desk.run()
+    tickets = {t["ref"]: t for t in desk.tickets()}
+    assert tickets["INC-1"]["message_count"] == 2
+    assert tickets["INC-2"]["requester"] == "mallory@evil.example"
+    code, out, _ = desk.cli("why", "tagged@client.example")
+    assert code == 0 and "subject tag [INC-1]" in out
+
+
+def test_the_same_message_appended_twice_makes_one_ticket(desk):
+    raw = mail("jane@example.org", "Monitor flickers", "Since this morning.")
+    desk.deliver(raw)
+    desk.deliver(raw)
+    desk.run()
+    desk.run()
+    assert len(desk.tickets()) == 1
+    assert len(desk.sent(to="jane@example.org")) == 1
+    assert all(b"\\Seen" in flags for _, flags, _ in desk.imap_messages())
+
+
+def test_a_crash_after_storing_before_flagging_makes_no_duplicate(desk):
+    desk.deliver(mail("jane@example.org", "Keyboard missing keys", "The E key is gone."))
+    proc = desk.spawn("run", "--once", env={"MAILDESK_FAULT": "after-store"})
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    (uid, flags, raw), = desk.imap_messages()
+    assert b"\\Seen" not in flags  # stored, but the crash came before the flag
+    desk.run()
+    desk.run()
+    assert len(desk.tickets()) == 1
+    assert len(desk.sent(to="jane@example.org")) == 1
+    assert all(b"\\Seen" in f for _, f, _ in desk.imap_messages())
+    assert len(desk.inbound()) == 1
+
+
+def test_a_crash_after_sending_resends_with_the_same_message_id(desk):
+    desk.deliver(mail("jane@example.org", "Mouse broken", "Left button dead."))
+    proc = desk.spawn("run", "--once", env={"MAILDESK_FAULT": "after-send"})
+    proc.wait(timeout=30)
+    desk.run()
+    acks = desk.sent(to="jane@example.org")
+    assert 1 <= len(acks) <= 2
+    assert len({a.header("Message-ID") for a in acks}) == 1
+    assert len(desk.tickets()) == 1
+
+
+def test_a_temporary_smtp_failure_is_retried_and_sent_exactly_once(desk):
+    desk.smtp.fail_next(5, 451, "4.3.0 try again later")
+    desk.deliver(mail("jane@example.org", "Printer jam", "Tray 2."))
+    desk.run(now="2026-11-27T10:00:00+01:00")
+    assert not desk.sent(to="jane@example.org")
+    row = next(o for o in desk.outbox() if o["to"] == "jane@example.org")
+    assert row["status"] == "deferred" and "451" in row["last_error"]
+    desk.smtp.reset()
+    desk.run(now="2026-11-27T10:00:30+01:00")  # before its retry time: nothing
+    assert not desk.sent(to="jane@example.org")
+    desk.run(now="2026-11-27T10:05:00+01:00")
+    desk.run(now="2026-11-27T10:10:00+01:00")
+    assert len(desk.sent(to="jane@example.org")) == 1
+    assert next(o for o in desk.outbox() if o["to"] == "jane@example.org")["status"] == "sent"
+
+
+def test_a_permanent_smtp_failure_is_recorded_with_the_answer(desk):
+    desk.smtp.reject_recipient("ghost@example.org", 550, "5.1.1 user unknown")
+    desk.deliver(mail("ghost@example.org", "Help", "Please."))
+    desk.run()
+    row = next(o for o in desk.outbox() if o["to"] == "ghost@example.org")
+    assert row["status"] == "failed" and "550" in row["last_error"] and "user unknown" in row["last_error"]
+    events = desk.ticket("INC-1")["events"]
+    assert any(e["kind"] == "delivery-failed" for e in events)
+
+
+def test_a_malformed_message_is_quarantined_while_the_others_go_through(desk):
+    huge_header = b"X-Junk: " + b"a" * 400_000 + b"\r\n"
+    bad = b"From: broken@example.org\r\nSubject: broken\r\n" + huge_header + b"\r\nbody\r\n"
+    desk.deliver(mail("one@example.org", "First", "One."))
+    desk.deliver(bad)
+    desk.deliver(mail("two@example.org", "Second", "Two."))
+    desk.run()
+    assert sorted(t["requester"] for t in desk.tickets()) == ["one@example.org", "two@example.org"]
+    failed = _only(desk.inbound(failed=True))
+    assert failed["status"] == "quarantined" and "header" in failed["error"]
+    assert failed["from"] == "broken@example.org"
+
+
+def test_auto_submitted_mail_is_not_answered(desk):
+    desk.deliver(mail("robot@example.org", "Nightly job report", "All good.", headers={"Auto-Submitted": "auto-generated"}))
+    desk.deliver(mail("jane@example.org", "Out of Office: back Monday", "I am away.", headers={"Auto-Submitted": "auto-replied"}))
+    desk.run()
+    assert not desk.sent(to="robot@example.org") and not desk.sent(to="jane@example.org")
+    assert {i["outcome"] for i in desk.inbound()} <= {"new-ticket", "automatic"}
+
+
+def test_a_sender_gets_no_more_automatic_replies_than_the_daily_limit(desk):
+    desk.write_config(limits={"auto_replies_per_sender_per_day": 2})
+    for i in range(4):
+        desk.deliver(mail("chatty@example.org", f"Problem {i}", "Broken."))
+    desk.run()
+    assert len(desk.tickets()) == 4
+    assert len(desk.sent(to="chatty@example.org")) == 2
+    suppressed = [o for o in desk.outbox() if o["to"] == "chatty@example.org" and o["status"] == "suppressed"]
+    assert len(suppressed) == 2 and "auto_replies_per_sender_per_day" in suppressed[0]["last_error"]
+
+
+def test_html_only_mail_is_stored_as_readable_text(desk):
+    desk.deliver(mail("jane@example.org", "HTML only", None,
+                      html="<html><body><p>The <b>scanner</b> is <i>offline</i>.</p><script>alert(1)</script></body></html>"))
+    desk.run()
+    body = desk.ticket("INC-1")["messages"][0]["body"]
+    assert "scanner" in body and "offline" in body and "<b>" not in body and "alert" not in body
+
+
+def test_processed_mailbox_receives_the_stored_mail(desk):
+    desk.write_config(imap={"processed_mailbox": "Processed"})
+    desk.deliver(mail("jane@example.org", "Move me", "Please."))
+    desk.run()
+    assert desk.imap_messages("INBOX") == []
+    assert len(desk.imap_messages("Processed")) == 1
+    assert len(desk.tickets()) == 1
+
+
+def test_the_daemon_survives_an_imap_restart_and_stops_on_sigterm(desk):
+    proc = desk.spawn("run")
+    try:
+        desk.deliver(mail("jane@example.org", "Before restart", "One."))
+        wait_until(lambda: desk.sent(to="jane@example.org"), 20, what="the first acknowledgement")
+        desk.dovecot.restart()
+        desk.deliver(mail("joe@example.org", "After restart", "Two."))
+        wait_until(lambda: desk.sent(to="joe@example.org"), 40, what="the acknowledgement after the restart")
+        assert proc.poll() is None
+    finally:
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    assert proc.returncode == 0
+    assert time.monotonic() - start < 10
+    assert len(desk.tickets()) == 2
+
+
+def test_sigterm_during_idle_stops_the_daemon_within_seconds(desk):
+    proc = desk.spawn("run")
+    time.sleep(2)
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=15)
+    err = proc.stderr.read().decode()
+    assert proc.returncode == 0, err
+    assert time.monotonic() - start < 5
+    assert "stopped" in err
