@@ -63,13 +63,14 @@ class Thread:
 def thread_for(ticket: Ticket, rcpt: str) -> Thread:
     """The ids this recipient has seen on this ticket, oldest first: the requester's own
     mails and every mail the desk sent them."""
+    # at the same time, their mail comes before the desk's answer to it
     ids = models.execute(
-        'SELECT "created_at", "message_id" FROM "outbox" WHERE "ticket_id" = ? AND "rcpt" = ? AND "status" != ? '
-        'UNION ALL SELECT "created_at", "message_id" FROM "message" WHERE "ticket_id" = ? AND "direction" = ? '
+        'SELECT "created_at", 1, "id", "message_id" FROM "outbox" WHERE "ticket_id" = ? AND "rcpt" = ? AND "status" != ? '
+        'UNION ALL SELECT "created_at", 0, "id", "message_id" FROM "message" WHERE "ticket_id" = ? AND "direction" = ? '
         'AND "from_addr" = ? AND "message_id" IS NOT NULL',
         (ticket.id, rcpt, "suppressed", ticket.id, "in", rcpt)).fetchall()
-    ids = sorted((str(at), mid) for at, mid in ids)
-    refs = list(dict.fromkeys(mid for _, mid in ids))
+    ids = sorted((str(at), rank, rid, mid) for at, rank, rid, mid in ids)
+    refs = list(dict.fromkeys(mid for *_, mid in ids))
     if ticket.thread_root and rcpt == ticket.requester and ticket.thread_root not in refs:
         refs.insert(0, ticket.thread_root)
     return Thread(refs[-1] if refs else None, refs)
