@@ -103,16 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
 # --- helpers ------------------------------------------------------------------------
 
 
-def _config(args):
-    return load_config(config_path(args.config))
+def _config(args, deep: bool = True):
+    return load_config(config_path(args.config), deep)
 
 
 def _open(args, migrate: bool = False):
-    """Config, database and runtime, ready to use."""
+    """Config, database and runtime, ready to use. Only `run` (migrate=True) checks
+    the whole config; the commands that read need not load the holiday tables."""
     from . import models
     from .runtime import Runtime
 
-    cfg = _config(args)
+    cfg = _config(args, deep=migrate)
     try:
         models.open_database(cfg.database.url)
     except models.DatabaseUnavailable as e:

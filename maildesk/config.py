@@ -654,7 +654,9 @@ def config_path(explicit: str | None) -> Path:
     return Path(path)
 
 
-def load_config(path: str | os.PathLike) -> Config:
+def load_config(path: str | os.PathLike, deep: bool = True) -> Config:
+    """`deep=False` skips the checks that cost time (the holiday tables): for the
+    commands that only read the database."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -666,10 +668,10 @@ def load_config(path: str | os.PathLike) -> Config:
         raise ConfigError([f"{path}: not valid TOML: {e}"])
     except UnicodeDecodeError:
         raise ConfigError([f"{path}: not valid UTF-8"])
-    return parse_config(data, path)
+    return parse_config(data, path, deep)
 
 
-def parse_config(data: dict, path: Path | None = None) -> Config:
+def parse_config(data: dict, path: Path | None = None, deep: bool = True) -> Config:
     errors: list[str] = []
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     secrets = {
@@ -717,11 +719,11 @@ def parse_config(data: dict, path: Path | None = None) -> Config:
         parts.get("security", Security()), secret=secrets["security"]
     )
     cfg = Config(**parts, path=path)
-    check_consistency(cfg)
+    check_consistency(cfg, deep)
     return cfg
 
 
-def check_consistency(cfg: Config) -> None:
+def check_consistency(cfg: Config, deep: bool = True) -> None:
     """Problems that need more than one key to see."""
     errors = []
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", cfg.desk.ticket_prefix):
@@ -776,7 +778,7 @@ def check_consistency(cfg: Config) -> None:
         errors.append("business_hours.days: needs at least one working day")
     if bh.holidays_subdivision and not bh.holidays_country:
         errors.append("business_hours.holidays_subdivision: needs business_hours.holidays_country")
-    if bh.holidays_country:
+    if bh.holidays_country and deep:
         errors.extend(_check_holidays(bh))
     codes = cfg.lifecycle.closure_codes
     if not codes:

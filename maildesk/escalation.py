@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def late_by(now: dt.datetime, due: dt.datetime | None) -> str:
-    if due is None or now <= due:
+    if due is None or now < due:
         return "not late"
     minutes = int((now - due).total_seconds() // 60)
     days, rest = divmod(minutes, 1440)

@@ -284,12 +284,46 @@ def _cp1252(data: bytes) -> str:
     return data.decode("cp1252", "maildesk-latin1")
 
 
-def _undeclared(data: bytes) -> str:
-    """Undeclared 8-bit text: UTF-8 when it decodes, else Windows-1252."""
+def _undeclared(data: bytes, fallback: str | None = None) -> str:
+    """Undeclared 8-bit text: UTF-8 when it decodes; else the codec `fallback` (the
+    charset the rest of the mail declares, see `header_fallback`) when the bytes are
+    valid in it; else UTF-8 with U+FFFD for the few bad bytes when most of its 8-bit
+    characters are good UTF-8 (a name that a mailer cut at a byte count inside a
+    character, a stray Latin-1 byte in UTF-8 text); else Windows-1252."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        return _cp1252(data)
+        pass
+    if fallback:
+        try:
+            return data.decode(fallback)
+        except (UnicodeDecodeError, LookupError):
+            pass
+    text = data.decode("utf-8", "replace")
+    bad = text.count("\ufffd")
+    # Latin-1 or CJK bytes seldom form valid UTF-8 sequences: two good characters per
+    # bad byte do not happen by chance.
+    if sum(1 for c in text if c > "\x7f") - bad >= 2 * bad:
+        return text
+    return _cp1252(data)
+
+
+# Codecs whose bytes cannot stand in an 8-bit header (ASCII is not a subset of them), or
+# that are tried anyway: never a fallback for undeclared header bytes.
+_NO_FALLBACK = frozenset({"utf-8", "utf-7", "utf-16", "utf-16-le", "utf-16-be", "utf-32",
+                          "utf-32-le", "utf-32-be", "cp1252", "hz"})
+
+
+def header_fallback(charsets) -> str | None:
+    """The codec for raw 8-bit header bytes that are not UTF-8: the first charset the
+    mail declares for its text that can hold them (a mailer that writes raw bytes in
+    its headers writes them in the charset of its body, as with GB2312 subjects from
+    Chinese webmail); None to keep Windows-1252."""
+    for charset in charsets:
+        codec = _codec(charset[:80]) if charset else None
+        if codec and codec not in _NO_FALLBACK and not codec.startswith("iso2022"):
+            return codec
+    return None
 
 
 def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str | None]:
@@ -345,13 +379,14 @@ def _no_surrogates(s: str, codec: str) -> str:
     return s
 
 
-def _text_of_raw(value: str) -> str:
+def _text_of_raw(value: str, fallback: str | None = None) -> str:
     """A header value as BytesParser left it (ASCII, 8-bit bytes as surrogate escapes)
-    to real text: RFC 6532 UTF-8 or, failing that, Windows-1252."""
+    to real text: RFC 6532 UTF-8 or, failing that, the codec `fallback`, else
+    Windows-1252 (see _undeclared)."""
     if value.isascii():
         return value
     try:
-        return _undeclared(value.encode("ascii", "surrogateescape"))
+        return _undeclared(value.encode("ascii", "surrogateescape"), fallback)
     except UnicodeEncodeError:  # already text (decoded before, or built in code)
         return _SURROGATE.sub("\ufffd", value)
 
@@ -384,11 +419,12 @@ def _b64decode(data: bytes) -> tuple[bytes, bool]:
     return b"".join(out), True
 
 
-def decode_header_value(value: str) -> str:
-    """A raw header value to text: 8-bit bytes read as UTF-8 or Windows-1252, RFC 2047
-    encoded words decoded (unknown charsets included), whitespace between adjacent
-    encoded words dropped. Not yet one line: see clean_header_text."""
-    value = _text_of_raw(value)
+def decode_header_value(value: str, fallback: str | None = None) -> str:
+    """A raw header value to text: 8-bit bytes read as UTF-8 or else as `fallback`
+    or Windows-1252, RFC 2047 encoded words decoded (unknown charsets included),
+    whitespace between adjacent encoded words dropped. Not yet one line: see
+    clean_header_text."""
+    value = _text_of_raw(value, fallback)
     if "=?" not in value:
         return value
     out: list[str] = []
@@ -433,12 +469,13 @@ _VALID_ADDR = re.compile(r"[^\s<>@]+@[^\s<>@]+")
 _SOURCE_ROUTE = re.compile(r"<\s*@")
 
 
-def parse_addresses(raw_values: list[str]) -> list[Address]:
+def parse_addresses(raw_values: list[str], fallback: str | None = None) -> list[Address]:
     """Every address in these raw header values, in order. Simple forms take a fast
-    path; anything with quotes, comments or groups goes to email.utils.getaddresses."""
+    path; anything with quotes, comments or groups goes to email.utils.getaddresses.
+    Raw 8-bit bytes that are not UTF-8 are read with the codec `fallback`, if given."""
     result: list[Address] = []
     for raw in raw_values:
-        value = _text_of_raw(raw)
+        value = _text_of_raw(raw, fallback)
         pairs = _simple_addresses(value)
         if pairs is None:
             pairs = email.utils.getaddresses([value])
@@ -1073,6 +1110,7 @@ class _Reader:
         self.tnef_parts: list[tuple[int, bytes]] = []
         self.infos: dict[int, _PartInfo] = {}
         self.messages: list[tuple[int, email.message.Message, str]] = []
+        self.text_charsets: list[str] = []  # declared by the text parts read, in order
 
     def read(self) -> ParsedMail:
         msg = _PARSER.parsebytes(self.raw)
@@ -1086,8 +1124,11 @@ class _Reader:
                        "message-id", "in-reply-to", "references"):
                 headers.setdefault(key, []).append(value)
         get = headers.get
+        # raw 8-bit header bytes that are not UTF-8: in the charset of the mail's text
+        fallback = header_fallback([self.info(msg).charset, *self.text_charsets]) if any(
+            not v.isascii() for values in headers.values() for v in values) else None
         from_values = get("from", [])
-        from_ = parse_addresses(from_values)
+        from_ = parse_addresses(from_values, fallback)
         sender, problem = _sender(from_values, from_)
         subject = get("subject")
         text = "\n".join(t.rstrip("\n") for t in self.texts if t.strip())
@@ -1101,13 +1142,13 @@ class _Reader:
             message_id=parse_message_id((get("message-id") or [None])[0]),
             in_reply_to=parse_id_list(get("in-reply-to", [])),
             references=parse_id_list(get("references", [])),
-            subject=clean_header_text(decode_header_value(subject[0])) if subject else "",
+            subject=clean_header_text(decode_header_value(subject[0], fallback)) if subject else "",
             from_=from_,
             sender=sender,
             sender_problem=problem,
-            reply_to=parse_addresses(get("reply-to", [])),
-            to=parse_addresses(get("to", [])),
-            cc=parse_addresses(get("cc", [])),
+            reply_to=parse_addresses(get("reply-to", []), fallback),
+            to=parse_addresses(get("to", []), fallback),
+            cc=parse_addresses(get("cc", []), fallback),
             date=parse_date((get("date") or [None])[0]),
             text=text,
             html=html,
@@ -1237,6 +1278,8 @@ class _Reader:
     def decoded_text(self, part) -> str:
         info = self.info(part)
         if info.text is None:
+            if info.charset:
+                self.text_charsets.append(info.charset)
             text, problem = decode_bytes(self.payload_bytes(part), info.charset)
             if problem:
                 self.defect(problem)
@@ -1272,8 +1315,8 @@ class _Reader:
         name = self.info(part).filename
         if not name and ctype in ("message/rfc822", "message/global"):
             inner = part._payload[0] if part._payload else None
-            subject = inner.get("subject") if inner is not None else None
-            subject = clean_header_text(decode_header_value(str(subject))) if subject else ""
+            subject = _raw_header(inner, "subject") if isinstance(inner, email.message.Message) else None
+            subject = clean_header_text(decode_header_value(subject)) if subject else ""
             name = (subject[:100] or "message") + ".eml"
         return _attachment(safe_filename(name, ctype), ctype, data)
 
@@ -1338,7 +1381,7 @@ def _part_info(part) -> _PartInfo:
     elif "charset" in ct_lower:
         m = _CHARSET_PARAM.search(ct)
         charset = m.group(1) if m else None
-    filename = _filename(part, cd, ct_lower)
+    filename = _filename(part, cd, ct)
     disposition = (cd or "").strip().lower()
     return _PartInfo(
         ctype=part.get_content_type(),
@@ -1349,14 +1392,15 @@ def _part_info(part) -> _PartInfo:
     )
 
 
-def _filename(part, cd: str | None, ct_lower: str) -> str | None:
+def _filename(part, cd: str | None, ct: str | None) -> str | None:
     """The filename as sent: Content-Disposition filename (RFC 2231 continuations and
-    charset included) or Content-Type name; RFC 2047 words decoded; None if absent."""
+    charset included) or Content-Type name; RFC 2047 words decoded; raw 8-bit bytes
+    read like those of any header (UTF-8, else Windows-1252); None if absent."""
     value = None
     if cd and "filename" in cd.lower():
-        value = part.get_param("filename", header="content-disposition")
-    if value is None and "name" in ct_lower:
-        value = part.get_param("name", header="content-type")
+        value = _param(part, "filename", "content-disposition", cd)
+    if value is None and ct and "name" in ct.lower():
+        value = _param(part, "name", "content-type", ct)
     if value is None:
         return None
     if isinstance(value, tuple):  # RFC 2231: (charset, language, %-decoded as Latin-1)
@@ -1369,6 +1413,28 @@ def _filename(part, cd: str | None, ct_lower: str) -> str | None:
     else:
         name = decode_header_value(str(value))
     return name if name.strip() else None
+
+
+def _param(part, name: str, header: str, raw: str):
+    """A parameter of a header whose raw value is `raw`. compat32 hands a header with
+    8-bit bytes out as an unknown-8bit Header whose str() has U+FFFD for every such
+    byte (a raw UTF-8 or Latin-1 filename would lose its letters): such a value is
+    read as text first, and its parameters are parsed from that."""
+    if raw.isascii():
+        return part.get_param(name, header=header)
+    holder = email.message.Message()
+    holder[header] = _text_of_raw(raw)
+    return holder.get_param(name, header=header)
+
+
+def _raw_header(msg, name: str) -> str | None:
+    """The first `name` header as BytesParser left it (8-bit bytes as surrogate
+    escapes, which decode_header_value reads), not through compat32's lossy get()."""
+    name = name.lower()
+    for key, value in msg._headers:
+        if key.lower() == name:
+            return value if isinstance(value, str) else str(value)
+    return None
 
 
 def _message_bytes(part) -> bytes:

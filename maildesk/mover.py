@@ -129,7 +129,9 @@ class Mover:
         """One round of delivery; returns how many mails were tried."""
         try:
             self._forget_recorded()
-            return deliver_due(self.rt, self.now(), self._report, self.should_stop, skip=self.in_flight)
+            tried = deliver_due(self.rt, self.now(), self._report, self.should_stop, skip=self.in_flight)
+            log.debug("delivery round: %d tried, %d awaiting their record", tried, len(self.in_flight))
+            return tried
         except (DatabaseError, InterfaceError) as e:
             log.error("delivery: database unavailable: %s", e)
             return 0

@@ -24,11 +24,12 @@ import ssl
 from dataclasses import dataclass, field
 
 import aiosmtplib
+import jinja2
 
 from . import faults, models, signing
 from .automatic import verp_address
 from .models import Outbox, Suppression, Ticket
-from .render import build_mail, snapshot
+from .render import TemplateMissing, build_mail, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,12 @@ def queue_mail(
     }
     values.update(context or {})
     frozen = snapshot(values)
-    subject = rt.templates.subject(kind, **_render_context(rt, frozen))
+    try:
+        subject = rt.templates.subject(kind, **_render_context(rt, frozen))
+    except (jinja2.TemplateError, TemplateMissing) as e:
+        # a broken template (an admin's override, say) fails its own mail, not the message that caused it
+        log.error("template %s: %s", kind, e)
+        subject, reason = f"({kind})", f"template {kind} failed: {type(e).__name__}: {e}"[:1000]
     if ticket is not None and frozen["tag"] not in subject:
         subject = f"{frozen['tag']} {subject}"
     if thread is None:
@@ -197,7 +203,8 @@ def queue_mail(
         ticket=ticket, kind=kind, automatic=automatic, rcpt=rcpt, rcpt_name=rcpt_name, from_name=from_name or "",
         message_id=signing.new_message_id(rt.key, ticket.id if ticket else None, rcpt, cfg.desk.domain),
         subject=subject, context=json.dumps(frozen, ensure_ascii=False, separators=(",", ":")),
-        created_at=now, next_attempt_at=now, status="suppressed" if reason else "queued",
+        created_at=now, next_attempt_at=now,
+        status="failed" if reason and reason.startswith("template") else "suppressed" if reason else "queued",
         last_error=reason, inbound=inbound,
     )
     if reason:

@@ -62,7 +62,9 @@ def ticket_list(rt, status: str | None = None) -> list[dict]:
 def ticket_detail(rt, t: Ticket) -> dict:
     tz = rt.cfg.desk.timezone
     out = ticket_summary(rt, t)
-    messages = list(Message.select().where(Message.ticket == t).order_by(Message.created_at, Message.id))
+    # at the same moment, what came in comes before the desk's answer to it
+    messages = sorted(Message.select().where(Message.ticket == t),
+                      key=lambda m: (m.created_at, m.direction != "in", m.id))
     atts: dict[int, list] = {}
     for a in Attachment.select().where(Attachment.message.in_([m.id for m in messages])):
         atts.setdefault(a.message_id, []).append(

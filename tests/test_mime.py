@@ -109,6 +109,33 @@ def test_undeclared_8bit_headers_are_utf8_or_else_windows_1252():
     assert mail.subject == "café “quoted”"
 
 
+def test_undeclared_8bit_headers_follow_the_charset_the_body_declares():
+    # sina.com's bounce: a raw GB2312 subject over a body labelled gb2312 (corpus
+    # flufl-bounce sina_01.txt); Windows-1252 made it "ÓÊ¼þ´«ÊäÊ§°Ü£¡".
+    raw = (b"From: mailer-daemon@sina.com\nSubject: \xd3\xca\xbc\xfe\xb4\xab\xca\xe4\xca\xa7\xb0\xdc\xa3\xa1\n"
+           b"To: \xc0\xee\xcb\xc4 <li@example.cn>\nContent-Type: text/plain; charset=gb2312\n\n"
+           b"\xc4\xfa\xba\xc3\n")
+    mail = parse_mail(raw, LIMITS)
+    assert mail.subject == "邮件传输失败！"
+    assert mail.to[0].name == "李四"
+    assert mail.text == "您好"
+    # UTF-8 still comes first; bytes that are not valid in the body's charset are Windows-1252
+    korean = parse_mail(b"Subject: Fr\xf6sche\nFrom: J\xc3\xb6rg <j@example.com>\n"
+                        b"Content-Type: text/plain; charset=euc-kr\n\nx\n", LIMITS)
+    assert korean.sender.name == "Jörg" and korean.subject == "Frösche"
+    assert parse_mail(b"Subject: Fr\xf6sche\nContent-Type: text/plain; charset=utf-8\n\nx\n",
+                      LIMITS).subject == "Frösche"
+
+
+def test_undeclared_8bit_text_that_is_mostly_utf8_is_read_as_utf8():
+    # flanker russian-attachment-yahoo.eml: Yahoo cut a long UTF-8 name inside a character;
+    # a stray Latin-1 byte in UTF-8 text (flanker mailformed-headers.eml) likewise.
+    mail = parse_mail(b"From: \xd0\xae\xd0\xbd\xd0\xb8\xd0\xba\xd0\xbe\xd0\xb4\xf1 <h@example.com>\n"
+                      b"Subject: \xd0\x9a\xd0\xb0\xd1\x80\xd1\x82\xd0\n\nx\n", LIMITS)
+    assert mail.sender.name == "Юникод\ufffd"
+    assert mail.subject == "Карт\ufffd"
+
+
 def test_two_from_headers_leave_the_sender_ambiguous():
     mail = parse("From: boss@example.com\nFrom: attacker@example.net\nSubject: x\n\nx\n")
     assert mail.sender is None
@@ -369,6 +396,26 @@ def test_rfc2231_filename_continuations_are_joined_and_decoded():
         "--m--\n"
     )
     assert [a.filename for a in mail.attachments] == ["€ Rechnung für Mai.pdf", "Résumé.doc"]
+
+
+def test_raw_8bit_filenames_are_read_as_utf8_or_windows_1252_not_replaced():
+    # zbateson m2011.txt (Latin-1), spamscope mail_test_1 (UTF-8): compat32's get_param
+    # gave "HasenundFr\ufffdsche.txt" and "\ufffd\ufffd\ufffd_\ufffd\ufffd558.zip".
+    mail = parse_mail(
+        b'From: a@x.org\nContent-Type: multipart/mixed; boundary="m"\n\n--m\n\nbody\n'
+        b'--m\nContent-Type: text/plain; name="HasenundFr\xf6sche.txt"\n\nquak\n'
+        b'--m\nContent-Type: application/zip\nContent-Disposition: attachment;\n'
+        b' filename="\xd0\xa4\xd0\x9d\xd0\xa1_\xd0\xa0\xd0\xa4558.zip"\n\nPK\n--m--\n', LIMITS)
+    assert [a.filename for a in mail.attachments] == ["HasenundFrösche.txt", "ФНС_РФ558.zip"]
+
+
+def test_attached_message_with_a_raw_utf8_subject_is_named_after_it():
+    # sisimai lhost-kddi-01.eml: the returned message's subject is raw UTF-8
+    mail = parse_mail(
+        b'From: a@x.org\nContent-Type: multipart/mixed; boundary="m"\n\n--m\n\nbounced\n'
+        b"--m\nContent-Type: message/rfc822\n\nFrom: b@y.org\n"
+        b"Subject: \xe7\x8c\xab\xe3\x81\xa1\xe3\x82\x83\xe3\x82\x93\n\nnyan\n--m--\n", LIMITS)
+    assert [a.filename for a in mail.attachments] == ["猫ちゃん.eml"]
 
 
 @pytest.mark.parametrize(
