@@ -151,7 +151,7 @@ def _text(e: Exception) -> str:
 
 
 def fetch_new(session: MailboxSession, now: dt.datetime, batch_size: int = 200, should_stop=lambda: False,
-              on_commit=lambda: None, summarize=lambda raw: None) -> Fetched:
+              on_commit=lambda: None, summarize=lambda raws: {}) -> Fetched:
     """Copy new messages into `Inbound`, committing before flagging on the server."""
     report = Fetched()
     mailbox = session.cfg.mailbox
@@ -165,9 +165,9 @@ def fetch_new(session: MailboxSession, now: dt.datetime, batch_size: int = 200, 
                 break
             raws = session.fetch(batch)
             # read them before the transaction: the desk process waits for nothing
-            summaries = {uid: summarize(raw) for uid, raw in raws.items()}
+            summaries = summarize(raws)
             with models.write_transaction():
-                stored = sum(_store(mailbox, session.uidvalidity, uid, raw, now, summaries[uid])
+                stored = sum(_store(mailbox, session.uidvalidity, uid, raw, now, summaries.get(uid))
                              for uid, raw in sorted(raws.items()))
                 MailboxState.update(last_uid=max(batch), last_success_at=now, stall_alerted=False).where(
                     MailboxState.mailbox == mailbox).execute()

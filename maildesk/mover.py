@@ -75,7 +75,7 @@ class Mover:
                 self.session = MailboxSession(self.cfg.imap).connect()
             report = fetch_new(self.session, self.now(), self.cfg.imap.batch_size, self.should_stop,
                                on_commit=self._stored,
-                               summarize=lambda raw: summarize(self.rt, raw))
+                               summarize=self._summarize)
             self.backoff = 1.0
             return report is not None
         except MailboxError as e:
@@ -83,6 +83,12 @@ class Mover:
         except IMAP_ERRORS as e:
             self._lost_session(f"IMAP {self.cfg.imap.host}:{self.cfg.imap.effective_port}: {type(e).__name__}: {e}")
         return False
+
+    def _summarize(self, raws: dict[int, bytes]) -> dict[int, str | None]:
+        """Parse the fetched batch here, before its transaction (pipeline/parse.py).
+        Leaving it to an idle desk was tried: the desk then holds the write lock
+        longer, and this process's next fetch waits behind it."""
+        return {uid: summarize(self.rt, raw) for uid, raw in raws.items()}
 
     def _stored(self) -> None:
         """After each fetched batch: tell the desk, and send what it has queued since,

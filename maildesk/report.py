@@ -39,6 +39,15 @@ def _rate(n: int, d: int) -> float | None:
     return round(n / d, 3) if d else None
 
 
+def _target(done_at, due, status: str, now: dt.datetime) -> tuple[int, int]:
+    """(met, missed) for one SLA target: met in time, met late or still open past due."""
+    if due is None:
+        return 0, 0
+    if done_at is not None:
+        return int(done_at <= due), int(done_at > due)
+    return 0, int(now > due and status in ACTIVE)
+
+
 def _kpis(rt, tickets: list[Ticket], replies_before: dict, surveys: dict, now: dt.datetime) -> dict:
     first, resolution = [], []
     resp_met = resp_missed = res_met = res_missed = 0
@@ -50,18 +59,10 @@ def _kpis(rt, tickets: list[Ticket], replies_before: dict, surveys: dict, now: d
             first.append(cal.between(t.created_at, t.first_response_at))
         if t.resolved_at:
             resolution.append(cal.between(t.created_at, t.resolved_at) - (t.paused_minutes or 0))
-        if t.response_due:
-            if t.first_response_at:
-                resp_met += t.first_response_at <= t.response_due
-                resp_missed += t.first_response_at > t.response_due
-            elif now > t.response_due and t.status in ACTIVE:
-                resp_missed += 1
-        if t.resolution_due:
-            if t.resolved_at:
-                res_met += t.resolved_at <= t.resolution_due
-                res_missed += t.resolved_at > t.resolution_due
-            elif now > t.resolution_due and t.status in ACTIVE:
-                res_missed += 1
+        met, missed = _target(t.first_response_at, t.response_due, t.status, now)
+        resp_met, resp_missed = resp_met + met, resp_missed + missed
+        met, missed = _target(t.resolved_at, t.resolution_due, t.status, now)
+        res_met, res_missed = res_met + met, res_missed + missed
         if t.resolved_at and not t.reopen_count and replies_before.get(t.id, 0) == 0:
             fcr += 1
         reopened += t.reopen_count > 0

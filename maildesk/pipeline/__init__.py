@@ -71,9 +71,11 @@ def process_pending(rt, now: dt.datetime, should_stop=lambda: False, between=lam
     return report
 
 
-def process_one(rt, ib: Inbound, now: dt.datetime, raw: bytes, summary: str | None = None) -> bool:
-    """Run the stages on one message; True if processed, False if quarantined."""
-    ctx = Context(rt=rt, now=now, inbound=ib, raw=bytes(raw), summary=summary)
+def process_one(rt, ib: Inbound, now: dt.datetime, raw: bytes, summary: str | None = None,
+                earlier: list[str] = ()) -> bool:
+    """Run the stages on one message; True if processed, False if quarantined.
+    `earlier` is the decision log of an earlier attempt (a retry keeps it)."""
+    ctx = Context(rt=rt, now=now, inbound=ib, raw=bytes(raw), summary=summary, decisions=list(earlier))
     try:
         with db.atomic():  # a savepoint: a failing message undoes only itself
             try:
@@ -153,9 +155,10 @@ def retry(rt, inbound_id: int, now: dt.datetime) -> Inbound:
     """Run a quarantined message through the pipeline again."""
     with models.write_transaction():
         ib = Inbound.get_by_id(inbound_id)
+        earlier = (ib.decisions.splitlines() if ib.decisions else []) + [f"retried at {now.isoformat()}:"]
         ib.status, ib.error = "pending", None
-        ib.decisions = (ib.decisions + "\n" if ib.decisions else "") + f"retried at {now.isoformat()}"
-        ib.save(only=[Inbound.status, Inbound.error, Inbound.decisions])
+        ib.save(only=[Inbound.status, Inbound.error])
         raw = InboundRaw.get_or_none_by_id(inbound_id)
-        process_one(rt, ib, now, raw.data if raw else b"")
+        # parsed again from the bytes: the summary was made by the code that failed
+        process_one(rt, ib, now, raw.data if raw else b"", None, earlier)
     return Inbound.get_by_id(inbound_id)

@@ -477,7 +477,10 @@ def _new_mail(ctx: Context) -> None:
     if block and not rest and all(COMMAND_LINE.match(line).group(1).lower() == "help" for line in block):
         if ctx.sender and not ctx.automatic:
             ctx.is_staff = ctx.cfg.is_staff(ctx.sender)
-            ctx.send("help", ctx.sender, rcpt_name=ctx.sender_name, context={"commands": allowed_commands(ctx)})
+            from ..outbox import Thread
+
+            ctx.send("help", ctx.sender, rcpt_name=ctx.sender_name, context={"commands": allowed_commands(ctx)},
+                     thread=Thread.after(ctx.mail.message_id, ctx.mail.references))
         raise Discard("help", "a #help mail: answered with the command list, no ticket")
     if block:
         ctx.decide("command lines in a new mail are not run: a new mail opens a ticket")

@@ -99,7 +99,7 @@ def _late_reply(ctx: Context) -> None:
     t = ctx.ticket
     if t.status not in ("resolved", "closed", "cancelled") or ctx.token or ctx.automatic:
         return
-    if ctx.cfg.is_staff(ctx.sender) or getattr(ctx, "reply_to_kind", "") == "survey":
+    if ctx.cfg.is_staff(ctx.sender) or ctx.reply_to_kind == "survey":
         return
     if t.status != "cancelled" and within_reopen_window(ctx.rt, t, ctx.now):
         return
