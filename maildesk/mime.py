@@ -334,7 +334,9 @@ def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str | None]:
     then UTF-8 strictly; then the declared charset with replacement characters. An
     unknown or empty label is read as undeclared: UTF-8, else Windows-1252. Text
     labelled Latin-1/Windows-1252 that is valid multi-byte UTF-8 is read as UTF-8 (a
-    common mislabel; real Latin-1 text is almost never valid UTF-8)."""
+    common mislabel; real Latin-1 text is almost never valid UTF-8), and text labelled
+    UTF-8 without a single UTF-8 sequence in its 8-bit bytes is read as Windows-1252
+    (the reverse mislabel); with some, its bad bytes become U+FFFD."""
     if not data:
         return "", None
     if data.isascii() and (not charset or not any(c in data for c in b"+\x1b~\x00")):
@@ -351,7 +353,10 @@ def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str | None]:
             if codec == "cp1252":
                 return _cp1252(data), None
             if codec == "utf-8":
-                return data.decode("utf-8", "replace"), "CharsetMismatch"
+                text = data.decode("utf-8", "replace")
+                if any("\x7f" < c != "\ufffd" for c in text):  # UTF-8 indeed, with bad bytes
+                    return text, "CharsetMismatch"
+                return _cp1252(data), "CharsetMismatch"  # not one UTF-8 sequence: Latin-1
     try:
         return _no_surrogates(data.decode(codec), codec), None
     except UnicodeDecodeError:
@@ -397,6 +402,7 @@ def _text_of_raw(value: str, fallback: str | None = None) -> str:
 # keeps this regex linear on hostile input.
 _ENCODED_WORD = re.compile(r"=\?([^?\s]{1,80}?)\?([bBqQ])\?([^?]*)\?=")
 _B64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
+_B64_TRAILER = re.compile(rb"(=+)[ \t]+[^\r\n]*")
 
 
 def _b64decode(data: bytes) -> tuple[bytes, bool]:
@@ -408,6 +414,9 @@ def _b64decode(data: bytes) -> tuple[bytes, bool]:
         except binascii.Error:
             pass
     out = []
+    # RFC 2045 6.8: padding ends the data; words after it on its line are a trailer,
+    # not more base64 ("...Cg== ignored"). Padded blocks on separate lines still join.
+    data = _B64_TRAILER.sub(rb"\1", data)
     for chunk in re.split(rb"=+", data):
         chunk = _B64_JUNK.sub(b"", chunk)
         chunk = chunk[: len(chunk) - len(chunk) % 4] if len(chunk) % 4 == 1 else chunk

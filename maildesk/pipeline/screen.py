@@ -28,11 +28,15 @@ OPENS_TICKETS = ("auto-generated", "bulk", "list")
 def classify(ctx: Context) -> None:
     mail = ctx.mail
     if mail.message_id:
-        prior = models.scalar('SELECT "ticket_id" FROM "message" WHERE "message_id" = ? AND "direction" = ? LIMIT 1',
-                              (mail.message_id, "in"))
+        # the same message again (a second copy, a re-delivery): same id, same sender. A
+        # different message that reuses the id (careless software, forgery) is not lost.
+        prior = models.scalar(
+            'SELECT "ticket_id" FROM "message" WHERE "message_id" = ? AND "direction" = ? AND "from_addr" = ? LIMIT 1',
+            (mail.message_id, "in", ctx.sender or ctx.inbound.from_addr))
         if prior is not None:
             ctx.ticket = Ticket.get_by_id(prior)
-            raise Discard("duplicate", f"Message-ID <{mail.message_id}> is already stored on {ctx.rt.ref(prior)}")
+            raise Discard("duplicate", f"Message-ID <{mail.message_id}> from the same sender is already stored "
+                                       f"on {ctx.rt.ref(prior)}")
     verdict = ctx.verdict if ctx.verdict is not False else classify_tree(ctx.cfg, mail.tree())
     if verdict is None:
         return
