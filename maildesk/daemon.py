@@ -83,7 +83,8 @@ class MailProcess:
         self.pipe, child_end = ctx.Pipe()
         # SQLite: no open connection may cross a fork; both sides reconnect
         models.db.obj.close()
-        self.process = ctx.Process(target=mover.main, args=(cfg, child_end, once, now), name="maildesk-mail", daemon=True)
+        self.process = ctx.Process(target=mover.main, args=(cfg, child_end, self.pipe, once, now),
+                                   name="maildesk-mail", daemon=True)
         self.process.start()
         child_end.close()
         faults.partner(self.process.pid)

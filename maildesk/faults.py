@@ -14,7 +14,7 @@ _FAULT = os.environ.get("MAILDESK_FAULT")
 _partner: int | None = None
 
 
-def partner(pid: int) -> None:
+def partner(pid: int | None) -> None:
     """The desk process names its mail process, so that a crash takes both."""
     global _partner
     _partner = pid

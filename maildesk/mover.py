@@ -41,7 +41,7 @@ import time
 from imapclient.exceptions import IMAPClientError
 from peewee import DatabaseError, InterfaceError
 
-from . import models
+from . import faults, models
 from .mailbox import MailboxError, MailboxSession, fetch_new
 from .models import Outbox, utcnow
 from .outbox import deliver_due
@@ -63,6 +63,7 @@ class Mover:
         self.stopping = False
         self.desk_done = False  # --once: the desk will queue nothing more
         self.in_flight: dict[int, int] = {}  # outbox id -> attempts, sent but not yet recorded
+        self.desk_pid = os.getppid()
 
     def now(self) -> dt.datetime:
         return self.fixed_now or utcnow()
@@ -82,6 +83,11 @@ class Mover:
             self._lost_session(str(e), error=True)
         except IMAP_ERRORS as e:
             self._lost_session(f"IMAP {self.cfg.imap.host}:{self.cfg.imap.effective_port}: {type(e).__name__}: {e}")
+        except (DatabaseError, InterfaceError) as e:
+            # nothing was committed, so nothing was flagged: the next fetch takes it again
+            log.error("fetch: database unavailable (%s); trying again", e)
+            self.backoff = min(self.backoff * 2, MAX_BACKOFF)
+            self._sleep(self.backoff)
         return False
 
     def _summarize(self, raws: dict[int, bytes]) -> dict[int, str | None]:
@@ -129,6 +135,9 @@ class Mover:
     def should_stop(self) -> bool:
         if not self.stopping:
             self.read_notes()
+            if os.getppid() != self.desk_pid:
+                log.error("the desk process is gone; the mail process stops")
+                self.stopping = True
         return self.stopping
 
     def deliver(self) -> int:
@@ -190,7 +199,7 @@ class Mover:
             self._sleep(min(timeout, self.backoff / 2))
             return
         try:
-            self.session.wait(timeout, lambda: self.read_notes() or self.stopping)
+            self.session.wait(timeout, lambda: self.read_notes() or self.should_stop())
         except IMAP_ERRORS as e:
             self._lost_session(f"IMAP connection lost while waiting: {type(e).__name__}: {e}")
 
@@ -205,7 +214,7 @@ class Mover:
             self.session.close()
 
 
-def main(cfg, pipe, once: bool, now: dt.datetime | None) -> None:
+def main(cfg, pipe, desk_end, once: bool, now: dt.datetime | None) -> None:
     """The mail process's entry point (a forked child of the desk process)."""
     mover = None
 
@@ -213,6 +222,11 @@ def main(cfg, pipe, once: bool, now: dt.datetime | None) -> None:
         if mover is not None:
             mover.stopping = True
 
+    # The desk's end of the pipe came along in the fork: close it, or the pipe never
+    # reports the desk gone. And ask the kernel for SIGTERM when the desk dies.
+    desk_end.close()
+    faults.partner(None)
+    _die_with_parent()
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the desk, which tells us
     models.open_database(cfg.database.url)
@@ -223,3 +237,13 @@ def main(cfg, pipe, once: bool, now: dt.datetime | None) -> None:
         mover.close()
         models.db.obj.close()
     log.debug("mail process %s done", os.getpid())
+
+
+def _die_with_parent() -> None:
+    """prctl(PR_SET_PDEATHSIG, SIGTERM) on Linux; elsewhere the parent-pid check does it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass

@@ -383,7 +383,7 @@ async def _deliver(rt, rows, on_results, should_stop) -> None:
                         except (aiosmtplib.SMTPException, OSError):
                             client = None
                         break
-                if len(results) >= 100:
+                if len(results) >= 20:  # the fewer unreported, the fewer resent after a crash
                     flush()
         finally:
             if client is not None:
