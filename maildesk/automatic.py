@@ -53,7 +53,6 @@ from email.message import Message
 from email.utils import getaddresses
 from functools import cached_property
 
-from flufl.bounce import all_failures
 
 KINDS = ("bounce", "delay", "mdn", "complaint", "auto-reply", "auto-generated", "bulk", "list",
          "own", "mailer-daemon", "null-sender")
@@ -693,6 +692,8 @@ def _diagnostic(mail: _Mail) -> str:
 
 def _flufl_failures(msg: Message) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """flufl.bounce's temporary and permanent failures, lower-cased and checked as addresses."""
+    from flufl.bounce import all_failures  # imported by the first bounce, not at start-up
+
     temporary, permanent = all_failures(_flufl_view(msg))
 
     def addresses(found: frozenset[bytes]) -> tuple[str, ...]:

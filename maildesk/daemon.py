@@ -1,9 +1,10 @@
 """The desk process: process stored mail, run the scheduled jobs, look after the
-mail process (mover.py), and talk to systemd.
+two mail processes (mover.py: fetch and deliver), and talk to systemd.
 
-    maildesk run --once [--now T]   one full cycle: the mail process fetches and
-                                    then delivers while this one processes what
-                                    arrives; then every job; then the last mail
+    maildesk run --once [--now T]   one full cycle: the fetch process fetches while
+                                    this one processes what arrives and the deliver
+                                    process sends what it queues; then every job;
+                                    then the last mail
     maildesk run                    the same, until SIGTERM or SIGINT
 
 systemd (Type=notify) hears READY once, STATUS each cycle and WATCHDOG while the
@@ -76,18 +77,19 @@ class Systemd:
 
 
 class MailProcess:
-    """The forked mail process and our end of its pipe."""
+    """A forked mail process (role "fetch" or "deliver") and our end of its pipe."""
 
-    def __init__(self, cfg, once: bool, now: dt.datetime | None):
+    def __init__(self, cfg, role: str, once: bool, now: dt.datetime | None):
         ctx = multiprocessing.get_context("fork")
+        self.role = role
         self.pipe, child_end = ctx.Pipe()
         # SQLite: no open connection may cross a fork; both sides reconnect
         models.db.obj.close()
-        self.process = ctx.Process(target=mover.main, args=(cfg, child_end, self.pipe, once, now),
-                                   name="maildesk-mail", daemon=True)
+        self.process = ctx.Process(target=mover.main, args=(cfg, child_end, self.pipe, role, once, now),
+                                   name=f"maildesk-{role}", daemon=True)
         self.process.start()
         child_end.close()
-        faults.partner(self.process.pid)
+        faults.partner(self.process.pid, role)
         self.fetched: bool | None = None
         self.stored = False
         self.results: list[tuple] = []
@@ -130,7 +132,25 @@ class Daemon:
         self.cfg = rt.cfg
         self.stop = threading.Event()
         self.systemd = Systemd()
-        self.mail: MailProcess | None = None
+        self.fetcher: MailProcess | None = None
+        self.deliverer: MailProcess | None = None
+
+    def _start(self, once: bool, now=None) -> None:
+        self.fetcher = MailProcess(self.cfg, "fetch", once, now)
+        self.deliverer = MailProcess(self.cfg, "deliver", once, now)
+
+    @property
+    def children(self) -> tuple[MailProcess, ...]:
+        return tuple(c for c in (self.fetcher, self.deliverer) if c is not None)
+
+    def _listen(self, timeout: float = 0.0) -> None:
+        """Read both pipes, waiting up to `timeout` for the first note."""
+        from multiprocessing.connection import wait
+
+        if timeout:
+            wait([c.pipe for c in self.children], timeout)
+        for child in self.children:
+            child.listen()
 
     def should_stop(self) -> bool:
         self.systemd.watchdog()
@@ -143,15 +163,15 @@ class Daemon:
         processed = process_pending(self.rt, now or utcnow(), self.should_stop, between=lambda: self._record(now))
         if processed.done or processed.quarantined:
             faults.point("after-process")
-            self.mail.tell("queued")
+            self.deliverer.tell("queued")
         self._record(now)
         return processed
 
     def _record(self, now=None) -> None:
-        """Write the delivery results the mail process reported."""
-        self.mail.listen()
-        if self.mail.results:
-            results, self.mail.results = self.mail.results, []
+        """Write the delivery results the deliver process reported."""
+        self._listen()
+        if self.deliverer.results:
+            results, self.deliverer.results = self.deliverer.results, []
             report = record_results(self.rt, results, now or utcnow())
             self.delivered.add(report)
 
@@ -161,34 +181,36 @@ class Daemon:
         """One full cycle; True if the fetch succeeded."""
         self.rt.begin_cycle()
         lap = Laps()
-        self.mail = MailProcess(self.cfg, once=True, now=now)
+        self._start(once=True, now=now)
+        self.rt.warm_up()  # while the fetch process fetches
         self.delivered = Delivered()
         done = quarantined = 0
         while True:
             processed = self._process(now)
             done, quarantined = done + processed.done, quarantined + processed.quarantined
-            self.mail.listen()
-            if self.mail.fetched is not None and not self._pending():
+            self._listen()
+            if self.fetcher.fetched is not None and not self._pending():
                 break
-            if not self.mail.alive:
-                log.error("the mail process ended early (exit %s)", self.mail.process.exitcode)
+            if self.fetcher.fetched is None and not self.fetcher.alive:
+                log.error("the fetch process ended early (exit %s)", self.fetcher.process.exitcode)
                 break
             if not processed.done and not processed.quarantined:
-                self.mail.listen(timeout=0.05)
+                self._listen(timeout=0.05)
         lap("fetch+process")
         results = [job(self.rt, now or utcnow()) for job in jobs.JOBS]
         lap("jobs")
-        self.mail.tell("queued")
-        self.mail.tell("done")
-        while self.mail.alive:
-            self.mail.listen(timeout=0.05)
+        self.deliverer.tell("queued")
+        self.deliverer.tell("done")
+        while self.deliverer.alive:
+            self._listen(timeout=0.05)
             self._record(now)
-        self.mail.process.join()
+        for child in self.children:
+            child.process.join()
         self._record(now)
         lap("deliver")
         log.info("cycle: processed=%d quarantined=%d; %s; %s; %s", done, quarantined, self.delivered,
                  "; ".join(results), lap)
-        return bool(self.mail.fetched)
+        return bool(self.fetcher.fetched)
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -199,7 +221,8 @@ class Daemon:
         scheduler.every(30).seconds.do(self._job, jobs.sla_sweep)
         scheduler.every(5).minutes.do(self._job, jobs.auto_close)
         scheduler.every(1).minutes.do(self._job, jobs.fetch_stalled)
-        self.mail = MailProcess(self.cfg, once=False, now=None)
+        self._start(once=False)
+        self.rt.warm_up()
         self.delivered = Delivered()
         self.systemd.send("READY=1")
         log.info("maildesk running: %s as %s", self.cfg.desk.name, self.cfg.desk.address)
@@ -220,13 +243,21 @@ class Daemon:
                 self._sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
-            if not self.mail.alive and not self.stop.is_set():
+            for child in self.children:
+                if child.alive or self.stop.is_set():
+                    continue
                 restarts = [t for t in restarts if t > time.monotonic() - 60] + [time.monotonic()]
-                log.error("the mail process died (exit %s); starting it again", self.mail.process.exitcode)
+                log.error("the %s process died (exit %s); starting it again", child.role, child.process.exitcode)
                 self._sleep(min(2.0 ** len(restarts), MAX_BACKOFF))
-                self.mail = MailProcess(self.cfg, once=False, now=None)
+                if child is self.fetcher:
+                    self.fetcher = MailProcess(self.cfg, "fetch", False, None)
+                else:
+                    self.deliverer = MailProcess(self.cfg, "deliver", False, None)
             self._wait(scheduler)
-        self.mail.stop()
+        for child in self.children:
+            child.tell("stop")
+        for child in self.children:
+            child.stop()
         self._record()
         self.systemd.send("STOPPING=1")
         log.info("maildesk stopped")
@@ -238,7 +269,7 @@ class Daemon:
     def _job(self, job) -> None:
         try:
             log.debug("job %s: %s", job.__name__, job(self.rt, utcnow()))
-            self.mail.tell("queued")
+            self.deliverer.tell("queued")
         except (DatabaseError, InterfaceError) as e:
             log.error("job %s: database unavailable: %s", job.__name__, e)
 
@@ -246,10 +277,10 @@ class Daemon:
         """Until the mail process stored new mail, the next job, or a second."""
         deadline = time.monotonic() + min(1.0, max(0.05, scheduler.idle_seconds or 1.0))
         while not self.should_stop() and time.monotonic() < deadline:
-            self.mail.stored = False
-            self.mail.listen(timeout=min(0.25, max(0.0, deadline - time.monotonic())))
+            self.fetcher.stored = False
+            self._listen(timeout=min(0.25, max(0.0, deadline - time.monotonic())))
             self._record()
-            if self.mail.stored:
+            if self.fetcher.stored:
                 return
 
     def _sleep(self, seconds: float) -> None:

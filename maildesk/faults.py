@@ -11,20 +11,24 @@ import os
 import signal
 
 _FAULT = os.environ.get("MAILDESK_FAULT")
-_partner: int | None = None
+_partners: dict[str, int] = {}
 
 
-def partner(pid: int | None) -> None:
-    """The desk process names its mail process, so that a crash takes both."""
-    global _partner
-    _partner = pid
+def partner(pid: int | None, role: str = "") -> None:
+    """The desk process names each mail process it starts (a restart replaces the one
+    of its role), so that a crash takes them all; a mail process calls partner(None):
+    its partner is the desk."""
+    if pid is None:
+        _partners.clear()
+    else:
+        _partners[role] = pid
 
 
 def point(name: str) -> None:
     if _FAULT != name:
         return
-    for pid in (_partner, os.getppid() if _partner is None else None):
-        if pid and pid > 1:
+    for pid in list(_partners.values()) or [os.getppid()]:
+        if pid > 1:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

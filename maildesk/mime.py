@@ -42,11 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-import inscriptis
 import nh3
-import tnefparse
-from inscriptis.css_profiles import CSS_PROFILES
-from inscriptis.model.config import ParserConfig
 
 from .config import Limits
 
@@ -656,7 +652,15 @@ def _cap_filename(s: str) -> str:
 # --- HTML ---------------------------------------------------------------------------
 
 # The strict profile: the relaxed default pads every <div> with spaces.
-_INSCRIPTIS = ParserConfig(css=CSS_PROFILES["strict"].copy(), display_links=False, display_images=False)
+@functools.lru_cache(maxsize=1)
+def _inscriptis():
+    """inscriptis and its configuration, imported when the first HTML-only mail needs
+    them (they cost more at start-up than most mail ever uses them)."""
+    import inscriptis
+    from inscriptis.css_profiles import CSS_PROFILES
+    from inscriptis.model.config import ParserConfig
+
+    return inscriptis, ParserConfig(css=CSS_PROFILES["strict"].copy(), display_links=False, display_images=False)
 # inscriptis costs 5-35 us per element (tables are the dear ones: 1,000 rows take
 # 180 ms); beyond these sizes the linear tag-stripping fallback is used instead.
 _HTML_MAX_FOR_INSCRIPTIS = 500_000  # characters
@@ -676,7 +680,8 @@ def html_to_text(html: str) -> str:
     text = None
     if len(html) <= _HTML_MAX_FOR_INSCRIPTIS and html.count("<") <= _HTML_MAX_TAGS:
         try:
-            text = inscriptis.get_text(html, _INSCRIPTIS)
+            inscriptis, config = _inscriptis()
+            text = inscriptis.get_text(html, config)
         # lxml and inscriptis raise many kinds of errors on hostile markup (ValueError,
         # ParserError, RecursionError, AssertionError...); the rule is: never fail.
         except Exception:
@@ -1495,6 +1500,8 @@ def _read_tnef(data: bytes) -> tuple[list[AttachmentPart] | None, str, bool]:
     if not _tnef_is_sane(data):
         return None, "", False
     try:
+        import tnefparse  # only winmail.dat needs it
+
         tnef = tnefparse.TNEF(data, do_checksum=False)
         files = []
         for a in tnef.attachments:

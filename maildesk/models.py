@@ -31,7 +31,6 @@ from peewee import (
     SqliteDatabase,
     TextField,
 )
-from playhouse.db_url import connect as url_connect
 
 log = logging.getLogger(__name__)
 
@@ -383,6 +382,8 @@ def open_database(url: str):
     else:
         if url.startswith("postgres://"):
             url = "postgresql://" + url[len("postgres://"):]
+        from playhouse.db_url import connect as url_connect
+
         database = url_connect(url, autorollback=False)
         if not isinstance(database, PostgresqlDatabase):
             raise DatabaseUnavailable(f"database.url: unsupported database {url.split(':', 1)[0]}")

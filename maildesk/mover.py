@@ -1,26 +1,30 @@
-"""The mail process: everything that waits on a mail server.
+"""The mail processes: everything that waits on a mail server.
 
-`maildesk run` is two processes. This one moves mail: it keeps the IMAP session
-(IDLE where offered, polling otherwise), copies new messages into the database
-(mailbox.fetch_new) and delivers the outbox over SMTP (outbox.deliver_due). The
-desk process (daemon.py) makes the decisions. They share nothing but the database
-and a pipe of wake-up notes:
+`maildesk run` is three processes. The desk process (daemon.py) makes the
+decisions; two forked children move the mail, each an instance of `Mover`:
 
-    mail -> desk   ("stored",)          new inbound rows are committed
-                   ("fetched", ok)      --once: the fetch is over
-                   ("delivered", rows)  [(outbox id, sent|deferred|failed, error)]: the
-                                        desk records them, so that one process writes
-    desk -> mail   ("queued",)          new outbox rows are committed
-                   ("done",)            --once: nothing more will be queued
-                   ("stop",)            shut down
+- the **fetch** process keeps the IMAP session (IDLE where offered, polling
+  otherwise), copies new messages into the database (mailbox.fetch_new), and parses
+  each one once, before its transaction (pipeline/parse.py summarize);
+- the **deliver** process sends the outbox over a few reused SMTP connections
+  (outbox.deliver_due) and reports each result to the desk.
 
-Apart from "delivered", every note is only a hint to look sooner: both sides also
-look on a timer. SQLite has one writer at a time, and a writer that waits for the
-lock behind a busy one starves; so the mail process writes only what must be
-committed before the IMAP server hears of it (the fetched mail), and leaves the
-delivery results to the desk. It skips the mail it sent whose results the desk
-has not yet recorded. Waiting on servers apart from deciding lets
-the two run on two cores, and a slow SMTP relay never holds up new tickets.
+They share nothing but the database and a pipe each to the desk, carrying notes:
+
+    fetch   -> desk   ("stored",)          new inbound rows are committed
+                      ("fetched", ok)      --once: the fetch is over
+    deliver -> desk   ("delivered", rows)  [(outbox id, sent|deferred|failed, error)]
+    desk -> deliver   ("queued",)          new outbox rows are committed
+    desk -> both      ("done",)            --once: nothing more will be queued
+                      ("stop",)            shut down
+
+Apart from "delivered", a note is only a hint to look sooner: every process also
+looks on a timer. SQLite has one writer at a time, and a writer that waits behind a
+busy one starves; so the fetch process writes only what must be committed before the
+IMAP server hears of it, the deliver process writes nothing, and the desk records
+the delivery results. Until then the deliver process skips the mail it sent.
+Three processes let the scheduler spread the stages over the machine's cores, and a
+slow SMTP relay never holds up new tickets.
 
 Around one IMAP session is one of the codebase's broad catches (reconnect with
 capped backoff); nothing is lost on a failure, because mail is flagged on the
@@ -43,7 +47,7 @@ from peewee import DatabaseError, InterfaceError
 
 from . import faults, models
 from .mailbox import MailboxError, MailboxSession, fetch_new
-from .models import Outbox, utcnow
+from .models import Inbound, Outbox, utcnow
 from .outbox import deliver_due
 from .pipeline.parse import summarize
 from .runtime import Runtime
@@ -55,8 +59,8 @@ MAX_BACKOFF = 60.0
 
 
 class Mover:
-    def __init__(self, rt: Runtime, pipe, now: dt.datetime | None = None):
-        self.rt, self.cfg, self.pipe = rt, rt.cfg, pipe
+    def __init__(self, rt: Runtime, pipe, role: str, now: dt.datetime | None = None):
+        self.rt, self.cfg, self.pipe, self.role = rt, rt.cfg, pipe, role
         self.fixed_now = now
         self.session: MailboxSession | None = None
         self.backoff = 1.0
@@ -91,17 +95,16 @@ class Mover:
         return False
 
     def _summarize(self, raws: dict[int, bytes]) -> dict[int, str | None]:
-        """Parse the fetched batch here, before its transaction (pipeline/parse.py).
-        Leaving it to an idle desk was tried: the desk then holds the write lock
-        longer, and this process's next fetch waits behind it."""
+        """Parse the fetched batch here, before its transaction, while the desk has
+        work waiting; a desk with nothing to do parses the batch itself, also before
+        its own transaction (pipeline.process_pending), and the two share the work."""
+        waiting = Inbound.select().where(Inbound.status == "pending").count()
+        if waiting < self.cfg.imap.batch_size:
+            return {}
         return {uid: summarize(self.rt, raw) for uid, raw in raws.items()}
 
     def _stored(self) -> None:
-        """After each fetched batch: tell the desk, and send what it has queued since,
-        so that a long fetch and the delivery overlap."""
         self.pipe.send(("stored",))
-        self.read_notes()
-        self.deliver()
 
     def _lost_session(self, why: str, error: bool = False) -> None:
         (log.error if error else log.warning)("fetch failed: %s", why)
@@ -136,7 +139,7 @@ class Mover:
         if not self.stopping:
             self.read_notes()
             if os.getppid() != self.desk_pid:
-                log.error("the desk process is gone; the mail process stops")
+                log.error("the desk process is gone; the %s process stops", self.role)
                 self.stopping = True
         return self.stopping
 
@@ -156,7 +159,10 @@ class Mover:
             Outbox.id.in_([r[0] for r in results])).tuples())
         for rid, _, _ in results:
             self.in_flight[rid] = attempts.get(rid, 0)
-        self.pipe.send(("delivered", results))
+        try:
+            self.pipe.send(("delivered", results))
+        except OSError:  # the desk is gone; what it did not record is sent again after a restart
+            self.stopping = True
 
     def _forget_recorded(self) -> None:
         if not self.in_flight:
@@ -166,11 +172,12 @@ class Mover:
             if attempts > self.in_flight[rid]:
                 del self.in_flight[rid]
 
-    # --- the two ways to run -------------------------------------------------------------
+    # --- the two roles, once or for ever ---------------------------------------------------
 
     def run_once(self) -> None:
-        ok = self.fetch()
-        self.pipe.send(("fetched", ok))
+        if self.role == "fetch":
+            self.pipe.send(("fetched", self.fetch()))
+            return
         while not self.stopping:
             self.rt.begin_cycle()
             tried = self.deliver()
@@ -182,30 +189,37 @@ class Mover:
     def run_forever(self) -> None:
         while not self.stopping:
             self.rt.begin_cycle()
-            self.fetch()
-            self.deliver()
-            self.wait()
+            if self.role == "fetch":
+                self.fetch()
+                self.wait_for_mail()
+            else:
+                self.deliver()
+                self.wait_for_work()
 
-    def wait(self) -> None:
-        """Until new mail on the server, mail queued by the desk, the next retry, or
-        `imap.poll_seconds`; IDLE where the server offers it (RFC 2177)."""
+    def wait_for_mail(self) -> None:
+        """Until new mail on the server or `imap.poll_seconds`; IDLE where the server
+        offers it (RFC 2177)."""
+        if self.session is None:
+            self.backoff = min(self.backoff * 2, MAX_BACKOFF)
+            self._sleep(self.backoff / 2)
+            return
+        try:
+            self.session.wait(float(self.cfg.imap.poll_seconds), self.should_stop)
+        except IMAP_ERRORS as e:
+            self._lost_session(f"IMAP connection lost while waiting: {type(e).__name__}: {e}")
+
+    def wait_for_work(self) -> None:
+        """Until the desk queues mail, or the next retry is due."""
         timeout = float(self.cfg.imap.poll_seconds)
         retry = Outbox.select(Outbox.next_attempt_at).where(Outbox.status.in_(("queued", "deferred"))).order_by(
             Outbox.next_attempt_at).limit(1).scalar()
         if retry is not None:
             timeout = min(timeout, max(0.2, (retry - utcnow()).total_seconds()))
-        if self.session is None:
-            self.backoff = min(self.backoff * 2, MAX_BACKOFF)
-            self._sleep(min(timeout, self.backoff / 2))
-            return
-        try:
-            self.session.wait(timeout, lambda: self.read_notes() or self.should_stop())
-        except IMAP_ERRORS as e:
-            self._lost_session(f"IMAP connection lost while waiting: {type(e).__name__}: {e}")
+        self._sleep(timeout)
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
-        while not self.stopping and time.monotonic() < deadline:
+        while not self.should_stop() and time.monotonic() < deadline:
             if self.read_notes(timeout=min(0.2, max(0.0, deadline - time.monotonic()))):
                 return
 
@@ -214,8 +228,9 @@ class Mover:
             self.session.close()
 
 
-def main(cfg, pipe, desk_end, once: bool, now: dt.datetime | None) -> None:
-    """The mail process's entry point (a forked child of the desk process)."""
+def main(cfg, pipe, desk_end, role: str, once: bool, now: dt.datetime | None) -> None:
+    """A mail process's entry point (a forked child of the desk process); `role` is
+    "fetch" or "deliver"."""
     mover = None
 
     def on_signal(signum, frame):
@@ -226,24 +241,29 @@ def main(cfg, pipe, desk_end, once: bool, now: dt.datetime | None) -> None:
     # reports the desk gone. And ask the kernel for SIGTERM when the desk dies.
     desk_end.close()
     faults.partner(None)
-    _die_with_parent()
+    _linux_prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    _linux_prctl(PR_SET_NAME, f"maildesk-{'fetch' if role == 'fetch' else 'send'}".encode())  # for ps and top
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the desk, which tells us
     models.open_database(cfg.database.url)
-    mover = Mover(Runtime.start(cfg), pipe, now)
+    mover = Mover(Runtime.start(cfg), pipe, role, now)
     try:
         mover.run_once() if once else mover.run_forever()
     finally:
         mover.close()
         models.db.obj.close()
-    log.debug("mail process %s done", os.getpid())
+    log.debug("%s process %s done", role, os.getpid())
 
 
-def _die_with_parent() -> None:
-    """prctl(PR_SET_PDEATHSIG, SIGTERM) on Linux; elsewhere the parent-pid check does it."""
+PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15
+
+
+def _linux_prctl(option: int, arg) -> None:
+    """prctl(2) on Linux; elsewhere nothing (the parent-pid check stands in for
+    PR_SET_PDEATHSIG)."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(option, arg)
     except (OSError, AttributeError):
         pass

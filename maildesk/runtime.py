@@ -5,6 +5,7 @@ to every stage and job.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -29,6 +30,11 @@ class Runtime:
 
     def begin_cycle(self) -> None:
         self.memo.clear()
+
+    def warm_up(self) -> None:
+        """Load what the first ticket would otherwise wait for: the holiday tables."""
+        for name in {p.calendar for p in self.cfg.sla}:
+            self.calendar(name).is_open(dt.datetime.now(dt.timezone.utc))
 
     @classmethod
     def start(cls, cfg: Config) -> "Runtime":

@@ -223,7 +223,8 @@ def corpus_run(tmp_path_factory, dovecot, smtp):
     handler = _log_file(log_path)
     root = logging.getLogger()
     root.addHandler(handler)
-    level, root.level = root.level, logging.INFO
+    level = root.level
+    root.setLevel(logging.INFO)  # setLevel, not .level =: it clears the loggers' isEnabledFor cache
     try:
         started = time.monotonic()
         desk.run()

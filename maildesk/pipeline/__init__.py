@@ -59,11 +59,14 @@ def process_pending(rt, now: dt.datetime, should_stop=lambda: False, between=lam
         ids = [i for (i,) in Inbound.select(Inbound.id).where(Inbound.status == "pending").order_by(Inbound.id).limit(BATCH).tuples()]
         if not ids:
             break
+        raws = {i: (data, summary, None if summary else parse.read_ahead(rt, bytes(data)))
+                for i, data, summary in InboundRaw.select(InboundRaw.inbound, InboundRaw.data, InboundRaw.summary)
+                .where(InboundRaw.inbound.in_(ids)).tuples()}
+        # read ahead, before the write transaction: the fetch process's next commit waits for nothing
         with models.write_transaction():
-            raws = {i: (data, summary) for i, data, summary in InboundRaw.select(
-                InboundRaw.inbound, InboundRaw.data, InboundRaw.summary).where(InboundRaw.inbound.in_(ids)).tuples()}
             for ib in Inbound.select().where(Inbound.id.in_(ids)).order_by(Inbound.id):
-                if process_one(rt, ib, now, *raws.get(ib.id, (b"", None))):
+                raw, summary, reading = raws.get(ib.id, (b"", None, None))
+                if process_one(rt, ib, now, raw, summary, reading=reading):
                     report.done += 1
                 else:
                     report.quarantined += 1
@@ -72,10 +75,11 @@ def process_pending(rt, now: dt.datetime, should_stop=lambda: False, between=lam
 
 
 def process_one(rt, ib: Inbound, now: dt.datetime, raw: bytes, summary: str | None = None,
-                earlier: list[str] = ()) -> bool:
+                earlier: list[str] = (), reading=None) -> bool:
     """Run the stages on one message; True if processed, False if quarantined.
     `earlier` is the decision log of an earlier attempt (a retry keeps it)."""
-    ctx = Context(rt=rt, now=now, inbound=ib, raw=bytes(raw), summary=summary, decisions=list(earlier))
+    ctx = Context(rt=rt, now=now, inbound=ib, raw=bytes(raw), summary=summary, reading=reading,
+                  decisions=list(earlier))
     try:
         with db.atomic():  # a savepoint: a failing message undoes only itself
             try:

@@ -49,7 +49,8 @@ class Context:
     inbound: Inbound
     raw: bytes
     mail: Any = None  # mime.ParsedMail
-    summary: str | None = None  # what the mail process read of it (parse.summarize)
+    summary: str | None = None  # what the fetch process read of it (parse.summarize), as JSON
+    reading: Any = None  # or what this process read ahead of processing (parse.Reading)
     verdict: Any = False  # automatic.Verdict or None, from the summary; False: not known yet
     automatic: Any = None  # automatic.Verdict
     ticket: Ticket | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 
 from .. import attachments
 from ..automatic import Verdict
@@ -20,9 +21,34 @@ from .context import Context, Reject
 log = logging.getLogger(__name__)
 
 
-def summarize(rt, raw: bytes) -> str | None:
-    """In the mail process: parse, classify, store attachment contents; the summary
-    as JSON, or None to leave the parsing to the desk process."""
+@dataclass
+class Reading:
+    """A message read ahead of its processing: parsed, classified, its attachments
+    stored; or the reason it cannot be read."""
+
+    mail: ParsedMail | None = None
+    verdict: Verdict | None = None
+    rejected: str | None = None
+
+    def to_json(self) -> str:
+        if self.rejected is not None:
+            return json.dumps({"rejected": self.rejected})
+        summary = self.mail.summary()
+        summary["automatic"] = [self.verdict.kind, self.verdict.reason] if self.verdict else None
+        return json.dumps(summary, ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str, raw: bytes) -> "Reading":
+        summary = json.loads(text)
+        if "rejected" in summary:
+            return cls(rejected=summary["rejected"])
+        verdict = Verdict(*summary["automatic"]) if summary["automatic"] else None
+        return cls(ParsedMail.from_summary(summary, raw), verdict)
+
+
+def read_ahead(rt, raw: bytes) -> Reading | None:
+    """Parse, classify and store the attachment contents of one message, outside any
+    transaction; None leaves it to `read` (too large, or the parser broke)."""
     from .screen import classify_tree
 
     if len(raw) > rt.cfg.limits.max_message_bytes:
@@ -32,13 +58,17 @@ def summarize(rt, raw: bytes) -> str | None:
         verdict = classify_tree(rt.cfg, mail.msg)
         attachments.write_contents(rt, mail.attachments)
     except MailRejected as e:
-        return json.dumps({"rejected": str(e)})
-    except Exception:  # noqa: BLE001 - the desk process parses it again and quarantines it with the error
-        log.exception("could not summarize a message; the desk process will parse it")
+        return Reading(rejected=str(e))
+    except Exception:  # noqa: BLE001 - read() parses it again and quarantines it with the error
+        log.exception("could not read a message ahead; it is parsed again when processed")
         return None
-    summary = mail.summary()
-    summary["automatic"] = [verdict.kind, verdict.reason] if verdict else None
-    return json.dumps(summary, ensure_ascii=False, separators=(",", ":"))
+    return Reading(mail, verdict)
+
+
+def summarize(rt, raw: bytes) -> str | None:
+    """In the fetch process: the reading as JSON, to store beside the bytes."""
+    reading = read_ahead(rt, raw)
+    return reading.to_json() if reading else None
 
 
 def read(ctx: Context) -> None:
@@ -46,12 +76,12 @@ def read(ctx: Context) -> None:
     size = len(ctx.raw)
     if size > limit:
         raise Reject(f"message is {size:,} bytes, over limits.max_message_bytes ({limit:,})", tell_sender=True)
-    summary = json.loads(ctx.summary) if ctx.summary else None
-    if summary and "rejected" in summary:
-        raise Reject(summary["rejected"])
-    if summary:
-        ctx.mail = mail = ParsedMail.from_summary(summary, ctx.raw)
-        ctx.verdict = Verdict(*summary["automatic"]) if summary["automatic"] else None
+    reading = ctx.reading or (Reading.from_json(ctx.summary, ctx.raw) if ctx.summary else None)
+    if reading and reading.rejected is not None:
+        raise Reject(reading.rejected)
+    if reading:
+        ctx.mail = mail = reading.mail
+        ctx.verdict = reading.verdict
     else:
         try:
             ctx.mail = mail = parse_mail(ctx.raw, ctx.cfg.limits)
