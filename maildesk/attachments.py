@@ -20,7 +20,7 @@ def path_for(rt, sha256: str) -> Path:
 
 def write_contents(rt, parts) -> None:
     """Store the contents of `parts` (idempotent: by content hash) and drop them from
-    memory; the mail process does this right after the fetch."""
+    memory; whoever reads a message ahead of its processing does this (pipeline/parse.py)."""
     mode = rt.cfg.attachments.store
     for part in parts:
         if part.data is None:

@@ -8,7 +8,7 @@ two mail processes (mover.py: fetch and deliver), and talk to systemd.
     maildesk run                    the same, until SIGTERM or SIGINT
 
 systemd (Type=notify) hears READY once, STATUS each cycle and WATCHDOG while the
-loop is alive. A mail process that dies is started again.
+loop is alive. A fetch or send process that dies is started again.
 
 Around one cycle is one of the codebase's broad catches: a locked or unreachable
 database makes the desk wait and try again; nothing is lost, because mail is
@@ -274,7 +274,7 @@ class Daemon:
             log.error("job %s: database unavailable: %s", job.__name__, e)
 
     def _wait(self, scheduler) -> None:
-        """Until the mail process stored new mail, the next job, or a second."""
+        """Until the fetch process stored new mail, the next job, or a second."""
         deadline = time.monotonic() + min(1.0, max(0.05, scheduler.idle_seconds or 1.0))
         while not self.should_stop() and time.monotonic() < deadline:
             self.fetcher.stored = False

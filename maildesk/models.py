@@ -193,7 +193,7 @@ class InboundRaw(BaseModel):
 
     inbound = ForeignKeyField(Inbound, primary_key=True, backref="raw_row", on_delete="CASCADE")
     data = BlobField()
-    # what the mail process read of it (pipeline/parse.py summarize): JSON, or null
+    # what the fetch process read of it (pipeline/parse.py summarize): JSON, or null
     # when the desk process must parse the bytes itself
     summary = TextField(null=True)
 

@@ -1,10 +1,11 @@
 """Stage 1: raw bytes to a parsed mail, within the limits of `[limits]`.
 
-Parsing is most of the CPU a message costs (PERF-NOTES), so the mail process does
-it once, right after the fetch and outside any transaction (`summarize`), and
-stores a summary beside the bytes; this stage then only loads the summary. The
-MIME tree is parsed again only for the rare mail that needs it (bounces and other
-reports). A message without a summary is parsed here.
+Parsing is most of the CPU a message costs (PERF-NOTES), so it happens once and
+outside any transaction: the fetch process reads a batch ahead while the desk is
+busy and stores a summary beside the bytes (`summarize`); an idle desk reads the
+batch ahead itself before it opens its transaction (`read_ahead`). This stage then
+only picks up the reading. The MIME tree is parsed again only for the rare mail
+that needs it (bounces and other reports).
 """
 
 from __future__ import annotations
