@@ -385,7 +385,7 @@ def test_a_killed_mail_process_is_started_again_and_nothing_is_lost(desk, daemon
     desk.dovecot.append_many(desk.user, [m["raw"] for m in msgs])
     d = daemons.start()
     d.wait_ready()
-    child = d.mail_process("maildesk-send")
+    child = wait_until(lambda: d.mail_process("maildesk-send"), 30, what="the send process")
     wait_until(lambda: (safe_snapshot(desk) or {}).get("received", 0) >= 50, 60, interval=0.02, what="delivery to begin")
     at_kill = snapshot(desk)
     os.kill(child, signal.SIGKILL)

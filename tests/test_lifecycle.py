@@ -8,7 +8,9 @@ import urllib.parse
 
 import pytest
 
-from tests.conftest import mail, reply_to
+from tests.conftest import both_databases, mail, reply_to
+
+pytestmark = both_databases  # every test here runs on SQLite and on PostgreSQL
 
 MON = "2026-11-30T{}:00+01:00"
 

@@ -8,13 +8,14 @@ import time
 
 from tests.conftest import DESK, both_databases, mail, reply_to, wait_until
 
+pytestmark = both_databases  # every test here runs on SQLite and on PostgreSQL
+
 
 def _only(lst):
     assert len(lst) == 1, lst
     return lst[0]
 
 
-@both_databases
 def test_new_mail_opens_a_ticket_and_is_acknowledged(desk):
     desk.deliver(mail("Jane Doe <jane@example.org>", "Printer on floor 2 is broken", "It prints blank pages.",
                       msgid="<first@client.example>"))
@@ -38,7 +39,6 @@ def test_new_mail_opens_a_ticket_and_is_acknowledged(desk):
     assert b"\\Seen" in flags
 
 
-@both_databases
 def test_reply_threads_onto_the_ticket_without_second_acknowledgement(desk):
     desk.deliver(mail("jane@example.org", "VPN drops every hour", "The VPN disconnects."))
     desk.run()
