@@ -35,6 +35,18 @@ ROOT = Path(__file__).resolve().parent.parent
 DESK = "helpdesk@example.test"
 PG_URL = os.environ.get("MAILDESK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
+
+def find_corpus() -> Path:
+    """The real-world corpus: $MAILDESK_CORPUS, else ../shared/corpus beside this
+    checkout, else the workplace's shared folder. Tests that need it skip without it."""
+    for candidate in (os.environ.get("MAILDESK_CORPUS"), ROOT.parent / "shared" / "corpus", "/work/shared/corpus"):
+        if candidate and (Path(candidate) / "manifest.csv").exists():
+            return Path(candidate)
+    return ROOT.parent / "shared" / "corpus"
+
+
+CORPUS = find_corpus()
+
 both_databases = pytest.mark.parametrize("desk", ["sqlite", "postgresql"], indirect=True)
 
 

@@ -672,7 +672,7 @@ def test_deeply_nested_mail_is_classified():
 
 # --- the shared corpus of real mail --------------------------------------------------------------
 
-CORPUS = Path(os.environ.get("MAILDESK_CORPUS", "/work/shared/corpus"))
+from tests.conftest import CORPUS  # noqa: E402
 
 
 # Tags that say a mail must never be acknowledged (corpus README, "What the desk must do").

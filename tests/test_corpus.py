@@ -16,8 +16,8 @@ Dovecot and processed by `maildesk run --once`. Then:
   whole corpus and stops cleanly on SIGTERM.
 
 A table of outcomes by category is printed and written to `corpus-outcomes.txt` in the
-test's temporary directory. The corpus is read where it lies: $MAILDESK_CORPUS, else
-../shared/corpus beside the repository; the tests are skipped when it is absent.
+test's temporary directory. The corpus is read where it lies (conftest.find_corpus); the tests
+are skipped when it is absent.
 
 How files map to inbound rows: Dovecot hands messages back with CRLF line ends, and the
 desk stores a message once per SHA-256 of the bytes it fetched (guarantee 2). So each
@@ -53,7 +53,7 @@ from tests.conftest import ROOT, Desk, wait_until
 
 pytestmark = pytest.mark.slow
 
-CORPUS = Path(os.environ.get("MAILDESK_CORPUS") or ROOT.parent / "shared" / "corpus")
+from tests.conftest import CORPUS  # noqa: E402
 
 # What a corpus message may become (README: a new ticket, a reply on a ticket, a
 # recorded bounce or automatic mail, or a quarantined message with a reason).

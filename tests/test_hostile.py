@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import mail, reply_to
 from tests.sandbox import free_port
 
-CORPUS = Path("/work/shared/corpus")
+from tests.conftest import CORPUS  # noqa: E402
 
 
 def dsn(envelope_to: str, rcpt: str, original_id: str, action: str = "failed", status: str = "5.1.1") -> bytes:

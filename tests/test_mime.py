@@ -26,7 +26,7 @@ from maildesk.mime import (
     strip_quoted,
 )
 
-CORPUS = Path("/work/shared/corpus")
+from tests.conftest import CORPUS  # noqa: E402
 LIMITS = Limits()
 
 
