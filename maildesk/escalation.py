@@ -32,20 +32,13 @@ def late_by(now: dt.datetime, due: dt.datetime | None) -> str:
     return " ".join(parts) + " late"
 
 
-def staff_recipients(rt, ticket: Ticket) -> list[str]:
-    """The assignee, else every member of the ticket's group."""
-    if ticket.assignee:
-        return [ticket.assignee]
-    return [t.email for t in rt.cfg.members(ticket.group)]
-
-
 def fire(rt, ticket: Ticket, mark, now: dt.datetime) -> None:
     due = ticket.response_due if mark.target == "response" else ticket.resolution_due
     log.info("sla %s %s ticket=%s", mark.target, mark.level, rt.ref(ticket))
     if mark.level == "warn":
         lifecycle.event(ticket, now, "desk", "sla-reminder",
                         f"{mark.target} target due {due.astimezone(rt.cfg.desk.timezone):%Y-%m-%d %H:%M %Z}: reminder sent")
-        for rcpt in staff_recipients(rt, ticket):
+        for rcpt in routing.staff_recipients(rt, ticket):
             queue_mail(rt, now, "reminder", rcpt=rcpt, ticket=ticket, context={"target": mark.target, "due": due})
     elif mark.level == "breach":
         escalate(rt, ticket, now, "desk", f"{mark.target} target breached ({late_by(now, due)})")

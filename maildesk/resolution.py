@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import urllib.parse
 
-from . import lifecycle, signing, survey
+from . import lifecycle, routing, signing, survey
 from .models import Message, Ticket
 from .outbox import queue_mail
 
@@ -76,8 +76,7 @@ def close_ticket(rt, ticket: Ticket, now: dt.datetime, actor: str, why: str, inb
 
 def reopen_ticket(rt, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound=None, body: str = "") -> None:
     lifecycle.reopen(rt, ticket, now, actor, why, inbound)
-    rcpts = [ticket.assignee] if ticket.assignee else [m.email for m in rt.cfg.members(ticket.group)]
-    for rcpt in rcpts:
+    for rcpt in routing.staff_recipients(rt, ticket):
         queue_mail(rt, now, "reopened", rcpt=rcpt, ticket=ticket, inbound=inbound, context={"why": why, "body": body})
 
 

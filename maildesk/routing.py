@@ -38,6 +38,13 @@ def _staff(rt) -> dict[str, StaffState]:
     return rt.memo["staff"]
 
 
+def staff_recipients(rt, ticket: Ticket) -> list[str]:
+    """Who hears of a ticket: its assignee, else every member of its group."""
+    if ticket.assignee:
+        return [ticket.assignee]
+    return [t.email for t in rt.cfg.members(ticket.group)]
+
+
 def strategy_of(rt, group: str | None) -> str:
     g = rt.cfg.group(group)
     return (g.strategy if g and g.strategy else None) or rt.cfg.assignment.strategy

@@ -113,24 +113,32 @@ _SAVED = [Inbound.status, Inbound.outcome, Inbound.error, Inbound.ticket, Inboun
 
 
 def quarantine(rt, ib: Inbound, ctx: Context, reason: str, now: dt.datetime, tell_sender: bool = False) -> None:
-    if not ib.from_addr or not ib.subject:
-        _headers_only(ib, ctx.raw)
+    head = _head(ctx.raw)
+    if head is not None and (not ib.from_addr or not ib.subject):
+        _headers_only(ib, head)
     ctx.decide(f"quarantined: {reason}")
     ib.status, ib.outcome, ib.error, ib.ticket = "quarantined", "quarantined", reason, None
     ib.decisions = "\n".join(ctx.decisions)
     ib.processed_at = now
     ib.save(only=_SAVED)
     log.warning("quarantined inbound=%s msgid=<%s>: %s", ib.id, ib.message_id or "", reason)
-    if tell_sender:
-        _tell_sender_once(rt, ib, ctx, reason, now)
+    if tell_sender and head is not None:
+        _tell_sender_once(rt, ib, head, reason, now)
 
 
-def _headers_only(ib: Inbound, raw: bytes) -> None:
+def _head(raw: bytes):
+    """The header block of a message that could not be parsed whole, or None."""
+    try:
+        return email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw[:65536])
+    except Exception:  # noqa: BLE001 - best effort for the listing and the notice only
+        return None
+
+
+def _headers_only(ib: Inbound, head) -> None:
     """From, Subject and Message-ID of a message that could not be parsed whole."""
     from ..mime import clean_header_text
 
     try:
-        head = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw[:65536])
         ib.from_addr = ib.from_addr or clean_header_text(str(head.get("From", "")))[:500]
         ib.subject = ib.subject or clean_header_text(str(head.get("Subject", "")))[:500]
         ib.message_id = ib.message_id or (clean_header_text(str(head.get("Message-ID", ""))).strip().strip("<>") or None)
@@ -138,7 +146,7 @@ def _headers_only(ib: Inbound, raw: bytes) -> None:
         pass
 
 
-def _tell_sender_once(rt, ib: Inbound, ctx: Context, reason: str, now: dt.datetime) -> None:
+def _tell_sender_once(rt, ib: Inbound, head, reason: str, now: dt.datetime) -> None:
     from email.utils import getaddresses
 
     from ..automatic import classify
@@ -146,7 +154,6 @@ def _tell_sender_once(rt, ib: Inbound, ctx: Context, reason: str, now: dt.dateti
 
     if Outbox.select().where((Outbox.inbound == ib) & (Outbox.kind == "too_large")).exists():
         return
-    head = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(ctx.raw[:65536])
     froms = [a.lower() for _, a in getaddresses([str(v) for v in head.get_all("From", [])]) if "@" in a]
     if len(froms) != 1 or classify(head, desk_addresses=[rt.cfg.desk.address], own_loop_header=LOOP_HEADER,
                                     own_domain=rt.cfg.desk.domain) is not None:

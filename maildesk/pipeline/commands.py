@@ -410,7 +410,8 @@ def apply(ctx: Context) -> None:
         return
     parsed, problems = [], []
     for line in block:
-        name, arg = COMMAND_LINE.match(line).group(1).lower(), (COMMAND_LINE.match(line).group(2) or "").strip()
+        m = COMMAND_LINE.match(line)
+        name, arg = m.group(1).lower(), (m.group(2) or "").strip()
         command = COMMANDS.get(name)
         try:
             if command is None:

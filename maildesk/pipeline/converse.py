@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from .. import resolution, sla
+from .. import resolution, routing, sla
 from ..lifecycle import ACTIVE, add_participant, within_reopen_window
 from ..models import Message, Ticket
 from .commands import refuse
@@ -62,8 +62,7 @@ def _from_requester_side(ctx: Context) -> None:
             return
     if not ctx.body.strip():
         return
-    rcpts = [t.assignee] if t.assignee else [m.email for m in ctx.cfg.members(t.group)]
-    for rcpt in rcpts:
+    for rcpt in routing.staff_recipients(ctx.rt, t):
         if rcpt != ctx.sender:
             ctx.send("requester_reply", rcpt, ticket=t, from_name=ctx.sender_name or ctx.sender,
                      context={"message": ctx.message, "body": ctx.body})

@@ -167,8 +167,7 @@ def _notify_new(ctx: Context, t: Ticket, pri: Priority, cat: Decision) -> None:
     else:
         ctx.send("ack", t.requester, rcpt_name=t.requester_name, ticket=t, context=context,
                  thread=Thread.after(ctx.mail.message_id, ctx.mail.references))
-    rcpts = [t.assignee] if t.assignee else [m.email for m in ctx.cfg.members(t.group)]
-    for rcpt in rcpts:
+    for rcpt in routing.staff_recipients(ctx.rt, t):
         ctx.send("assigned", rcpt, ticket=t, context=context, thread=Thread())
 
 
