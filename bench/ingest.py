@@ -184,11 +184,14 @@ def main() -> None:
     ap.add_argument("--desk", choices=("ack", "full"), default="full",
                     help="ack: triage, SLA and acknowledgements, no technicians (issue 2's workload); "
                          "full: five technicians, so assignment notices and relayed replies too")
+    ap.add_argument("--profile", metavar="DIR", help="write a cProfile of each maildesk process to DIR")
     ap.add_argument("--vs-roundup", action="store_true", help="also time Roundup's mail gateway on the same mail")
     ap.add_argument("--roundup-rounds", type=int, default=None,
                     help="PBKDF2 rounds for the users Roundup creates (default: Roundup's own, which dominates its time "
                          "on mail from many new senders; 1000 is its minimum)")
     args = ap.parse_args()
+    if args.profile:
+        os.environ["MAILDESK_PROFILE"] = os.path.abspath(args.profile)
     mails, new = generate(args.messages)
     size = sum(map(len, mails)) / 1e6
     print(f"generated {len(mails)} mails ({size:.1f} MB), {new} threads, {len(mails) - new} replies")

@@ -192,15 +192,17 @@ def cmd_check_config(args) -> int:
 
 def cmd_run(args) -> int:
     from .daemon import Daemon
+    from .profiling import profiled
 
     if args.now and not args.once:
         raise UserError("--now needs --once", 2)
-    rt = _open(args, migrate=True)
-    daemon = Daemon(rt)
-    if args.once:
-        now = parse_now(args.now, rt.cfg.desk.timezone) if args.now else None
-        return 0 if daemon.run_once(now) else 1
-    daemon.run_forever()
+    with profiled("desk"):
+        rt = _open(args, migrate=True)
+        daemon = Daemon(rt)
+        if args.once:
+            now = parse_now(args.now, rt.cfg.desk.timezone) if args.now else None
+            return 0 if daemon.run_once(now) else 1
+        daemon.run_forever()
     return 0
 
 

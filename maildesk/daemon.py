@@ -29,6 +29,7 @@ import schedule
 from peewee import DatabaseError, InterfaceError
 
 from . import faults, jobs, models, mover
+from .mailbox import record_flagged, store_batch
 from .models import Inbound, utcnow
 from .outbox import Delivered, record_results
 from .pipeline import process_pending
@@ -91,7 +92,8 @@ class MailProcess:
         child_end.close()
         faults.partner(self.process.pid, role)
         self.fetched: bool | None = None
-        self.stored = False
+        self.stored = False  # a batch came in
+        self.intake: list[tuple] = []  # "batch" and "flagged" notes, for the desk to write
         self.results: list[tuple] = []
 
     def tell(self, *note) -> None:
@@ -105,7 +107,8 @@ class MailProcess:
             while self.pipe.poll(timeout):
                 timeout = 0.0
                 note = self.pipe.recv()
-                if note[0] == "stored":
+                if note[0] in ("batch", "flagged"):
+                    self.intake.append(note)
                     self.stored = True
                 elif note[0] == "fetched":
                     self.fetched = note[1]
@@ -119,10 +122,18 @@ class MailProcess:
         return self.process.is_alive()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Ask it to stop, reading its notes meanwhile (a batch it is still writing to
+        the pipe must not block it; uncommitted, that batch is fetched again next
+        time); after `timeout`, SIGTERM, then SIGKILL."""
         self.tell("stop")
-        self.process.join(timeout)
-        if self.process.is_alive():
-            self.process.terminate()
+        deadline = time.monotonic() + timeout
+        while self.process.is_alive() and time.monotonic() < deadline:
+            self.listen(timeout=0.05)
+            self.process.join(0.01)
+        for end in (self.process.terminate, self.process.kill):
+            if not self.process.is_alive():
+                break
+            end()
             self.process.join(2)
 
 
@@ -157,10 +168,29 @@ class Daemon:
         return self.stop.is_set()
 
     def _pending(self) -> bool:
-        return Inbound.select().where(Inbound.status == "pending").exists()
+        return bool(self.fetcher.intake) or Inbound.select().where(Inbound.status == "pending").exists()
+
+    def _take_in(self) -> None:
+        """Commit what the fetch process handed over, and tell it so: each batch in a
+        transaction of its own, then the notes of batches flagged on the server."""
+        self._listen()
+        notes, self.fetcher.intake = self.fetcher.intake, []
+        flagged = [n for n in notes if n[0] == "flagged"]
+        for _, seq, mailbox, uidvalidity, after_uid, last_uid, items, received in (n for n in notes if n[0] == "batch"):
+            try:
+                stored = store_batch(mailbox, uidvalidity, after_uid, last_uid, items, received)
+            except (DatabaseError, InterfaceError) as e:
+                log.error("could not store %d fetched message(s): %s; the fetch takes them again", len(items), e)
+                stored = None
+            self.fetcher.tell("committed", seq, stored)
+        if flagged:
+            with models.write_transaction():
+                for _, mailbox, uidvalidity, uids in flagged:
+                    record_flagged(mailbox, uidvalidity, uids)
 
     def _process(self, now=None) -> object:
-        processed = process_pending(self.rt, now or utcnow(), self.should_stop, between=lambda: self._record(now))
+        processed = process_pending(self.rt, now or utcnow(), self.should_stop, between=lambda: self._record(now),
+                                    intake=self._take_in)
         if processed.done or processed.quarantined:
             faults.point("after-process")
             self.deliverer.tell("queued")
@@ -180,8 +210,20 @@ class Daemon:
     def run_once(self, now: dt.datetime | None = None) -> bool:
         """One full cycle; True if the fetch succeeded."""
         self.rt.begin_cycle()
-        lap = Laps()
         self._start(once=True, now=now)
+        try:
+            return self._cycle(now)
+        finally:
+            self._stop_children(timeout=2)
+
+    def _stop_children(self, timeout: float) -> None:
+        """Stop what is still running: after an error too, they must not outlive us."""
+        for child in self.children:
+            if child.alive:
+                child.stop(timeout)
+
+    def _cycle(self, now: dt.datetime | None) -> bool:
+        lap = Laps()
         self.rt.warm_up()  # while the fetch process fetches
         self.delivered = Delivered()
         done = quarantined = 0
@@ -228,6 +270,15 @@ class Daemon:
         log.info("maildesk running: %s as %s", self.cfg.desk.name, self.cfg.desk.address)
         for job in jobs.JOBS:  # a restart catches up on every job at once
             self._job(job)
+        try:
+            self._loop(scheduler)
+        finally:
+            self._stop_children(timeout=10)
+        self._record()
+        self.systemd.send("STOPPING=1")
+        log.info("maildesk stopped")
+
+    def _loop(self, scheduler) -> None:
         backoff = 1.0
         restarts: list[float] = []
         while not self.stop.is_set():
@@ -256,11 +307,6 @@ class Daemon:
             self._wait(scheduler)
         for child in self.children:
             child.tell("stop")
-        for child in self.children:
-            child.stop()
-        self._record()
-        self.systemd.send("STOPPING=1")
-        log.info("maildesk stopped")
 
     def _on_signal(self, signum, frame) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)

@@ -3,8 +3,9 @@
 The fetch is the first half of guarantee 1 (nothing is lost): new messages are
 found by UID above the checkpoint (UIDVALIDITY + last UID), fetched in batches with
 one `UID FETCH BODY.PEEK[]` each (PEEK: the server does not mark them read), stored
-raw in one transaction per batch together with the new checkpoint, and only then
-flagged `\\Seen` or moved to `imap.processed_mailbox`. A crash between the commit
+raw in one transaction per batch together with the new checkpoint (store_batch; in
+`maildesk run` the desk process commits what the fetch process hands it), and only
+then flagged `\\Seen` or moved to `imap.processed_mailbox`. A crash between the commit
 and the flag leaves rows with `server_done = false`, which the next fetch flags.
 
 Byte-identical copies (the same message appended twice, or fetched again after a
@@ -150,43 +151,101 @@ def _text(e: Exception) -> str:
     return s[2:-1] if s.startswith("b'") else s
 
 
+class StoreHere:
+    """Where fetch_new puts a batch: straight into the database, in this process.
+    (The fetch process of `maildesk run` hands its batches to the desk process
+    instead, mover.DeskStore, so that the desk is the database's only writer.)
+
+    `send` hands a batch over and returns a receipt; `wait(receipt)` returns how
+    many were stored once they are committed, or raises StoreFailed; `flagged` says
+    the server has marked a batch done."""
+
+    def send(self, mailbox: str, uidvalidity: int, after_uid: int, last_uid: int, items: list[tuple],
+             now: dt.datetime):
+        return store_batch(mailbox, uidvalidity, after_uid, last_uid, items, now)
+
+    def wait(self, receipt) -> int:
+        if receipt is None:
+            raise StoreFailed("the checkpoint moved while the batch was on its way")
+        return receipt
+
+    def flagged(self, mailbox: str, uidvalidity: int, uids: list[int]) -> None:
+        with models.write_transaction():
+            record_flagged(mailbox, uidvalidity, uids)
+
+
+class StoreFailed(Exception):
+    """A fetched batch was not committed: nothing of it is flagged, and the next
+    fetch starts again from the checkpoint."""
+
+
 def fetch_new(session: MailboxSession, now: dt.datetime, batch_size: int = 200, should_stop=lambda: False,
-              on_commit=lambda: None, summarize=lambda raws: {}) -> Fetched:
-    """Copy new messages into `Inbound`, committing before flagging on the server."""
+              store=None, summarize=lambda raws: {}) -> Fetched:
+    """Copy new messages into `Inbound`, committing before flagging on the server.
+
+    While one batch is being committed, the next is fetched and read (`summarize`):
+    the IMAP round trip and the parsing overlap the store. A batch is flagged only
+    once `store` has committed it (guarantee 1)."""
+    store = store or StoreHere()
     report = Fetched()
     mailbox = session.cfg.mailbox
     state = _checkpoint(mailbox, session.uidvalidity)
     _finish_pending_flags(session, mailbox, report)
     uids = session.new_uids(state.last_uid)
-    if uids:
-        sizes = session.sizes(uids)
-        for batch in _batches(uids, sizes, batch_size):
-            if should_stop():
-                break
-            raws = session.fetch(batch)
-            # read them before the transaction: the desk process waits for nothing
-            summaries = summarize(raws)
-            with models.write_transaction():
-                stored = sum(_store(mailbox, session.uidvalidity, uid, raw, now, summaries.get(uid))
-                             for uid, raw in sorted(raws.items()))
-                MailboxState.update(last_uid=max(batch), last_success_at=now, stall_alerted=False).where(
-                    MailboxState.mailbox == mailbox).execute()
-            report.stored += stored
-            report.duplicates += len(raws) - stored
-            if stored:
-                on_commit()
-            faults.point("after-store")
-            session.mark_done(batch)  # only now, after the commit (guarantee 1)
-            with models.write_transaction():
-                Inbound.update(server_done=True).where(
-                    (Inbound.mailbox == mailbox) & (Inbound.uidvalidity == session.uidvalidity) & Inbound.uid.in_(batch)
-                ).execute()
-            report.flagged += len(batch)
-    else:
-        MailboxState.update(last_success_at=now, stall_alerted=False).where(MailboxState.mailbox == mailbox).execute()
+    after_uid = state.last_uid
+    sent = None  # (batch, receipt): handed to the store, not yet flagged
+    for batch in _batches(uids, session.sizes(uids) if uids else {}, batch_size):
+        if should_stop():
+            break
+        raws = session.fetch(batch)
+        summaries = summarize(raws)
+        items = [(uid, raw, summaries.get(uid)) for uid, raw in sorted(raws.items())]
+        # the checkpoint moves past the whole batch, bodies the server no longer had included
+        receipt = store.send(mailbox, session.uidvalidity, after_uid, max(batch), items, now)
+        after_uid = max(batch)
+        if sent:
+            _flag(session, store, mailbox, *sent, report)
+        sent = (batch, receipt)
+    if sent:
+        _flag(session, store, mailbox, *sent, report)
+    if not uids:
+        with models.write_transaction():
+            MailboxState.update(last_success_at=now, stall_alerted=False).where(MailboxState.mailbox == mailbox).execute()
     if report.stored or report.duplicates:
         log.info("fetched mailbox=%s %s", mailbox, report)
     return report
+
+
+def _flag(session: MailboxSession, store, mailbox: str, batch: list[int], receipt, report: Fetched) -> None:
+    stored = store.wait(receipt)
+    report.stored += stored
+    report.duplicates += len(batch) - stored
+    session.mark_done(batch)  # only now, after the commit (guarantee 1)
+    store.flagged(mailbox, session.uidvalidity, batch)
+    report.flagged += len(batch)
+
+
+def store_batch(mailbox: str, uidvalidity: int, after_uid: int, last_uid: int, items: list[tuple],
+                now: dt.datetime) -> int | None:
+    """Commit one fetched batch, [(uid, raw bytes, summary or None)], with the new
+    checkpoint `last_uid`; how many were new, or None if the checkpoint is no longer
+    `after_uid` (an earlier batch failed: storing this one would skip it)."""
+    with models.write_transaction():
+        last = MailboxState.select(MailboxState.last_uid).where(
+            (MailboxState.mailbox == mailbox) & (MailboxState.uidvalidity == uidvalidity)).scalar()
+        if last != after_uid:
+            log.warning("mailbox=%s: batch after UID %s not stored, the checkpoint is at %s", mailbox, after_uid, last)
+            return None
+        stored = sum(_store(mailbox, uidvalidity, uid, raw, now, summary) for uid, raw, summary in items)
+        MailboxState.update(last_uid=last_uid, last_success_at=now,
+                            stall_alerted=False).where(MailboxState.mailbox == mailbox).execute()
+    faults.point("after-store")
+    return stored
+
+
+def record_flagged(mailbox: str, uidvalidity: int, uids: list[int]) -> None:
+    Inbound.update(server_done=True).where(
+        (Inbound.mailbox == mailbox) & (Inbound.uidvalidity == uidvalidity) & Inbound.uid.in_(uids)).execute()
 
 
 def _store(mailbox: str, uidvalidity: int, uid: int, raw: bytes, now: dt.datetime, summary: str | None = None) -> bool:
@@ -209,6 +268,9 @@ def _store(mailbox: str, uidvalidity: int, uid: int, raw: bytes, now: dt.datetim
 
 
 def _checkpoint(mailbox: str, uidvalidity: int) -> MailboxState:
+    state = MailboxState.get_or_none(MailboxState.mailbox == mailbox)
+    if state is not None and state.uidvalidity == uidvalidity:
+        return state
     with models.write_transaction():
         state = MailboxState.get_or_none(MailboxState.mailbox == mailbox)
         if state is None:
@@ -232,8 +294,7 @@ def _finish_pending_flags(session: MailboxSession, mailbox: str, report: Fetched
     present = set(session.client.search(["UID", ",".join(map(str, uids))])) if uids else set()
     session.mark_done(sorted(present))
     with models.write_transaction():
-        Inbound.update(server_done=True).where(
-            (Inbound.mailbox == mailbox) & (Inbound.uidvalidity == session.uidvalidity) & Inbound.uid.in_(uids)).execute()
+        record_flagged(mailbox, session.uidvalidity, uids)
     report.flagged += len(present)
     log.info("finished flagging %d message(s) stored before a restart", len(present))
 

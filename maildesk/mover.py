@@ -4,27 +4,31 @@
 decisions; two forked children move the mail, each an instance of `Mover`:
 
 - the **fetch** process keeps the IMAP session (IDLE where offered, polling
-  otherwise), copies new messages into the database (mailbox.fetch_new), and parses
-  each one once, before its transaction (pipeline/parse.py summarize);
+  otherwise), fetches new messages in batches and parses each one once
+  (pipeline/parse.py summarize), then hands the batch to the desk, which commits
+  it; only then does it flag the batch on the server (mailbox.fetch_new);
 - the **deliver** process sends the outbox over a few reused SMTP connections
   (outbox.deliver_due) and reports each result to the desk.
 
 They share nothing but the database and a pipe each to the desk, carrying notes:
 
-    fetch   -> desk   ("stored",)          new inbound rows are committed
+    fetch   -> desk   ("batch", seq, ...)  fetched and parsed mail to commit
+                      ("flagged", ...)     a committed batch is flagged on the server
                       ("fetched", ok)      --once: the fetch is over
+    desk -> fetch     ("committed", seq, n)  the batch is committed (n new; None: not)
     deliver -> desk   ("delivered", rows)  [(outbox id, sent|deferred|failed, error)]
     desk -> deliver   ("queued",)          new outbox rows are committed
     desk -> both      ("done",)            --once: nothing more will be queued
                       ("stop",)            shut down
 
-Apart from "delivered", a note is only a hint to look sooner: every process also
-looks on a timer. SQLite has one writer at a time, and a writer that waits behind a
-busy one starves; so the fetch process writes only what must be committed before the
-IMAP server hears of it, the deliver process writes nothing, and the desk records
-the delivery results. Until then the deliver process skips the mail it sent.
-Three processes let the scheduler spread the stages over the machine's cores, and a
-slow SMTP relay never holds up new tickets.
+SQLite has one writer at a time, and a writer that waits behind a busy one starves
+(it sleeps in SQLite's busy handler while the busy one begins again); so the desk
+writes what the other two hand it, and they write only small notes now and then
+(the fetch checkpoint of a new mailbox, the time of an empty poll, an error). While
+the desk commits one batch the fetch process fetches and parses the next. Until the
+desk has recorded a delivery, the deliver process skips that mail. Three processes
+let the scheduler spread the work over the machine's cores, and a slow SMTP relay
+never holds up new tickets.
 
 Around one IMAP session is one of the codebase's broad catches (reconnect with
 capped backoff); nothing is lost on a failure, because mail is flagged on the
@@ -37,19 +41,22 @@ import datetime as dt
 import imaplib
 import logging
 import os
+import queue
 import signal
 import socket
 import ssl
+import threading
 import time
 
 from imapclient.exceptions import IMAPClientError
 from peewee import DatabaseError, InterfaceError
 
 from . import faults, models
-from .mailbox import MailboxError, MailboxSession, fetch_new
-from .models import Inbound, Outbox, utcnow
+from .mailbox import MailboxError, MailboxSession, StoreFailed, fetch_new
+from .models import Outbox, utcnow
 from .outbox import deliver_due
 from .pipeline.parse import summarize
+from .profiling import profiled
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -68,6 +75,9 @@ class Mover:
         self.desk_done = False  # --once: the desk will queue nothing more
         self.in_flight: dict[int, int] = {}  # outbox id -> attempts, sent but not yet recorded
         self.desk_pid = os.getppid()
+        self.store = DeskStore(self)
+        self._posting: queue.SimpleQueue | None = None
+        self._poster: threading.Thread | None = None
 
     def now(self) -> dt.datetime:
         return self.fixed_now or utcnow()
@@ -79,32 +89,23 @@ class Mover:
             if self.session is None:
                 self.session = MailboxSession(self.cfg.imap).connect()
             report = fetch_new(self.session, self.now(), self.cfg.imap.batch_size, self.should_stop,
-                               on_commit=self._stored,
-                               summarize=self._summarize)
+                               store=self.store, summarize=self._summarize)
             self.backoff = 1.0
             return report is not None
         except MailboxError as e:
             self._lost_session(str(e), error=True)
         except IMAP_ERRORS as e:
             self._lost_session(f"IMAP {self.cfg.imap.host}:{self.cfg.imap.effective_port}: {type(e).__name__}: {e}")
-        except (DatabaseError, InterfaceError) as e:
-            # nothing was committed, so nothing was flagged: the next fetch takes it again
-            log.error("fetch: database unavailable (%s); trying again", e)
+        except (DatabaseError, InterfaceError, StoreFailed) as e:
+            # nothing uncommitted was flagged: the next fetch takes it again
+            log.error("fetch: could not store the mail (%s); trying again", e)
             self.backoff = min(self.backoff * 2, MAX_BACKOFF)
             self._sleep(self.backoff)
         return False
 
     def _summarize(self, raws: dict[int, bytes]) -> dict[int, str | None]:
-        """Parse the fetched batch here, before its transaction, while the desk has
-        work waiting; a desk with nothing to do parses the batch itself, also before
-        its own transaction (pipeline.process_pending), and the two share the work."""
-        waiting = Inbound.select().where(Inbound.status == "pending").count()
-        if waiting < self.cfg.imap.batch_size:
-            return {}
+        """Parse the fetched batch here, where it costs the desk nothing."""
         return {uid: summarize(self.rt, raw) for uid, raw in raws.items()}
-
-    def _stored(self) -> None:
-        self.pipe.send(("stored",))
 
     def _lost_session(self, why: str, error: bool = False) -> None:
         (log.error if error else log.warning)("fetch failed: %s", why)
@@ -116,7 +117,30 @@ class Mover:
             self.session.close()
         self.session = None
 
-    # --- notes from the desk -----------------------------------------------------------
+    # --- notes to and from the desk ------------------------------------------------------
+
+    def post(self, note: tuple) -> None:
+        """Send a note to the desk from a thread of its own, in order: a batch of mail
+        waits in the pipe until the desk is between two transactions, and meanwhile
+        this process goes on fetching and parsing the next one."""
+        if self._poster is None:
+            self._posting = queue.SimpleQueue()
+            self._poster = threading.Thread(target=self._post_notes, name="post", daemon=True)
+            self._poster.start()
+        self._posting.put(note)
+
+    def _post_notes(self) -> None:
+        while (note := self._posting.get()) is not None:
+            try:
+                self.pipe.send(note)
+            except OSError:  # the desk is gone: nothing it did not answer is flagged
+                self.stopping = True
+                return
+
+    def flush_notes(self, timeout: float = 10.0) -> None:
+        if self._poster is not None:
+            self._posting.put(None)
+            self._poster.join(timeout)
 
     def read_notes(self, timeout: float = 0.0) -> bool:
         """Read what the desk sent; True if it queued mail."""
@@ -127,6 +151,8 @@ class Mover:
                 note = self.pipe.recv()
                 if note[0] == "queued":
                     queued = True
+                elif note[0] == "committed":
+                    self.store.committed[note[1]] = note[2]
                 elif note[0] == "done":
                     self.desk_done = True
                 elif note[0] == "stop":
@@ -176,7 +202,7 @@ class Mover:
 
     def run_once(self) -> None:
         if self.role == "fetch":
-            self.pipe.send(("fetched", self.fetch()))
+            self.post(("fetched", self.fetch()))
             return
         while not self.stopping:
             self.rt.begin_cycle()
@@ -228,6 +254,37 @@ class Mover:
             self.session.close()
 
 
+class DeskStore:
+    """fetch_new's store in the fetch process: each batch goes to the desk process,
+    which commits it (the desk is the database's only writer) and answers
+    ("committed", seq, how many were new), or None if it could not."""
+
+    def __init__(self, mover: Mover):
+        self.mover = mover
+        self.seq = 0
+        self.committed: dict[int, int | None] = {}
+
+    def send(self, mailbox: str, uidvalidity: int, after_uid: int, last_uid: int, items: list[tuple],
+             now: dt.datetime) -> int:
+        self.seq += 1
+        self.mover.post(("batch", self.seq, mailbox, uidvalidity, after_uid, last_uid, items, now))
+        return self.seq
+
+    def wait(self, seq: int) -> int:
+        while seq not in self.committed:
+            if self.mover.should_stop():
+                raise StoreFailed("stopping before the desk committed the batch")
+            self.mover.read_notes(timeout=0.2)
+        stored = self.committed.pop(seq)
+        if stored is None:
+            raise StoreFailed("the desk could not commit the batch")
+        return stored
+
+    def flagged(self, mailbox: str, uidvalidity: int, uids: list[int]) -> None:
+        # lost, if the desk is gone: the next fetch flags them again (mailbox._finish_pending_flags)
+        self.mover.post(("flagged", mailbox, uidvalidity, uids))
+
+
 def main(cfg, pipe, desk_end, role: str, once: bool, now: dt.datetime | None) -> None:
     """A mail process's entry point (a forked child of the desk process); `role` is
     "fetch" or "deliver"."""
@@ -245,13 +302,15 @@ def main(cfg, pipe, desk_end, role: str, once: bool, now: dt.datetime | None) ->
     _linux_prctl(PR_SET_NAME, f"maildesk-{'fetch' if role == 'fetch' else 'send'}".encode())  # for ps and top
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the desk, which tells us
-    models.open_database(cfg.database.url)
-    mover = Mover(Runtime.start(cfg), pipe, role, now)
-    try:
-        mover.run_once() if once else mover.run_forever()
-    finally:
-        mover.close()
-        models.db.obj.close()
+    with profiled(role):
+        models.open_database(cfg.database.url)
+        mover = Mover(Runtime.start(cfg), pipe, role, now)
+        try:
+            mover.run_once() if once else mover.run_forever()
+        finally:
+            mover.flush_notes()
+            mover.close()
+            models.db.obj.close()
     log.debug("%s process %s done", role, os.getpid())
 
 

@@ -51,11 +51,14 @@ class Processed:
         return f"processed={self.done} quarantined={self.quarantined}"
 
 
-def process_pending(rt, now: dt.datetime, should_stop=lambda: False, between=lambda: None) -> Processed:
-    """Process every pending message, BATCH to a transaction; `between` runs after
-    each commit (the desk records delivery results there)."""
+def process_pending(rt, now: dt.datetime, should_stop=lambda: False, between=lambda: None,
+                    intake=lambda: None) -> Processed:
+    """Process every pending message, BATCH to a transaction; `intake` runs before
+    each batch (the desk commits newly fetched mail there), `between` after each
+    commit (the desk records delivery results there)."""
     report = Processed()
     while not should_stop():
+        intake()
         ids = [i for (i,) in Inbound.select(Inbound.id).where(Inbound.status == "pending").order_by(Inbound.id).limit(BATCH).tuples()]
         if not ids:
             break
