@@ -205,3 +205,80 @@ def test_sigterm_during_idle_stops_the_daemon_within_seconds(desk):
     assert proc.returncode == 0, err
     assert time.monotonic() - start < 5
     assert "stopped" in err
+
+
+# --- the fetch process hands its batches to the desk -------------------------------------
+
+
+class _DroppingStore:
+    """fetch_new's store with the first batch lost on its way to the desk."""
+
+    def __init__(self):
+        from maildesk.mailbox import StoreHere
+
+        self.here, self.sends = StoreHere(), 0
+
+    def send(self, *args):
+        self.sends += 1
+        return None if self.sends == 1 else self.here.send(*args)
+
+    def wait(self, receipt):
+        return self.here.wait(receipt)
+
+    def flagged(self, *args):
+        self.here.flagged(*args)
+
+
+def test_a_batch_the_desk_did_not_commit_is_not_flagged_and_the_next_batch_does_not_skip_it(desk):
+    import pytest
+
+    from maildesk import models
+    from maildesk.config import load_config
+    from maildesk.mailbox import MailboxSession, StoreFailed, fetch_new
+    from maildesk.models import Inbound, utcnow
+
+    for i in range(5):
+        desk.deliver(mail(f"user{i}@example.org", f"Problem {i}", "Please help."))
+    cfg = load_config(desk.config_path)
+    models.open_database(cfg.database.url)
+    session = MailboxSession(cfg.imap).connect()
+    store = _DroppingStore()
+    try:
+        with pytest.raises(StoreFailed):
+            fetch_new(session, utcnow(), batch_size=2, store=store)
+    finally:
+        session.close()
+    # the second batch went out before the first was answered; stored, it would move
+    # the checkpoint past the lost one, so it was refused too
+    assert store.sends == 2
+    assert Inbound.select().count() == 0
+    assert not any(b"\\Seen" in f for _, f, _ in desk.imap_messages())
+    desk.run()
+    assert len(desk.tickets()) == 5 and len(desk.inbound()) == 5
+    assert all(b"\\Seen" in f for _, f, _ in desk.imap_messages())
+
+
+def test_a_desk_that_fails_takes_its_mail_processes_with_it(desk, monkeypatch):
+    import multiprocessing
+
+    import pytest
+
+    from maildesk import daemon
+
+    desk.dovecot.append_many(desk.user, [mail(f"u{i}@example.org", f"Issue {i}", "x" * 3000) for i in range(400)])
+    desk.write_config(imap={"batch_size": 20})
+
+    def failing(rt, now, should_stop, between, intake):
+        intake()  # something arrived; the fetch process has more batches on the way
+        raise RuntimeError("a bug in the desk")
+
+    monkeypatch.setattr(daemon, "process_pending", failing)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError):
+        desk.cli("run", "--once")
+    assert time.monotonic() - t0 < 20
+    assert not multiprocessing.active_children()
+    monkeypatch.undo()
+    desk.run()  # and the next run does everything once
+    acks = [m for m in desk.sent() if m.rcpts[0].endswith("@example.org")]
+    assert len(desk.tickets()) == 400 and len(acks) == 400 and len({m.rcpts[0] for m in acks}) == 400
