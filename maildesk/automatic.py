@@ -44,6 +44,7 @@ import email.message
 import email.parser
 import email.policy
 import email.utils
+import functools
 import re
 import string
 from collections.abc import Callable, Iterable, Iterator
@@ -919,18 +920,23 @@ def classify(msg: Message, *, desk_addresses: Iterable[str],
     own_domain, when given, is one more domain on which such sub-addresses (the VERP envelope
     sender) count as the desk's own.
     """
-    addresses = frozenset(addr for _, addr in _addresses(desk_addresses) if "@" in addr)
-    domains = {a.rsplit("@", 1)[1] for a in addresses}
-    if own_domain:
-        domains.add(own_domain.strip().lower())
-    desk = _Desk(addresses=addresses, locals=frozenset(a.rsplit("@", 1)[0] for a in addresses),
-                 domains=frozenset(domains), loop_header=own_loop_header)
+    desk = _desk(tuple(desk_addresses), own_loop_header, own_domain)
     mail = _Mail(msg)
     for step in STEPS:
         verdict = step(mail, desk)
         if verdict is not None:
             return verdict
     return None
+
+
+@functools.lru_cache(maxsize=16)
+def _desk(desk_addresses: tuple[str, ...], own_loop_header: str, own_domain: str | None) -> _Desk:
+    addresses = frozenset(addr for _, addr in _addresses(desk_addresses) if "@" in addr)
+    domains = {a.rsplit("@", 1)[1] for a in addresses}
+    if own_domain:
+        domains.add(own_domain.strip().lower())
+    return _Desk(addresses=addresses, locals=frozenset(a.rsplit("@", 1)[0] for a in addresses),
+                 domains=frozenset(domains), loop_header=own_loop_header)
 
 
 def is_out_of_office(msg: Message) -> bool:

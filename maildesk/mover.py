@@ -311,7 +311,7 @@ def main(cfg, pipe, desk_end, role: str, once: bool, now: dt.datetime | None) ->
             mover.flush_notes()
             mover.close()
             models.db.obj.close()
-    log.debug("%s process %s done", role, os.getpid())
+    log.info("%s process done: %.2f s CPU", role, time.process_time())
 
 
 PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15

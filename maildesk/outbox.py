@@ -16,10 +16,12 @@ send it again, with the same Message-ID (DESIGN guarantee 3).
 from __future__ import annotations
 
 import asyncio
+import functools
 import datetime as dt
 import json
 import logging
 import re
+import socket
 import ssl
 from dataclasses import dataclass, field
 
@@ -284,9 +286,17 @@ def _tls_context(smtp_cfg) -> ssl.SSLContext | None:
     return ctx
 
 
+@functools.cache
+def _ehlo_name() -> str:
+    """This host's name for EHLO, looked up once (aiosmtplib would look it up, in
+    DNS, for every connection)."""
+    return socket.getfqdn()
+
+
 async def _connect(smtp_cfg) -> aiosmtplib.SMTP:
     kwargs = dict(
         hostname=smtp_cfg.host, port=smtp_cfg.effective_port, timeout=smtp_cfg.timeout_seconds,
+        local_hostname=_ehlo_name(),
         use_tls=smtp_cfg.security == "ssl", start_tls=smtp_cfg.security == "starttls",
         tls_context=_tls_context(smtp_cfg),
     )

@@ -92,7 +92,9 @@ def next_mark_time(rt, ticket: Ticket, fired=None) -> dt.datetime | None:
 
 def refresh(rt, ticket: Ticket) -> None:
     """Recompute `sla_next_at` after a change of state."""
-    ticket.sla_next_at = next_mark_time(rt, ticket)
+    value = next_mark_time(rt, ticket)
+    if value != ticket.sla_next_at:  # setting it marks it changed, an UPDATE
+        ticket.sla_next_at = value
 
 
 # --- the clock ---------------------------------------------------------------------

@@ -776,3 +776,125 @@ def test_every_corpus_message_parses_or_is_rejected_within_the_time_limit():
     print(f"\ncorpus: {len(rows)} messages, {parsed} parsed, {len(rejected)} rejected "
           f"{sorted(set(rejected.values()))}, slowest {slowest[0] * 1e3:.1f} ms ({slowest[1]})")
     assert parsed + len(rejected) == len(rows)
+
+
+# --- the fast MIME splitter (mimetree) builds the stdlib's tree -----------------------------------
+
+
+def _shape(msg):
+    """Everything of a compat32 tree the stdlib parser decides."""
+    payload = msg._payload
+    return (
+        msg.get_unixfrom(), list(msg._headers), msg.get_default_type(), msg.preamble, msg.epilogue,
+        [type(d).__name__ for d in msg.defects],
+        [_shape(p) for p in payload] if isinstance(payload, list) else payload,
+    )
+
+
+def _same_tree_as_the_stdlib(raw: bytes) -> bool:
+    """Asserts mimetree and email.parser agree; True if mimetree did the work itself."""
+    import email.parser
+    import email.policy
+
+    from maildesk import mimetree
+
+    ours = mimetree.parse_tree(raw)
+    theirs = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)
+    assert _shape(ours) == _shape(theirs)
+    text = raw.decode("ascii", "surrogateescape")
+    try:
+        mimetree._part(text, 0, len(text), nested=False, depth=0)
+        return True
+    except mimetree._Unsure:
+        return False
+
+
+SPLITTER_CASES = {
+    "plain": b"From: a@b.c\r\nSubject: hi\r\n\r\nbody\r\nmore\r\n",
+    "lf only": b"From: a@b.c\nSubject: hi\n\nbody\n",
+    "headers only": b"From: a@b.c\r\nSubject: hi\r\n",
+    "no headers": b"\r\nbody\r\n",
+    "multipart": b"From: a@b.c\r\nContent-Type: multipart/mixed; boundary=xx\r\n\r\npreamble\r\n--xx\r\n"
+                 b"Content-Type: text/plain\r\n\r\nhello\r\n\r\n--xx\r\nContent-Type: application/pdf\r\n"
+                 b"Content-Transfer-Encoding: base64\r\n\r\nAAAA\r\nBBBB\r\n--xx--\r\nepilogue\r\n",
+    "no preamble, close at eof": b"Content-Type: multipart/mixed; boundary=\"q q\"\r\n\r\n--q q\r\n\r\nbare part\r\n--q q--",
+    "nested": b"Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: multipart/alternative; boundary=i\r\n"
+              b"\r\n--i\r\nContent-Type: text/plain\r\n\r\nt\r\n--i\r\nContent-Type: text/html\r\n\r\n<p>h</p>\r\n--i--\r\n"
+              b"\r\n--o\r\nContent-Type: text/plain\r\n\r\n--o-- is not mine\r\n--o--\r\n",
+    "empty parts": b"Content-Type: multipart/mixed; boundary=b\n\n--b\n\n--b\nX: y\n\n--b\nX: y\n--b--\n",
+    "delimiter with spaces": b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b  \r\nA: b\r\n\r\nc\r\n--b--  \r\n",
+    # the stdlib's own way with what the splitter leaves to it
+    "no close delimiter": b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\ntext\r\n",
+    "no start delimiter": b"Content-Type: multipart/mixed; boundary=b\r\n\r\njust text\r\n",
+    "no boundary": b"Content-Type: multipart/mixed\r\n\r\n--b\r\n\r\ntext\r\n--b--\r\n",
+    "bare CR": b"Subject: x\r\rbody\r",
+    "not a header line": b"From: a@b.c\r\nthis is body already\r\n\r\nmore\r\n",
+    "doubled delimiters": b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n--b\r\n\r\nx\r\n--b--\r\n",
+    "message/rfc822": b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: message/rfc822\r\n\r\n"
+                      b"Subject: inner\r\n\r\ninner body\r\n--b--\r\n",
+    "8-bit bytes": "Subject: caf\u00e9\r\nContent-Type: text/plain; charset=latin-1\r\n\r\ncaf\u00e9\r\n".encode("latin-1"),
+}
+
+
+@pytest.mark.parametrize("name", SPLITTER_CASES)
+def test_the_fast_splitter_builds_the_same_tree_as_the_stdlib(name):
+    _same_tree_as_the_stdlib(SPLITTER_CASES[name])
+
+
+def test_the_fast_splitter_builds_the_same_tree_as_the_stdlib_on_the_benchmark_mail():
+    from bench.ingest import generate
+
+    mails, _ = generate(300)
+    assert all(_same_tree_as_the_stdlib(raw) for raw in mails)
+
+
+@pytest.mark.skipif(not (CORPUS / "manifest.csv").is_file(), reason="shared corpus not present")
+def test_the_fast_splitter_builds_the_same_tree_as_the_stdlib_on_every_corpus_file():
+    files = [p for p in CORPUS.rglob("*") if p.is_file() and p.name not in ("manifest.csv", "README.md")]
+    fast = sum(_same_tree_as_the_stdlib(p.read_bytes()) for p in files)
+    print(f"\n{len(files)} corpus files, {fast} split by mimetree, the rest by the stdlib")
+
+
+_PIECES = st.sampled_from([
+    "Content-Type: multipart/mixed; boundary=b", "Content-Type: multipart/alternative; boundary=c",
+    "Content-Type: text/plain", "Content-Type: message/rfc822", "Content-Transfer-Encoding: base64",
+    "Subject: x", " folded", "--b", "--b--", "--c", "--c--", "--b  ", "--bb", "---b", "", "", "text", "From x",
+    "no colon here", "QUJD", "--b--tail",
+])
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lines=st.lists(_PIECES, max_size=30), eol=st.sampled_from(["\r\n", "\n"]), last_eol=st.booleans())
+def test_the_fast_splitter_agrees_with_the_stdlib_on_any_arrangement_of_mime_lines(lines, eol, last_eol):
+    raw = (eol.join(["Content-Type: multipart/mixed; boundary=b"] + lines) + (eol if last_eol else "")).encode()
+    _same_tree_as_the_stdlib(raw)
+
+
+def _random_part(r, depth: int) -> list[str]:
+    """The lines of a random MIME part: nested multiparts, odd delimiters, missing
+    separators and closes, preambles and epilogues, with the odd mistake."""
+    heads = r.choice([["Content-Type: text/plain"], ["Content-Type: application/pdf", "Content-Transfer-Encoding: base64"],
+                      [], ["X-A: 1", " folded"], ["From x"]])
+    if depth < 3 and r.random() < 0.4:
+        b = r.choice(["b", "c d", "=_x", "b" * depth]) + str(depth)
+        heads = [f'Content-Type: multipart/{r.choice(["mixed", "alternative"])}; boundary="{b}"'] + r.choice(
+            [[], ["Content-Transfer-Encoding: 7bit"], ["Content-Transfer-Encoding: base64"]])
+        body = r.choice([[], [], [""], ["preamble"], ["preamble", ""], ["--" + b + "x"]])
+        for _ in range(r.randint(0, 3)):
+            body.append("--" + b + r.choice(["", "", " ", "\t ", "--" if r.random() < 0.1 else ""]))
+            body += _random_part(r, depth + 1)
+        if r.random() < 0.9:
+            body.append("--" + b + "--" + r.choice(["", " "]))
+        body += r.choice([[], [], [""], ["epilogue"], ["", ""], ["epilogue", ""]])
+    else:
+        body = r.choice([[], [""], ["text"], ["line", "", "line"], ["QUJD", "QUJD", ""], ["--not"], ["From me"]])
+    return heads + ([] if r.random() < 0.1 else [""]) + body
+
+
+@settings(max_examples=500, deadline=None)
+@given(seed=st.integers(0, 2**32), eol=st.sampled_from(["\r\n", "\n"]), last_eol=st.booleans())
+def test_the_fast_splitter_agrees_with_the_stdlib_on_random_mime_trees(seed, eol, last_eol):
+    import random
+
+    lines = ["From: a@b.c"] + _random_part(random.Random(seed), 0)
+    _same_tree_as_the_stdlib((eol.join(lines) + (eol if last_eol else "")).encode())
