@@ -19,6 +19,8 @@ import base64
 import json
 import os
 import random
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -184,6 +186,7 @@ def main() -> None:
     ap.add_argument("--desk", choices=("ack", "full"), default="full",
                     help="ack: triage, SLA and acknowledgements, no technicians (issue 2's workload); "
                          "full: five technicians, so assignment notices and relayed replies too")
+    ap.add_argument("--repeat", type=int, default=1, help="run it this many times (Roundup too) and print the medians")
     ap.add_argument("--profile", metavar="DIR", help="write a cProfile of each maildesk process to DIR")
     ap.add_argument("--vs-roundup", action="store_true", help="also time Roundup's mail gateway on the same mail")
     ap.add_argument("--roundup-rounds", type=int, default=None,
@@ -195,22 +198,34 @@ def main() -> None:
     mails, new = generate(args.messages)
     size = sum(map(len, mails)) / 1e6
     print(f"generated {len(mails)} mails ({size:.1f} MB), {new} threads, {len(mails) - new} replies")
-    r = run_maildesk(mails, new, args.database, args.desk)
-    print(f"maildesk ({args.database}, desk={args.desk}): {r['messages']} messages in {r['seconds']:.2f} s = {r['rate']:.0f} msg/s end to end; "
-          f"peak RSS {r['peak_rss_mb']:.0f} MB")
-    print(f"  CPU: maildesk (all its processes) {r['maildesk_cpu']:.1f} s, the SMTP sink {r['sink_cpu']:.1f} s; "
-          f"this machine has {os.cpu_count()} cores")
-    print(f"  tickets {r['tickets']} (expected {r['expected_tickets']}), quarantined {r['quarantined']}, "
-          f"mails sent {r['smtp_sent']} ({r['acknowledgements']} acknowledgements); "
-          f"append to Dovecot took {r['append_seconds']:.2f} s (not counted)")
-    if args.vs_roundup:
-        from bench.roundup_side import run_roundup
+    rates, ratios = [], []
+    roundup_dir = Path(tempfile.mkdtemp(prefix="roundup-bench-")) if args.vs_roundup else None
+    for _ in range(args.repeat):
+        r = run_maildesk(mails, new, args.database, args.desk)
+        rates.append(r["rate"])
+        print(f"maildesk ({args.database}, desk={args.desk}): {r['messages']} messages in {r['seconds']:.2f} s = {r['rate']:.0f} msg/s end to end; "
+              f"peak RSS {r['peak_rss_mb']:.0f} MB")
+        print(f"  CPU: maildesk (all its processes) {r['maildesk_cpu']:.1f} s, the SMTP sink {r['sink_cpu']:.1f} s; "
+              f"this machine has {os.cpu_count()} cores")
+        print(f"  tickets {r['tickets']} (expected {r['expected_tickets']}), quarantined {r['quarantined']}, "
+              f"mails sent {r['smtp_sent']} ({r['acknowledgements']} acknowledgements); "
+              f"append to Dovecot took {r['append_seconds']:.2f} s (not counted)")
+        if args.vs_roundup:
+            from bench.roundup_side import run_roundup
 
-        ru = run_roundup(mails, pbkdf2_rounds=args.roundup_rounds)
-        rounds = f", pbkdf2 rounds {args.roundup_rounds}" if args.roundup_rounds else ", its default settings"
-        print(f"roundup-mailgw {ru['version']}{rounds}: {ru['messages']} messages in {ru['seconds']:.2f} s = {ru['rate']:.1f} msg/s "
-              f"({ru['issues']} issues{'; ' + ru['errors'] if ru.get('errors') else ''})")
-        print(f"maildesk / roundup = {r['rate'] / ru['rate']:.1f}x")
+            ru = run_roundup(mails, roundup_dir, pbkdf2_rounds=args.roundup_rounds)
+            rounds = f", pbkdf2 rounds {args.roundup_rounds}" if args.roundup_rounds else ", its default settings"
+            print(f"roundup-mailgw {ru['version']}{rounds}: {ru['messages']} messages in {ru['seconds']:.2f} s = {ru['rate']:.1f} msg/s "
+                  f"({ru['issues']} issues{'; ' + ru['errors'] if ru.get('errors') else ''})")
+            ratios.append(r["rate"] / ru["rate"])
+            print(f"maildesk / roundup = {ratios[-1]:.1f}x")
+    if args.repeat > 1:
+        print(f"median of {args.repeat} runs: maildesk {statistics.median(rates):.0f} msg/s "
+              f"(min {min(rates):.0f}, max {max(rates):.0f})"
+              + (f"; maildesk / roundup {statistics.median(ratios):.1f}x (min {min(ratios):.1f}x, max {max(ratios):.1f}x)"
+                 if ratios else ""))
+    if roundup_dir:
+        shutil.rmtree(roundup_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
