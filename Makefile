@@ -15,6 +15,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	@# the bytecode a wheel install would have; PYTHONDONTWRITEBYTECODE would
+	@# otherwise make every maildesk process compile the package again
+	$(PY) -m compileall -q maildesk
 	touch $@
 
 venv: $(VENV)/.installed
@@ -32,6 +35,7 @@ system-deps:
 	fi
 
 test: venv system-deps
+	@$(PY) -m compileall -q maildesk
 	$(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: venv system-deps

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import compileall
 import json
 import os
 import random
@@ -195,6 +196,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.profile:
         os.environ["MAILDESK_PROFILE"] = os.path.abspath(args.profile)
+    # the bytecode an installed package has (under PYTHONDONTWRITEBYTECODE an editable
+    # checkout would be compiled again by every maildesk process)
+    compileall.compile_dir(str(ROOT / "maildesk"), quiet=1)
     mails, new = generate(args.messages)
     size = sum(map(len, mails)) / 1e6
     print(f"generated {len(mails)} mails ({size:.1f} MB), {new} threads, {len(mails) - new} replies")
