@@ -10,6 +10,7 @@ Times are stored as UTC and handed back as aware UTC datetimes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from pathlib import Path
@@ -406,12 +407,32 @@ def is_sqlite() -> bool:
     return isinstance(db.obj, SqliteDatabase)
 
 
+@contextlib.contextmanager
 def write_transaction():
-    """Begin a write transaction. On SQLite, IMMEDIATE: a deferred transaction that
-    reads then writes fails at once if another writer committed in between."""
-    if is_sqlite():
-        return db.obj.atomic("IMMEDIATE")
-    return db.obj.atomic()
+    """A write transaction. On SQLite, IMMEDIATE: a deferred transaction that reads
+    then writes fails at once if another writer committed in between. The events
+    added in it are written just before it commits (add_event)."""
+    mark = len(_events)
+    try:
+        with db.obj.atomic("IMMEDIATE") if is_sqlite() else db.obj.atomic():
+            yield
+            flush_events()
+    except BaseException:
+        del _events[mark:]
+        raise
+
+
+@contextlib.contextmanager
+def savepoint():
+    """A savepoint inside a write transaction: on an exception it undoes what was
+    done in it, events added included, and lets the exception go on."""
+    mark = len(_events)
+    try:
+        with db.obj.atomic():
+            yield
+    except BaseException:
+        del _events[mark:]
+        raise
 
 
 def migrate() -> list[str]:
@@ -507,9 +528,31 @@ def save_changes(instance, names=None) -> None:
     instance._dirty.clear()
 
 
+# Events are written in one INSERT per transaction: a new ticket has half a dozen.
+_events: list[tuple] = []
+
+
 def add_event(ticket, at: dt.datetime, actor: str, kind: str, detail: str, inbound=None) -> None:
-    """One line of a ticket's history (`ticket` and `inbound` may be rows or ids)."""
-    insert(Event, ticket=ticket, at=at, actor=actor, kind=kind, detail=detail, inbound=inbound)
+    """One line of a ticket's history (`ticket` and `inbound` may be rows or ids),
+    written when its transaction commits (write_transaction), or at once outside one."""
+    _events.append((_id(ticket), Event.at.db_value(at), actor, kind, detail, _id(inbound)))
+    if not db.obj.in_transaction():
+        flush_events()
+
+
+def _id(row):
+    return row if row is None or isinstance(row, int) else row.id
+
+
+def flush_events() -> None:
+    """Write the events added so far (before reading a ticket's history, say)."""
+    if not _events:
+        return
+    rows, _events[:] = list(_events), []
+    for i in range(0, len(rows), 1000):
+        chunk = rows[i:i + 1000]
+        execute('INSERT INTO "event" ("ticket_id", "at", "actor", "kind", "detail", "inbound_id") VALUES '
+                + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk)), [v for row in chunk for v in row])
 
 
 # --- small durable settings -------------------------------------------------------

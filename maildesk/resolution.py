@@ -82,8 +82,9 @@ def reopen_ticket(rt, ticket: Ticket, now: dt.datetime, actor: str, why: str, in
 
 def send_review(rt, ticket: Ticket, now: dt.datetime, inbound=None) -> None:
     """The post-incident review of a major incident, to the incident managers."""
-    from .models import Event, Survey
+    from .models import Event, Survey, flush_events
 
+    flush_events()
     events = list(Event.select().where(Event.ticket == ticket).order_by(Event.at, Event.id))
 
     def first(kind, contains=""):

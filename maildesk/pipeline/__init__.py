@@ -28,7 +28,7 @@ import logging
 from dataclasses import dataclass
 
 from .. import models
-from ..models import Inbound, InboundRaw, Outbox, db
+from ..models import Inbound, InboundRaw, Outbox
 from . import commands, converse, correlate, identity, notify, parse, screen, triage
 from .context import Context, Discard, Reject
 
@@ -84,7 +84,7 @@ def process_one(rt, ib: Inbound, now: dt.datetime, raw: bytes, summary: str | No
     ctx = Context(rt=rt, now=now, inbound=ib, raw=bytes(raw), summary=summary, reading=reading,
                   decisions=list(earlier))
     try:
-        with db.atomic():  # a savepoint: a failing message undoes only itself
+        with models.savepoint():  # a failing message undoes only itself
             try:
                 for stage in STAGES:
                     stage(ctx)

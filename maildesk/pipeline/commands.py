@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from .. import escalation, lifecycle, resolution, sla, survey
 from ..config import LEVELS, PRIORITIES
-from ..models import Message, Task, Ticket, db
+from ..models import Message, Task, Ticket, savepoint
 from .context import Context, Discard
 
 log = logging.getLogger(__name__)
@@ -436,7 +436,7 @@ def _run_all(ctx: Context, parsed) -> None:
     ticket_id = ctx.ticket.id
     failed = None
     try:
-        with db.atomic():
+        with savepoint():
             for i, (line, command, value) in enumerate(parsed):
                 try:
                     command.run(ctx, value)
