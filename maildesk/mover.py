@@ -7,8 +7,9 @@ decisions; two forked children move the mail, each an instance of `Mover`:
   otherwise), fetches new messages in batches and parses each one once
   (pipeline/parse.py summarize), then hands the batch to the desk, which commits
   it; only then does it flag the batch on the server (mailbox.fetch_new);
-- the **deliver** process sends the outbox over a few reused SMTP connections
-  (outbox.deliver_due) and reports each result to the desk.
+- the **deliver** process sends the outbox (outbox.deliver_due) over a few SMTP
+  connections, kept open from one round to the next (outbox.Connections), and
+  reports each result to the desk.
 
 They share nothing but the database and a pipe each to the desk, carrying notes:
 
@@ -54,7 +55,7 @@ from peewee import DatabaseError, InterfaceError
 from . import faults, models
 from .mailbox import MailboxError, MailboxSession, StoreFailed, fetch_new
 from .models import Outbox, utcnow
-from .outbox import deliver_due
+from .outbox import Connections, deliver_due
 from .pipeline.parse import summarize
 from .profiling import profiled
 from .runtime import Runtime
@@ -76,6 +77,7 @@ class Mover:
         self.in_flight: dict[int, int] = {}  # outbox id -> attempts, sent but not yet recorded
         self.desk_pid = os.getppid()
         self.store = DeskStore(self)
+        self.connections: Connections | None = None  # the deliver process's SMTP connections
         self._posting: queue.SimpleQueue | None = None
         self._poster: threading.Thread | None = None
 
@@ -173,7 +175,10 @@ class Mover:
         """One round of delivery; returns how many mails were tried."""
         try:
             self._forget_recorded()
-            tried = deliver_due(self.rt, self.now(), self._report, self.should_stop, skip=self.in_flight)
+            if self.connections is None:
+                self.connections = Connections(self.cfg.smtp)
+            tried = deliver_due(self.rt, self.now(), self._report, self.should_stop, skip=self.in_flight,
+                                connections=self.connections)
             log.debug("delivery round: %d tried, %d awaiting their record", tried, len(self.in_flight))
             return tried
         except (DatabaseError, InterfaceError) as e:
@@ -248,10 +253,14 @@ class Mover:
         while not self.should_stop() and time.monotonic() < deadline:
             if self.read_notes(timeout=min(0.2, max(0.0, deadline - time.monotonic()))):
                 return
+            if self.connections is not None:
+                self.connections.expire()
 
     def close(self) -> None:
         if self.session is not None:
             self.session.close()
+        if self.connections is not None:
+            self.connections.close()
 
 
 class DeskStore:

@@ -23,6 +23,7 @@ import logging
 import re
 import socket
 import ssl
+import time
 from dataclasses import dataclass, field
 
 import aiosmtplib
@@ -328,20 +329,79 @@ def _backoff(rt, attempts: int) -> dt.timedelta:
     return min(first * (2 ** max(0, attempts - 1)), cap)
 
 
-def deliver_due(rt, now: dt.datetime, on_results, should_stop=lambda: False, skip=frozenset()) -> int:
+class Connections:
+    """The send process's SMTP connections and event loop, kept from one delivery
+    round to the next: a round does not pay again for TCP, TLS, EHLO and login.
+    A connection idle for `idle` seconds is closed (servers drop idle clients, RFC
+    5321 4.5.3.2.7, and a reused one that was dropped gets one fresh try anyway)."""
+
+    def __init__(self, smtp_cfg, idle: float = 30.0):
+        self.cfg, self.idle = smtp_cfg, idle
+        self.loop = asyncio.new_event_loop()
+        self._free: list[tuple[aiosmtplib.SMTP, float]] = []
+
+    def run(self, coroutine):
+        return self.loop.run_until_complete(coroutine)
+
+    async def take(self) -> aiosmtplib.SMTP:
+        while self._free:
+            client, _ = self._free.pop()
+            if client.is_connected:
+                return client
+        return await _connect(self.cfg)
+
+    def give_back(self, client: aiosmtplib.SMTP) -> None:
+        self._free.append((client, time.monotonic()))
+
+    def expire(self, older_than: float | None = None) -> None:
+        """Close the connections idle longer than `older_than` seconds (default
+        `idle`; 0: all of them)."""
+        limit = time.monotonic() - (self.idle if older_than is None else older_than)
+        stale = [c for c, since in self._free if since <= limit]
+        self._free = [(c, since) for c, since in self._free if since > limit]
+        if stale:
+            self.run(_quit_all(stale))
+
+    def close(self) -> None:
+        self.expire(0)
+        self.loop.close()
+
+
+async def _quit_all(clients: list[aiosmtplib.SMTP]) -> None:
+    await asyncio.gather(*(_quit(c) for c in clients))
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    try:
+        await client.quit()
+    except (aiosmtplib.SMTPException, OSError):
+        client.close()
+
+
+def deliver_due(rt, now: dt.datetime, on_results, should_stop=lambda: False, skip=frozenset(),
+                connections: Connections | None = None) -> int:
     """Send every queued or deferred row whose time has come, except `skip` (sent but
     not yet recorded). Results go to `on_results([(id, status, error), ...])` in
     batches; the desk process records them (`record_results`), so that one process
-    writes the database. Returns how many rows were tried."""
+    writes the database. Returns how many rows were tried. Without `connections`,
+    the connections last this one call."""
     rows = [r for r in Outbox.select()
             .where(Outbox.status.in_(("queued", "deferred")) & (Outbox.next_attempt_at <= now))
             .order_by(Outbox.id).limit(5000) if r.id not in skip]
-    if rows:
-        asyncio.run(_deliver(rt, rows, on_results, should_stop))
+    if not rows:
+        return 0
+    own = connections is None
+    connections = connections or Connections(rt.cfg.smtp)
+    try:
+        connections.expire()
+        connections.run(_deliver(rt, rows, on_results, should_stop, connections))
+    finally:
+        if own:
+            connections.close()
     return len(rows)
 
 
-async def _deliver(rt, rows, on_results, should_stop) -> None:
+async def _deliver(rt, rows, on_results, should_stop, connections: Connections) -> None:
     results: list[tuple] = []  # (id, status, error)
     queue: asyncio.Queue = asyncio.Queue()
     for row in rows:
@@ -371,7 +431,7 @@ async def _deliver(rt, rows, on_results, should_stop) -> None:
                 for attempt in (1, 2):  # a reused connection the server dropped gets one fresh try
                     if client is None:
                         try:
-                            client = await _connect(rt.cfg.smtp)
+                            client = await (connections.take() if attempt == 1 else _connect(rt.cfg.smtp))
                         except (aiosmtplib.SMTPException, OSError) as e:
                             down.append(str(_classify_smtp_error(e)))
                             results.append((row.id, "deferred", down[0]))
@@ -397,10 +457,10 @@ async def _deliver(rt, rows, on_results, should_stop) -> None:
                     flush()
         finally:
             if client is not None:
-                try:
-                    await client.quit()
-                except (aiosmtplib.SMTPException, OSError):
-                    pass
+                if down or should_stop():
+                    await _quit(client)
+                else:
+                    connections.give_back(client)
 
     await asyncio.gather(*(worker() for _ in range(min(rt.cfg.smtp.connections, len(rows)))))
     flush()

@@ -669,6 +669,7 @@ class Captured:
     data: bytes
     mail_options: list[str] = field(default_factory=list)
     auth_login: str | None = None  # the AUTH user name, if the client authenticated
+    peer: tuple | None = None  # the client's (host, port): one per SMTP connection
 
     @functools.cached_property
     def message(self) -> email.message.EmailMessage:
@@ -718,6 +719,7 @@ class _SinkHandler:
             data=envelope.content,
             mail_options=list(envelope.mail_options),
             auth_login=login.decode("utf-8", "replace") if login is not None else None,
+            peer=tuple(session.peer) if session.peer else None,
         ))
         return f"250 2.0.0 OK queued as sink-{number}"
 

@@ -282,3 +282,47 @@ def test_a_desk_that_fails_takes_its_mail_processes_with_it(desk, monkeypatch):
     desk.run()  # and the next run does everything once
     acks = [m for m in desk.sent() if m.rcpts[0].endswith("@example.org")]
     assert len(desk.tickets()) == 400 and len(acks) == 400 and len({m.rcpts[0] for m in acks}) == 400
+
+
+# --- the send process keeps its SMTP connections ------------------------------------------
+
+
+def test_the_send_process_keeps_its_smtp_connection_between_rounds_and_replaces_a_dropped_one(desk):
+    desk.write_config(smtp={"connections": 1})
+    proc = desk.spawn("run")
+    try:
+        for i in range(3):  # three rounds of delivery, a second or so apart
+            desk.deliver(mail(f"user{i}@example.org", f"Problem {i}", "Help."))
+            wait_until(lambda: desk.sent(to=f"user{i}@example.org"), 20, what=f"acknowledgement {i}")
+        assert len({m.peer for m in desk.sent()}) == 1, "one connection for all three rounds"
+        desk.smtp.restart()  # the server drops the idle connection
+        desk.deliver(mail("late@example.org", "After the drop", "Help."))
+        wait_until(lambda: desk.sent(to="late@example.org"), 20, what="the acknowledgement after the drop")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    assert proc.returncode == 0
+    assert len(desk.sent(to="late@example.org")) == 1
+    outbox = desk.outbox()
+    assert all(row["status"] == "sent" for row in outbox), outbox
+
+
+def test_an_smtp_connection_idle_too_long_is_closed(desk):
+    from maildesk.config import load_config
+    from maildesk.outbox import Connections
+
+    connections = Connections(load_config(desk.config_path).smtp, idle=0.2)
+    try:
+        client = connections.run(connections.take())
+        connections.give_back(client)
+        connections.expire()
+        assert connections.run(connections.take()) is client  # not idle long enough yet
+        connections.give_back(client)
+        time.sleep(0.3)
+        connections.expire()
+        assert not client.is_connected
+        fresh = connections.run(connections.take())
+        assert fresh is not client and fresh.is_connected
+        connections.give_back(fresh)
+    finally:
+        connections.close()
