@@ -50,15 +50,22 @@ class UtcDateTimeField(Field):
 
     field_type = "DATETIME"
 
+    _last: tuple = (None, None, None)  # (value, database, result): one message's `now`, again and again
+
     def db_value(self, value):
         if value is None:
             return None
+        last = UtcDateTimeField._last
+        if value is last[0] and db.obj is last[1]:
+            return last[2]
+        original = value
         if isinstance(value, str):
             value = dt.datetime.fromisoformat(value)
         if value.tzinfo is not None:
             value = value.astimezone(UTC).replace(tzinfo=None)
         if is_sqlite():  # text that sorts in time order
-            return value.isoformat(sep=" ", timespec="microseconds")
+            value = value.isoformat(sep=" ", timespec="microseconds")
+        UtcDateTimeField._last = (original, db.obj, value)
         return value
 
     def python_value(self, value):
@@ -483,10 +490,21 @@ def insert(model, **values) -> int:
         text = f'INSERT INTO "{meta.table_name}" ({columns}) VALUES ({", ".join("?" * len(fields))})'
         if not sqlite:
             text += f' RETURNING "{meta.primary_key.column_name}"'
-        statement = _STATEMENTS[key] = (_sql(text), fields)
-    text, fields = statement
-    cursor = db.obj.execute_sql(text, [f.db_value(v) for f, v in zip(fields, values.values())])
+        statement = _STATEMENTS[key] = (_sql(text), [(f.db_value, _plain(f)) for f in fields])
+    text, converters = statement
+    params = [v if v is None or type(v) is plain else convert(v)
+              for (convert, plain), v in zip(converters, values.values())]
+    cursor = db.obj.execute_sql(text, params)
     return cursor.lastrowid if sqlite else cursor.fetchone()[0]
+
+
+def _plain(field):
+    """The Python type a field stores unconverted (its db_value would return it as
+    is), or None."""
+    for kind, plain in ((CharField, str), (TextField, str), (BooleanField, bool), (IntegerField, int)):
+        if type(field) is kind or (kind is IntegerField and type(field) is AutoField):
+            return plain
+    return None
 
 
 def fetch_row(model, pk):
