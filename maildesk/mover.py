@@ -100,6 +100,9 @@ class Mover:
             self._lost_session(f"IMAP {self.cfg.imap.host}:{self.cfg.imap.effective_port}: {type(e).__name__}: {e}")
         except (DatabaseError, InterfaceError, StoreFailed) as e:
             # nothing uncommitted was flagged: the next fetch takes it again
+            if self.stopping:
+                log.info("fetch stopped before the desk committed the last batch; it is fetched again next time")
+                return False
             log.error("fetch: could not store the mail (%s); trying again", e)
             self.backoff = min(self.backoff * 2, MAX_BACKOFF)
             self._sleep(self.backoff)

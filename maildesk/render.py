@@ -151,9 +151,16 @@ def _ids(ids) -> str:
     return " ".join(f"<{i}>" for i in ids)
 
 
-def _qp(text: str) -> bytes:
+def _part(content_type: str, text: str) -> bytes:
+    """A text part: 7bit when it is plain ASCII in lines of at most 998 octets (RFC
+    5322 2.1.1), as most mail programs send it; else quoted-printable."""
     data = text.replace("\r\n", "\n").encode("utf-8")
-    return binascii.b2a_qp(data, quotetabs=False, istext=True, header=False).replace(b"\n", b"\r\n")
+    if data.isascii() and "\r" not in text and max(map(len, data.split(b"\n"))) <= 998:
+        cte, body = b"7bit", data
+    else:
+        cte, body = b"quoted-printable", binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
+    return (b"Content-Type: " + content_type.encode() + b"; charset=utf-8\r\nContent-Transfer-Encoding: " + cte
+            + b"\r\n\r\n" + body.replace(b"\n", b"\r\n"))
 
 
 def build_mail(
@@ -197,16 +204,16 @@ def build_mail(
     for name, value in (extra or {}).items():
         lines.append(_header(name, value))
     lines.append("MIME-Version: 1.0")
-    text_part = b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" + _qp(text)
+    text_part = _part("text/plain", text)
     if html is None:
         head = "\r\n".join(lines).encode("ascii", "replace") + b"\r\n"
-        return head + text_part + b"\r\n"
+        return head + text_part + (b"" if text_part.endswith(b"\r\n") else b"\r\n")
     # derived from the Message-ID: a mail rendered again after a crash is the same mail
     boundary = "=_md_" + hashlib.sha256(message_id.encode()).hexdigest()[:24]
     lines.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
     head = "\r\n".join(lines).encode("ascii", "replace") + b"\r\n\r\n"
     b = boundary.encode()
-    html_part = b"Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" + _qp(html)
+    html_part = _part("text/html", html)
     return (
         head + b"--" + b + b"\r\n" + text_part + b"\r\n--" + b + b"\r\n" + html_part
         + b"\r\n--" + b + b"--\r\n"

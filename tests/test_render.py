@@ -1,0 +1,39 @@
+"""Outgoing mail as bytes (render.build_mail): what any mail program can read back."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+
+import pytest
+
+from maildesk.render import build_mail
+
+WHEN = dt.datetime(2026, 11, 27, 9, 30, tzinfo=dt.timezone.utc)
+
+
+def _build(text: str, html: str | None = None) -> email.message.EmailMessage:
+    raw = build_mail(from_addr="helpdesk@example.test", from_name="IT", to_addr="jane@example.org",
+                     subject="[INC-1] Printer", message_id="x@example.test", date=WHEN, text=text, html=html)
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    return email.message_from_bytes(raw, policy=email.policy.default)
+
+
+@pytest.mark.parametrize("text, cte", [
+    ("Hello Jane,\n\nwe have logged it.\n", "7bit"),
+    ("Grüße, Jürgen\n", "quoted-printable"),
+    ("x" * 1200 + "\n", "quoted-printable"),  # longer than a line may be
+])
+def test_a_text_part_is_7bit_when_it_can_be_and_quoted_printable_otherwise(text, cte):
+    msg = _build(text, "<p>" + text + "</p>")
+    plain, html = msg.get_body(("plain",)), msg.get_body(("html",))
+    assert plain["Content-Transfer-Encoding"] == cte == html["Content-Transfer-Encoding"]
+    assert plain.get_content().replace("\r\n", "\n") == text
+    assert html.get_content().replace("\r\n", "\n") == "<p>" + text + "</p>"
+
+
+def test_a_line_that_is_a_lone_dot_survives_as_text():
+    # SMTP's dot-stuffing is the client's business (aiosmtplib); the part keeps the line
+    msg = _build("one\n.\ntwo\n")
+    assert msg.get_content().replace("\r\n", "\n") == "one\n.\ntwo\n"
