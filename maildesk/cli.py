@@ -110,8 +110,14 @@ def _config(args, deep: bool = True):
 def _open(args, migrate: bool = False):
     """Config, database and runtime, ready to use. Only `run` (migrate=True) checks
     the whole config; the commands that read need not load the holiday tables."""
-    from . import models
     from .runtime import Runtime
+
+    return Runtime.start(_open_database(args, migrate))
+
+
+def _open_database(args, migrate: bool = False):
+    """The config, with its database open and up to date (migrated, for `run`)."""
+    from . import models
 
     cfg = _config(args, deep=migrate)
     try:
@@ -124,7 +130,7 @@ def _open(args, migrate: bool = False):
             raise UserError("the database is not set up or not up to date: run `maildesk init` first")
         applied = models.migrate()
         logging.getLogger("maildesk").info("database migrated: %s", ", ".join(applied))
-    return Runtime.start(cfg)
+    return cfg
 
 
 def parse_now(text: str, tz) -> dt.datetime:
@@ -191,16 +197,22 @@ def cmd_check_config(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .daemon import Daemon
     from .profiling import profiled
 
     if args.now and not args.once:
         raise UserError("--now needs --once", 2)
     with profiled("desk"):
-        rt = _open(args, migrate=True)
-        daemon = Daemon(rt)
+        cfg = _open_database(args, migrate=True)
+        now = parse_now(args.now, cfg.desk.timezone) if args.now else None
+        # the fetch process starts on the mail while this one loads the rest of maildesk
+        from .mover import MailProcess
+
+        fetcher = MailProcess(cfg, "fetch", args.once, now)
+        from .daemon import Daemon
+        from .runtime import Runtime
+
+        daemon = Daemon(Runtime.start(cfg), fetcher)
         if args.once:
-            now = parse_now(args.now, rt.cfg.desk.timezone) if args.now else None
             return 0 if daemon.run_once(now) else 1
         daemon.run_forever()
     return 0

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import multiprocessing
 import os
 import signal
 import threading
@@ -28,9 +27,10 @@ import time
 import schedule
 from peewee import DatabaseError, InterfaceError
 
-from . import faults, jobs, models, mover
+from . import faults, jobs, models
 from .mailbox import record_flagged, store_batch
 from .models import Inbound, utcnow
+from .mover import MailProcess
 from .outbox import Delivered, record_results
 from .pipeline import process_pending
 
@@ -77,77 +77,18 @@ class Systemd:
             self.send("WATCHDOG=1")
 
 
-class MailProcess:
-    """A forked mail process (role "fetch" or "deliver") and our end of its pipe."""
-
-    def __init__(self, cfg, role: str, once: bool, now: dt.datetime | None):
-        ctx = multiprocessing.get_context("fork")
-        self.role = role
-        self.pipe, child_end = ctx.Pipe()
-        # SQLite: no open connection may cross a fork; both sides reconnect
-        models.db.obj.close()
-        self.process = ctx.Process(target=mover.main, args=(cfg, child_end, self.pipe, role, once, now),
-                                   name=f"maildesk-{role}", daemon=True)
-        self.process.start()
-        child_end.close()
-        faults.partner(self.process.pid, role)
-        self.fetched: bool | None = None
-        self.stored = False  # a batch came in
-        self.intake: list[tuple] = []  # "batch" and "flagged" notes, for the desk to write
-        self.results: list[tuple] = []
-
-    def tell(self, *note) -> None:
-        try:
-            self.pipe.send(note)
-        except (BrokenPipeError, OSError):
-            pass  # it died; the supervisor notices
-
-    def listen(self, timeout: float = 0.0) -> None:
-        try:
-            while self.pipe.poll(timeout):
-                timeout = 0.0
-                note = self.pipe.recv()
-                if note[0] in ("batch", "flagged"):
-                    self.intake.append(note)
-                    self.stored = True
-                elif note[0] == "fetched":
-                    self.fetched = note[1]
-                elif note[0] == "delivered":
-                    self.results.extend(note[1])
-        except (EOFError, OSError):
-            pass
-
-    @property
-    def alive(self) -> bool:
-        return self.process.is_alive()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Ask it to stop, reading its notes meanwhile (a batch it is still writing to
-        the pipe must not block it; uncommitted, that batch is fetched again next
-        time); after `timeout`, SIGTERM, then SIGKILL."""
-        self.tell("stop")
-        deadline = time.monotonic() + timeout
-        while self.process.is_alive() and time.monotonic() < deadline:
-            self.listen(timeout=0.05)
-            self.process.join(0.01)
-        for end in (self.process.terminate, self.process.kill):
-            if not self.process.is_alive():
-                break
-            end()
-            self.process.join(2)
-
-
 class Daemon:
-    def __init__(self, rt):
+    def __init__(self, rt, fetcher: MailProcess | None = None):
         self.rt = rt
         self.cfg = rt.cfg
         self.stop = threading.Event()
         self.systemd = Systemd()
-        self.fetcher: MailProcess | None = None
+        self.fetcher = fetcher  # started early by `maildesk run`, while this process loads the rest
         self.deliverer: MailProcess | None = None
 
     def _start(self, once: bool, now=None) -> None:
-        self.fetcher = MailProcess(self.cfg, "fetch", once, now)
+        if self.fetcher is None:
+            self.fetcher = MailProcess(self.cfg, "fetch", once, now)
         self.deliverer = MailProcess(self.cfg, "deliver", once, now)
 
     @property

@@ -41,6 +41,7 @@ from __future__ import annotations
 import datetime as dt
 import imaplib
 import logging
+import multiprocessing
 import os
 import queue
 import signal
@@ -55,10 +56,11 @@ from peewee import DatabaseError, InterfaceError
 from . import faults, models
 from .mailbox import MailboxError, MailboxSession, StoreFailed, fetch_new
 from .models import Outbox, utcnow
-from .outbox import Connections, deliver_due
-from .pipeline.parse import summarize
 from .profiling import profiled
-from .runtime import Runtime
+
+# The desk process forks the fetch process as soon as the database is open, before
+# it imports the rest of maildesk: what only the pipeline, the outbox and the
+# templates need is imported where it is used, by the process that uses it.
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +68,68 @@ IMAP_ERRORS = (IMAPClientError, imaplib.IMAP4.error, imaplib.IMAP4.abort, OSErro
 MAX_BACKOFF = 60.0
 
 
+class MailProcess:
+    """A forked mail process (role "fetch" or "deliver") and our end of its pipe."""
+
+    def __init__(self, cfg, role: str, once: bool, now: dt.datetime | None):
+        ctx = multiprocessing.get_context("fork")
+        self.role = role
+        self.pipe, child_end = ctx.Pipe()
+        # SQLite: no open connection may cross a fork; both sides reconnect
+        models.db.obj.close()
+        self.process = ctx.Process(target=main, args=(cfg, child_end, self.pipe, role, once, now),
+                                   name=f"maildesk-{role}", daemon=True)
+        self.process.start()
+        child_end.close()
+        faults.partner(self.process.pid, role)
+        self.fetched: bool | None = None
+        self.stored = False  # a batch came in
+        self.intake: list[tuple] = []  # "batch" and "flagged" notes, for the desk to write
+        self.results: list[tuple] = []
+
+    def tell(self, *note) -> None:
+        try:
+            self.pipe.send(note)
+        except (BrokenPipeError, OSError):
+            pass  # it died; the supervisor notices
+
+    def listen(self, timeout: float = 0.0) -> None:
+        try:
+            while self.pipe.poll(timeout):
+                timeout = 0.0
+                note = self.pipe.recv()
+                if note[0] in ("batch", "flagged"):
+                    self.intake.append(note)
+                    self.stored = True
+                elif note[0] == "fetched":
+                    self.fetched = note[1]
+                elif note[0] == "delivered":
+                    self.results.extend(note[1])
+        except (EOFError, OSError):
+            pass
+
+    @property
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask it to stop, reading its notes meanwhile (a batch it is still writing to
+        the pipe must not block it; uncommitted, that batch is fetched again next
+        time); after `timeout`, SIGTERM, then SIGKILL."""
+        self.tell("stop")
+        deadline = time.monotonic() + timeout
+        while self.process.is_alive() and time.monotonic() < deadline:
+            self.listen(timeout=0.05)
+            self.process.join(0.01)
+        for end in (self.process.terminate, self.process.kill):
+            if not self.process.is_alive():
+                break
+            end()
+            self.process.join(2)
+
+
 class Mover:
-    def __init__(self, rt: Runtime, pipe, role: str, now: dt.datetime | None = None):
+    def __init__(self, rt, pipe, role: str, now: dt.datetime | None = None):
         self.rt, self.cfg, self.pipe, self.role = rt, rt.cfg, pipe, role
         self.fixed_now = now
         self.session: MailboxSession | None = None
@@ -77,7 +139,7 @@ class Mover:
         self.in_flight: dict[int, int] = {}  # outbox id -> attempts, sent but not yet recorded
         self.desk_pid = os.getppid()
         self.store = DeskStore(self)
-        self.connections: Connections | None = None  # the deliver process's SMTP connections
+        self.connections = None  # the deliver process's SMTP connections (outbox.Connections)
         self._posting: queue.SimpleQueue | None = None
         self._poster: threading.Thread | None = None
 
@@ -110,6 +172,8 @@ class Mover:
 
     def _summarize(self, raws: dict[int, bytes]) -> dict[int, str | None]:
         """Parse the fetched batch here, where it costs the desk nothing."""
+        from .pipeline.parse import summarize
+
         return {uid: summarize(self.rt, raw) for uid, raw in raws.items()}
 
     def _lost_session(self, why: str, error: bool = False) -> None:
@@ -178,6 +242,8 @@ class Mover:
         """One round of delivery; returns how many mails were tried."""
         try:
             self._forget_recorded()
+            from .outbox import Connections, deliver_due
+
             if self.connections is None:
                 self.connections = Connections(self.cfg.smtp)
             tried = deliver_due(self.rt, self.now(), self._report, self.should_stop, skip=self.in_flight,
@@ -315,6 +381,8 @@ def main(cfg, pipe, desk_end, role: str, once: bool, now: dt.datetime | None) ->
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the desk, which tells us
     with profiled(role):
+        from .runtime import Runtime
+
         models.open_database(cfg.database.url)
         mover = Mover(Runtime.start(cfg), pipe, role, now)
         try:
