@@ -432,13 +432,19 @@ def write_transaction():
 @contextlib.contextmanager
 def savepoint():
     """A savepoint inside a write transaction: on an exception it undoes what was
-    done in it, events added included, and lets the exception go on."""
+    done in it, events added included, and lets the exception go on. (One name
+    serves all: SQL undoes and releases the innermost savepoint of a name; peewee's
+    own would draw a random name from the OS for each message.)"""
     mark = len(_events)
+    database = db.obj
+    database.execute_sql('SAVEPOINT "md"')
     try:
-        with db.obj.atomic():
-            yield
+        yield
+        database.execute_sql('RELEASE SAVEPOINT "md"')
     except BaseException:
         del _events[mark:]
+        database.execute_sql('ROLLBACK TO SAVEPOINT "md"')
+        database.execute_sql('RELEASE SAVEPOINT "md"')
         raise
 
 

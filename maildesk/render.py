@@ -23,6 +23,7 @@ from email.utils import format_datetime, formataddr
 from pathlib import Path
 
 import jinja2
+from peewee import Model
 
 from .mime import clean_header_text
 
@@ -103,22 +104,25 @@ def _localtime(value, tz, fmt="%a %d %b %Y %H:%M %Z"):
     return value.astimezone(tz).strftime(fmt)
 
 
+_PLAIN = (type(None), str, int, float, bool)
+
+
 def snapshot(value):
     """A template context as JSON-ready data: model rows become dicts of their fields,
     times ISO strings. The mail then shows the ticket as it was when the mail was
     queued, whenever it is rendered."""
-    from peewee import Model
-
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if type(value) in _PLAIN:
+        return value
+    if isinstance(value, (str, int, float)):  # subclasses: enums and the like
         return value
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()
     if isinstance(value, Model):
         data = value.__data__
         names = getattr(value, "SNAPSHOT", None) or data.keys()  # what templates may use
-        return {k: snapshot(data.get(k)) for k in names}
+        return {k: v if type(v) in _PLAIN else snapshot(v) for k in names for v in (data.get(k),)}
     if isinstance(value, dict):
-        return {str(k): snapshot(v) for k, v in value.items()}
+        return {str(k): v if type(v) in _PLAIN else snapshot(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
         return [snapshot(v) for v in value]
     if dataclasses.is_dataclass(value):

@@ -51,6 +51,13 @@ def apply_policy(rt, ticket: Ticket, now: dt.datetime) -> None:
     ticket.response_due = cal.add(ticket.created_at, response)
     ticket.resolution_due = cal.add(ticket.created_at, resolution + (ticket.paused_minutes or 0))
     ticket.sla_next_at = next_mark_time(rt, ticket, fired=_fired(ticket))
+    ticket.marks_key = _marks_key(ticket)
+
+
+def _marks_key(ticket: Ticket) -> tuple:
+    """What the marks of a ticket on which nothing has fired yet depend on."""
+    return (ticket.status, ticket.priority, ticket.category, ticket.created_at, ticket.response_due,
+            ticket.resolution_due, ticket.first_response_at, ticket.paused_at, ticket.paused_minutes)
 
 
 def marks(rt, ticket: Ticket) -> list[Mark]:
@@ -92,6 +99,8 @@ def next_mark_time(rt, ticket: Ticket, fired=None) -> dt.datetime | None:
 
 def refresh(rt, ticket: Ticket) -> None:
     """Recompute `sla_next_at` after a change of state."""
+    if getattr(ticket, "is_new", False) and getattr(ticket, "marks_key", None) == _marks_key(ticket):
+        return  # a ticket opened by this message, unchanged since apply_policy
     value = next_mark_time(rt, ticket)
     if value != ticket.sla_next_at:  # setting it marks it changed, an UPDATE
         ticket.sla_next_at = value
