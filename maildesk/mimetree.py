@@ -20,7 +20,7 @@ import email.policy
 import re
 
 _STDLIB = email.parser.BytesParser(policy=email.policy.compat32)
-_HEADERS = email.parser.Parser(policy=email.policy.compat32)
+_COMPAT32 = email.policy.compat32
 _HEADER_LINE = re.compile(r"(From |[\041-\071\073-\176]*:|[\t ])")  # feedparser.headerRE
 _MAX_DEPTH = 20
 
@@ -45,13 +45,7 @@ def _part(text: str, start: int, end: int, nested: bool, depth: int) -> email.me
     if depth > _MAX_DEPTH:
         raise _Unsure
     head_end, body_start = _split_head(text, start, end)
-    head = text[start:head_end]
-    for n, line in enumerate(head.split("\n")):
-        if line and not _HEADER_LINE.match(line) or n and line.startswith("From "):
-            raise _Unsure  # the stdlib would start the body here (with a defect, or not)
-    msg = _HEADERS.parsestr(head, headersonly=True)
-    if msg.defects:
-        raise _Unsure
+    msg = _headers(text[start:head_end])
     maintype = msg.get_content_maintype()
     if maintype == "message" or msg.get_content_type() == "multipart/digest":
         raise _Unsure
@@ -78,6 +72,32 @@ def _part(text: str, start: int, end: int, nested: bool, depth: int) -> email.me
     if nested:
         epilogue = None if epilogue == "" else _strip_eol(epilogue)
     msg.epilogue = epilogue
+    return msg
+
+
+def _headers(head: str) -> email.message.Message:
+    """A Message with the header fields of `head`, as feedparser._parse_headers
+    makes it; anything that would give it a defect or an envelope line is _Unsure."""
+    msg = email.message.Message(policy=email.policy.compat32)
+    lines = head.split("\n")
+    last = lines.pop()  # "" when the block ends with a line end
+    lines = [line + "\n" for line in lines] + ([last] if last else [])
+    name, value = "", []
+    if lines and lines[0].startswith("From "):  # an mbox envelope line
+        msg.set_unixfrom(_strip_eol(lines.pop(0)))
+    for line in lines:
+        if not _HEADER_LINE.match(line) or line.startswith("From ") or line.startswith(":"):
+            raise _Unsure  # the body would begin here, or a defect or a misplaced envelope line
+        if line[0] in " \t":
+            if not name:
+                raise _Unsure  # a continuation before any field
+            value.append(line)
+            continue
+        if name:
+            msg.set_raw(*_COMPAT32.header_source_parse(value))
+        name, value = line[:line.index(":")], [line]
+    if name:
+        msg.set_raw(*_COMPAT32.header_source_parse(value))
     return msg
 
 
