@@ -194,7 +194,7 @@ def fetch_new(session: MailboxSession, now: dt.datetime, batch_size: int = 200, 
     uids = session.new_uids(state.last_uid)
     after_uid = state.last_uid
     sent = None  # (batch, receipt): handed to the store, not yet flagged
-    for batch in _batches(uids, session.sizes(uids) if uids else {}, batch_size):
+    for batch in _batches(session, uids, batch_size):
         if should_stop():
             break
         raws = session.fetch(batch)
@@ -299,14 +299,20 @@ def _finish_pending_flags(session: MailboxSession, mailbox: str, report: Fetched
     log.info("finished flagging %d message(s) stored before a restart", len(present))
 
 
-def _batches(uids: list[int], sizes: dict[int, int], batch_size: int):
-    batch, total = [], 0
-    for uid in uids:
-        size = sizes.get(uid, 0)
-        if batch and (len(batch) >= batch_size or total + size > MAX_BATCH_BYTES):
+def _batches(session: MailboxSession, uids: list[int], batch_size: int):
+    """`batch_size` UIDs at a time, fewer where their sizes add up to more than
+    MAX_BATCH_BYTES; the sizes are asked for as the batches come, so the first
+    batch is not kept waiting for the sizes of the whole mailbox."""
+    for i in range(0, len(uids), batch_size):
+        group = uids[i:i + batch_size]
+        sizes = session.sizes(group)
+        batch, total = [], 0
+        for uid in group:
+            size = sizes.get(uid, 0)
+            if batch and total + size > MAX_BATCH_BYTES:
+                yield batch
+                batch, total = [], 0
+            batch.append(uid)
+            total += size
+        if batch:
             yield batch
-            batch, total = [], 0
-        batch.append(uid)
-        total += size
-    if batch:
-        yield batch

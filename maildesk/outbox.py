@@ -385,11 +385,13 @@ def deliver_due(rt, now: dt.datetime, on_results, should_stop=lambda: False, ski
     batches; the desk process records them (`record_results`), so that one process
     writes the database. Returns how many rows were tried. Without `connections`,
     the connections last this one call."""
-    rows = [r for r in Outbox.select()
-            .where(Outbox.status.in_(("queued", "deferred")) & (Outbox.next_attempt_at <= now))
-            .order_by(Outbox.id).limit(5000) if r.id not in skip]
-    if not rows:
+    due = [i for (i,) in Outbox.select(Outbox.id)
+           .where(Outbox.status.in_(("queued", "deferred")) & (Outbox.next_attempt_at <= now))
+           .order_by(Outbox.id).limit(5000).tuples() if i not in skip]
+    if not due:
         return 0
+    rows = list(Outbox.select().where(Outbox.id.in_(due) & Outbox.status.in_(("queued", "deferred")))
+                .order_by(Outbox.id))
     own = connections is None
     connections = connections or Connections(rt.cfg.smtp)
     try:

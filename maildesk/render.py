@@ -39,7 +39,6 @@ def shipped_templates() -> Path:
 
 @dataclass(frozen=True)
 class Rendered:
-    subject: str
     text: str
     html: str | None
 
@@ -84,7 +83,8 @@ class Templates:
         return self._text_parts(kind)[0].render(**context).strip()
 
     def render(self, kind: str, **context) -> Rendered:
-        subject, body = self._text_parts(kind)
+        """The text and HTML bodies (the subject was rendered when the mail was queued)."""
+        body = self._text_parts(kind)[1]
         html = None
         if self._has_html.get(kind, True):
             try:
@@ -92,7 +92,7 @@ class Templates:
                 self._has_html[kind] = True
             except jinja2.TemplateNotFound:
                 self._has_html[kind] = False
-        return Rendered(subject.render(**context).strip(), body.render(**context), html)
+        return Rendered(body.render(**context), html)
 
 
 def _localtime(value, tz, fmt="%a %d %b %Y %H:%M %Z"):

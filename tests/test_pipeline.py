@@ -326,3 +326,29 @@ def test_an_smtp_connection_idle_too_long_is_closed(desk):
         connections.give_back(fresh)
     finally:
         connections.close()
+
+
+def test_a_batch_is_cut_where_its_messages_add_up_to_more_than_the_byte_limit(desk, monkeypatch):
+    from maildesk import mailbox, models
+    from maildesk.config import load_config
+    from maildesk.mailbox import MailboxSession, StoreHere, fetch_new
+    from maildesk.models import Inbound, utcnow
+
+    for i in range(5):
+        desk.deliver(mail(f"user{i}@example.org", f"Log file {i}", "x" * 4000))
+    monkeypatch.setattr(mailbox, "MAX_BATCH_BYTES", 10_000)
+    sent = []
+
+    class Counting(StoreHere):
+        def send(self, mailbox_name, uidvalidity, after_uid, last_uid, items, now):
+            sent.append(len(items))
+            return super().send(mailbox_name, uidvalidity, after_uid, last_uid, items, now)
+
+    cfg = load_config(desk.config_path)
+    models.open_database(cfg.database.url)
+    session = MailboxSession(cfg.imap).connect()
+    try:
+        report = fetch_new(session, utcnow(), batch_size=100, store=Counting())
+    finally:
+        session.close()
+    assert sent == [2, 2, 1] and report.stored == 5 and Inbound.select().count() == 5
