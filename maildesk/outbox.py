@@ -124,6 +124,8 @@ def auto_reply_limit(rt, rcpt: str, ticket: Ticket | None, now: dt.datetime) -> 
     if n >= lim.auto_replies_per_sender_per_day:
         return f"{rcpt} already got {n} automatic replies in 24 hours (limits.auto_replies_per_sender_per_day)"
     if ticket is not None:
+        if getattr(ticket, "is_new", False):  # opened by this message: nothing counted yet
+            rt.memo.setdefault("auto_counts", {}).setdefault(("ticket", ticket.id), 0)
         n = _count(rt, ("ticket", ticket.id), f'SELECT COUNT(*) FROM "outbox" WHERE "ticket_id" = ? AND {_COUNTED}',
                    (ticket.id, True, "suppressed", day))
         if n >= lim.auto_replies_per_ticket_per_day:
