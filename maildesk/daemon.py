@@ -145,6 +145,7 @@ class Daemon:
             results, self.deliverer.results = self.deliverer.results, []
             report = record_results(self.rt, results, now or utcnow())
             self.delivered.add(report)
+            self.deliverer.tell("queued")  # recorded: it may send more (mover.MAX_UNRECORDED)
 
     # --- one cycle --------------------------------------------------------------------
 

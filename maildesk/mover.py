@@ -66,6 +66,9 @@ log = logging.getLogger(__name__)
 
 IMAP_ERRORS = (IMAPClientError, imaplib.IMAP4.error, imaplib.IMAP4.abort, OSError, ssl.SSLError, socket.timeout, EOFError)
 MAX_BACKOFF = 60.0
+# Sent mails the desk has not recorded yet: after a crash these are sent again (with
+# their Message-ID), so the deliver process lets no more than this many pile up.
+MAX_UNRECORDED = 100
 
 
 class MailProcess:
@@ -246,8 +249,11 @@ class Mover:
 
             if self.connections is None:
                 self.connections = Connections(self.cfg.smtp)
+            room = MAX_UNRECORDED - len(self.in_flight)
+            if room <= 0:
+                return 0  # until the desk records what was sent: a crash resends at most that many
             tried = deliver_due(self.rt, self.now(), self._report, self.should_stop, skip=self.in_flight,
-                                connections=self.connections)
+                                connections=self.connections, limit=room)
             log.debug("delivery round: %d tried, %d awaiting their record", tried, len(self.in_flight))
             return tried
         except (DatabaseError, InterfaceError) as e:
@@ -281,7 +287,7 @@ class Mover:
         while not self.stopping:
             self.rt.begin_cycle()
             tried = self.deliver()
-            if self.desk_done and not tried:
+            if self.desk_done and not tried and len(self.in_flight) < MAX_UNRECORDED:
                 return
             if not tried:
                 self.read_notes(timeout=0.05)
@@ -315,6 +321,8 @@ class Mover:
             Outbox.next_attempt_at).limit(1).scalar()
         if retry is not None:
             timeout = min(timeout, max(0.2, (retry - utcnow()).total_seconds()))
+        if len(self.in_flight) >= MAX_UNRECORDED:
+            timeout = min(timeout, 0.2)  # the desk says "queued" when it has recorded them; this is in case
         self._sleep(timeout)
 
     def _sleep(self, seconds: float) -> None:

@@ -381,15 +381,15 @@ async def _quit(client: aiosmtplib.SMTP) -> None:
 
 
 def deliver_due(rt, now: dt.datetime, on_results, should_stop=lambda: False, skip=frozenset(),
-                connections: Connections | None = None) -> int:
+                connections: Connections | None = None, limit: int = 5000) -> int:
     """Send every queued or deferred row whose time has come, except `skip` (sent but
     not yet recorded). Results go to `on_results([(id, status, error), ...])` in
     batches; the desk process records them (`record_results`), so that one process
-    writes the database. Returns how many rows were tried. Without `connections`,
-    the connections last this one call."""
+    writes the database. Returns how many rows were tried, at most `limit`. Without
+    `connections`, the connections last this one call."""
     due = [i for (i,) in Outbox.select(Outbox.id)
            .where(Outbox.status.in_(("queued", "deferred")) & (Outbox.next_attempt_at <= now))
-           .order_by(Outbox.id).limit(5000).tuples() if i not in skip]
+           .order_by(Outbox.id).limit(limit + len(skip)).tuples() if i not in skip][:limit]
     if not due:
         return 0
     rows = list(Outbox.select().where(Outbox.id.in_(due) & Outbox.status.in_(("queued", "deferred")))

@@ -352,3 +352,40 @@ def test_a_batch_is_cut_where_its_messages_add_up_to_more_than_the_byte_limit(de
     finally:
         session.close()
     assert sent == [2, 2, 1] and report.stored == 5 and Inbound.select().count() == 5
+
+
+def test_the_send_process_lets_no_more_than_a_window_of_sent_mail_wait_for_its_record(desk):
+    """What a crash can resend is bounded: past mover.MAX_UNRECORDED sent but not yet
+    recorded mails, the send process waits for the desk."""
+    import multiprocessing
+
+    from maildesk import models, mover
+    from maildesk.config import load_config
+    from maildesk.models import Outbox, utcnow
+    from maildesk.outbox import record_results
+    from maildesk.runtime import Runtime
+
+    desk.write_config(technicians=[], limits={"auto_replies_per_hour": 10_000})
+    desk.dovecot.append_many(desk.user, [mail(f"u{i}@example.org", f"Issue {i}", "Help.") for i in range(150)])
+    desk.smtp.fail_always(451)  # queued, tried, deferred
+    desk.run()
+    desk.smtp.fail_always(None)
+    cfg = load_config(desk.config_path)
+    models.open_database(cfg.database.url)
+    with models.write_transaction():
+        Outbox.update(next_attempt_at=utcnow()).execute()
+    desk.smtp.reset()
+    desk_end, our_end = multiprocessing.Pipe()
+    sender = mover.Mover(Runtime.start(cfg), our_end, "deliver")
+    try:
+        assert sender.deliver() == mover.MAX_UNRECORDED == len(desk.smtp.wait_for(mover.MAX_UNRECORDED))
+        assert sender.deliver() == 0  # the window is full: nothing more until the desk records
+        results = []
+        while desk_end.poll():
+            results += desk_end.recv()[1]
+        record_results(sender.rt, results, utcnow())
+        assert sender.deliver() == 50
+        assert len(desk.smtp.wait_for(150)) == 150
+    finally:
+        sender.close()
+    assert len({m.rcpts[0] for m in desk.sent()}) == 150
