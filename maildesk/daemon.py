@@ -1,5 +1,6 @@
-"""The desk process: process stored mail, run the scheduled jobs, look after the
-two mail processes (mover.py: fetch and deliver), and talk to systemd.
+"""The desk process: the database's writer. It commits the mail the fetch process
+hands over, processes it, records what the deliver process reports, runs the
+scheduled jobs, looks after the two mail processes (mover.py), and talks to systemd.
 
     maildesk run --once [--now T]   one full cycle: the fetch process fetches while
                                     this one processes what arrives and the deliver
