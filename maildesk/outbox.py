@@ -16,8 +16,8 @@ send it again, with the same Message-ID (DESIGN guarantee 3).
 from __future__ import annotations
 
 import asyncio
-import functools
 import datetime as dt
+import functools
 import json
 import logging
 import re
@@ -104,11 +104,12 @@ def suppression_reason(rt, rcpt: str, now: dt.datetime, automatic: bool) -> str 
     return None
 
 
-def _count(rt, key: tuple, sql: str, params) -> int:
-    """A count of automatic mail, read once per cycle and then kept up to date."""
+def _count(rt, key: tuple, sql: str, params, known: int | None = None) -> int:
+    """A count of automatic mail, read once per cycle (unless `known`) and then kept
+    up to date."""
     counts = rt.memo.setdefault("auto_counts", {})
     if key not in counts:
-        counts[key] = models.scalar(sql, params) or 0
+        counts[key] = known if known is not None else models.scalar(sql, params) or 0
     return counts[key]
 
 
@@ -124,10 +125,9 @@ def auto_reply_limit(rt, rcpt: str, ticket: Ticket | None, now: dt.datetime) -> 
     if n >= lim.auto_replies_per_sender_per_day:
         return f"{rcpt} already got {n} automatic replies in 24 hours (limits.auto_replies_per_sender_per_day)"
     if ticket is not None:
-        if getattr(ticket, "is_new", False):  # opened by this message: nothing counted yet
-            rt.memo.setdefault("auto_counts", {}).setdefault(("ticket", ticket.id), 0)
         n = _count(rt, ("ticket", ticket.id), f'SELECT COUNT(*) FROM "outbox" WHERE "ticket_id" = ? AND {_COUNTED}',
-                   (ticket.id, True, "suppressed", day))
+                   (ticket.id, True, "suppressed", day),
+                   known=0 if getattr(ticket, "is_new", False) else None)  # opened by this message: none yet
         if n >= lim.auto_replies_per_ticket_per_day:
             return f"ticket already sent {n} automatic replies in 24 hours (limits.auto_replies_per_ticket_per_day)"
     hour = Outbox.created_at.db_value(now - dt.timedelta(hours=1))
