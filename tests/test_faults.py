@@ -703,6 +703,27 @@ def test_smtp_refusing_for_hours_is_retried_at_growing_intervals_then_sent_once(
 # --- the database locked by another process ----------------------------------------------
 
 
+def _any_flagged(desk, msgs: list[dict]) -> bool:
+    """Whether any of `msgs` is flagged \\Seen on the IMAP server."""
+    flags = {bare(re.search(rb"Message-ID: (<[^>]+>)", raw).group(1).decode()): f
+             for _, f, raw in desk.imap_messages()}
+    return any(b"\\Seen" in flags[bare(m["msgid"])] for m in msgs)
+
+
+def _catch_up_after_the_lock(desk, d: Daemon, msgs: list[dict], timeout: float) -> tuple[float, str, dict]:
+    """Once the lock is released: how long the desk took to catch up, its log, and the
+    exactly-once figures after a clean stop."""
+    released_at = time.monotonic()
+    wait_until(lambda: settled(desk, len(msgs)), timeout, interval=0.1,
+               what=f"the desk to catch up: {safe_snapshot(desk)}")
+    caught_up = time.monotonic() - released_at
+    assert d.proc.poll() is None
+    log = d.log()
+    assert d.terminate() == 0, log[-3000:]
+    d.assert_gone()
+    return caught_up, log, check_exactly_once(desk, msgs, max_resends=0)
+
+
 def test_a_database_locked_by_another_process_for_seconds_delays_the_desk_but_loses_nothing(desk, daemons):
     t0 = time.monotonic()
     msgs = corpus(SEED + 6, 23)
@@ -723,20 +744,11 @@ def test_a_database_locked_by_another_process_for_seconds_delays_the_desk_but_lo
         s = snapshot(desk)  # a reader is not blocked by the writer's lock (WAL)
         assert s["stored"] == len(before)
         # nothing could be committed, so nothing may be flagged on the server (guarantee 1)
-        flags = {bare(re.search(rb"Message-ID: (<[^>]+>)", raw).group(1).decode()): f
-                 for _, f, raw in desk.imap_messages()}
-        assert not any(b"\\Seen" in flags[bare(m["msgid"])] for m in during)
+        assert not _any_flagged(desk, during)
     finally:
         locker.execute("ROLLBACK")
         locker.close()
-    released_at = time.monotonic()
-    wait_until(lambda: settled(desk, len(msgs)), 60, interval=0.1, what=f"the desk to catch up: {safe_snapshot(desk)}")
-    caught_up = time.monotonic() - released_at
-    assert d.proc.poll() is None
-    log = d.log()
-    assert d.terminate() == 0, log[-3000:]
-    d.assert_gone()
-    figures = check_exactly_once(desk, msgs, max_resends=0)
+    caught_up, log, figures = _catch_up_after_the_lock(desk, d, msgs, 60)
     assert " process died" not in log and not tracebacks(log), log[-3000:]
     print(f"\ndatabase locked {held:.0f}s: caught up {caught_up:.1f}s after the release; "
           f"'database' lines in the log: {[l for l in log.splitlines() if 'database' in l.lower()][:5]}; "
@@ -765,20 +777,11 @@ def test_a_database_locked_for_longer_than_the_busy_timeout_delays_the_desk_but_
             alive.append((round(time.monotonic() - locked_at), d.proc.poll() is None, d.mail_process()))
             time.sleep(1)
         assert d.proc.poll() is None, d.log()[-3000:]
-        flags = {bare(re.search(rb"Message-ID: (<[^>]+>)", raw).group(1).decode()): f
-                 for _, f, raw in desk.imap_messages()}
-        assert not any(b"\\Seen" in flags[bare(m["msgid"])] for m in during)
+        assert not _any_flagged(desk, during)
     finally:
         locker.execute("ROLLBACK")
         locker.close()
-    released_at = time.monotonic()
-    wait_until(lambda: settled(desk, len(msgs)), 120, interval=0.1, what=f"the desk to catch up: {safe_snapshot(desk)}")
-    caught_up = time.monotonic() - released_at
-    assert d.proc.poll() is None
-    log = d.log()
-    assert d.terminate() == 0, log[-3000:]
-    d.assert_gone()
-    figures = check_exactly_once(desk, msgs, max_resends=0)
+    caught_up, log, figures = _catch_up_after_the_lock(desk, d, msgs, 120)
     mail_pids = sorted({pid for _, _, pid in alive if pid})
     print(f"\ndatabase locked {held:.0f}s: caught up {caught_up:.1f}s after the release; mail processes seen {mail_pids}; "
           f"log lines: {[l[24:200] for l in log.splitlines() if 'locked' in l or 'died' in l or 'unavailable' in l]}; "
