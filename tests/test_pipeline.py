@@ -311,14 +311,14 @@ def test_an_smtp_connection_idle_too_long_is_closed(desk):
     from maildesk.config import load_config
     from maildesk.outbox import Connections
 
-    connections = Connections(load_config(desk.config_path).smtp, idle=0.2)
+    connections = Connections(load_config(desk.config_path).smtp, idle=2.0)  # ample for a busy machine
     try:
         client = connections.run(connections.take())
         connections.give_back(client)
         connections.expire()
         assert connections.run(connections.take()) is client  # not idle long enough yet
         connections.give_back(client)
-        time.sleep(0.3)
+        time.sleep(2.1)
         connections.expire()
         assert not client.is_connected
         fresh = connections.run(connections.take())
