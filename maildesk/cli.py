@@ -94,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     ol.set_defaults(func=cmd_outbox_list)
 
     report = sub.add_parser("report", help="KPIs")
-    report.add_argument("--since", metavar="DATE", help="only tickets created since this date (YYYY-MM-DD)")
+    report.add_argument("--since", metavar="DATE", help="only tickets created on or after this date (YYYY-MM-DD)")
+    report.add_argument("--until", metavar="DATE", help="only tickets created before the end of this date (YYYY-MM-DD)")
+    report.add_argument("--now", metavar="ISO-8601", help="measure against this time instead of the clock")
     report.add_argument("--json", action="store_true")
     report.set_defaults(func=cmd_report)
     return p
@@ -355,17 +357,24 @@ def cmd_outbox_list(args) -> int:
     return 0
 
 
+def _day_start(text: str, option: str, tz, days: int = 0) -> dt.datetime:
+    """Midnight at the start of the date `text` (plus `days`), in the desk's zone."""
+    try:
+        day = dt.date.fromisoformat(text) + dt.timedelta(days=days)
+    except (ValueError, OverflowError):
+        raise UserError(f"{option}: {text!r} is not a date such as 2026-11-01", 2) from None
+    return dt.datetime.combine(day, dt.time(0), tzinfo=tz)
+
+
 def cmd_report(args) -> int:
     from . import report
 
     rt = _open(args)
-    since = None
-    if args.since:
-        try:
-            since = dt.datetime.combine(dt.date.fromisoformat(args.since), dt.time(0), tzinfo=rt.cfg.desk.timezone)
-        except ValueError:
-            raise UserError(f"--since: {args.since!r} is not a date such as 2026-11-01", 2) from None
-    data = report.build(rt, since)
+    tz = rt.cfg.desk.timezone
+    since = _day_start(args.since, "--since", tz) if args.since else None
+    until = _day_start(args.until, "--until", tz, days=1) if args.until else None
+    now = parse_now(args.now, tz) if args.now else None
+    data = report.build(rt, since, now, until=until)
     if args.json:
         _print_json(data)
     else:

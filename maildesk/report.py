@@ -84,11 +84,16 @@ def _kpis(rt, tickets: list[Ticket], replies_before: dict, surveys: dict, now: d
     }
 
 
-def build(rt, since: dt.datetime | None = None, now: dt.datetime | None = None) -> dict:
+def build(rt, since: dt.datetime | None = None, now: dt.datetime | None = None,
+          until: dt.datetime | None = None) -> dict:
+    """The KPIs of the tickets created in [since, until), measured at `now` (a target
+    still open at `now` and past due counts as missed)."""
     now = now or utcnow()
     q = Ticket.select()
     if since:
         q = q.where(Ticket.created_at >= since)
+    if until:
+        q = q.where(Ticket.created_at < until)
     tickets = list(q)
     ids = [t.id for t in tickets]
     surveys = {s.ticket_id: s for s in Survey.select().where(Survey.ticket.in_(ids))} if ids else {}
@@ -105,6 +110,7 @@ def build(rt, since: dt.datetime | None = None, now: dt.datetime | None = None) 
         backlog[t.status][t.priority] += 1
     out = {
         "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None,
         "generated_at": now.astimezone(rt.cfg.desk.timezone).isoformat(timespec="seconds"),
         "opened": len(tickets),
         "resolved": sum(1 for t in tickets if t.resolved_at or t.status in ("resolved", "closed")),

@@ -133,7 +133,7 @@ def test_the_report_gives_kpis_overall_and_by_category_group_and_technician(desk
     notice = desk.sent(to="alice@example.test")[0]
     desk.deliver(reply_to(notice, "alice@example.test", "#resolve fixed\nCleared the jam."))
     desk.run(now="2026-11-30T09:30:00+01:00")
-    code, out, err = desk.cli("report", "--json")
+    code, out, err = desk.cli("report", "--now", "2026-11-30T10:00:00+01:00", "--json")
     r = json.loads(out)
     assert r["opened"] == 2 and r["resolved"] == 1
     o = r["overall"]
@@ -141,10 +141,17 @@ def test_the_report_gives_kpis_overall_and_by_category_group_and_technician(desk
     assert o["first_contact_resolution_rate"] == 1.0 and o["sla_resolution_compliance"] == 1.0
     assert set(r["by_category"]) == {"Hardware", "Network/VPN"} and "alice@example.test" in r["by_technician"]
     assert r["backlog"]["open"] == {"high": 1} or sum(r["backlog"]["open"].values()) == 1
-    code, text, err = desk.cli("report")
+    code, text, err = desk.cli("report", "--now", "2026-11-30T10:00:00+01:00")
     assert code == 0 and "First-contact resolution" in text and "By technician" in text
-    code, out, err = desk.cli("report", "--since", "2026-12-01", "--json")
+    code, out, err = desk.cli("report", "--since", "2026-12-01", "--now", "2026-12-02T10:00:00+01:00", "--json")
     assert json.loads(out)["opened"] == 0
+    code, out, err = desk.cli("report", "--until", "2026-11-29", "--now", "2026-11-30T10:00:00+01:00", "--json")
+    assert json.loads(out)["opened"] == 0
+    code, out, err = desk.cli("report", "--since", "2026-11-30", "--until", "2026-11-30", "--json",
+                              "--now", "2026-11-30T10:00:00+01:00")
+    assert json.loads(out)["opened"] == 2
+    code, out, err = desk.cli("report", "--until", "30 Nov")
+    assert code == 2 and "--until" in err
 
 
 def test_tickets_list_filters_by_status_and_json_has_every_field(desk):
