@@ -2,8 +2,8 @@
 
 Fills a fresh SQLite database (the real schema, made by the migrations) with N
 tickets of which a few hundred have a reminder or breach due, then times
-`sla.due_ticket_ids(now)` (the query every sweep runs, through the `sla_next_at`
-index) and, separately, one full `sla.sweep` that fires the due marks and queues
+`sweep.due_ticket_ids(now)` (the query every sweep runs, through the `sla_next_at`
+index) and, separately, one full `sweep.sweep` that fires the due marks and queues
 their mail.
 
     python bench/sla.py [--tickets 1000000] [--due 300]
@@ -22,15 +22,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from maildesk import models, sla  # noqa: E402
+from maildesk import store  # noqa: E402
 from maildesk.config import parse_config  # noqa: E402
-from maildesk.runtime import Runtime  # noqa: E402
+from maildesk.desk import sweep
+from maildesk.service.runtime import Runtime  # noqa: E402
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def fill(n: int, due: int, now: dt.datetime) -> None:
-    db = models.db.obj
+    db = store.db.obj
     statuses = ["closed"] * 80 + ["resolved"] * 5 + ["open"] * 10 + ["in-progress"] * 5
     rnd = random.Random(7)
     due_ids = set(rnd.sample(range(1, n + 1), due))
@@ -78,21 +79,21 @@ def main() -> None:
         "technicians": [{"email": "alice@example.test", "groups": ["service-desk"]}],
         "security": {"secret": "bench"},
     })
-    models.open_database(cfg.database.url)
-    models.migrate()
+    store.open_database(cfg.database.url)
+    store.migrate()
     now = dt.datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
     t0 = time.perf_counter()
     fill(args.tickets, args.due, now)
     print(f"filled {args.tickets:,} tickets ({args.due} due) in {time.perf_counter() - t0:.1f} s")
 
-    plan = models.db.obj.execute_sql(
+    plan = store.db.obj.execute_sql(
         "EXPLAIN QUERY PLAN SELECT id FROM ticket WHERE sla_next_at <= ? ORDER BY sla_next_at LIMIT 1000",
         (now.isoformat(sep=" ", timespec="microseconds"),)).fetchall()
     print("query plan:", "; ".join(str(r[-1]) for r in plan))
     timings = []
     for _ in range(30):
         t0 = time.perf_counter()
-        ids = sla.due_ticket_ids(now)
+        ids = sweep.due_ticket_ids(now)
         timings.append((time.perf_counter() - t0) * 1000)
     assert len(ids) == args.due, len(ids)
     print(f"find due rows: {len(ids)} of {args.tickets:,} tickets: median {statistics.median(timings):.2f} ms, "
@@ -101,12 +102,12 @@ def main() -> None:
     rt = Runtime.start(cfg)
     rt.calendar("business").is_open(now)  # load the holiday tables outside the timing
     t0 = time.perf_counter()
-    fired = sla.sweep(rt, now)
+    fired = sweep.sweep(rt, now)
     full = (time.perf_counter() - t0) * 1000
     print(f"full sweep: fired {fired} marks on {len(ids)} tickets and queued their mail in {full:.0f} ms "
           f"({full / max(1, len(ids)):.2f} ms per due ticket)")
     t0 = time.perf_counter()
-    again = sla.sweep(rt, now)
+    again = sweep.sweep(rt, now)
     print(f"second sweep at the same time: fired {again} in {(time.perf_counter() - t0) * 1000:.2f} ms")
 
 

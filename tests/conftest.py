@@ -182,7 +182,7 @@ class Desk:
 
     def cli(self, *args: str) -> tuple[int, str, str]:
         """`maildesk --config ... ARGS` in this process: (status, stdout, stderr)."""
-        from maildesk.cli import main
+        from maildesk.ops.cli import main
 
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -267,10 +267,10 @@ def desk(request, tmp_path, dovecot, smtp):
     code, out, err = d.cli("init")
     assert code == 0, err
     yield d
-    from maildesk import models
+    from maildesk import store
 
-    if models.db.obj is not None:
-        models.db.obj.close()
+    if store.db.obj is not None:
+        store.db.obj.close()
     if backend == "postgresql":
         with conn.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -180,7 +180,7 @@ class Flags(tuple):
         return tuple.__contains__(self, flag)
 
 
-_running: set["Dovecot"] = set()
+_running: set[Dovecot] = set()
 _temp_dirs: set[Path] = set()
 
 
@@ -255,7 +255,7 @@ class Dovecot:
         # process group until _kill() has ended the group.
         return self._proc is not None and _process_state(self._proc.pid) not in (None, "Z")
 
-    def start(self) -> "Dovecot":
+    def start(self) -> Dovecot:
         """Start Dovecot and return once it greets on its port; raises with the log tail."""
         if self.is_running:
             return self
@@ -361,7 +361,7 @@ class Dovecot:
         self.stop()
         self.start()
 
-    def __enter__(self) -> "Dovecot":
+    def __enter__(self) -> Dovecot:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
@@ -697,7 +697,7 @@ class Captured:
 class _SinkHandler:
     """aiosmtpd hooks; all state lives on the SmtpSink, guarded by its lock."""
 
-    def __init__(self, sink: "SmtpSink") -> None:
+    def __init__(self, sink: SmtpSink) -> None:
         self.sink = sink
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -751,7 +751,7 @@ class SmtpSink:
     def is_running(self) -> bool:
         return self._controller is not None
 
-    def start(self) -> "SmtpSink":
+    def start(self) -> SmtpSink:
         if self._controller is not None:
             return self
         attempts = 1 if self._ports_fixed else 3
@@ -786,7 +786,7 @@ class SmtpSink:
         self.stop()
         self.start()
 
-    def __enter__(self) -> "SmtpSink":
+    def __enter__(self) -> SmtpSink:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:

@@ -1,20 +1,26 @@
-"""maildesk.automatic: which mail is automatic, of what kind, and what a bounce is about."""
+"""maildesk.mailin.automatic: which mail is automatic, of what kind, and what a bounce is about."""
 
 import csv
 import email
 import email.policy
-import os
 import statistics
 import textwrap
 import time
 from collections import Counter
 from email.message import Message
-from pathlib import Path
 
 import pytest
 
-from maildesk.automatic import (KINDS, BounceInfo, Verdict, bounce_info, classify,
-                                complaint_recipients, is_out_of_office, verp_address, verp_pattern)
+from maildesk.mailin.automatic import (
+    KINDS,
+    BounceInfo,
+    Verdict,
+    bounce_info,
+    classify,
+    complaint_recipients,
+    is_out_of_office,
+)
+from maildesk.verp import verp_address, verp_pattern
 
 DESK = ("helpdesk@example.test",)
 TEMPLATE = "{local}+bounce-{id}@{domain}"

@@ -12,7 +12,7 @@ from maildesk.config import parse_config
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 WEEKDAYS = (0, 1, 2, 3, 4)
 EVERY_DAY = (0, 1, 2, 3, 4, 5, 6)
 NINE, FIVE, MIDNIGHT = dt.time(9), dt.time(17), dt.time(0)

@@ -37,7 +37,6 @@ import email.parser
 import email.policy
 import hashlib
 import logging
-import os
 import re
 import signal
 import subprocess
@@ -49,7 +48,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Desk, wait_until
+from tests.conftest import Desk, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -239,8 +238,8 @@ def corpus_run(tmp_path_factory, dovecot, smtp):
         root.setLevel(level)
         handler.close()
 
-    from maildesk import models
-    from maildesk.models import Attachment, Inbound, Message, Outbox
+    from maildesk import store
+    from maildesk.store import Attachment, Inbound, Message, Outbox
 
     rows = {r["id"]: r for r in desk.inbound()}  # binds the models to this desk's database
     for ib_id, uid, sha in Inbound.select(Inbound.id, Inbound.uid, Inbound.sha256).tuples():
@@ -268,8 +267,8 @@ def corpus_run(tmp_path_factory, dovecot, smtp):
         inbound_after_second_run=len(rows) - count_after_first,
     )
     yield run
-    if models.db.obj is not None:
-        models.db.obj.close()
+    if store.db.obj is not None:
+        store.db.obj.close()
 
 
 def _row(run: CorpusRun, m: CorpusMail) -> dict | None:

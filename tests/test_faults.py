@@ -396,7 +396,7 @@ def test_a_killed_mail_process_is_started_again_and_nothing_is_lost(desk, daemon
     assert d.terminate() == 0, log[-3000:]
     d.assert_gone()
     figures = check_exactly_once(desk, msgs)
-    assert log.count("the deliver process died") == 1
+    assert log.count("the send process died") == 1
     print(f"\nmail process killed at {at_kill}: {figures}")
 
 
@@ -427,7 +427,7 @@ MESSAGES = 1000
 def _phases(s: dict, n: int) -> str:
     """What was under way when the kill came: the run overlaps its stages."""
     on = [name for name, busy in (("fetch", s["stored"] < n or s["unflagged"]), ("process", s["pending"]),
-                                  ("deliver", s["unsent"])) if busy]
+                                  ("send", s["unsent"])) if busy]
     return "+".join(on) or "idle"
 
 

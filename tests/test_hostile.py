@@ -5,15 +5,16 @@ attachments, header injection, ambiguous senders, and the operators' tools
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import mail, reply_to
+from tests.conftest import (
+    CORPUS,  # noqa: E402
+    mail,
+    reply_to,
+)
 from tests.sandbox import free_port
-
-from tests.conftest import CORPUS  # noqa: E402
 
 
 def dsn(envelope_to: str, rcpt: str, original_id: str, action: str = "failed", status: str = "5.1.1") -> bytes:
@@ -242,11 +243,11 @@ def test_hostile_html_is_stored_sanitized(desk):
     desk.deliver(mail("jane@example.org", "HTML", "plain part",
                       html='<p onclick="steal()">Hi<script>alert(1)</script><a href="javascript:x()">link</a></p>'))
     desk.run()
-    from maildesk import models
+    from maildesk import store
     from maildesk.config import load_config
 
-    models.open_database(load_config(desk.config_path).database.url)
-    html = models.Message.select().first().html
+    store.open_database(load_config(desk.config_path).database.url)
+    html = store.Message.select().first().html
     assert "script" not in html and "onclick" not in html and "javascript:" not in html and "Hi" in html
 
 

@@ -1,4 +1,4 @@
-"""maildesk.mime: raw bytes of one mail to what the desk needs, on small inline mails,
+"""maildesk.mailin.mime: raw bytes of one mail to what the desk needs, on small inline mails,
 hostile input, and every message of the shared corpus when it is present."""
 
 from __future__ import annotations
@@ -9,14 +9,13 @@ import signal
 import struct
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from maildesk.config import Limits
-from maildesk.mime import (
+from maildesk.mailin.mime import (
     MailRejected,
     clean_header_text,
     html_to_text,
@@ -25,8 +24,8 @@ from maildesk.mime import (
     sanitize_html,
     strip_quoted,
 )
-
 from tests.conftest import CORPUS  # noqa: E402
+
 LIMITS = Limits()
 
 
@@ -796,16 +795,16 @@ def _same_tree_as_the_stdlib(raw: bytes) -> bool:
     import email.parser
     import email.policy
 
-    from maildesk import mimetree
+    from maildesk.mailin.mime import tree
 
-    ours = mimetree.parse_tree(raw)
+    ours = tree.parse_tree(raw)
     theirs = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)
     assert _shape(ours) == _shape(theirs)
     text = raw.decode("ascii", "surrogateescape")
     try:
-        mimetree._part(text, 0, len(text), nested=False, depth=0)
+        tree._part(text, 0, len(text), nested=False, depth=0)
         return True
-    except mimetree._Unsure:
+    except tree._Unsure:
         return False
 
 

@@ -4,7 +4,6 @@ template overrides, the report, and the other ways an admin sets it up."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 
@@ -119,11 +118,11 @@ def test_attachments_can_live_in_the_database(desk):
     desk.run()
     (att,) = desk.ticket("INC-1")["messages"][0]["attachments"]
     assert att["filename"] == "a.txt" and att["size"] == len(data)
-    from maildesk import models
+    from maildesk import store
     from maildesk.config import load_config
 
-    models.open_database(load_config(desk.config_path).database.url)
-    assert bytes(models.Blob.get_by_id(att["sha256"]).data) == data
+    store.open_database(load_config(desk.config_path).database.url)
+    assert bytes(store.Blob.get_by_id(att["sha256"]).data) == data
 
 
 def test_the_report_gives_kpis_overall_and_by_category_group_and_technician(desk):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import time
 
-from tests.conftest import DESK, both_databases, mail, reply_to, wait_until
+from tests.conftest import both_databases, mail, reply_to, wait_until
 
 pytestmark = both_databases  # every test here runs on SQLite and on PostgreSQL
 
@@ -214,7 +214,7 @@ class _DroppingStore:
     """fetch_new's store with the first batch lost on its way to the desk."""
 
     def __init__(self):
-        from maildesk.mailbox import StoreHere
+        from maildesk.mailin.mailbox import StoreHere
 
         self.here, self.sends = StoreHere(), 0
 
@@ -232,20 +232,20 @@ class _DroppingStore:
 def test_a_batch_the_desk_did_not_commit_is_not_flagged_and_the_next_batch_does_not_skip_it(desk):
     import pytest
 
-    from maildesk import models
+    from maildesk import store
     from maildesk.config import load_config
-    from maildesk.mailbox import MailboxSession, StoreFailed, fetch_new
-    from maildesk.models import Inbound, utcnow
+    from maildesk.mailin.mailbox import MailboxSession, StoreFailed, fetch_new
+    from maildesk.store import Inbound, utcnow
 
     for i in range(5):
         desk.deliver(mail(f"user{i}@example.org", f"Problem {i}", "Please help."))
     cfg = load_config(desk.config_path)
-    models.open_database(cfg.database.url)
+    store.open_database(cfg.database.url)
     session = MailboxSession(cfg.imap).connect()
     store = _DroppingStore()
     try:
         with pytest.raises(StoreFailed):
-            fetch_new(session, utcnow(), batch_size=2, store=store)
+            fetch_new(session, utcnow(), batch_size=2, intake=store)
     finally:
         session.close()
     # the second batch went out before the first was answered; stored, it would move
@@ -263,7 +263,7 @@ def test_a_desk_that_fails_takes_its_mail_processes_with_it(desk, monkeypatch):
 
     import pytest
 
-    from maildesk import daemon
+    from maildesk.service import daemon
 
     desk.dovecot.append_many(desk.user, [mail(f"u{i}@example.org", f"Issue {i}", "x" * 3000) for i in range(400)])
     desk.write_config(imap={"batch_size": 20})
@@ -309,7 +309,7 @@ def test_the_send_process_keeps_its_smtp_connection_between_rounds_and_replaces_
 
 def test_an_smtp_connection_idle_too_long_is_closed(desk):
     from maildesk.config import load_config
-    from maildesk.outbox import Connections
+    from maildesk.mailout.smtp import Connections
 
     connections = Connections(load_config(desk.config_path).smtp, idle=2.0)  # ample for a busy machine
     try:
@@ -329,10 +329,11 @@ def test_an_smtp_connection_idle_too_long_is_closed(desk):
 
 
 def test_a_batch_is_cut_where_its_messages_add_up_to_more_than_the_byte_limit(desk, monkeypatch):
-    from maildesk import mailbox, models
+    from maildesk import store
     from maildesk.config import load_config
-    from maildesk.mailbox import MailboxSession, StoreHere, fetch_new
-    from maildesk.models import Inbound, utcnow
+    from maildesk.mailin import mailbox
+    from maildesk.mailin.mailbox import MailboxSession, StoreHere, fetch_new
+    from maildesk.store import Inbound, utcnow
 
     for i in range(5):
         desk.deliver(mail(f"user{i}@example.org", f"Log file {i}", "x" * 4000))
@@ -345,25 +346,26 @@ def test_a_batch_is_cut_where_its_messages_add_up_to_more_than_the_byte_limit(de
             return super().send(mailbox_name, uidvalidity, after_uid, last_uid, items, now)
 
     cfg = load_config(desk.config_path)
-    models.open_database(cfg.database.url)
+    store.open_database(cfg.database.url)
     session = MailboxSession(cfg.imap).connect()
     try:
-        report = fetch_new(session, utcnow(), batch_size=100, store=Counting())
+        report = fetch_new(session, utcnow(), batch_size=100, intake=Counting())
     finally:
         session.close()
     assert sent == [2, 2, 1] and report.stored == 5 and Inbound.select().count() == 5
 
 
 def test_the_send_process_lets_no_more_than_a_window_of_sent_mail_wait_for_its_record(desk):
-    """What a crash can resend is bounded: past mover.MAX_UNRECORDED sent but not yet
+    """What a crash can resend is bounded: past mailprocess.MAX_UNRECORDED sent but not yet
     recorded mails, the send process waits for the desk."""
     import multiprocessing
 
-    from maildesk import models, mover
+    from maildesk import store
     from maildesk.config import load_config
-    from maildesk.models import Outbox, utcnow
-    from maildesk.outbox import record_results
-    from maildesk.runtime import Runtime
+    from maildesk.mailout.results import record_results
+    from maildesk.service import mailprocess
+    from maildesk.service.runtime import Runtime
+    from maildesk.store import Outbox, utcnow
 
     desk.write_config(technicians=[], limits={"auto_replies_per_hour": 10_000})
     desk.dovecot.append_many(desk.user, [mail(f"u{i}@example.org", f"Issue {i}", "Help.") for i in range(150)])
@@ -371,14 +373,14 @@ def test_the_send_process_lets_no_more_than_a_window_of_sent_mail_wait_for_its_r
     desk.run()
     desk.smtp.fail_always(None)
     cfg = load_config(desk.config_path)
-    models.open_database(cfg.database.url)
-    with models.write_transaction():
+    store.open_database(cfg.database.url)
+    with store.write_transaction():
         Outbox.update(next_attempt_at=utcnow()).execute()
     desk.smtp.reset()
     desk_end, our_end = multiprocessing.Pipe()
-    sender = mover.Mover(Runtime.start(cfg), our_end, "deliver")
+    sender = mailprocess.Mover(Runtime.start(cfg), our_end, "send")
     try:
-        assert sender.deliver() == mover.MAX_UNRECORDED == len(desk.smtp.wait_for(mover.MAX_UNRECORDED))
+        assert sender.deliver() == mailprocess.MAX_UNRECORDED == len(desk.smtp.wait_for(mailprocess.MAX_UNRECORDED))
         assert sender.deliver() == 0  # the window is full: nothing more until the desk records
         results = []
         while desk_end.poll():

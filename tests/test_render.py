@@ -8,9 +8,9 @@ import email.policy
 
 import pytest
 
-from maildesk.render import build_mail
+from maildesk.mailout.render import build_mail
 
-WHEN = dt.datetime(2026, 11, 27, 9, 30, tzinfo=dt.timezone.utc)
+WHEN = dt.datetime(2026, 11, 27, 9, 30, tzinfo=dt.UTC)
 
 
 def _build(text: str, html: str | None = None) -> email.message.EmailMessage:

@@ -6,8 +6,9 @@ import itertools
 
 import pytest
 
-from maildesk.config import DEFAULT_MATRIX, LEVELS, ConfigError, parse_config
+from maildesk.config import DEFAULT_MATRIX, ConfigError, parse_config
 from maildesk.pipeline.triage import categorize, prioritize
+from maildesk.vocab import LEVELS
 from tests.conftest import mail
 
 

@@ -8,7 +8,7 @@ The stages run in this order; each is a plain function of the `Context`:
     correlate.find_ticket   one-click token, In-Reply-To/References, subject tag
     screen.file_automatic   bounces, complaints, out-of-office: recorded, never answered
     identity.authenticate   who the sender is to the ticket, and whether to believe it
-    commands.apply          #commands, one-click links, survey answers
+    stage.apply          #commands, one-click links, survey answers
     triage.open_ticket      a new incident: categorize, prioritize, route, assign
     converse.attach         a reply joins the conversation and is relayed
     notify.queue_mail       the decided mails become outbox rows
@@ -26,9 +26,13 @@ import email.parser
 import email.policy
 import logging
 from dataclasses import dataclass
+from email.utils import getaddresses
 
-from .. import models
-from ..models import Inbound, InboundRaw, Outbox
+from .. import store
+from ..mailin import automatic
+from ..mailin.mime import clean_header_text
+from ..mailout.queue import queue_mail
+from ..store import Inbound, InboundRaw, Outbox
 from . import commands, converse, correlate, identity, notify, parse, screen, triage
 from .context import Context, Discard, Reject
 
@@ -66,7 +70,7 @@ def process_pending(rt, now: dt.datetime, should_stop=lambda: False, between=lam
                 for i, data, summary in InboundRaw.select(InboundRaw.inbound, InboundRaw.data, InboundRaw.summary)
                 .where(InboundRaw.inbound.in_(ids)).tuples()}
         # read ahead, before the write transaction: the fetch process's next commit waits for nothing
-        with models.write_transaction():
+        with store.write_transaction():
             for ib in Inbound.select().where(Inbound.id.in_(ids)).order_by(Inbound.id):
                 raw, summary, reading = raws.get(ib.id, (b"", None, None))
                 if process_one(rt, ib, now, raw, summary, reading=reading):
@@ -84,7 +88,7 @@ def process_one(rt, ib: Inbound, now: dt.datetime, raw: bytes, summary: str | No
     ctx = Context(rt=rt, now=now, inbound=ib, raw=bytes(raw), summary=summary, reading=reading,
                   decisions=list(earlier))
     try:
-        with models.savepoint():  # a failing message undoes only itself
+        with store.savepoint():  # a failing message undoes only itself
             try:
                 for stage in STAGES:
                     stage(ctx)
@@ -139,8 +143,6 @@ def _head(raw: bytes):
 
 def _headers_only(ib: Inbound, head) -> None:
     """From, Subject and Message-ID of a message that could not be parsed whole."""
-    from ..mime import clean_header_text
-
     try:
         ib.from_addr = ib.from_addr or clean_header_text(str(head.get("From", "")))[:500]
         ib.subject = ib.subject or clean_header_text(str(head.get("Subject", "")))[:500]
@@ -150,16 +152,10 @@ def _headers_only(ib: Inbound, head) -> None:
 
 
 def _tell_sender_once(rt, ib: Inbound, head, reason: str, now: dt.datetime) -> None:
-    from email.utils import getaddresses
-
-    from ..automatic import classify
-    from ..outbox import LOOP_HEADER, queue_mail
-
     if Outbox.select().where((Outbox.inbound == ib) & (Outbox.kind == "too_large")).exists():
         return
     froms = [a.lower() for _, a in getaddresses([str(v) for v in head.get_all("From", [])]) if "@" in a]
-    if len(froms) != 1 or classify(head, desk_addresses=[rt.cfg.desk.address], own_loop_header=LOOP_HEADER,
-                                    own_domain=rt.cfg.desk.domain) is not None:
+    if len(froms) != 1 or automatic.classify_for_desk(rt.cfg.desk, head) is not None:
         return
     queue_mail(rt, now, "too_large", rcpt=froms[0], inbound=ib,
                context={"reason": reason, "subject": ib.subject, "limit": rt.cfg.limits.max_message_bytes})
@@ -167,7 +163,7 @@ def _tell_sender_once(rt, ib: Inbound, head, reason: str, now: dt.datetime) -> N
 
 def retry(rt, inbound_id: int, now: dt.datetime) -> Inbound:
     """Run a quarantined message through the pipeline again."""
-    with models.write_transaction():
+    with store.write_transaction():
         ib = Inbound.get_by_id(inbound_id)
         earlier = (ib.decisions.splitlines() if ib.decisions else []) + [f"retried at {now.isoformat()}:"]
         ib.status, ib.error = "pending", None

@@ -8,7 +8,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..models import Inbound, Message, Ticket, add_event
+from ..store import Inbound, Message, Ticket, add_event
 
 
 class Discard(Exception):

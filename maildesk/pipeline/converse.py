@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import re
 
-from .. import resolution, routing, sla
-from ..lifecycle import ACTIVE, add_participant, within_reopen_window
-from ..models import Message, Ticket
-from .commands import refuse
-from .context import Context, Discard
-from .triage import store_message
+from ..desk import resolution, routing, sla
+from ..desk.lifecycle import add_participant, within_reopen_window
+from ..store import Message, Ticket
+from ..vocab import ACTIVE
+from .context import Context
+from .messages import refuse, store_message
 
 
 def attach(ctx: Context) -> None:

@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 import re
 
-from .. import models, signing
-from ..lifecycle import is_participant, within_reopen_window
-from ..models import Ticket
+from .. import signing, store
+from ..desk.lifecycle import is_participant, within_reopen_window
+from ..store import Ticket
 from .context import Context, Discard
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,9 @@ def _by_message_id(ctx: Context) -> bool:
         return False
     found: dict[str, tuple[int, str]] = {}
     marks = ", ".join("?" * len(ids))
-    for mid, tid in models.execute(f'SELECT "message_id", "ticket_id" FROM "message" WHERE "message_id" IN ({marks})', ids):
+    for mid, tid in store.execute(f'SELECT "message_id", "ticket_id" FROM "message" WHERE "message_id" IN ({marks})', ids):
         found.setdefault(mid, (tid, "message"))
-    for mid, tid, kind in models.execute(
+    for mid, tid, kind in store.execute(
         f'SELECT "message_id", "ticket_id", "kind" FROM "outbox" WHERE "message_id" IN ({marks}) AND "ticket_id" IS NOT NULL', ids
     ):
         found[mid] = (tid, kind)

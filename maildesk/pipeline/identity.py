@@ -18,8 +18,8 @@ from __future__ import annotations
 import authres
 
 from .. import signing
-from ..lifecycle import is_participant
-from ..models import Outbox
+from ..desk.lifecycle import is_participant
+from ..store import Outbox
 from .context import Context
 
 

@@ -1,15 +1,15 @@
 """Stage 9: the mails the earlier stages decided on become outbox rows, in the same
 transaction as the changes that caused them (DESIGN guarantee 3).
 
-Nothing is sent here: `outbox.deliver_due` sends after the commit. The desk never
+Nothing is sent here: `smtp.deliver_due` sends after the commit. The desk never
 answers automatic mail (RFC 3834), so automatic replies to such mail are dropped
 here whatever stage asked for them.
 """
 
 from __future__ import annotations
 
-from .. import outbox
-from ..outbox import AUTO_REPLIES
+from ..mailout import queue
+from ..vocab import AUTO_REPLIES
 from .context import Context
 
 
@@ -19,7 +19,7 @@ def queue_mail(ctx: Context) -> None:
         if ctx.automatic is not None and automatic and intent.rcpt == ctx.sender:
             ctx.decide(f"{intent.kind} to {intent.rcpt} not queued: never answer automatic mail")
             continue
-        row = outbox.queue_mail(
+        row = queue.queue_mail(
             ctx.rt, ctx.now, intent.kind, rcpt=intent.rcpt, rcpt_name=intent.rcpt_name,
             ticket=intent.ticket or ctx.ticket, context=intent.context, automatic=automatic,
             from_name=intent.from_name, thread=intent.thread, inbound=ctx.inbound,

@@ -14,9 +14,11 @@ import json
 import logging
 from dataclasses import dataclass
 
-from .. import attachments
-from ..automatic import Verdict
-from ..mime import MailRejected, ParsedMail, parse_mail
+from ..mailin import automatic
+from ..mailin.automatic import Verdict
+from ..mailin.mime.mail import MailRejected, ParsedMail
+from ..mailin.mime.reader import parse_mail
+from ..store import attachments
 from .context import Context, Reject
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ class Reading:
         return json.dumps(summary, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str, raw: bytes) -> "Reading":
+    def from_json(cls, text: str, raw: bytes) -> Reading:
         summary = json.loads(text)
         if "rejected" in summary:
             return cls(rejected=summary["rejected"])
@@ -50,13 +52,12 @@ class Reading:
 def read_ahead(rt, raw: bytes) -> Reading | None:
     """Parse, classify and store the attachment contents of one message, outside any
     transaction; None leaves it to `read` (too large, or the parser broke)."""
-    from .screen import classify_tree
 
     if len(raw) > rt.cfg.limits.max_message_bytes:
         return None
     try:
         mail = parse_mail(raw, rt.cfg.limits)
-        verdict = classify_tree(rt.cfg, mail.msg)
+        verdict = automatic.classify_for_desk(rt.cfg.desk, mail.msg)
         attachments.write_contents(rt, mail.attachments)
     except MailRejected as e:
         return Reading(rejected=str(e))

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from .. import models, routing
-from ..outbox import forget_suppressions
-from ..automatic import bounce_info, classify as classify_mail, complaint_recipients, is_out_of_office, verp_pattern
-from ..models import Message, Outbox, Suppression, Ticket
-from ..outbox import LOOP_HEADER
+from .. import store
+from ..desk import routing
+from ..mailin import automatic
+from ..mailin.automatic import bounce_info, complaint_recipients, is_out_of_office
+from ..mailout.queue import forget_suppressions
+from ..store import Message, Outbox, Suppression, Ticket
+from ..verp import verp_pattern
 from .context import Context, Discard
 
 # Automatic mail that may open a ticket of its own (without an acknowledgement).
@@ -30,25 +32,20 @@ def classify(ctx: Context) -> None:
     if mail.message_id:
         # the same message again (a second copy, a re-delivery): same id, same sender. A
         # different message that reuses the id (careless software, forgery) is not lost.
-        prior = models.scalar(
+        prior = store.scalar(
             'SELECT "ticket_id" FROM "message" WHERE "message_id" = ? AND "direction" = ? AND "from_addr" = ? LIMIT 1',
             (mail.message_id, "in", ctx.sender or ctx.inbound.from_addr))
         if prior is not None:
             ctx.ticket = Ticket.get_by_id(prior)
             raise Discard("duplicate", f"Message-ID <{mail.message_id}> from the same sender is already stored "
                                        f"on {ctx.rt.ref(prior)}")
-    verdict = ctx.verdict if ctx.verdict is not False else classify_tree(ctx.cfg, mail.tree())
+    verdict = ctx.verdict if ctx.verdict is not False else automatic.classify_for_desk(ctx.cfg.desk, mail.tree())
     if verdict is None:
         return
     ctx.automatic = verdict
     ctx.decide(f"automatic mail ({verdict.kind}): {verdict.reason}; it gets no reply")
     if verdict.kind == "own":
         raise Discard("own", "the desk's own mail came back; dropped to prevent a loop")
-
-
-def classify_tree(cfg, tree):
-    desk = cfg.desk
-    return classify_mail(tree, desk_addresses=[desk.address], own_loop_header=LOOP_HEADER, own_domain=desk.domain)
 
 
 def file_automatic(ctx: Context) -> None:

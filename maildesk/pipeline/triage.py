@@ -11,10 +11,12 @@ import functools
 import re
 from dataclasses import dataclass
 
-from .. import attachments, lifecycle, routing, sla
-from ..config import LEVELS, Config
-from ..models import Message, Ticket
+from ..config import Config
+from ..desk import lifecycle, routing, sla
+from ..store import Ticket
+from ..vocab import LEVELS
 from .context import Context
+from .messages import store_message
 
 GENERAL = "General"
 
@@ -151,13 +153,13 @@ def open_ticket(ctx: Context) -> None:
 
 
 def _is_desk(ctx: Context, addr: str) -> bool:
-    from ..outbox import is_desk_address
+    from ..mailout.queue import is_desk_address
 
     return is_desk_address(ctx.rt, addr)
 
 
 def _notify_new(ctx: Context, t: Ticket, pri: Priority, cat: Decision) -> None:
-    from ..outbox import Thread
+    from ..mailout.queue import Thread
 
     context = {"priority_why": pri.why, "category_why": cat.why, "message": ctx.message}
     if ctx.automatic is not None:
@@ -169,16 +171,3 @@ def _notify_new(ctx: Context, t: Ticket, pri: Priority, cat: Decision) -> None:
                  thread=Thread.after(ctx.mail.message_id, ctx.mail.references))
     for rcpt in routing.staff_recipients(ctx.rt, t):
         ctx.send("assigned", rcpt, ticket=t, context=context, thread=Thread())
-
-
-def store_message(ctx: Context, t: Ticket, *, internal: bool, kind: str, body: str | None = None) -> Message:
-    mail = ctx.mail
-    msg = Message.create(
-        ticket=t, inbound=ctx.inbound, direction="in", message_id=mail.message_id,
-        from_addr=ctx.sender or ctx.inbound.from_addr, from_name=ctx.sender_name,
-        to=", ".join(a.addr for a in mail.to if a.addr)[:2000], cc=", ".join(a.addr for a in mail.cc if a.addr)[:2000],
-        subject=mail.subject, body=ctx.body if body is None else body, html=mail.html,
-        internal=internal, kind=kind, created_at=ctx.now,
-    )
-    attachments.store_all(ctx.rt, msg, mail.attachments)
-    return msg

@@ -1,0 +1,313 @@
+"""The configuration: one TOML file read into frozen dataclasses.
+
+Every section of DESIGN.md section 3 is a dataclass below; each field names its
+TOML key, its default and how its value is checked. A problem anywhere becomes a
+`ConfigError` whose lines each start with the key path (``imap.port: expected an
+integer``), so that `maildesk check-config` can tell the admin exactly what to fix.
+
+    cfg = load_config("/etc/maildesk/maildesk.toml")
+    cfg.imap.port, cfg.sla_for("high", "Network/VPN").response_minutes
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..vocab import PRIORITIES
+from .sections import (
+    DEFAULT_SLA,
+    Alerts,
+    Assignment,
+    Attachments,
+    Bounces,
+    BusinessHours,
+    Category,
+    Database,
+    Desk,
+    Escalation,
+    Group,
+    Imap,
+    Lifecycle,
+    Limits,
+    Priority,
+    Roles,
+    Security,
+    SlaPolicy,
+    Smtp,
+    Survey,
+    Technician,
+    _build,
+    _default_state_dir,
+    _secret,
+)
+from .values import DEFAULT_MATRIX, ConfigError, Duration, parse_duration
+
+__all__ = [
+    "DEFAULT_MATRIX", "Alerts", "Assignment", "Attachments", "Bounces", "BusinessHours", "Category", "Config",
+    "ConfigError", "Database", "Desk", "Duration", "Escalation", "Group", "Imap", "Lifecycle", "Limits", "Priority",
+    "Roles", "Security", "SlaPolicy", "Smtp", "Survey", "Technician", "check_consistency", "config_path",
+    "load_config", "parse_config", "parse_duration",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    desk: Desk
+    database: Database
+    imap: Imap
+    smtp: Smtp
+    groups: tuple[Group, ...] = ()
+    technicians: tuple[Technician, ...] = ()
+    roles: Roles = Roles()
+    categories: tuple[Category, ...] = ()
+    priority: Priority = Priority()
+    sla: tuple[SlaPolicy, ...] = DEFAULT_SLA
+    business_hours: BusinessHours = BusinessHours()
+    escalation: Escalation = Escalation()
+    assignment: Assignment = Assignment()
+    security: Security = Security()
+    lifecycle: Lifecycle = Lifecycle()
+    survey: Survey = Survey()
+    limits: Limits = Limits()
+    alerts: Alerts = Alerts()
+    bounces: Bounces = Bounces()
+    attachments: Attachments = Attachments()
+    path: Path | None = None
+
+    # --- lookups the rest of the code asks for ---------------------------------
+
+    def group(self, name: str | None) -> Group | None:
+        return next((g for g in self.groups if g.name == name), None)
+
+    @property
+    def default_group(self) -> str | None:
+        if self.desk.default_group:
+            return self.desk.default_group
+        names = [g.name for g in self.groups if g.tier == 1] or [g.name for g in self.groups]
+        return names[0] if names else None
+
+    def technician(self, email: str | None) -> Technician | None:
+        if not email:
+            return None
+        email = email.lower()
+        return next((t for t in self.technicians if t.email == email), None)
+
+    def members(self, group: str | None) -> list[Technician]:
+        return [t for t in self.technicians if group in t.groups]
+
+    def is_staff(self, email: str | None) -> bool:
+        """Technicians and incident managers may run technician commands."""
+        return bool(email) and (
+            self.technician(email) is not None or email.lower() in self.roles.incident_managers
+        )
+
+    def find_technician(self, who: str) -> Technician | None:
+        """By address, by name, or by the local part of the address."""
+        who = who.strip().lower()
+        for t in self.technicians:
+            if who in (t.email, (t.name or "").lower(), t.email.split("@")[0]):
+                return t
+        return None
+
+    def category(self, name: str | None) -> Category | None:
+        if not name:
+            return None
+        return next((c for c in self.categories if c.name.lower() == name.lower()), None)
+
+    def category_group(self, name: str | None) -> str | None:
+        """A category's group, inherited from its parent category, else the default."""
+        while name:
+            c = self.category(name)
+            if c and c.group:
+                return c.group
+            name = c.parent if c else None
+        return self.default_group
+
+    def sla_for(self, priority: str, category: str | None = None) -> SlaPolicy:
+        """The most specific policy: same priority and this category (or a parent
+        of it), else the priority's own row."""
+        rows = [s for s in self.sla if s.priority == priority]
+        cat = category
+        while cat:
+            for s in rows:
+                if s.category and s.category.lower() == cat.lower():
+                    return s
+            cat = cat.rsplit("/", 1)[0] if "/" in cat else None
+        return next(s for s in rows if not s.category)
+
+    @property
+    def secret_bytes(self) -> bytes | None:
+        return self.security.secret.encode() if self.security.secret else None
+
+    def attachment_dir(self) -> Path:
+        return self.attachments.dir or (self.desk.state_dir / "attachments")
+
+
+_SECTIONS = {
+    "desk": Desk, "database": Database, "imap": Imap, "smtp": Smtp, "roles": Roles,
+    "priority": Priority, "business_hours": BusinessHours, "escalation": Escalation,
+    "assignment": Assignment, "security": Security, "lifecycle": Lifecycle,
+    "survey": Survey, "limits": Limits, "alerts": Alerts, "bounces": Bounces,
+    "attachments": Attachments,
+}
+_ARRAYS = {"groups": Group, "technicians": Technician, "categories": Category, "sla": SlaPolicy}
+
+
+def config_path(explicit: str | None) -> Path:
+    path = explicit or os.environ.get("MAILDESK_CONFIG") or "/etc/maildesk/maildesk.toml"
+    return Path(path)
+
+
+def load_config(path: str | os.PathLike, deep: bool = True) -> Config:
+    """`deep=False` skips the checks that cost time (the holiday tables): for the
+    commands that only read the database."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such config file (give --config PATH or set MAILDESK_CONFIG)"])
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read the config file: {e.strerror}"])
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{path}: not valid TOML: {e}"])
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not valid UTF-8"])
+    return parse_config(data, path, deep)
+
+
+def parse_config(data: dict, path: Path | None = None, deep: bool = True) -> Config:
+    errors: list[str] = []
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    secrets = {
+        "imap": _secret(data.get("imap"), "imap", errors),
+        "smtp": _secret(data.get("smtp"), "smtp", errors),
+        "imap_oauth2": _secret(data.get("imap"), "imap", errors, "oauth2_token"),
+        "smtp_oauth2": _secret(data.get("smtp"), "smtp", errors, "oauth2_token"),
+        "security": _secret(data.get("security"), "security", errors, "secret"),
+    }
+    parts: dict[str, Any] = {}
+    for key in data:
+        if key not in _SECTIONS and key not in _ARRAYS:
+            errors.append(f"{key}: unknown section")
+    for key, cls in _SECTIONS.items():
+        if key in data:
+            parts[key] = _build(cls, data[key], key, errors)
+        elif key in ("desk", "imap", "smtp"):
+            errors.append(f"{key}: required section is missing")
+        elif key == "database":
+            parts[key] = Database()
+    for key, cls in _ARRAYS.items():
+        if key not in data:
+            continue
+        rows = data[key]
+        if not isinstance(rows, list):
+            errors.append(f"{key}: expected an array of tables ([[{key}]])")
+            continue
+        parts[key] = tuple(_build(cls, row, f"{key}[{i}]", errors) for i, row in enumerate(rows))
+    if errors:
+        raise ConfigError(errors)
+
+    desk = parts["desk"]
+    state_dir = desk.state_dir or _default_state_dir()
+    parts["desk"] = dataclasses.replace(desk, state_dir=state_dir)
+    db = parts["database"]
+    if not db.url:
+        parts["database"] = Database(url=f"sqlite:///{state_dir / 'maildesk.db'}")
+    parts["imap"] = dataclasses.replace(
+        parts["imap"], password=secrets["imap"], oauth2_token=secrets["imap_oauth2"]
+    )
+    parts["smtp"] = dataclasses.replace(
+        parts["smtp"], password=secrets["smtp"], oauth2_token=secrets["smtp_oauth2"]
+    )
+    parts["security"] = dataclasses.replace(
+        parts.get("security", Security()), secret=secrets["security"]
+    )
+    cfg = Config(**parts, path=path)
+    check_consistency(cfg, deep)
+    return cfg
+
+
+def check_consistency(cfg: Config, deep: bool = True) -> None:
+    """Problems that need more than one key to see."""
+    errors = []
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", cfg.desk.ticket_prefix):
+        errors.append("desk.ticket_prefix: use letters and digits only, such as \"INC\"")
+    for key, conf in (("imap", cfg.imap), ("smtp", cfg.smtp)):
+        if conf.auth == "oauth2" and not conf.oauth2_token:
+            errors.append(f"{key}.oauth2_token_file: required when {key}.auth = \"oauth2\"")
+    if cfg.imap.auth == "password" and cfg.imap.password is None:
+        errors.append("imap.password_file: required key is missing (or give imap.password)")
+    if cfg.smtp.username and cfg.smtp.auth == "password" and cfg.smtp.password is None:
+        errors.append("smtp.password_file: required when smtp.username is set (or give smtp.password)")
+    if "{id}" not in cfg.desk.bounce_address:
+        errors.append('desk.bounce_address: must contain "{id}"')
+    if cfg.database.url and not re.match(r"(sqlite|postgres(ql)?|postgresext)://", cfg.database.url):
+        errors.append("database.url: expected sqlite:///PATH or postgresql://USER@HOST/DB")
+
+    names = [g.name for g in cfg.groups]
+    for i, g in enumerate(cfg.groups):
+        if names.count(g.name) > 1 and names.index(g.name) != i:
+            errors.append(f'groups[{i}].name: group "{g.name}" is defined twice')
+        if g.escalates_to and g.escalates_to not in names:
+            errors.append(f'groups[{i}].escalates_to: unknown group "{g.escalates_to}"')
+        if g.escalates_to == g.name:
+            errors.append(f"groups[{i}].escalates_to: a group cannot escalate to itself")
+    if cfg.desk.default_group and cfg.desk.default_group not in names:
+        errors.append(f'desk.default_group: unknown group "{cfg.desk.default_group}"')
+    emails = [t.email for t in cfg.technicians]
+    for i, t in enumerate(cfg.technicians):
+        if emails.count(t.email) > 1 and emails.index(t.email) != i:
+            errors.append(f"technicians[{i}].email: {t.email} is listed twice")
+        for g in t.groups:
+            if g not in names:
+                errors.append(f'technicians[{i}].groups: unknown group "{g}"')
+    cats = [c.name.lower() for c in cfg.categories]
+    for i, c in enumerate(cfg.categories):
+        if c.group and c.group not in names:
+            errors.append(f'categories[{i}].group: unknown group "{c.group}"')
+        if cats.count(c.name.lower()) > 1 and cats.index(c.name.lower()) != i:
+            errors.append(f'categories[{i}].name: category "{c.name}" is defined twice')
+    for i, s in enumerate(cfg.sla):
+        if s.category and s.category.lower() not in cats and s.category.lower() != "general":
+            errors.append(f'sla[{i}].category: unknown category "{s.category}"')
+        if s.resolution.total < s.response.total:
+            errors.append(f"sla[{i}].resolution: shorter than the response target")
+    for p in PRIORITIES:
+        if not any(s.priority == p and not s.category for s in cfg.sla):
+            errors.append(f'sla: no policy for priority "{p}" (add [[sla]] priority = "{p}")')
+    bh = cfg.business_hours
+    if bh.end != dt.time(0, 0) and bh.end <= bh.start:
+        errors.append("business_hours.end: must be later than business_hours.start")
+    if not bh.days:
+        errors.append("business_hours.days: needs at least one working day")
+    if bh.holidays_subdivision and not bh.holidays_country:
+        errors.append("business_hours.holidays_subdivision: needs business_hours.holidays_country")
+    if bh.holidays_country and deep:
+        errors.extend(_check_holidays(bh))
+    codes = cfg.lifecycle.closure_codes
+    if not codes:
+        errors.append("lifecycle.closure_codes: needs at least one code")
+    if errors:
+        raise ConfigError(errors)
+
+
+def _check_holidays(bh: BusinessHours) -> list[str]:
+    import holidays
+
+    try:
+        holidays.country_holidays(bh.holidays_country, subdiv=bh.holidays_subdivision, years=2026)
+    except NotImplementedError:
+        return [f'business_hours.holidays_country: unknown country "{bh.holidays_country}"']
+    except Exception:
+        return [
+            f'business_hours.holidays_subdivision: unknown subdivision "{bh.holidays_subdivision}" '
+            f'of "{bh.holidays_country}"'
+        ]
+    return []

@@ -1,0 +1,346 @@
+"""The sections of the configuration file, one frozen dataclass each; every field
+names its TOML key, its default and how its value is checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ..vocab import PRIORITIES
+from .values import (
+    CALENDARS,
+    DEFAULT_MATRIX,
+    SECURITY_MODES,
+    STRATEGIES,
+    Duration,
+    _address,
+    _address_list,
+    _bool,
+    _clock,
+    _date,
+    _date_list,
+    _duration,
+    _fraction,
+    _int,
+    _KeyedError,
+    _level_keywords,
+    _matrix,
+    _nonempty_str,
+    _one_of,
+    _path,
+    _port,
+    _positive_int,
+    _str,
+    _str_list,
+    _timezone,
+    _weekdays,
+    parse_duration,
+)
+
+# --- schema helpers ------------------------------------------------------------
+
+_REQUIRED = object()
+
+
+def opt(default=_REQUIRED, conv: Callable[[Any], Any] = _str, key: str | None = None):
+    """A config field: its default (or required), its converter, and its TOML key
+    when that differs from the attribute name."""
+    meta = {"conv": conv, "key": key}
+    if default is _REQUIRED:
+        return field(metadata=meta | {"required": True})
+    if isinstance(default, (list, dict, set)):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _build(cls, table: Any, path: str, errors: list[str]):
+    """Fill dataclass `cls` from a TOML table, appending problems to `errors`."""
+    if not isinstance(table, dict):
+        errors.append(f"{path}: expected a table")
+        table = {}
+    values: dict[str, Any] = {}
+    known = set()
+    for f in dataclasses.fields(cls):
+        if "conv" not in f.metadata:
+            continue
+        key = f.metadata["key"] or f.name
+        known.add(key)
+        where = f"{path}.{key}" if path else key
+        if key not in table:
+            if f.metadata.get("required"):
+                errors.append(f"{where}: required key is missing")
+            continue
+        try:
+            values[f.name] = f.metadata["conv"](table[key])
+        except _KeyedError as e:
+            errors.append(f"{where}.{e.subkey}: {e}")
+        except ValueError as e:
+            errors.append(f"{where}: {e}")
+    for key in table:
+        if key not in known and not key.startswith("_"):
+            errors.append(f"{path}.{key}: unknown key" if path else f"{key}: unknown key")
+    try:
+        return cls(**values)
+    except TypeError:  # a required field failed; the error is already recorded
+        return None
+
+
+def _secret(table: dict, path: str, errors: list[str], key: str = "password") -> str | None:
+    """`password = "..."` or `password_file = "/run/credentials/..."` (systemd)."""
+    if not isinstance(table, dict):
+        return None
+    inline, file_key = table.pop(key, None), table.pop(f"{key}_file", None)
+    if inline is not None and file_key is not None:
+        errors.append(f"{path}.{key}_file: give either {key} or {key}_file, not both")
+        return None
+    if inline is not None:
+        if not isinstance(inline, str):
+            errors.append(f"{path}.{key}: expected a string")
+            return None
+        return inline
+    if file_key is not None:
+        if not isinstance(file_key, str):
+            errors.append(f"{path}.{key}_file: expected a string")
+            return None
+        file_key = os.path.expandvars(file_key)
+        try:
+            return Path(file_key).read_text().strip()
+        except OSError as e:
+            errors.append(f"{path}.{key}_file: cannot read {file_key}: {e.strerror}")
+    return None
+
+
+# --- sections --------------------------------------------------------------------
+
+
+def _default_state_dir() -> Path:
+    # systemd's StateDirectory= sets STATE_DIRECTORY.
+    return Path(os.environ.get("STATE_DIRECTORY", "/var/lib/maildesk"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Desk:
+    name: str = opt("IT Service Desk", _nonempty_str)
+    address: str = opt(conv=_address)
+    ticket_prefix: str = opt("INC", _str)
+    timezone: ZoneInfo = opt(ZoneInfo("UTC"), _timezone)
+    templates_dir: Path | None = opt(None, _path)
+    state_dir: Path = opt(None, _path)
+    default_group: str | None = opt(None, _str)
+    # VERP envelope sender: {local}+bounce-{id}@{domain} by default.
+    bounce_address: str = opt("{local}+bounce-{id}@{domain}", _str)
+
+    @property
+    def domain(self) -> str:
+        return self.address.rsplit("@", 1)[1]
+
+    @property
+    def local_part(self) -> str:
+        return self.address.rsplit("@", 1)[0]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Database:
+    url: str = opt(None, _nonempty_str)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Imap:
+    host: str = opt(conv=_nonempty_str)
+    port: int | None = opt(None, _port)
+    security: str = opt("ssl", _one_of(*SECURITY_MODES))
+    username: str = opt(conv=_nonempty_str)
+    mailbox: str = opt("INBOX", _nonempty_str)
+    processed_mailbox: str | None = opt(None, _nonempty_str)
+    poll_seconds: int = opt(60, _positive_int)
+    idle: bool = opt(True, _bool)
+    batch_size: int = opt(100, _positive_int)
+    timeout_seconds: int = opt(60, _positive_int)
+    ca_file: Path | None = opt(None, _path)  # a private CA for the server's certificate
+    verify_tls: bool = opt(True, _bool)
+    auth: str = opt("password", _one_of("password", "oauth2"))
+    password: str | None = None  # from password / password_file
+    oauth2_token: str | None = None  # from oauth2_token / oauth2_token_file
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (993 if self.security == "ssl" else 143)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Smtp:
+    host: str = opt(conv=_nonempty_str)
+    port: int | None = opt(None, _port)
+    security: str = opt("starttls", _one_of(*SECURITY_MODES))
+    username: str | None = opt(None, _nonempty_str)
+    connections: int = opt(4, _positive_int)
+    timeout_seconds: int = opt(30, _positive_int)
+    retry_first: Duration = opt(parse_duration("1m"), _duration)
+    retry_max: Duration = opt(parse_duration("1h"), _duration)
+    give_up_after: Duration = opt(parse_duration("3d"), _duration)
+    ca_file: Path | None = opt(None, _path)  # a private CA for the server's certificate
+    verify_tls: bool = opt(True, _bool)
+    auth: str = opt("password", _one_of("password", "oauth2"))
+    password: str | None = None
+    oauth2_token: str | None = None
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or {"ssl": 465, "starttls": 587, "none": 25}[self.security]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Group:
+    name: str = opt(conv=_nonempty_str)
+    tier: int = opt(1, _positive_int)
+    escalates_to: str | None = opt(None, _nonempty_str)
+    manager: str | None = opt(None, _address)
+    strategy: str | None = opt(None, _one_of(*STRATEGIES))  # overrides assignment.strategy
+
+
+@dataclass(frozen=True, kw_only=True)
+class Technician:
+    email: str = opt(conv=_address)
+    name: str = opt(None, _nonempty_str)
+    groups: tuple[str, ...] = opt((), _str_list)
+    away_until: dt.date | None = opt(None, _date)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.email.split("@")[0]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Roles:
+    incident_managers: tuple[str, ...] = opt((), _address_list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Category:
+    name: str = opt(conv=_nonempty_str)
+    keywords: tuple[str, ...] = opt((), _str_list)
+    group: str | None = opt(None, _nonempty_str)
+
+    @property
+    def parent(self) -> str | None:
+        return self.name.rsplit("/", 1)[0] if "/" in self.name else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Priority:
+    vip: tuple[str, ...] = opt((), _address_list)
+    impact_keywords: dict = opt({}, _level_keywords)
+    urgency_keywords: dict = opt({}, _level_keywords)
+    matrix: dict = opt(DEFAULT_MATRIX, _matrix)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlaPolicy:
+    priority: str = opt(conv=_one_of(*PRIORITIES))
+    response: Duration = opt(conv=_duration)
+    resolution: Duration = opt(conv=_duration)
+    calendar: str = opt("business", _one_of(*CALENDARS))
+    category: str | None = opt(None, _nonempty_str)
+    name: str | None = opt(None, _nonempty_str)
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        return self.priority + (f"/{self.category}" if self.category else "")
+
+
+# Used when the config has no [[sla]] at all; a desk without targets is no desk.
+DEFAULT_SLA = tuple(
+    SlaPolicy(priority=p, response=parse_duration(r), resolution=parse_duration(s), calendar=c)
+    for p, r, s, c in (
+        ("critical", "15m", "4h", "24x7"),
+        ("high", "1h", "8h", "business"),
+        ("medium", "4h", "3d", "business"),
+        ("low", "1d", "5d", "business"),
+    )
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BusinessHours:
+    days: tuple[int, ...] = opt((0, 1, 2, 3, 4), _weekdays)
+    start: dt.time = opt(dt.time(9, 0), _clock)
+    end: dt.time = opt(dt.time(17, 0), _clock)
+    holidays_country: str | None = opt(None, _nonempty_str)
+    holidays_subdivision: str | None = opt(None, _nonempty_str)
+    holidays: tuple[dt.date, ...] = opt((), _date_list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Escalation:
+    warn_at: float = opt(0.75, _fraction)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Assignment:
+    strategy: str = opt("round_robin", _one_of(*STRATEGIES))
+    away_after_autoreply: Duration = opt(parse_duration("8h"), _duration)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Security:
+    trusted_authserv_ids: tuple[str, ...] = opt((), _str_list)
+    trust_sender_address: bool = opt(False, _bool)
+    secret: str | None = None  # from secret / secret_file; else kept in the database
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lifecycle:
+    auto_close_after: Duration = opt(parse_duration("3d"), _duration)
+    reopen_window: Duration = opt(parse_duration("7d"), _duration)
+    closure_codes: tuple[str, ...] = opt(
+        ("fixed", "workaround", "duplicate", "user-error", "no-response"), _str_list
+    )
+    thanks_phrases: tuple[str, ...] = opt(
+        ("thank you", "thanks", "thanks a lot", "thank you very much", "great, thanks",
+         "many thanks", "cheers", "thx", "ty", "perfect, thanks", "ok thanks", "ok, thanks",
+         "works now, thanks", "thanks!", "danke"),
+        _str_list,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Survey:
+    enabled: bool = opt(True, _bool)
+    min_days_between: int = opt(30, _int)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    max_message_bytes: int = opt(25 * 1024 * 1024, _positive_int)
+    max_header_bytes: int = opt(256 * 1024, _positive_int)
+    max_parts: int = opt(500, _positive_int)
+    max_depth: int = opt(20, _positive_int)
+    parse_seconds: int = opt(10, _positive_int)
+    auto_replies_per_sender_per_day: int = opt(10, _int)
+    auto_replies_per_ticket_per_day: int = opt(20, _int)
+    auto_replies_per_hour: int = opt(500, _int)  # desk-wide; above it automatic mail pauses
+
+
+@dataclass(frozen=True, kw_only=True)
+class Alerts:
+    fetch_stalled_after: Duration = opt(parse_duration("30m"), _duration)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bounces:
+    undeliverable_for: Duration = opt(parse_duration("60d"), _duration)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attachments:
+    store: str = opt("files", _one_of("files", "database", "none"))
+    dir: Path | None = opt(None, _path)

@@ -1,0 +1,2 @@
+"""The incident rules: life cycle, SLA, escalation, routing, triage, resolution, survey, jobs.
+"""

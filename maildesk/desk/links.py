@@ -1,0 +1,19 @@
+"""One-click links: `mailto:` links to the desk whose subject carries a signed token
+(mail scanners that follow web links cannot trigger them). Used by the resolution
+mail (confirm, reject) and the survey (ratings).
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+
+from .. import signing
+from ..store import Ticket
+
+
+def mailto(rt, action: str, ticket: Ticket, rcpt: str, label: str) -> str:
+    """A one-click link: a mail to the desk whose subject carries a signed token."""
+    token = signing.make_token(rt.key, action, ticket.id, rcpt)
+    subject = f"{rt.tag(ticket)} {label} ({token})"
+    body = "Just send this mail; you can add a comment above this line."
+    return f"mailto:{rt.cfg.desk.address}?subject={urllib.parse.quote(subject)}&body={urllib.parse.quote(body)}"

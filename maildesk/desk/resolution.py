@@ -1,0 +1,115 @@
+"""Resolution, closure and reopening, with the mail each one sends (ITIL steps 7-8).
+
+- `resolve_ticket`: the requester gets the resolution and two one-click `mailto:`
+  links ("Yes, it is fixed" / "No, it is not fixed") whose subjects carry signed
+  tokens; a major incident's children are resolved the same way, each requester
+  getting their own mail.
+- `close_ticket`: the survey goes out (survey.py); a major incident's children close
+  with it, and the incident managers get the post-incident review.
+- `reopen_ticket`: back to open with the same assignee, who is told.
+
+The status changes themselves are lifecycle.py's; this module adds the mail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from ..mailout.queue import queue_mail
+from ..store import Message, Ticket
+from ..vocab import ACTIVE
+from . import lifecycle, routing, survey
+from .links import mailto
+
+
+def _requester_side(ticket: Ticket) -> list[str]:
+    return [ticket.requester] + [p.email for p in ticket.participants if p.role == "cc"]
+
+
+def resolve_ticket(rt, ticket: Ticket, code: str, text: str, now: dt.datetime, actor: str, inbound=None,
+                   by_name: str = "") -> None:
+    lifecycle.resolve(rt, ticket, code, text, now, actor, inbound)
+    _send_resolution(rt, ticket, text, now, actor, by_name, inbound)
+    for child in ticket.children.where(Ticket.status.in_(ACTIVE)):
+        lifecycle.resolve(rt, child, code, text, now, actor, inbound)
+        lifecycle.event(child, now, actor, "resolved", f"resolved with its major incident {rt.ref(ticket)}", inbound)
+        _send_resolution(rt, child, text, now, actor, by_name, inbound)
+        child.save()
+
+
+def _send_resolution(rt, ticket, text, now, actor, by_name, inbound) -> None:
+    Message.create(ticket=ticket, inbound=inbound, direction="out", from_addr=actor, from_name=by_name,
+                   subject=ticket.subject, body=text, internal=False, kind="resolution", created_at=now)
+    for rcpt in _requester_side(ticket):
+        if "@" not in rcpt:
+            continue
+        queue_mail(rt, now, "resolution", rcpt=rcpt, ticket=ticket, from_name=by_name or None, inbound=inbound,
+                   context={
+                       "resolution": text, "by": by_name,
+                       "fixed_link": mailto(rt, "fixed", ticket, rcpt, "Yes, it is fixed"),
+                       "notfixed_link": mailto(rt, "notfixed", ticket, rcpt, "No, it is not fixed"),
+                       "auto_close_after": rt.cfg.lifecycle.auto_close_after.text,
+                       "auto_close_at": now + rt.cfg.lifecycle.auto_close_after.total,
+                   })
+
+
+def close_ticket(rt, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound=None) -> None:
+    lifecycle.close(rt, ticket, now, actor, why, inbound)
+    survey.maybe_send(rt, ticket, now, inbound)
+    if not ticket.is_major:
+        return
+    for child in ticket.children.where(Ticket.status.not_in(("closed", "cancelled"))):
+        if child.status in ACTIVE:
+            lifecycle.resolve(rt, child, ticket.closure_code or "fixed", ticket.resolution or "", now, actor, inbound)
+        lifecycle.close(rt, child, now, actor, f"closed with its major incident {rt.ref(ticket)}", inbound)
+        survey.maybe_send(rt, child, now, inbound)
+        child.save()
+    send_review(rt, ticket, now, inbound)
+
+
+def reopen_ticket(rt, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound=None, body: str = "") -> None:
+    lifecycle.reopen(rt, ticket, now, actor, why, inbound)
+    for rcpt in routing.staff_recipients(rt, ticket):
+        queue_mail(rt, now, "reopened", rcpt=rcpt, ticket=ticket, inbound=inbound, context={"why": why, "body": body})
+
+
+def send_review(rt, ticket: Ticket, now: dt.datetime, inbound=None) -> None:
+    """The post-incident review of a major incident, to the incident managers."""
+    from ..store import Event, Survey, flush_events
+
+    flush_events()
+    events = list(Event.select().where(Event.ticket == ticket).order_by(Event.at, Event.id))
+
+    def first(kind, contains=""):
+        return next((e for e in events if e.kind == kind and contains in e.detail), None)
+
+    children = list(ticket.children)
+    requesters = sorted({ticket.requester, *(c.requester for c in children)})
+    ratings = [s.rating for s in Survey.select().where(Survey.ticket.in_([ticket.id] + [c.id for c in children]))
+               if s.rating is not None]
+
+    def versus(at, due):
+        if at is None or due is None:
+            return "not measured"
+        delta = abs(at - due)
+        hours, rest = divmod(int(delta.total_seconds() // 60), 60)
+        return ("met, " if at <= due else "breached, ") + f"{hours}h{rest:02d}m {'early' if at <= due else 'late'}"
+
+    timeline = [
+        ("reported", ticket.created_at),
+        ("first response", ticket.first_response_at),
+        *[(f"escalated: {e.detail}", e.at) for e in events if e.kind == "escalated"],
+        ("resolved", (first("resolved") or Event(at=None)).at),
+        ("closed", ticket.closed_at),
+    ]
+    context = {
+        "timeline": timeline,
+        "response_sla": versus(ticket.first_response_at, ticket.response_due),
+        "resolution_sla": versus((first("resolved") or Event(at=None)).at, ticket.resolution_due),
+        "children": children, "requesters": requesters,
+        "survey_count": len(ratings), "survey_mean": (sum(ratings) / len(ratings)) if ratings else None,
+        "events": events,
+    }
+    lifecycle.event(ticket, now, "desk", "review", "post-incident review sent to the incident managers", inbound)
+    for im in rt.cfg.roles.incident_managers:
+        queue_mail(rt, now, "review", rcpt=im, ticket=ticket, context=context, inbound=inbound)

@@ -1,0 +1,121 @@
+"""Who gets a ticket: the assignment strategies of `[assignment]` and who is away.
+
+`round_robin` keeps a pointer per group in the database, so that the turn survives
+restarts; `least_loaded` counts open tickets, ties going to whoever waited longest
+since their last assignment; `none` leaves the ticket in the group's queue.
+A technician is away while `away_until` (config) has not come, or for
+`assignment.away_after_autoreply` after their own out-of-office reply reached us.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from peewee import fn
+
+from .. import store
+from ..config import Technician
+from ..store import StaffState, Ticket
+from ..vocab import ACTIVE
+
+
+def away_reason(rt, tech: Technician, now: dt.datetime) -> str | None:
+    if tech.away_until:
+        back = dt.datetime.combine(tech.away_until, dt.time(0), tzinfo=rt.cfg.desk.timezone)
+        if now < back:
+            return f"away until {tech.away_until} (config)"
+    state = _staff(rt).get(tech.email)
+    if state and state.away_until and state.away_until > now:
+        return f"out of office until {state.away_until.astimezone(rt.cfg.desk.timezone):%Y-%m-%d %H:%M} (auto-reply)"
+    return None
+
+
+def _staff(rt) -> dict[str, StaffState]:
+    """Who is away and who was last assigned, read once per cycle."""
+    if "staff" not in rt.memo:
+        rt.memo["staff"] = {s.email: s for s in StaffState.select()}
+    return rt.memo["staff"]
+
+
+def staff_recipients(rt, ticket: Ticket) -> list[str]:
+    """Who hears of a ticket: its assignee, else every member of its group."""
+    if ticket.assignee:
+        return [ticket.assignee]
+    return [t.email for t in rt.cfg.members(ticket.group)]
+
+
+def strategy_of(rt, group: str | None) -> str:
+    g = rt.cfg.group(group)
+    return (g.strategy if g and g.strategy else None) or rt.cfg.assignment.strategy
+
+
+def pick_assignee(rt, group: str | None, now: dt.datetime, exclude=()) -> tuple[Technician | None, str]:
+    """The technician the group's strategy picks, and why (for the ticket's history)."""
+    strategy = strategy_of(rt, group)
+    if strategy == "none" or not group:
+        return None, f"strategy {strategy}: left in the {group or 'desk'} queue"
+    members = rt.cfg.members(group)
+    skipped = []
+    available = []
+    for t in members:
+        reason = away_reason(rt, t, now)
+        if reason:
+            skipped.append(f"{t.display_name} {reason}")
+        elif t.email not in exclude:
+            available.append(t)
+    note = f"; skipped {', '.join(skipped)}" if skipped else ""
+    if not available:
+        return None, f"no available technician in {group}{note}"
+    if strategy == "least_loaded":
+        chosen = _least_loaded(rt, available)
+        return chosen, f"least loaded in {group}{note}"
+    chosen = _round_robin(group, members, available)
+    return chosen, f"round robin in {group}{note}"
+
+
+def _round_robin(group: str, members: list[Technician], available: list[Technician]) -> Technician:
+    key = f"rr:{group}"
+    last = store.get_setting(key)
+    order = [t.email for t in members]
+    start = order.index(last) + 1 if last in order else 0
+    for i in range(len(order)):
+        email = order[(start + i) % len(order)]
+        chosen = next((t for t in available if t.email == email), None)
+        if chosen:
+            store.put_setting(key, chosen.email)
+            return chosen
+    return available[0]
+
+
+def _least_loaded(rt, available: list[Technician]) -> Technician:
+    emails = [t.email for t in available]
+    loads = dict(
+        Ticket.select(Ticket.assignee, fn.COUNT(Ticket.id))
+        .where(Ticket.assignee.in_(emails) & Ticket.status.in_(ACTIVE))
+        .group_by(Ticket.assignee)
+        .tuples()
+    )
+    staff = _staff(rt)
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+    def last(email):
+        s = staff.get(email)
+        return (s.last_assigned_at if s else None) or epoch
+
+    return min(available, key=lambda t: (loads.get(t.email, 0), last(t.email), emails.index(t.email)))
+
+
+def _upsert_staff(rt, email: str, field: str, value: dt.datetime) -> None:
+    store.execute(f'INSERT INTO "staff_state" ("email", "{field}") VALUES (?, ?) '
+                   f'ON CONFLICT ("email") DO UPDATE SET "{field}" = excluded."{field}"',
+                   (email, StaffState.away_until.db_value(value)))
+    state = _staff(rt).setdefault(email, StaffState(email=email))
+    setattr(state, field, value)
+
+
+def note_assignment(rt, email: str, now: dt.datetime) -> None:
+    _upsert_staff(rt, email, "last_assigned_at", now)
+
+
+def mark_away(rt, email: str, until: dt.datetime) -> None:
+    _upsert_staff(rt, email, "away_until", until)

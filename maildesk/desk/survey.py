@@ -1,0 +1,75 @@
+"""The satisfaction survey sent when a ticket closes.
+
+One survey per ticket, and at most one per requester in `survey.min_days_between`
+days. The requester answers with one of five one-click `mailto:` links (signed
+tokens), or by replying with a number and a comment. A second answer replaces the
+first and says so.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+
+from ..mailout.queue import queue_mail
+from ..store import Survey, Ticket
+from .lifecycle import event
+from .links import mailto
+
+log = logging.getLogger(__name__)
+
+LABELS = {1: "Very poor", 2: "Poor", 3: "OK", 4: "Good", 5: "Excellent"}
+
+
+def maybe_send(rt, ticket: Ticket, now: dt.datetime, inbound=None) -> bool:
+    cfg = rt.cfg.survey
+    if not cfg.enabled or "@" not in ticket.requester:
+        return False
+    if Survey.select().where(Survey.ticket == ticket).exists():
+        return False
+    since = now - dt.timedelta(days=cfg.min_days_between)
+    recent = Survey.select().where((Survey.requester == ticket.requester) & (Survey.sent_at > since)).first()
+    if recent is not None:
+        event(ticket, now, "desk", "survey-skipped",
+              f"no survey: {ticket.requester} got one on {recent.sent_at:%Y-%m-%d} (survey.min_days_between = {cfg.min_days_between})",
+              inbound)
+        return False
+    Survey.create(ticket=ticket, requester=ticket.requester, sent_at=now)
+    links = [(n, LABELS[n], mailto(rt, f"rate{n}", ticket, ticket.requester, f"Rating {n} - {LABELS[n]}")) for n in range(1, 6)]
+    queue_mail(rt, now, "survey", rcpt=ticket.requester, rcpt_name=ticket.requester_name, ticket=ticket,
+               inbound=inbound, context={"links": links})
+    event(ticket, now, "desk", "survey-sent", f"survey sent to {ticket.requester}", inbound)
+    return True
+
+
+def record_answer(rt, ticket: Ticket, rating: int, comment: str | None, now: dt.datetime, who: str, via: str,
+                  inbound=None) -> bool:
+    s = Survey.get_or_none(Survey.ticket == ticket)
+    if s is None:
+        log.warning("survey answer for ticket=%s that got no survey; ignored", rt.ref(ticket))
+        return False
+    replaced = s.rating
+    s.rating, s.answered_at = rating, now
+    if comment is not None or replaced is None:
+        s.comment = comment
+    s.save()
+    detail = f"rating {rating} ({LABELS[rating]}) by {via}"
+    if replaced is not None:
+        detail += f"; replaces the earlier rating {replaced}"
+    event(ticket, now, who, "survey-answer", detail, inbound)
+    queue_mail(rt, now, "survey_thanks", rcpt=ticket.requester, ticket=ticket, inbound=inbound,
+               context={"rating": rating, "label": LABELS[rating], "replaced": replaced})
+    return True
+
+
+_ANSWER = re.compile(r"^\s*\(?([1-5])\)?(?![\d.,]\d)\s*(?:/\s*5)?[\s.,:;!\-)]*(.*)$", re.S)
+
+
+def answer_by_reply(ctx) -> bool:
+    """A reply to the survey mail that starts with a number from 1 to 5."""
+    m = _ANSWER.match(ctx.mail.reply_text or "")
+    if not m:
+        return False
+    comment = m.group(2).strip() or None
+    return record_answer(ctx.rt, ctx.ticket, int(m.group(1)), comment, ctx.now, ctx.sender, "reply", ctx.inbound)

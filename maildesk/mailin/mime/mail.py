@@ -1,0 +1,122 @@
+"""What parsing one mail yields: `ParsedMail`, its addresses and attachments, or
+`MailRejected`.
+"""
+
+from __future__ import annotations
+
+import email.message
+import email.parser
+import email.policy
+import email.utils
+import functools
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ...errors import MaildeskError
+from .quotes import strip_quoted
+from .text import clean_header_text, decode_header_value
+from .tree import STDLIB_PARSER as _PARSER
+
+
+class MailRejected(MaildeskError):
+    """The message breaks a limit or cannot be read at all; `reason` says which, in
+    words fit for the quarantine log."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass
+class Address:
+    name: str  # display name, decoded, CR/LF/NUL removed
+    addr: str  # lower-cased addr-spec, "" when unparseable
+
+
+@dataclass
+class AttachmentPart:
+    filename: str  # safe: see safe_filename
+    content_type: str
+    data: bytes | None  # None once the contents are stored (attachments.write_contents)
+    size: int
+    sha256: str  # hex of data
+
+
+# Headers a summary keeps, for the stages that read headers beyond the usual ones
+# (sender authentication, urgency); anything else is read from the MIME tree.
+SUMMARY_HEADERS = ("authentication-results", "importance", "x-priority", "priority")
+
+
+@dataclass
+class ParsedMail:
+    msg: email.message.Message | None  # the compat32 tree; None when made from a summary (see tree())
+    message_id: str | None  # without <>, whitespace removed; None if absent or empty
+    in_reply_to: list[str]  # ids without <>, in order
+    references: list[str]  # ids without <>, in order
+    subject: str  # decoded, one line
+    from_: list[Address]  # every address of every From header
+    sender: Address | None  # the single sender when unambiguous
+    sender_problem: str | None  # why there is none: "2 From headers", ...
+    reply_to: list[Address]
+    to: list[Address]
+    cc: list[Address]
+    date: datetime | None  # aware; None if absent or garbage
+    text: str  # text/plain preferred, HTML-only mail converted; LF line ends
+    html: str | None  # the HTML body, sanitized; None without an HTML part
+    attachments: list[AttachmentPart] = field(default_factory=list)
+    defects: list[str] = field(default_factory=list)  # "CloseBoundaryNotFound", ...
+    size: int = 0  # len(raw)
+    raw: bytes = b""  # kept by from_summary, to build the tree when it is asked for
+    kept_headers: dict | None = None  # SUMMARY_HEADERS, when made from a summary
+
+    def tree(self) -> email.message.Message:
+        """The compat32 MIME tree, parsed now if this mail was made from a summary."""
+        if self.msg is None:
+            self.msg = _PARSER.parsebytes(self.raw)
+        return self.msg
+
+    def header(self, name: str) -> str:
+        """The first header of that name, RFC 2047 decoded, one line; "" if absent."""
+        values = self.headers(name)
+        return values[0] if values else ""
+
+    def headers(self, name: str) -> list[str]:
+        name = name.lower()
+        if self.kept_headers is not None and name in SUMMARY_HEADERS:
+            return list(self.kept_headers.get(name, []))
+        return [
+            clean_header_text(decode_header_value(str(value)))
+            for key, value in self.tree().raw_items()
+            if key.lower() == name
+        ]
+
+    def summary(self) -> dict:
+        """What the desk process needs of this mail, as JSON-ready data: the mail
+        process parses each message once and stores this beside its bytes."""
+        pair = lambda a: [a.name, a.addr]  # noqa: E731
+        return {
+            "message_id": self.message_id, "in_reply_to": self.in_reply_to, "references": self.references,
+            "subject": self.subject, "from": [pair(a) for a in self.from_],
+            "sender": pair(self.sender) if self.sender else None, "sender_problem": self.sender_problem,
+            "reply_to": [pair(a) for a in self.reply_to], "to": [pair(a) for a in self.to],
+            "cc": [pair(a) for a in self.cc], "date": self.date.isoformat() if self.date else None,
+            "text": self.text, "html": self.html, "defects": self.defects, "size": self.size,
+            "attachments": [[p.filename, p.content_type, p.size, p.sha256] for p in self.attachments],
+            "headers": {h: self.headers(h) for h in SUMMARY_HEADERS},
+        }
+
+    @classmethod
+    def from_summary(cls, d: dict, raw: bytes) -> ParsedMail:
+        addrs = lambda items: [Address(n, a) for n, a in items]  # noqa: E731
+        return cls(
+            msg=None, message_id=d["message_id"], in_reply_to=d["in_reply_to"], references=d["references"],
+            subject=d["subject"], from_=addrs(d["from"]), sender=Address(*d["sender"]) if d["sender"] else None,
+            sender_problem=d["sender_problem"], reply_to=addrs(d["reply_to"]), to=addrs(d["to"]), cc=addrs(d["cc"]),
+            date=datetime.fromisoformat(d["date"]) if d["date"] else None, text=d["text"], html=d["html"],
+            attachments=[AttachmentPart(f, t, None, n, h) for f, t, n, h in d["attachments"]],
+            defects=d["defects"], size=d["size"], raw=raw, kept_headers=d["headers"],
+        )
+
+    @functools.cached_property
+    def reply_text(self) -> str:
+        return strip_quoted(self.text)

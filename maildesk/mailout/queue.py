@@ -1,0 +1,204 @@
+"""The outbox: every outgoing mail is a row, written in the same transaction as the
+change that caused it, then sent by `deliver_due` over a few reused SMTP connections.
+
+`queue_mail` renders the template, signs the Message-ID, threads the mail, and
+applies the rules that keep the desk from writing where it must not: addresses
+that bounced or complained, and the limits on automatic replies (per recipient,
+per ticket, and desk-wide). A mail those rules stop is still a row, with status
+`suppressed` and the reason, so that `maildesk outbox list` shows it.
+
+Delivery retries temporary failures (4xx, refused connections) with capped
+exponential backoff and records permanent ones (5xx) with the server's answer.
+A row is marked sent only after the server accepted it; a crash in between may
+send it again, with the same Message-ID (DESIGN guarantee 3).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+
+import jinja2
+
+from .. import signing, store
+from ..store import Outbox, Suppression, Ticket
+from ..vocab import AUTO_REPLIES
+from .render import TemplateMissing, _render_context, snapshot
+
+log = logging.getLogger(__name__)
+
+# an addr-spec we put on the SMTP wire as it is: printable ASCII, no spaces, brackets or quotes
+SAFE_ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+
+
+@dataclass
+class Thread:
+    """Where a mail sits in its recipient's conversation."""
+
+    in_reply_to: str | None = None
+    references: list[str] = field(default_factory=list)
+
+    @classmethod
+    def after(cls, message_id: str | None, references=()) -> Thread:
+        refs = [r for r in references if r]
+        if message_id:
+            refs.append(message_id)
+        return cls(message_id, refs)
+
+
+def thread_for(ticket: Ticket, rcpt: str) -> Thread:
+    """The ids this recipient has seen on this ticket, oldest first: the requester's own
+    mails and every mail the desk sent them."""
+    # at the same time, their mail comes before the desk's answer to it
+    ids = store.execute(
+        'SELECT "created_at", 1, "id", "message_id" FROM "outbox" WHERE "ticket_id" = ? AND "rcpt" = ? AND "status" != ? '
+        'UNION ALL SELECT "created_at", 0, "id", "message_id" FROM "message" WHERE "ticket_id" = ? AND "direction" = ? '
+        'AND "from_addr" = ? AND "message_id" IS NOT NULL',
+        (ticket.id, rcpt, "suppressed", ticket.id, "in", rcpt)).fetchall()
+    ids = sorted((str(at), rank, rid, mid) for at, rank, rid, mid in ids)
+    refs = list(dict.fromkeys(mid for *_, mid in ids))
+    if ticket.thread_root and rcpt == ticket.requester and ticket.thread_root not in refs:
+        refs.insert(0, ticket.thread_root)
+    return Thread(refs[-1] if refs else None, refs)
+
+
+def _suppressions(rt, now: dt.datetime) -> dict:
+    if "suppressions" not in rt.memo:
+        rt.memo["suppressions"] = {
+            s.email: s for s in Suppression.select().where(Suppression.until > now)
+        }
+    return rt.memo["suppressions"]
+
+
+def forget_suppressions(rt) -> None:
+    """After a bounce or a complaint changed who may get mail."""
+    rt.memo.pop("suppressions", None)
+
+
+def suppression_reason(rt, rcpt: str, now: dt.datetime, automatic: bool) -> str | None:
+    row = _suppressions(rt, now).get(rcpt)
+    if row is None or row.until <= now:
+        return None
+    if row.reason == "bounce":
+        return f"address bounced ({row.detail}); no mail until {row.until:%Y-%m-%d}"
+    if row.reason == "complaint" and automatic:
+        return f"recipient complained (feedback report); no automatic mail until {row.until:%Y-%m-%d}"
+    return None
+
+
+def _count(rt, key: tuple, sql: str, params, known: int | None = None) -> int:
+    """A count of automatic mail, read once per cycle (unless `known`) and then kept
+    up to date."""
+    counts = rt.memo.setdefault("auto_counts", {})
+    if key not in counts:
+        counts[key] = known if known is not None else store.scalar(sql, params) or 0
+    return counts[key]
+
+
+_COUNTED = '"automatic" = ? AND "status" != ? AND "created_at" > ?'
+
+
+def auto_reply_limit(rt, rcpt: str, ticket: Ticket | None, now: dt.datetime) -> str | None:
+    """Sliding 24-hour windows per recipient and per ticket, and the desk-wide hourly cap."""
+    lim = rt.cfg.limits
+    day = Outbox.created_at.db_value(now - dt.timedelta(days=1))
+    n = _count(rt, ("rcpt", rcpt), f'SELECT COUNT(*) FROM "outbox" WHERE "rcpt" = ? AND {_COUNTED}',
+               (rcpt, True, "suppressed", day))
+    if n >= lim.auto_replies_per_sender_per_day:
+        return f"{rcpt} already got {n} automatic replies in 24 hours (limits.auto_replies_per_sender_per_day)"
+    if ticket is not None:
+        n = _count(rt, ("ticket", ticket.id), f'SELECT COUNT(*) FROM "outbox" WHERE "ticket_id" = ? AND {_COUNTED}',
+                   (ticket.id, True, "suppressed", day),
+                   known=0 if getattr(ticket, "is_new", False) else None)  # opened by this message: none yet
+        if n >= lim.auto_replies_per_ticket_per_day:
+            return f"ticket already sent {n} automatic replies in 24 hours (limits.auto_replies_per_ticket_per_day)"
+    hour = Outbox.created_at.db_value(now - dt.timedelta(hours=1))
+    n = _count(rt, ("desk",), f'SELECT COUNT(*) FROM "outbox" WHERE {_COUNTED}', (True, "suppressed", hour))
+    if n >= lim.auto_replies_per_hour:
+        _alert_pause_once(rt, now, n)
+        return f"automatic replies paused: {n} in the last hour (limits.auto_replies_per_hour)"
+    return None
+
+
+def _counted(rt, rcpt: str, ticket: Ticket | None) -> None:
+    counts = rt.memo.setdefault("auto_counts", {})
+    for key in (("rcpt", rcpt), ("ticket", ticket.id if ticket else None), ("desk",)):
+        if key in counts:
+            counts[key] += 1
+
+
+def _alert_pause_once(rt, now, n):
+    last = store.get_setting("autopause_alerted_at")
+    if last and dt.datetime.fromisoformat(last) > now - dt.timedelta(hours=1):
+        return
+    store.put_setting("autopause_alerted_at", now.isoformat())
+    log.warning("automatic replies paused: %d in the last hour", n)
+    for im in rt.cfg.roles.incident_managers:
+        queue_mail(rt, now, "autopause", rcpt=im, automatic=False, context={"count": n})
+
+
+def is_desk_address(rt, addr: str) -> bool:
+    local, _, domain = addr.partition("@")
+    desk = rt.cfg.desk
+    return domain == desk.domain and (local == desk.local_part or local.startswith(desk.local_part + "+"))
+
+
+def queue_mail(
+    rt,
+    now: dt.datetime,
+    kind: str,
+    *,
+    rcpt: str,
+    rcpt_name: str = "",
+    ticket: Ticket | None = None,
+    context: dict | None = None,
+    automatic: bool | None = None,
+    from_name: str | None = None,
+    thread: Thread | None = None,
+    inbound=None,
+) -> Outbox | None:
+    """Render `kind` for `rcpt` and write it to the outbox. Returns the row (which may
+    be `suppressed`), or None when the recipient is the desk itself."""
+    cfg = rt.cfg
+    rcpt = rcpt.strip().lower()
+    if not SAFE_ADDRESS.match(rcpt) or is_desk_address(rt, rcpt):
+        return None  # never write to ourselves (that is how loops start), nor to a malformed address
+    if automatic is None:
+        automatic = kind in AUTO_REPLIES
+    reason = suppression_reason(rt, rcpt, now, automatic)
+    if reason is None and automatic:
+        reason = auto_reply_limit(rt, rcpt, ticket, now)
+
+    values = {
+        "rcpt": rcpt, "rcpt_name": rcpt_name, "ticket": ticket, "now": now,
+        "ref": rt.ref(ticket) if ticket else "", "tag": rt.tag(ticket) if ticket else "",
+    }
+    values.update(context or {})
+    frozen = snapshot(values)
+    try:
+        subject = rt.templates.subject(kind, **_render_context(rt, frozen))
+    except (jinja2.TemplateError, TemplateMissing) as e:
+        # a broken template (an admin's override, say) fails its own mail, not the message that caused it
+        log.error("template %s: %s", kind, e)
+        subject, reason = f"({kind})", f"template {kind} failed: {type(e).__name__}: {e}"[:1000]
+    if ticket is not None and frozen["tag"] not in subject:
+        subject = f"{frozen['tag']} {subject}"
+    if thread is None:
+        thread = thread_for(ticket, rcpt) if ticket is not None else Thread()
+    frozen["_thread"] = [thread.in_reply_to, thread.references]
+    row = Outbox.create(
+        ticket=ticket, kind=kind, automatic=automatic, rcpt=rcpt, rcpt_name=rcpt_name, from_name=from_name or "",
+        message_id=signing.new_message_id(rt.key, ticket.id if ticket else None, rcpt, cfg.desk.domain),
+        subject=subject, context=json.dumps(frozen, ensure_ascii=False, separators=(",", ":")),
+        created_at=now, next_attempt_at=now,
+        status="failed" if reason and reason.startswith("template") else "suppressed" if reason else "queued",
+        last_error=reason, inbound=inbound,
+    )
+    if reason:
+        log.info("suppressed kind=%s rcpt=%s ticket=%s: %s", kind, rcpt, frozen["ref"] or "-", reason)
+    elif automatic:
+        _counted(rt, rcpt, ticket)
+    return row

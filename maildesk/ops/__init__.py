@@ -1,0 +1,2 @@
+"""The operator's face: the CLI, its tables and JSON, the KPI report.
+"""

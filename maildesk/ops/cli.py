@@ -1,0 +1,387 @@
+"""`maildesk [--config PATH] COMMAND`: argument parsing only; the work is elsewhere.
+
+Errors a user can fix (a config key, a bad value, an unknown ticket) are one clear
+sentence on stderr and a non-zero exit status, never a traceback: 2 for the config
+and the command line, 1 for everything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import re
+import sys
+import textwrap
+
+from .. import __version__
+from ..config import ConfigError, config_path, load_config
+from ..errors import MaildeskError
+
+
+class UserError(MaildeskError):
+    """A mistake the user can fix; the message says how."""
+
+    def __init__(self, message: str, status: int = 1):
+        self.status = status
+        super().__init__(message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose > 1 else logging.INFO if (args.verbose or args.command == "run") else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if args.command == "run" else "%(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return args.func(args) or 0
+    except ConfigError as e:
+        for problem in e.problems:
+            print(f"maildesk: {problem}", file=sys.stderr)
+        return 2
+    except UserError as e:
+        print(f"maildesk: {e}", file=sys.stderr)
+        return e.status
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="maildesk", description="An email-first IT incident desk.")
+    p.add_argument("--config", metavar="PATH", help="the TOML config (default: $MAILDESK_CONFIG or /etc/maildesk/maildesk.toml)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    p.add_argument("--version", action="version", version=f"maildesk {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("init", help="create or migrate the database; safe to run again").set_defaults(func=cmd_init)
+    sub.add_parser("check-config", help="validate the config").set_defaults(func=cmd_check_config)
+
+    run = sub.add_parser("run", help="the daemon, in the foreground")
+    run.add_argument("--once", action="store_true", help="one full cycle, then exit")
+    run.add_argument("--now", metavar="ISO-8601", help="with --once: run the cycle as if the clock said this time")
+    run.set_defaults(func=cmd_run)
+
+    tickets = sub.add_parser("tickets", help="list or show tickets").add_subparsers(dest="sub", required=True, metavar="list|show")
+    tl = tickets.add_parser("list", help="tickets, newest first")
+    tl.add_argument("--status", choices=("new", "open", "in-progress", "on-hold", "resolved", "closed", "cancelled"))
+    tl.add_argument("--json", action="store_true")
+    tl.set_defaults(func=cmd_tickets_list)
+    ts = tickets.add_parser("show", help="one ticket with its messages, tasks and history")
+    ts.add_argument("ref", metavar="REF")
+    ts.add_argument("--json", action="store_true")
+    ts.set_defaults(func=cmd_tickets_show)
+
+    inbound = sub.add_parser("inbound", help="stored inbound mail").add_subparsers(dest="sub", required=True, metavar="list|retry")
+    il = inbound.add_parser("list", help="stored inbound mail and quarantined failures")
+    il.add_argument("--failed", action="store_true", help="only quarantined messages")
+    il.add_argument("--json", action="store_true")
+    il.set_defaults(func=cmd_inbound_list)
+    ir = inbound.add_parser("retry", help="process a quarantined message again")
+    ir.add_argument("id", metavar="ID")
+    ir.set_defaults(func=cmd_inbound_retry)
+
+    why = sub.add_parser("why", help="the decision log of one message")
+    why.add_argument("message_id", metavar="MESSAGE-ID")
+    why.set_defaults(func=cmd_why)
+
+    outbox = sub.add_parser("outbox", help="outgoing mail").add_subparsers(dest="sub", required=True, metavar="list")
+    ol = outbox.add_parser("list", help="outgoing mail and its delivery state")
+    ol.add_argument("--json", action="store_true")
+    ol.set_defaults(func=cmd_outbox_list)
+
+    report = sub.add_parser("report", help="KPIs")
+    report.add_argument("--since", metavar="DATE", help="only tickets created on or after this date (YYYY-MM-DD)")
+    report.add_argument("--until", metavar="DATE", help="only tickets created before the end of this date (YYYY-MM-DD)")
+    report.add_argument("--now", metavar="ISO-8601", help="measure against this time instead of the clock")
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(func=cmd_report)
+    return p
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def _config(args, deep: bool = True):
+    return load_config(config_path(args.config), deep)
+
+
+def _open(args, migrate: bool = False):
+    """Config, database and runtime, ready to use. Only `run` (migrate=True) checks
+    the whole config; the commands that read need not load the holiday tables."""
+    from ..service.runtime import Runtime
+
+    return Runtime.start(_open_database(args, migrate))
+
+
+def _open_database(args, migrate: bool = False):
+    """The config, with its database open and up to date (migrated, for `run`)."""
+    from .. import store
+
+    cfg = _config(args, deep=migrate)
+    try:
+        store.open_database(cfg.database.url)
+    except store.DatabaseUnavailable as e:
+        raise UserError(f"{e} (check database.url)")
+    pending = store.pending_migrations()
+    if pending:
+        if not migrate:
+            raise UserError("the database is not set up or not up to date: run `maildesk init` first")
+        applied = store.migrate()
+        logging.getLogger("maildesk").info("database migrated: %s", ", ".join(applied))
+    return cfg
+
+
+def parse_now(text: str, tz) -> dt.datetime:
+    try:
+        t = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(f"--now: {text!r} is not an ISO-8601 time such as 2026-11-27T16:30:00+01:00", 2) from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=tz)  # a time without offset is the desk's local time
+    return t.astimezone(dt.UTC)
+
+
+def _ticket(rt, ref: str):
+    from ..store import Ticket
+
+    m = re.fullmatch(r"\[?\s*(?:([A-Za-z][A-Za-z0-9]*)-)?(\d+)\s*\]?", ref.strip())
+    if not m or (m.group(1) and m.group(1).lower() != rt.cfg.desk.ticket_prefix.lower()):
+        raise UserError(f"{ref!r} is not a ticket reference such as {rt.cfg.desk.ticket_prefix}-42", 2)
+    t = Ticket.get_or_none_by_id(int(m.group(2)))
+    if t is None:
+        raise UserError(f"no ticket {rt.cfg.desk.ticket_prefix}-{m.group(2)}")
+    return t
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> None:
+    widths = [len(h) for h in headers]
+    cells = [[("" if c is None else str(c)).replace("\n", " ") for c in row] for row in rows]
+    for row in cells:
+        widths = [min(max(w, len(c)), 60) for w, c in zip(widths, row)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    print(fmt.format(*headers).rstrip())
+    for row in cells:
+        print(fmt.format(*(c if len(c) <= w else c[: w - 1] + "…" for c, w in zip(row, widths))).rstrip())
+
+
+# --- commands -------------------------------------------------------------------------
+
+
+def cmd_init(args) -> int:
+    from .. import store
+    from ..service.runtime import Runtime
+
+    cfg = _config(args)
+    try:
+        store.open_database(cfg.database.url)
+    except store.DatabaseUnavailable as e:
+        raise UserError(f"{e} (check database.url)")
+    applied = store.migrate()
+    Runtime.start(cfg)  # makes the signing secret when there is no secret_file
+    print(f"database ready at {store.redact(cfg.database.url)}"
+          + (f": applied {', '.join(applied)}" if applied else ": already up to date"))
+    return 0
+
+
+def cmd_check_config(args) -> int:
+    cfg = _config(args)
+    print(f"{cfg.path}: OK ({len(cfg.groups)} groups, {len(cfg.technicians)} technicians, "
+          f"{len(cfg.categories)} categories, {len(cfg.sla)} SLA policies)")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from ..service.profiling import profiled
+
+    if args.now and not args.once:
+        raise UserError("--now needs --once", 2)
+    with profiled("desk"):
+        cfg = _open_database(args, migrate=True)
+        now = parse_now(args.now, cfg.desk.timezone) if args.now else None
+        # the fetch process starts on the mail while this one loads the rest of maildesk
+        from ..service.mailprocess import MailProcess
+
+        fetcher = MailProcess(cfg, "fetch", args.once, now)
+        from ..service.daemon import Daemon
+        from ..service.runtime import Runtime
+
+        daemon = Daemon(Runtime.start(cfg), fetcher)
+        if args.once:
+            return 0 if daemon.run_once(now) else 1
+        daemon.run_forever()
+    return 0
+
+
+def cmd_tickets_list(args) -> int:
+    from .views import ticket_list
+
+    rt = _open(args)
+    rows = ticket_list(rt, args.status)
+    if args.json:
+        _print_json(rows)
+    elif not rows:
+        print("no tickets")
+    else:
+        _table([[r["ref"], r["status"], r["priority"], r["category"], r["group"], r["assignee"], r["requester"],
+                 r["subject"]] for r in rows],
+               ["REF", "STATUS", "PRIORITY", "CATEGORY", "GROUP", "ASSIGNEE", "REQUESTER", "SUBJECT"])
+    return 0
+
+
+def cmd_tickets_show(args) -> int:
+    from .views import ticket_detail
+
+    rt = _open(args)
+    d = ticket_detail(rt, _ticket(rt, args.ref))
+    if args.json:
+        _print_json(d)
+        return 0
+    print(f"{d['ref']}  {d['subject']}")
+    for key in ("status", "requester", "category", "impact", "urgency", "priority", "group", "assignee", "sla_policy",
+                "created_at", "response_due", "first_response_at", "resolution_due", "resolved_at", "closed_at",
+                "closure_code", "parent", "follows"):
+        if d.get(key) is not None:
+            print(f"  {key.replace('_', ' '):<18} {d[key]}")
+    if d["children"]:
+        print(f"  {'children':<18} {', '.join(d['children'])}")
+    print("\nMessages")
+    for m in d["messages"]:
+        flag = " [internal]" if m["internal"] else ""
+        print(f"  {m['created_at']}  {m['direction']:>3}  {m['from']}  ({m['kind']}){flag}")
+        for line in (m["body"] or "").strip().splitlines()[:40]:
+            print("      " + line)
+        for a in m["attachments"]:
+            print(f"      [attachment] {a['filename']} ({a['content_type']}, {a['size']:,} bytes)")
+    if d["tasks"]:
+        print("\nTasks")
+        for k in d["tasks"]:
+            print(f"  {k['number']}. [{'x' if k['done'] else ' '}] {k['title']}" + (f" @{k['assignee']}" if k["assignee"] else ""))
+    if d["survey"]:
+        s = d["survey"]
+        print(f"\nSurvey  sent {s['sent_at']}; rating {s['rating'] or '-'}" + (f"; {s['comment']}" if s["comment"] else ""))
+    print("\nHistory")
+    for e in d["events"]:
+        print(f"  {e['at']}  {e['actor']:<24} {e['kind']:<16} {e['detail']}")
+    return 0
+
+
+def cmd_inbound_list(args) -> int:
+    from .views import inbound_list
+
+    rt = _open(args)
+    rows = inbound_list(rt, args.failed)
+    if args.json:
+        _print_json(rows)
+    elif not rows:
+        print("no quarantined messages" if args.failed else "no inbound mail")
+    else:
+        _table([[r["id"], r["status"], r["outcome"], r["ticket"], r["from"], r["subject"], r["error"]] for r in rows],
+               ["ID", "STATUS", "OUTCOME", "TICKET", "FROM", "SUBJECT", "ERROR"])
+    return 0
+
+
+def cmd_inbound_retry(args) -> int:
+    from ..pipeline import retry
+    from ..store import Inbound, utcnow
+
+    rt = _open(args)
+    if not args.id.isdigit() or Inbound.get_or_none(Inbound.id == int(args.id)) is None:
+        raise UserError(f"no inbound message with id {args.id} (see `maildesk inbound list --failed`)")
+    ib = Inbound.get_by_id(int(args.id))
+    if ib.status != "quarantined":
+        raise UserError(f"inbound message {ib.id} is {ib.status}, not quarantined: nothing to retry")
+    ib = retry(rt, ib.id, utcnow())
+    if ib.status == "quarantined":
+        print(f"inbound {ib.id} is still quarantined: {ib.error}")
+        return 1
+    print(f"inbound {ib.id} processed: {ib.outcome}" + (f" on {rt.ref(ib.ticket_id)}" if ib.ticket_id else ""))
+    return 0
+
+
+def cmd_why(args) -> int:
+    from ..store import Event, Inbound, Outbox
+
+    rt = _open(args)
+    mid = args.message_id.strip().strip("<>")
+    rows = list(Inbound.select().where(Inbound.message_id == mid).order_by(Inbound.id))
+    if not rows:
+        out = Outbox.get_or_none(Outbox.message_id == mid)
+        if out is not None:
+            print(f"<{mid}> is mail the desk sent: {out.kind} to {out.rcpt}, {out.status}"
+                  + (f" ({out.last_error})" if out.last_error else "")
+                  + (f", on {rt.ref(out.ticket_id)}" if out.ticket_id else ""))
+            return 0
+        raise UserError(f"no stored message with Message-ID <{mid}>")
+    for ib in rows:
+        print(f"<{mid}>  inbound #{ib.id}, received {ib.received_at.astimezone(rt.cfg.desk.timezone).isoformat(timespec='seconds')}, "
+              f"{ib.status}" + (f" ({ib.outcome})" if ib.outcome else "") + (f" -> {rt.ref(ib.ticket_id)}" if ib.ticket_id else ""))
+        if ib.error:
+            print(f"  error: {ib.error}")
+        for line in (ib.decisions or "").splitlines():
+            print("  - " + "\n    ".join(textwrap.wrap(line, 110)) if len(line) > 110 else "  - " + line)
+        events = list(Event.select().where(Event.inbound == ib).order_by(Event.at, Event.id))
+        if events:
+            print("  changed:")
+            for e in events:
+                print(f"    {rt.ref(e.ticket_id)} {e.kind}: {e.detail}")
+        queued = list(Outbox.select(Outbox.id, Outbox.kind, Outbox.rcpt, Outbox.status, Outbox.last_error)
+                      .where(Outbox.inbound == ib).order_by(Outbox.id))
+        if queued:
+            print("  queued:")
+            for o in queued:
+                print(f"    #{o.id} {o.kind} to {o.rcpt}: {o.status}" + (f" ({o.last_error})" if o.last_error else ""))
+    return 0
+
+
+def cmd_outbox_list(args) -> int:
+    from .views import outbox_list
+
+    rt = _open(args)
+    rows = outbox_list(rt)
+    if args.json:
+        _print_json(rows)
+    elif not rows:
+        print("the outbox is empty")
+    else:
+        _table([[r["id"], r["status"], r["kind"], r["ticket"], r["to"], r["attempts"], r["subject"],
+                 r["last_error"] or r["rcpt_undeliverable"]] for r in rows],
+               ["ID", "STATUS", "KIND", "TICKET", "TO", "TRIES", "SUBJECT", "NOTE"])
+    return 0
+
+
+def _day_start(text: str, option: str, tz, days: int = 0) -> dt.datetime:
+    """Midnight at the start of the date `text` (plus `days`), in the desk's zone."""
+    try:
+        day = dt.date.fromisoformat(text) + dt.timedelta(days=days)
+    except (ValueError, OverflowError):
+        raise UserError(f"{option}: {text!r} is not a date such as 2026-11-01", 2) from None
+    return dt.datetime.combine(day, dt.time(0), tzinfo=tz)
+
+
+def cmd_report(args) -> int:
+    from . import report
+
+    rt = _open(args)
+    tz = rt.cfg.desk.timezone
+    since = _day_start(args.since, "--since", tz) if args.since else None
+    until = _day_start(args.until, "--until", tz, days=1) if args.until else None
+    now = parse_now(args.now, tz) if args.now else None
+    data = report.build(rt, since, now, until=until)
+    if args.json:
+        _print_json(data)
+    else:
+        print(report.as_text(data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Tickets, inbound mail and outbox rows as the CLI shows them: the JSON objects of
+DESIGN section 2, and plain-text tables for people. Times are ISO-8601 with the
+offset of the desk's time zone."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from peewee import fn
+
+from ..store import Attachment, Event, Inbound, Message, Outbox, Suppression, Survey, Task, Ticket
+
+
+def iso(t: dt.datetime | None, tz) -> str | None:
+    return t.astimezone(tz).isoformat(timespec="seconds") if t else None
+
+
+def ticket_summary(rt, t: Ticket, message_count: int | None = None) -> dict:
+    tz = rt.cfg.desk.timezone
+    if message_count is None:
+        message_count = Message.select().where(Message.ticket == t).count()
+    return {
+        "ref": rt.ref(t),
+        "subject": t.subject,
+        "requester": t.requester,
+        "status": t.status,
+        "category": t.category,
+        "impact": t.impact,
+        "urgency": t.urgency,
+        "priority": t.priority,
+        "group": t.group,
+        "assignee": t.assignee,
+        "created_at": iso(t.created_at, tz),
+        "updated_at": iso(t.updated_at, tz),
+        "response_due": iso(t.response_due, tz),
+        "resolution_due": iso(t.resolution_due, tz),
+        "first_response_at": iso(t.first_response_at, tz),
+        "resolved_at": iso(t.resolved_at, tz),
+        "closed_at": iso(t.closed_at, tz),
+        "closure_code": t.closure_code,
+        "message_count": message_count,
+        "parent": rt.ref(t.parent_id) if t.parent_id else None,
+        "is_major": t.is_major,
+        "sla_policy": t.sla_policy,
+        "reopen_count": t.reopen_count,
+        "follows": rt.ref(t.follows_id) if t.follows_id else None,
+    }
+
+
+def ticket_list(rt, status: str | None = None) -> list[dict]:
+    q = Ticket.select().order_by(Ticket.created_at.desc(), Ticket.id.desc())
+    if status:
+        q = q.where(Ticket.status == status)
+    tickets = list(q)
+    counts = dict(
+        Message.select(Message.ticket, fn.COUNT(Message.id)).where(Message.ticket.in_([t.id for t in tickets]))
+        .group_by(Message.ticket).tuples()
+    ) if tickets else {}
+    return [ticket_summary(rt, t, counts.get(t.id, 0)) for t in tickets]
+
+
+def ticket_detail(rt, t: Ticket) -> dict:
+    tz = rt.cfg.desk.timezone
+    out = ticket_summary(rt, t)
+    # at the same moment, what came in comes before the desk's answer to it
+    messages = sorted(Message.select().where(Message.ticket == t),
+                      key=lambda m: (m.created_at, m.direction != "in", m.id))
+    atts: dict[int, list] = {}
+    for a in Attachment.select().where(Attachment.message.in_([m.id for m in messages])):
+        atts.setdefault(a.message_id, []).append(
+            {"filename": a.filename, "content_type": a.content_type, "size": a.size, "sha256": a.sha256})
+    out["messages"] = [
+        {
+            "direction": m.direction, "message_id": m.message_id, "from": m.from_addr, "from_name": m.from_name,
+            "to": m.to, "subject": m.subject, "body": m.body, "internal": m.internal, "kind": m.kind,
+            "created_at": iso(m.created_at, tz), "attachments": atts.get(m.id, []),
+        }
+        for m in messages
+    ]
+    out["tasks"] = [
+        {"number": k.number, "title": k.title, "assignee": k.assignee, "done": k.done}
+        for k in Task.select().where(Task.ticket == t).order_by(Task.number)
+    ]
+    out["events"] = [
+        {"at": iso(e.at, tz), "actor": e.actor, "kind": e.kind, "detail": e.detail}
+        for e in Event.select().where(Event.ticket == t).order_by(Event.at, Event.id)
+    ]
+    s = Survey.get_or_none(Survey.ticket == t)
+    out["survey"] = (
+        {"sent_at": iso(s.sent_at, tz), "rating": s.rating, "comment": s.comment, "answered_at": iso(s.answered_at, tz)}
+        if s else None
+    )
+    out["children"] = [rt.ref(c.id) for c in Ticket.select(Ticket.id).where(Ticket.parent == t)]
+    out["participants"] = [{"email": p.email, "role": p.role} for p in t.participants]
+    return out
+
+
+def inbound_row(rt, ib: Inbound) -> dict:
+    tz = rt.cfg.desk.timezone
+    return {
+        "id": ib.id, "message_id": ib.message_id, "from": ib.from_addr, "subject": ib.subject,
+        "received_at": iso(ib.received_at, tz), "status": ib.status, "outcome": ib.outcome, "error": ib.error,
+        "ticket": rt.ref(ib.ticket_id) if ib.ticket_id else None, "size": ib.size,
+    }
+
+
+def inbound_list(rt, failed: bool = False) -> list[dict]:
+    q = Inbound.select().order_by(Inbound.id.desc())
+    if failed:
+        q = q.where(Inbound.status == "quarantined")
+    return [inbound_row(rt, ib) for ib in q]
+
+
+def outbox_row(rt, o: Outbox, suppressed: dict) -> dict:
+    tz = rt.cfg.desk.timezone
+    return {
+        "id": o.id, "ticket": rt.ref(o.ticket_id) if o.ticket_id else None, "kind": o.kind, "to": o.rcpt,
+        "subject": o.subject, "message_id": o.message_id, "status": o.status, "attempts": o.attempts,
+        "next_attempt_at": iso(o.next_attempt_at, tz) if o.status in ("queued", "deferred") else None,
+        "last_error": o.last_error, "created_at": iso(o.created_at, tz), "sent_at": iso(o.sent_at, tz),
+        "automatic": o.automatic, "rcpt_undeliverable": suppressed.get(o.rcpt),
+    }
+
+
+def outbox_list(rt) -> list[dict]:
+    rows = list(Outbox.select().order_by(Outbox.id.desc()))
+    now = dt.datetime.now(dt.UTC)
+    suppressed = {
+        s.email: f"{s.reason} until {iso(s.until, rt.cfg.desk.timezone)}"
+        for s in Suppression.select().where(Suppression.until > now)
+    }
+    return [outbox_row(rt, o, suppressed) for o in rows]

@@ -1,0 +1,154 @@
+"""What each command does to the ticket.
+"""
+
+from __future__ import annotations
+
+from ...desk import escalation, lifecycle, resolution, sla
+from ...store import Task
+from .readers import CommandError
+
+# --- what each command does ----------------------------------------------------------
+
+
+def _run_assign(ctx, tech):
+    t = ctx.ticket
+    lifecycle.assign(ctx.rt, t, tech.email, ctx.now, ctx.sender, "#assign", ctx.inbound)
+    if tech.email != ctx.sender:
+        ctx.send("assigned", tech.email, rcpt_name=tech.display_name, ticket=t, context={"by": ctx.sender})
+
+
+def _run_group(ctx, group):
+    t = ctx.ticket
+    lifecycle.set_group(t, group, ctx.now, ctx.sender, "#group", ctx.inbound)
+    tech = ctx.cfg.technician(t.assignee)
+    if t.assignee and (tech is None or group not in tech.groups):
+        from ...desk import routing
+
+        chosen, how = routing.pick_assignee(ctx.rt, group, ctx.now)
+        lifecycle.assign(ctx.rt, t, chosen.email if chosen else None, ctx.now, ctx.sender, how, ctx.inbound)
+        for rcpt in ([chosen.email] if chosen else [m.email for m in ctx.cfg.members(group)]):
+            if rcpt != ctx.sender:
+                ctx.send("assigned", rcpt, ticket=t, context={"by": ctx.sender})
+
+
+def _run_status(ctx, status):
+    try:
+        lifecycle.change_status(ctx.rt, ctx.ticket, status, ctx.now, ctx.sender, "#status", ctx.inbound)
+    except lifecycle.NotAllowed as e:
+        raise CommandError(str(e)) from None
+
+
+def _run_priority(ctx, priority):
+    t = ctx.ticket
+    old = t.priority
+    t.priority, t.priority_set = priority, True
+    ctx.event("priority", f"{old} -> {priority} (set by #priority; the matrix no longer applies)")
+    _recompute_sla(ctx)
+
+
+def _run_level(which):
+    def run(ctx, level):
+        t = ctx.ticket
+        old = getattr(t, which)
+        setattr(t, which, level)
+        detail = f"{which} {old} -> {level} (#{which})"
+        if not t.priority_set:
+            new = ctx.cfg.priority.matrix[t.impact][t.urgency]
+            if new != t.priority:
+                detail += f"; priority {t.priority} -> {new} (matrix: impact {t.impact} x urgency {t.urgency})"
+                t.priority = new
+        ctx.event("priority", detail)
+        _recompute_sla(ctx)
+
+    return run
+
+
+def _recompute_sla(ctx):
+    t = ctx.ticket
+    old = (t.response_due, t.resolution_due)
+    sla.apply_policy(ctx.rt, t, ctx.now)
+    if (t.response_due, t.resolution_due) != old:
+        ctx.event("sla", "targets recomputed from creation: " + sla.describe_due(ctx.rt, t), actor="desk")
+
+
+def _run_category(ctx, name):
+    t = ctx.ticket
+    old = t.category
+    t.category = name
+    ctx.event("category", f"{old} -> {name} (#category)")
+    _recompute_sla(ctx)
+
+
+def _run_resolve(ctx, code):
+    text = ctx.body
+    ctx.body = ""  # the rest of the mail is the resolution, sent by the resolution mail
+    resolution.resolve_ticket(ctx.rt, ctx.ticket, code, text, ctx.now, ctx.sender, ctx.inbound, by_name=_name(ctx))
+
+
+def _run_note(ctx, _):
+    ctx.internal = True
+
+
+def _run_task(ctx, value):
+    title, tech = value
+    t = ctx.ticket
+    n = (Task.select(Task.number).where(Task.ticket == t).order_by(Task.number.desc()).scalar() or 0) + 1
+    task = Task.create(ticket=t, number=n, title=title, assignee=tech.email if tech else None, created_at=ctx.now)
+    ctx.event("task-added", f"task {n}: {title}" + (f" (for {tech.display_name})" if tech else ""))
+    if tech and tech.email != ctx.sender:
+        ctx.send("task_assigned", tech.email, rcpt_name=tech.display_name, ticket=t, context={"task": task, "by": ctx.sender})
+
+
+def _run_done(ctx, task):
+    task.done, task.done_at = True, ctx.now
+    task.save()
+    ctx.event("task-done", f"task {task.number} done: {task.title}")
+
+
+def _run_escalate(ctx, group):
+    escalation.escalate(ctx.rt, ctx.ticket, ctx.now, ctx.sender, "#escalate", to_group=group, inbound=ctx.inbound)
+
+
+def _run_major(ctx, _):
+    t = ctx.ticket
+    if t.is_major:
+        raise CommandError(f"{ctx.ref} is already a major incident")
+    t.is_major = True
+    old = t.priority
+    t.priority, t.priority_set = "critical", True
+    ctx.event("major", f"declared a major incident; priority {old} -> critical")
+    _recompute_sla(ctx)
+    for im in ctx.cfg.roles.incident_managers:
+        ctx.send("major_declared", im, ticket=t, context={"by": ctx.sender})
+
+
+def _run_link(ctx, parent):
+    t = ctx.ticket
+    t.parent = parent
+    ctx.event("linked", f"child of major incident {ctx.rt.ref(parent)}")
+    ctx.event("linked", f"{ctx.ref} linked as a child", ticket=parent)
+
+
+def _run_cc(ctx, addr):
+    lifecycle.add_participant(ctx.ticket, addr, "cc")
+    ctx.event("cc-added", f"{addr} added as a participant")
+
+
+def _run_close(ctx, _):
+    t = ctx.ticket
+    if t.status == "resolved":
+        resolution.close_ticket(ctx.rt, t, ctx.now, ctx.sender, "confirmed by #close", ctx.inbound)
+    else:
+        lifecycle.change_status(ctx.rt, t, "cancelled", ctx.now, ctx.sender, "withdrawn with #close", ctx.inbound)
+        t.closed_at = ctx.now
+        if t.assignee:
+            ctx.send("withdrawn", t.assignee, ticket=t, context={"by": ctx.sender})
+
+
+def _run_reopen(ctx, _):
+    resolution.reopen_ticket(ctx.rt, ctx.ticket, ctx.now, ctx.sender, "#reopen", ctx.inbound)
+
+
+def _name(ctx) -> str:
+    tech = ctx.cfg.technician(ctx.sender)
+    return tech.display_name if tech else (ctx.sender_name or ctx.sender)

@@ -1,0 +1,123 @@
+"""The command table: each `Command` says who may run it, how its argument is read
+and what it does; `may_run` and `allowed_commands` answer for one sender.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ...vocab import LEVELS, PRIORITIES
+from ..context import Context
+from .actions import (
+    _run_assign,
+    _run_category,
+    _run_cc,
+    _run_close,
+    _run_done,
+    _run_escalate,
+    _run_group,
+    _run_level,
+    _run_link,
+    _run_major,
+    _run_note,
+    _run_priority,
+    _run_reopen,
+    _run_resolve,
+    _run_status,
+    _run_task,
+)
+from .readers import (
+    _address,
+    _category,
+    _choice,
+    _closable,
+    _closure_code,
+    _group,
+    _major_ref,
+    _none,
+    _optional_group,
+    _reopenable,
+    _task,
+    _task_number,
+    _technician,
+)
+
+log = logging.getLogger(__name__)
+
+COMMAND_LINE = re.compile(r"^#([A-Za-z][A-Za-z-]*)(?:[ \t]+(.*))?$")
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    who: str  # staff | requester | anyone
+    usage: str
+    summary: str
+    read: Callable[[Context, str], Any]  # the argument, checked; raises CommandError
+    run: Callable[[Context, Any], None]  # the change; may raise CommandError
+
+
+def split_block(text: str) -> tuple[list[str], str]:
+    """The command lines at the top of `text`, and the rest."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    i = 0
+    while i < len(lines) and not lines[i].strip():
+        i += 1
+    block = []
+    while i < len(lines) and COMMAND_LINE.match(lines[i].strip()):
+        block.append(lines[i].strip())
+        i += 1
+    return block, "\n".join(lines[i:]).strip()
+
+
+def _run_help(ctx, _):
+    ctx.send("help", ctx.sender, rcpt_name=ctx.sender_name, ticket=ctx.ticket,
+             context={"commands": allowed_commands(ctx)})  # reads the table below when it runs
+
+
+COMMANDS = {c.name: c for c in (
+    Command("assign", "staff", "#assign NAME|EMAIL|me", "assign the ticket (its group follows)", _technician, _run_assign),
+    Command("group", "staff", "#group NAME", "move the ticket to a group", _group, _run_group),
+    Command("status", "staff", "#status open|in-progress|on-hold", "change the status; on-hold pauses the SLA clock",
+            _choice(("open", "in-progress", "on-hold"), "a status"), _run_status),
+    Command("priority", "staff", "#priority critical|high|medium|low", "set the priority (the matrix no longer applies)",
+            _choice(PRIORITIES, "a priority"), _run_priority),
+    Command("impact", "staff", "#impact high|medium|low", "set the impact", _choice(LEVELS, "a level"), _run_level("impact")),
+    Command("urgency", "staff", "#urgency high|medium|low", "set the urgency", _choice(LEVELS, "a level"), _run_level("urgency")),
+    Command("category", "staff", "#category NAME", "re-categorize", _category, _run_category),
+    Command("resolve", "staff", "#resolve CODE", "resolve; the rest of your mail is the resolution sent to the requester",
+            _closure_code, _run_resolve),
+    Command("note", "staff", "#note", "keep this mail internal: never sent to the requester", _none, _run_note),
+    Command("task", "staff", "#task TITLE [@NAME]", "add a task", _task, _run_task),
+    Command("done", "staff", "#done N", "complete task N", _task_number, _run_done),
+    Command("escalate", "staff", "#escalate [GROUP]", "functional escalation", _optional_group, _run_escalate),
+    Command("major", "staff", "#major", "declare a major incident", _none, _run_major),
+    Command("link", "staff", "#link REF", "make this ticket a child of a major incident", _major_ref, _run_link),
+    Command("cc", "staff", "#cc EMAIL", "add a participant", _address, _run_cc),
+    Command("help", "anyone", "#help", "list the commands you may use", _none, _run_help),
+    Command("close", "requester", "#close", "confirm the resolution and close the ticket", _closable, _run_close),
+    Command("reopen", "requester", "#reopen", "reopen a resolved ticket", _reopenable, _run_reopen),
+)}
+
+
+def may_run(ctx: Context, command: Command) -> str | None:
+    """Why this sender may not run `command` on this ticket, or None."""
+    if command.who == "anyone":
+        return None
+    if command.who == "staff" and not ctx.is_staff:
+        return "only technicians may use it"
+    if command.who == "requester" and not (ctx.role == "requester" or ctx.is_staff):
+        return f"only the requester of {ctx.ref} may use it"
+    if not ctx.authenticated:
+        return f"you are not authenticated: {ctx.auth_reason}"
+    return None
+
+
+def allowed_commands(ctx: Context) -> list[Command]:
+    return [c for c in COMMANDS.values()
+            if c.who == "anyone" or (c.who == "staff" and ctx.is_staff)
+            or (c.who == "requester" and (ctx.role == "requester" or ctx.is_staff))]

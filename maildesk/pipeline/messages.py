@@ -1,0 +1,40 @@
+"""What several stages write: the conversation's rows and refusals. (No stage imports
+another stage; what they share lives here.)
+"""
+
+from __future__ import annotations
+
+from ..store import Message, Ticket, attachments
+from .context import Context, Discard
+
+
+def store_message(ctx: Context, t: Ticket, *, internal: bool, kind: str, body: str | None = None) -> Message:
+    mail = ctx.mail
+    msg = Message.create(
+        ticket=t, inbound=ctx.inbound, direction="in", message_id=mail.message_id,
+        from_addr=ctx.sender or ctx.inbound.from_addr, from_name=ctx.sender_name,
+        to=", ".join(a.addr for a in mail.to if a.addr)[:2000], cc=", ".join(a.addr for a in mail.cc if a.addr)[:2000],
+        subject=mail.subject, body=ctx.body if body is None else body, html=mail.html,
+        internal=internal, kind=kind, created_at=ctx.now,
+    )
+    attachments.store_all(ctx.rt, msg, mail.attachments)
+    return msg
+
+
+def refuse(ctx: Context, problems: list[tuple[str, str]]) -> None:
+    """Nothing changes; the mail is kept as an internal note; its sender is told why."""
+    unauthenticated = ctx.is_staff and not ctx.authenticated
+    kind = "unauthenticated" if unauthenticated else "refused"
+    ctx.message = Message.create(
+        ticket=ctx.ticket, inbound=ctx.inbound, direction="in", message_id=ctx.mail.message_id,
+        from_addr=ctx.sender or ctx.inbound.from_addr, from_name=ctx.sender_name, subject=ctx.mail.subject,
+        body=ctx.mail.text, internal=True, kind=kind, created_at=ctx.now,
+    )
+    summary = "; ".join(f"{line}: {p}" for line, p in problems if p not in ("ok", "not run"))
+    ctx.event(kind, f"commands refused, nothing changed: {summary}"
+              + ("; spoofed desk Message-ID" if ctx.spoofed_reference else ""),
+              actor=ctx.sender or ctx.inbound.from_addr or "unknown")
+    if ctx.sender:
+        ctx.send(kind, ctx.sender, rcpt_name=ctx.sender_name, ticket=ctx.ticket,
+                 context={"problems": problems, "auth_reason": ctx.auth_reason})
+    raise Discard("refused", f"commands refused: {summary}")

@@ -1,0 +1,2 @@
+"""The running desk: the desk process, the fetch and send processes, systemd.
+"""

@@ -1,0 +1,279 @@
+"""The desk process: the database's writer. It commits the mail the fetch process
+hands over, processes it, records what the send process reports, runs the
+scheduled jobs, looks after the two mail processes (mailprocess.py), and talks to systemd.
+
+    maildesk run --once [--now T]   one full cycle: the fetch process fetches while
+                                    this one processes what arrives and the deliver
+                                    process sends what it queues; then every job;
+                                    then the last mail
+    maildesk run                    the same, until SIGTERM or SIGINT
+
+systemd (Type=notify) hears READY once, STATUS each cycle and WATCHDOG while the
+loop is alive. A fetch or send process that dies is started again.
+
+Around one cycle is one of the codebase's broad catches: a locked or unreachable
+database makes the desk wait and try again; nothing is lost, because mail is
+flagged on the IMAP server only after it is committed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import signal
+import threading
+import time
+
+import schedule
+from peewee import DatabaseError, InterfaceError
+
+from .. import faults, store
+from ..desk import jobs
+from ..mailin.mailbox import record_flagged, store_batch
+from ..mailout.results import Delivered, record_results
+from ..pipeline import process_pending
+from ..store import Inbound, utcnow
+from .mailprocess import MailProcess
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 60.0
+
+
+class Laps:
+    """Wall and CPU seconds per phase, for the log."""
+
+    def __init__(self):
+        self.last = (time.perf_counter(), time.process_time())
+        self.laps: list[tuple[str, float, float]] = []
+
+    def __call__(self, name: str) -> None:
+        now = (time.perf_counter(), time.process_time())
+        self.laps.append((name, now[0] - self.last[0], now[1] - self.last[1]))
+        self.last = now
+
+    def __str__(self):
+        return " ".join(f"{n}={wall:.2f}s (cpu {cpu:.2f}s)" for n, wall, cpu in self.laps)
+
+
+class Systemd:
+    """sd_notify(3), quiet when not run by systemd."""
+
+    def __init__(self):
+        self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
+        self._last_ping = 0.0
+        if self.enabled:
+            import sdnotify
+
+            self._n = sdnotify.SystemdNotifier()
+
+    def send(self, text: str) -> None:
+        if self.enabled:
+            self._n.notify(text)
+
+    def watchdog(self) -> None:
+        now = time.monotonic()
+        if now - self._last_ping >= 5:
+            self._last_ping = now
+            self.send("WATCHDOG=1")
+
+
+class Daemon:
+    def __init__(self, rt, fetcher: MailProcess | None = None):
+        self.rt = rt
+        self.cfg = rt.cfg
+        self.stop = threading.Event()
+        self.systemd = Systemd()
+        self.fetcher = fetcher  # started early by `maildesk run`, while this process loads the rest
+        self.sender: MailProcess | None = None
+
+    def _start(self, once: bool, now=None) -> None:
+        if self.fetcher is None:
+            self.fetcher = MailProcess(self.cfg, "fetch", once, now)
+        self.sender = MailProcess(self.cfg, "send", once, now)
+
+    @property
+    def children(self) -> tuple[MailProcess, ...]:
+        return tuple(c for c in (self.fetcher, self.sender) if c is not None)
+
+    def _listen(self, timeout: float = 0.0) -> None:
+        """Read both pipes, waiting up to `timeout` for the first note."""
+        from multiprocessing.connection import wait
+
+        if timeout:
+            wait([c.pipe for c in self.children], timeout)
+        for child in self.children:
+            child.listen()
+
+    def should_stop(self) -> bool:
+        self.systemd.watchdog()
+        return self.stop.is_set()
+
+    def _pending(self) -> bool:
+        return bool(self.fetcher.intake) or Inbound.select().where(Inbound.status == "pending").exists()
+
+    def _take_in(self) -> None:
+        """Commit what the fetch process handed over, and tell it so: each batch in a
+        transaction of its own, then the notes of batches flagged on the server."""
+        self._listen()
+        notes, self.fetcher.intake = self.fetcher.intake, []
+        flagged = [n for n in notes if n[0] == "flagged"]
+        for _, seq, mailbox, uidvalidity, after_uid, last_uid, items, received in (n for n in notes if n[0] == "batch"):
+            try:
+                stored = store_batch(mailbox, uidvalidity, after_uid, last_uid, items, received)
+            except (DatabaseError, InterfaceError) as e:
+                log.error("could not store %d fetched message(s): %s; the fetch takes them again", len(items), e)
+                stored = None
+            self.fetcher.tell("committed", seq, stored)
+        if flagged:
+            with store.write_transaction():
+                for _, mailbox, uidvalidity, uids in flagged:
+                    record_flagged(mailbox, uidvalidity, uids)
+
+    def _process(self, now=None) -> object:
+        processed = process_pending(self.rt, now or utcnow(), self.should_stop, between=lambda: self._record(now),
+                                    intake=self._take_in)
+        if processed.done or processed.quarantined:
+            faults.point("after-process")
+            self.sender.tell("queued")
+        self._record(now)
+        return processed
+
+    def _record(self, now=None) -> None:
+        """Write the delivery results the send process reported."""
+        self._listen()
+        if self.sender.results:
+            results, self.sender.results = self.sender.results, []
+            report = record_results(self.rt, results, now or utcnow())
+            self.delivered.add(report)
+            self.sender.tell("queued")  # recorded: it may send more (mailprocess.MAX_UNRECORDED)
+
+    # --- one cycle --------------------------------------------------------------------
+
+    def run_once(self, now: dt.datetime | None = None) -> bool:
+        """One full cycle; True if the fetch succeeded."""
+        self.rt.begin_cycle()
+        self._start(once=True, now=now)
+        try:
+            return self._cycle(now)
+        finally:
+            self._stop_children(timeout=2)
+
+    def _stop_children(self, timeout: float) -> None:
+        """Stop what is still running: after an error too, they must not outlive us."""
+        for child in self.children:
+            if child.alive:
+                child.stop(timeout)
+
+    def _cycle(self, now: dt.datetime | None) -> bool:
+        lap = Laps()
+        self.rt.warm_up()  # while the fetch process fetches
+        self.delivered = Delivered()
+        done = quarantined = 0
+        while True:
+            processed = self._process(now)
+            done, quarantined = done + processed.done, quarantined + processed.quarantined
+            self._listen()
+            if self.fetcher.fetched is not None and not self._pending():
+                break
+            if self.fetcher.fetched is None and not self.fetcher.alive:
+                log.error("the fetch process ended early (exit %s)", self.fetcher.process.exitcode)
+                break
+            if not processed.done and not processed.quarantined:
+                self._listen(timeout=0.05)
+        lap("fetch+process")
+        results = [job(self.rt, now or utcnow()) for job in jobs.JOBS]
+        lap("jobs")
+        self.sender.tell("queued")
+        self.sender.tell("done")
+        while self.sender.alive:
+            self._listen(timeout=0.05)
+            self._record(now)
+        for child in self.children:
+            child.process.join()
+        self._record(now)
+        lap("send")
+        log.info("cycle: processed=%d quarantined=%d; %s; %s; %s", done, quarantined, self.delivered,
+                 "; ".join(results), lap)
+        return bool(self.fetcher.fetched)
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def run_forever(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        scheduler = schedule.Scheduler()
+        scheduler.every(30).seconds.do(self._job, jobs.sla_sweep)
+        scheduler.every(5).minutes.do(self._job, jobs.auto_close)
+        scheduler.every(1).minutes.do(self._job, jobs.fetch_stalled)
+        self._start(once=False)
+        self.rt.warm_up()
+        self.delivered = Delivered()
+        self.systemd.send("READY=1")
+        log.info("maildesk running: %s as %s", self.cfg.desk.name, self.cfg.desk.address)
+        for job in jobs.JOBS:  # a restart catches up on every job at once
+            self._job(job)
+        try:
+            self._loop(scheduler)
+        finally:
+            self._stop_children(timeout=10)
+        self._record()
+        self.systemd.send("STOPPING=1")
+        log.info("maildesk stopped")
+
+    def _loop(self, scheduler) -> None:
+        backoff = 1.0
+        restarts: list[float] = []
+        while not self.stop.is_set():
+            try:
+                self.rt.begin_cycle()
+                processed = self._process()
+                scheduler.run_pending()
+                backoff = 1.0
+                self.systemd.send(f"STATUS=running; last cycle {processed}")
+            except (DatabaseError, InterfaceError) as e:
+                log.error("database unavailable (%s); retrying in %.0f s", e, backoff)
+                self.systemd.send(f"STATUS=database unavailable: {e}")
+                self._sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            for child in self.children:
+                if child.alive or self.stop.is_set():
+                    continue
+                restarts = [t for t in restarts if t > time.monotonic() - 60] + [time.monotonic()]
+                log.error("the %s process died (exit %s); starting it again", child.role, child.process.exitcode)
+                self._sleep(min(2.0 ** len(restarts), MAX_BACKOFF))
+                if child is self.fetcher:
+                    self.fetcher = MailProcess(self.cfg, "fetch", False, None)
+                else:
+                    self.sender = MailProcess(self.cfg, "send", False, None)
+            self._wait(scheduler)
+        for child in self.children:
+            child.tell("stop")
+
+    def _on_signal(self, signum, frame) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        self.stop.set()
+
+    def _job(self, job) -> None:
+        try:
+            log.debug("job %s: %s", job.__name__, job(self.rt, utcnow()))
+            self.sender.tell("queued")
+        except (DatabaseError, InterfaceError) as e:
+            log.error("job %s: database unavailable: %s", job.__name__, e)
+
+    def _wait(self, scheduler) -> None:
+        """Until the fetch process stored new mail, the next job, or a second."""
+        deadline = time.monotonic() + min(1.0, max(0.05, scheduler.idle_seconds or 1.0))
+        while not self.should_stop() and time.monotonic() < deadline:
+            self.fetcher.stored = False
+            self._listen(timeout=min(0.25, max(0.0, deadline - time.monotonic())))
+            self._record()
+            if self.fetcher.stored:
+                return
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.should_stop() and time.monotonic() < deadline:
+            time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))

@@ -1,0 +1,416 @@
+"""The mail processes: everything that waits on a mail server.
+
+`maildesk run` is three processes. The desk process (daemon.py) makes the
+decisions; two forked children move the mail, each an instance of `Mover`:
+
+- the **fetch** process keeps the IMAP session (IDLE where offered, polling
+  otherwise), fetches new messages in batches and parses each one once
+  (pipeline/parse.py summarize), then hands the batch to the desk, which commits
+  it; only then does it flag the batch on the server (mailbox.fetch_new);
+- the **send** process sends the outbox (mailout.smtp.deliver_due) over a few SMTP
+  connections, kept open from one round to the next (mailout.smtp.Connections), and
+  reports each result to the desk.
+
+They share nothing but the database and a pipe each to the desk, carrying notes:
+
+    fetch   -> desk   ("batch", seq, ...)  fetched and parsed mail to commit
+                      ("flagged", ...)     a committed batch is flagged on the server
+                      ("fetched", ok)      --once: the fetch is over
+    desk -> fetch     ("committed", seq, n)  the batch is committed (n new; None: not)
+    deliver -> desk   ("delivered", rows)  [(outbox id, sent|deferred|failed, error)]
+    desk -> deliver   ("queued",)          new outbox rows are committed
+    desk -> both      ("done",)            --once: nothing more will be queued
+                      ("stop",)            shut down
+
+SQLite has one writer at a time, and a writer that waits behind a busy one starves
+(it sleeps in SQLite's busy handler while the busy one begins again); so the desk
+writes what the other two hand it, and they write only small notes now and then
+(the fetch checkpoint of a new mailbox, the time of an empty poll, an error). While
+the desk commits one batch the fetch process fetches and parses the next. Until the
+desk has recorded a delivery, the send process skips that mail. Three processes
+let the scheduler spread the work over the machine's cores, and a slow SMTP relay
+never holds up new tickets.
+
+Around one IMAP session is one of the codebase's broad catches (reconnect with
+capped backoff); nothing is lost on a failure, because mail is flagged on the
+server only after it is committed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import imaplib
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import socket
+import ssl
+import threading
+import time
+
+from imapclient.exceptions import IMAPClientError
+from peewee import DatabaseError, InterfaceError
+
+from .. import faults, store
+from ..mailin.mailbox import MailboxError, MailboxSession, StoreFailed, fetch_new
+from ..store import Outbox, utcnow
+from .profiling import profiled
+
+# The desk process forks the fetch process as soon as the database is open, before
+# it imports the rest of maildesk: what only the pipeline, the outbox and the
+# templates need is imported where it is used, by the process that uses it.
+
+log = logging.getLogger(__name__)
+
+IMAP_ERRORS = (IMAPClientError, imaplib.IMAP4.error, imaplib.IMAP4.abort, OSError, ssl.SSLError, socket.timeout, EOFError)
+MAX_BACKOFF = 60.0
+# Sent mails the desk has not recorded yet: after a crash these are sent again (with
+# their Message-ID), so the send process lets no more than this many pile up.
+MAX_UNRECORDED = 100
+
+
+class MailProcess:
+    """A forked mail process (role "fetch" or "send") and our end of its pipe."""
+
+    def __init__(self, cfg, role: str, once: bool, now: dt.datetime | None):
+        ctx = multiprocessing.get_context("fork")
+        self.role = role
+        self.pipe, child_end = ctx.Pipe()
+        # SQLite: no open connection may cross a fork; both sides reconnect
+        store.db.obj.close()
+        self.process = ctx.Process(target=main, args=(cfg, child_end, self.pipe, role, once, now),
+                                   name=f"maildesk-{role}", daemon=True)
+        self.process.start()
+        child_end.close()
+        faults.partner(self.process.pid, role)
+        self.fetched: bool | None = None
+        self.stored = False  # a batch came in
+        self.intake: list[tuple] = []  # "batch" and "flagged" notes, for the desk to write
+        self.results: list[tuple] = []
+
+    def tell(self, *note) -> None:
+        try:
+            self.pipe.send(note)
+        except (BrokenPipeError, OSError):
+            pass  # it died; the supervisor notices
+
+    def listen(self, timeout: float = 0.0) -> None:
+        try:
+            while self.pipe.poll(timeout):
+                timeout = 0.0
+                note = self.pipe.recv()
+                if note[0] in ("batch", "flagged"):
+                    self.intake.append(note)
+                    self.stored = True
+                elif note[0] == "fetched":
+                    self.fetched = note[1]
+                elif note[0] == "delivered":
+                    self.results.extend(note[1])
+        except (EOFError, OSError):
+            pass
+
+    @property
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask it to stop, reading its notes meanwhile (a batch it is still writing to
+        the pipe must not block it; uncommitted, that batch is fetched again next
+        time); after `timeout`, SIGTERM, then SIGKILL."""
+        self.tell("stop")
+        deadline = time.monotonic() + timeout
+        while self.process.is_alive() and time.monotonic() < deadline:
+            self.listen(timeout=0.05)
+            self.process.join(0.01)
+        for end in (self.process.terminate, self.process.kill):
+            if not self.process.is_alive():
+                break
+            end()
+            self.process.join(2)
+
+
+class Mover:
+    def __init__(self, rt, pipe, role: str, now: dt.datetime | None = None):
+        self.rt, self.cfg, self.pipe, self.role = rt, rt.cfg, pipe, role
+        self.fixed_now = now
+        self.session: MailboxSession | None = None
+        self.backoff = 1.0
+        self.stopping = False
+        self.desk_done = False  # --once: the desk will queue nothing more
+        self.in_flight: dict[int, int] = {}  # outbox id -> attempts, sent but not yet recorded
+        self.desk_pid = os.getppid()
+        self.intake = DeskStore(self)
+        self.connections = None  # the send process's SMTP connections (mailout.smtp.Connections)
+        self._posting: queue.SimpleQueue | None = None
+        self._poster: threading.Thread | None = None
+
+    def now(self) -> dt.datetime:
+        return self.fixed_now or utcnow()
+
+    # --- IMAP ------------------------------------------------------------------------
+
+    def fetch(self) -> bool:
+        try:
+            if self.session is None:
+                self.session = MailboxSession(self.cfg.imap).connect()
+            report = fetch_new(self.session, self.now(), self.cfg.imap.batch_size, self.should_stop,
+                               intake=self.intake, summarize=self._summarize)
+            self.backoff = 1.0
+            return report is not None
+        except MailboxError as e:
+            self._lost_session(str(e), error=True)
+        except IMAP_ERRORS as e:
+            self._lost_session(f"IMAP {self.cfg.imap.host}:{self.cfg.imap.effective_port}: {type(e).__name__}: {e}")
+        except (DatabaseError, InterfaceError, StoreFailed) as e:
+            # nothing uncommitted was flagged: the next fetch takes it again
+            if self.stopping:
+                log.info("fetch stopped before the desk committed the last batch; it is fetched again next time")
+                return False
+            log.error("fetch: could not store the mail (%s); trying again", e)
+            self.backoff = min(self.backoff * 2, MAX_BACKOFF)
+            self._sleep(self.backoff)
+        return False
+
+    def _summarize(self, raws: dict[int, bytes]) -> dict[int, str | None]:
+        """Parse the fetched batch here, where it costs the desk nothing."""
+        from ..pipeline.parse import summarize
+
+        return {uid: summarize(self.rt, raw) for uid, raw in raws.items()}
+
+    def _lost_session(self, why: str, error: bool = False) -> None:
+        (log.error if error else log.warning)("fetch failed: %s", why)
+        try:
+            store.put_setting("last_fetch_error", why[:500])
+        except (DatabaseError, InterfaceError):
+            pass
+        if self.session is not None:
+            self.session.close()
+        self.session = None
+
+    # --- notes to and from the desk ------------------------------------------------------
+
+    def post(self, note: tuple) -> None:
+        """Send a note to the desk from a thread of its own, in order: a batch of mail
+        waits in the pipe until the desk is between two transactions, and meanwhile
+        this process goes on fetching and parsing the next one."""
+        if self._poster is None:
+            self._posting = queue.SimpleQueue()
+            self._poster = threading.Thread(target=self._post_notes, name="post", daemon=True)
+            self._poster.start()
+        self._posting.put(note)
+
+    def _post_notes(self) -> None:
+        while (note := self._posting.get()) is not None:
+            try:
+                self.pipe.send(note)
+            except OSError:  # the desk is gone: nothing it did not answer is flagged
+                self.stopping = True
+                return
+
+    def flush_notes(self, timeout: float = 10.0) -> None:
+        if self._poster is not None:
+            self._posting.put(None)
+            self._poster.join(timeout)
+
+    def read_notes(self, timeout: float = 0.0) -> bool:
+        """Read what the desk sent; True if it queued mail."""
+        queued = False
+        try:
+            while self.pipe.poll(timeout):
+                timeout = 0.0
+                note = self.pipe.recv()
+                if note[0] == "queued":
+                    queued = True
+                elif note[0] == "committed":
+                    self.intake.committed[note[1]] = note[2]
+                elif note[0] == "done":
+                    self.desk_done = True
+                elif note[0] == "stop":
+                    self.stopping = True
+        except (EOFError, OSError):
+            self.stopping = True  # the desk is gone
+        return queued
+
+    def should_stop(self) -> bool:
+        if not self.stopping:
+            self.read_notes()
+            if os.getppid() != self.desk_pid:
+                log.error("the desk process is gone; the %s process stops", self.role)
+                self.stopping = True
+        return self.stopping
+
+    def deliver(self) -> int:
+        """One round of delivery; returns how many mails were tried."""
+        try:
+            self._forget_recorded()
+            from ..mailout.smtp import Connections, deliver_due
+
+            if self.connections is None:
+                self.connections = Connections(self.cfg.smtp)
+            room = MAX_UNRECORDED - len(self.in_flight)
+            if room <= 0:
+                return 0  # until the desk records what was sent: a crash resends at most that many
+            tried = deliver_due(self.rt, self.now(), self._report, self.should_stop, skip=self.in_flight,
+                                connections=self.connections, limit=room)
+            log.debug("delivery round: %d tried, %d awaiting their record", tried, len(self.in_flight))
+            return tried
+        except (DatabaseError, InterfaceError) as e:
+            log.error("delivery: database unavailable: %s", e)
+            return 0
+
+    def _report(self, results: list[tuple]) -> None:
+        attempts = dict(Outbox.select(Outbox.id, Outbox.attempts).where(
+            Outbox.id.in_([r[0] for r in results])).tuples())
+        for rid, _, _ in results:
+            self.in_flight[rid] = attempts.get(rid, 0)
+        try:
+            self.pipe.send(("delivered", results))
+        except OSError:  # the desk is gone; what it did not record is sent again after a restart
+            self.stopping = True
+
+    def _forget_recorded(self) -> None:
+        if not self.in_flight:
+            return
+        rows = Outbox.select(Outbox.id, Outbox.attempts).where(Outbox.id.in_(list(self.in_flight))).tuples()
+        for rid, attempts in rows:
+            if attempts > self.in_flight[rid]:
+                del self.in_flight[rid]
+
+    # --- the two roles, once or for ever ---------------------------------------------------
+
+    def run_once(self) -> None:
+        if self.role == "fetch":
+            self.post(("fetched", self.fetch()))
+            return
+        while not self.stopping:
+            self.rt.begin_cycle()
+            tried = self.deliver()
+            if self.desk_done and not tried and len(self.in_flight) < MAX_UNRECORDED:
+                return
+            if not tried:
+                self.read_notes(timeout=0.05)
+
+    def run_forever(self) -> None:
+        while not self.stopping:
+            self.rt.begin_cycle()
+            if self.role == "fetch":
+                self.fetch()
+                self.wait_for_mail()
+            else:
+                self.deliver()
+                self.wait_for_work()
+
+    def wait_for_mail(self) -> None:
+        """Until new mail on the server or `imap.poll_seconds`; IDLE where the server
+        offers it (RFC 2177)."""
+        if self.session is None:
+            self.backoff = min(self.backoff * 2, MAX_BACKOFF)
+            self._sleep(self.backoff / 2)
+            return
+        try:
+            self.session.wait(float(self.cfg.imap.poll_seconds), self.should_stop)
+        except IMAP_ERRORS as e:
+            self._lost_session(f"IMAP connection lost while waiting: {type(e).__name__}: {e}")
+
+    def wait_for_work(self) -> None:
+        """Until the desk queues mail, or the next retry is due."""
+        timeout = float(self.cfg.imap.poll_seconds)
+        retry = Outbox.select(Outbox.next_attempt_at).where(Outbox.status.in_(("queued", "deferred"))).order_by(
+            Outbox.next_attempt_at).limit(1).scalar()
+        if retry is not None:
+            timeout = min(timeout, max(0.2, (retry - utcnow()).total_seconds()))
+        if len(self.in_flight) >= MAX_UNRECORDED:
+            timeout = min(timeout, 0.2)  # the desk says "queued" when it has recorded them; this is in case
+        self._sleep(timeout)
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.should_stop() and time.monotonic() < deadline:
+            if self.read_notes(timeout=min(0.2, max(0.0, deadline - time.monotonic()))):
+                return
+            if self.connections is not None:
+                self.connections.expire()
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+        if self.connections is not None:
+            self.connections.close()
+
+
+class DeskStore:
+    """fetch_new's store in the fetch process: each batch goes to the desk process,
+    which commits it (the desk is the database's only writer) and answers
+    ("committed", seq, how many were new), or None if it could not."""
+
+    def __init__(self, mover: Mover):
+        self.mover = mover
+        self.seq = 0
+        self.committed: dict[int, int | None] = {}
+
+    def send(self, mailbox: str, uidvalidity: int, after_uid: int, last_uid: int, items: list[tuple],
+             now: dt.datetime) -> int:
+        self.seq += 1
+        self.mover.post(("batch", self.seq, mailbox, uidvalidity, after_uid, last_uid, items, now))
+        return self.seq
+
+    def wait(self, seq: int) -> int:
+        while seq not in self.committed:
+            if self.mover.should_stop():
+                raise StoreFailed("stopping before the desk committed the batch")
+            self.mover.read_notes(timeout=0.2)
+        stored = self.committed.pop(seq)
+        if stored is None:
+            raise StoreFailed("the desk could not commit the batch")
+        return stored
+
+    def flagged(self, mailbox: str, uidvalidity: int, uids: list[int]) -> None:
+        # lost, if the desk is gone: the next fetch flags them again (mailbox._finish_pending_flags)
+        self.mover.post(("flagged", mailbox, uidvalidity, uids))
+
+
+def main(cfg, pipe, desk_end, role: str, once: bool, now: dt.datetime | None) -> None:
+    """A mail process's entry point (a forked child of the desk process); `role` is
+    "fetch" or "send"."""
+    mover = None
+
+    def on_signal(signum, frame):
+        if mover is not None:
+            mover.stopping = True
+
+    # The desk's end of the pipe came along in the fork: close it, or the pipe never
+    # reports the desk gone. And ask the kernel for SIGTERM when the desk dies.
+    desk_end.close()
+    faults.partner(None)
+    _linux_prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    _linux_prctl(PR_SET_NAME, f"maildesk-{role}".encode())  # for ps and top
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the desk, which tells us
+    with profiled(role):
+        from .runtime import Runtime
+
+        store.open_database(cfg.database.url)
+        mover = Mover(Runtime.start(cfg), pipe, role, now)
+        try:
+            mover.run_once() if once else mover.run_forever()
+        finally:
+            mover.flush_notes()
+            mover.close()
+            store.db.obj.close()
+    log.info("%s process done: %.2f s CPU", role, time.process_time())
+
+
+PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15
+
+
+def _linux_prctl(option: int, arg) -> None:
+    """prctl(2) on Linux; elsewhere nothing (the parent-pid check stands in for
+    PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(option, arg)
+    except (OSError, AttributeError):
+        pass

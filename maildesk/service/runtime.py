@@ -1,0 +1,68 @@
+"""What a running desk holds once: the config, the signing key, compiled templates,
+the calendars. Built by `Runtime.start(cfg)` after the database is open, and handed
+to every stage and job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+from dataclasses import dataclass, field
+
+from .. import store
+from ..businesstime import Calendar, calendar_for
+from ..config import Config
+from ..mailout.render import Templates
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    cfg: Config
+    key: bytes
+    templates: Templates
+    _calendars: dict = field(default_factory=dict)
+    # lookups a cycle makes again and again (suppressed addresses, staff state,
+    # automatic-reply counts); emptied at the start of each cycle
+    memo: dict = field(default_factory=dict)
+
+    def begin_cycle(self) -> None:
+        self.memo.clear()
+
+    def warm_up(self) -> None:
+        """Load what the first ticket would otherwise wait for: the holiday tables."""
+        for name in {p.calendar for p in self.cfg.sla}:
+            self.calendar(name).is_open(dt.datetime.now(dt.UTC))
+
+    @classmethod
+    def start(cls, cfg: Config) -> Runtime:
+        return cls(cfg=cfg, key=signing_key(cfg), templates=Templates(cfg.desk.templates_dir))
+
+    def calendar(self, name: str) -> Calendar:
+        if name not in self._calendars:
+            self._calendars[name] = calendar_for(self.cfg, name)
+        return self._calendars[name]
+
+    def ref(self, ticket) -> str:
+        return f"{self.cfg.desk.ticket_prefix}-{ticket.id if hasattr(ticket, 'id') else ticket}"
+
+    def tag(self, ticket) -> str:
+        return f"[{self.ref(ticket)}]"
+
+
+def signing_key(cfg: Config) -> bytes:
+    """`security.secret_file` if given; else a random secret made once and kept in
+    the database, so that signed ids stay valid across restarts."""
+    if cfg.secret_bytes:
+        return cfg.secret_bytes
+    value = store.get_setting("secret")
+    if value is None:
+        with store.write_transaction():
+            value = store.get_setting("secret")
+            if value is None:
+                value = secrets.token_hex(32)
+                store.put_setting("secret", value)
+                log.info("generated the signing secret and stored it in the database")
+    return value.encode()

@@ -1,0 +1,69 @@
+"""The database: the schema, the connection and its transactions, the hot-path SQL,
+and the migrations. Everything above reads and writes through the names below:
+
+    from maildesk import store
+    store.open_database(cfg.database.url); store.migrate()
+    with store.write_transaction():
+        ticket = store.Ticket.get_by_id(42)
+        store.add_event(ticket, now, "desk", "status", "open -> resolved")
+
+`connection` binds the one `DatabaseProxy`; `sql` holds the statements whose text is
+built once (peewee builds SQL anew on every call); `schema` the tables;
+`attachments` the contents of attachments, stored once by hash.
+"""
+
+from .connection import (
+    MIGRATIONS,
+    UTC,
+    DatabaseUnavailable,
+    UtcDateTimeField,
+    db,
+    is_sqlite,
+    migrate,
+    open_database,
+    pending_migrations,
+    redact,
+    utcnow,
+)
+from .schema import (
+    MODELS,
+    Attachment,
+    BaseModel,
+    Blob,
+    Event,
+    Inbound,
+    InboundRaw,
+    MailboxState,
+    Message,
+    Outbox,
+    Participant,
+    Setting,
+    SlaMark,
+    StaffState,
+    Suppression,
+    Survey,
+    Task,
+    Ticket,
+)
+from .sql import (
+    add_event,
+    execute,
+    fetch_row,
+    flush_events,
+    get_setting,
+    insert,
+    put_setting,
+    save_changes,
+    savepoint,
+    scalar,
+    write_transaction,
+)
+
+__all__ = [
+    "MIGRATIONS", "UTC", "DatabaseUnavailable", "UtcDateTimeField", "db", "is_sqlite", "migrate", "open_database",
+    "pending_migrations", "redact", "utcnow",
+    "MODELS", "Attachment", "BaseModel", "Blob", "Event", "Inbound", "InboundRaw", "MailboxState", "Message", "Outbox",
+    "Participant", "Setting", "SlaMark", "StaffState", "Suppression", "Survey", "Task", "Ticket",
+    "add_event", "execute", "fetch_row", "flush_events", "get_setting", "insert", "put_setting", "save_changes",
+    "savepoint", "scalar", "write_transaction",
+]

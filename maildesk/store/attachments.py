@@ -1,0 +1,67 @@
+"""Attachment contents, stored once by content hash.
+
+`attachments.store = "files"` (default) keeps them under the state directory as
+`attachments/ab/abcdef...` (SHA-256); `"database"` keeps them in the `Blob` table;
+`"none"` records only name, type and size. The same file sent twice is stored once.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .schema import Attachment, Blob
+
+
+def path_for(rt, sha256: str) -> Path:
+    return rt.cfg.attachment_dir() / sha256[:2] / sha256
+
+
+def write_contents(rt, parts) -> None:
+    """Store the contents of `parts` (idempotent: by content hash) and drop them from
+    memory; whoever reads a message ahead of its processing does this (pipeline/parse.py)."""
+    mode = rt.cfg.attachments.store
+    for part in parts:
+        if part.data is None:
+            continue
+        if mode == "files":
+            _write_file(path_for(rt, part.sha256), part.data)
+        elif mode == "database":
+            Blob.insert(sha256=part.sha256, data=part.data).on_conflict_ignore().execute()
+        part.data = None
+
+
+def store_all(rt, message, parts) -> None:
+    """Record the attachments of a stored message (and their contents, if not yet)."""
+    if not parts:
+        return
+    write_contents(rt, parts)
+    Attachment.insert_many(
+        [dict(message=message, filename=p.filename, content_type=p.content_type[:200], size=p.size, sha256=p.sha256) for p in parts]
+    ).execute()
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    if path.exists():
+        return  # same content, same name: deduplicated
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def read(rt, sha256: str) -> bytes | None:
+    path = path_for(rt, sha256)
+    if path.exists():
+        return path.read_bytes()
+    blob = Blob.get_or_none(Blob.sha256 == sha256)
+    return bytes(blob.data) if blob else None

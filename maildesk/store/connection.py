@@ -1,0 +1,131 @@
+"""The connection: one `DatabaseProxy` bound at start-up by `open_database(url)`, the
+stored time type, and the migrations runner.
+
+SQLite runs in WAL mode with `synchronous=NORMAL`; PostgreSQL from a `postgresql://`
+URL runs the same code. The schema is created and changed only by the numbered
+scripts in `maildesk/store/migrations/` (`migrate()`), never by `create_tables` at run time.
+Times are stored as UTC and handed back as aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+from peewee import (
+    DatabaseProxy,
+    Field,
+    PostgresqlDatabase,
+    SqliteDatabase,
+)
+
+from ..errors import MaildeskError
+
+log = logging.getLogger(__name__)
+
+db = DatabaseProxy()
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+UTC = dt.UTC
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(UTC)
+
+
+class UtcDateTimeField(Field):
+    """An aware datetime, stored as naive UTC text (SQLite) or timestamp (PostgreSQL)."""
+
+    field_type = "DATETIME"
+
+    _last: tuple = (None, None, None)  # (value, database, result): one message's `now`, again and again
+
+    def db_value(self, value):
+        if value is None:
+            return None
+        last = UtcDateTimeField._last
+        if value is last[0] and db.obj is last[1]:
+            return last[2]
+        original = value
+        if isinstance(value, str):
+            value = dt.datetime.fromisoformat(value)
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        if is_sqlite():  # text that sorts in time order
+            value = value.isoformat(sep=" ", timespec="microseconds")
+        UtcDateTimeField._last = (original, db.obj, value)
+        return value
+
+    def python_value(self, value):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = dt.datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC)
+
+
+# --- connection --------------------------------------------------------------------
+
+
+class DatabaseUnavailable(MaildeskError):
+    pass
+
+
+def open_database(url: str):
+    """Bind the proxy to the database at `url` and return it."""
+    if db.obj is not None:
+        db.obj.close()
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        database = SqliteDatabase(
+            path,
+            pragmas={
+                "journal_mode": "wal",
+                "synchronous": "normal",
+                "foreign_keys": 1,
+                "busy_timeout": 30000,
+                "cache_size": -32000,
+            },
+            timeout=30,
+        )
+    else:
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url[len("postgres://"):]
+        from playhouse.db_url import connect as url_connect
+
+        database = url_connect(url, autorollback=False)
+        if not isinstance(database, PostgresqlDatabase):
+            raise DatabaseUnavailable(f"database.url: unsupported database {url.split(':', 1)[0]}")
+    db.initialize(database)
+    try:
+        database.connect(reuse_if_open=True)
+    except Exception as e:  # the driver's own error type varies
+        raise DatabaseUnavailable(f"cannot open the database at {redact(url)}: {e}".strip()) from e
+    return database
+
+
+def redact(url: str) -> str:
+    """A URL for logs: the password replaced."""
+    import re
+
+    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", url)
+
+
+def is_sqlite() -> bool:
+    return isinstance(db.obj, SqliteDatabase)
+
+
+def migrate() -> list[str]:
+    """Create or bring the schema up to date; returns the names applied."""
+    from playhouse.migrations import Runner
+
+    return Runner(db.obj, str(MIGRATIONS)).up()
+
+
+def pending_migrations() -> list[str]:
+    from playhouse.migrations import Runner
+
+    return [m.name for m in Runner(db.obj, str(MIGRATIONS)).status() if not m.applied and m.path]

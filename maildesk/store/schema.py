@@ -1,0 +1,307 @@
+"""The schema: one peewee model per table. Writes go through the statements of
+`store.sql` (`insert`, `save_changes`), whose text is built once.
+"""
+
+from __future__ import annotations
+
+from peewee import (
+    AutoField,
+    BlobField,
+    BooleanField,
+    CharField,
+    Field,
+    FloatField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+from .connection import UtcDateTimeField, db
+from .sql import fetch_row, insert, save_changes
+
+
+class BaseModel(Model):
+    """Writes go through statements whose text is built once (`insert`,
+    `save_changes` below): peewee's own save builds the SQL anew on every call."""
+
+    class Meta:
+        database = db
+        legacy_table_names = False
+
+    def save(self, force_insert=False, only=None):
+        pk_field = self._meta.primary_key
+        if force_insert or self._pk is None:
+            values = {k: v for k, v in self.__data__.items() if not (k == pk_field.name and v is None)}
+            new = insert(type(self), **values)
+            if isinstance(pk_field, AutoField):
+                self._pk = new
+            self._dirty.clear()
+            return 1
+        names = [f.name if isinstance(f, Field) else f for f in only] if only else None
+        save_changes(self, names)
+        return 1
+
+    @classmethod
+    def get_by_id(cls, pk):
+        row = fetch_row(cls, pk)
+        if row is None:
+            raise cls.DoesNotExist(f"{cls.__name__} {pk} does not exist")
+        return row
+
+    @classmethod
+    def get_or_none_by_id(cls, pk):
+        return fetch_row(cls, pk)
+
+
+class Ticket(BaseModel):
+    id = AutoField()
+    subject = TextField()
+    requester = CharField()  # address, lower case
+    requester_name = TextField(default="")
+    status = CharField(default="new")
+    category = CharField(null=True)
+    impact = CharField(default="medium")
+    urgency = CharField(default="medium")
+    priority = CharField(default="medium")
+    priority_set = BooleanField(default=False)  # set by #priority: the matrix no longer applies
+    group = CharField(null=True)
+    assignee = CharField(null=True)
+    created_at = UtcDateTimeField()
+    updated_at = UtcDateTimeField()
+    # SLA (sla.py keeps these consistent)
+    sla_policy = CharField(null=True)
+    response_due = UtcDateTimeField(null=True)
+    resolution_due = UtcDateTimeField(null=True)
+    first_response_at = UtcDateTimeField(null=True)
+    paused_at = UtcDateTimeField(null=True)
+    paused_minutes = FloatField(default=0)
+    sla_next_at = UtcDateTimeField(null=True)  # the next reminder or breach; null when none pending
+    # resolution and closure
+    resolved_at = UtcDateTimeField(null=True)
+    closed_at = UtcDateTimeField(null=True)
+    closure_code = CharField(null=True)
+    resolution = TextField(null=True)
+    reopen_count = IntegerField(default=0)
+    escalation_count = IntegerField(default=0)
+    # major incidents
+    is_major = BooleanField(default=False)
+    parent = ForeignKeyField("self", null=True, backref="children", on_delete="SET NULL")
+    follows = ForeignKeyField("self", null=True, backref="followers", on_delete="SET NULL")
+    # threading of the requester's conversation: their first Message-ID
+    thread_root = TextField(null=True)
+
+    # the fields mail templates see (render.snapshot)
+    SNAPSHOT = ("id", "subject", "requester", "requester_name", "status", "category", "impact", "urgency",
+                "priority", "group", "assignee", "created_at", "sla_policy", "response_due", "resolution_due",
+                "first_response_at", "resolved_at", "closed_at", "closure_code", "resolution", "is_major",
+                "reopen_count", "parent")
+
+    class Meta:
+        indexes = ((("sla_next_at",), False), (("status", "created_at"), False))
+
+    def ref(self, prefix: str) -> str:
+        return f"{prefix}-{self.id}"
+
+
+class Participant(BaseModel):
+    """Who may reach a ticket by its subject tag: requester, Cc'd people, staff."""
+
+    ticket = ForeignKeyField(Ticket, backref="participants", on_delete="CASCADE")
+    email = CharField()
+    role = CharField()  # requester | cc | staff
+
+    class Meta:
+        indexes = ((("ticket", "email"), True),)
+
+
+class Inbound(BaseModel):
+    """A fetched message, raw and durable, with what became of it."""
+
+    id = AutoField()
+    mailbox = CharField(default="INBOX")
+    uidvalidity = IntegerField(null=True)
+    uid = IntegerField(null=True)
+    sha256 = CharField(unique=True)
+    size = IntegerField(default=0)
+    message_id = TextField(null=True, index=True)
+    from_addr = TextField(default="")
+    subject = TextField(default="")
+    received_at = UtcDateTimeField()
+    status = CharField(default="pending", index=True)  # pending | processed | quarantined
+    outcome = CharField(null=True)  # new-ticket | reply | automatic | bounce | duplicate | ...
+    error = TextField(null=True)
+    ticket = ForeignKeyField(Ticket, null=True, backref="inbound", on_delete="SET NULL")
+    decisions = TextField(default="")  # the `maildesk why` log, one line per decision
+    processed_at = UtcDateTimeField(null=True)
+    server_done = BooleanField(default=False)  # flagged \Seen or moved on the IMAP server
+
+    class Meta:
+        indexes = ((("server_done", "mailbox"), False),)
+
+
+class InboundRaw(BaseModel):
+    """The bytes of an inbound message, apart from the row whose status changes:
+    SQLite rewrites a whole record on UPDATE, blob included."""
+
+    inbound = ForeignKeyField(Inbound, primary_key=True, backref="raw_row", on_delete="CASCADE")
+    data = BlobField()
+    # what the fetch process read of it (pipeline/parse.py summarize): JSON, or null
+    # when the desk process must parse the bytes itself
+    summary = TextField(null=True)
+
+
+class Message(BaseModel):
+    """One mail of a ticket's conversation, in or out, or an internal note."""
+
+    id = AutoField()
+    ticket = ForeignKeyField(Ticket, backref="messages", on_delete="CASCADE")
+    inbound = ForeignKeyField(Inbound, null=True, backref="messages", on_delete="SET NULL")
+    direction = CharField()  # in | out
+    message_id = TextField(null=True, index=True)
+    from_addr = TextField(default="")
+    from_name = TextField(default="")
+    to = TextField(default="")
+    cc = TextField(default="")
+    subject = TextField(default="")
+    body = TextField(default="")
+    html = TextField(null=True)  # sanitized
+    internal = BooleanField(default=False)
+    kind = CharField(default="mail")  # mail | reply | note | automatic | bounce | resolution | ...
+    created_at = UtcDateTimeField()
+
+    SNAPSHOT = ("id", "direction", "from_addr", "from_name", "subject", "body", "internal", "kind", "created_at")
+
+
+class Attachment(BaseModel):
+    message = ForeignKeyField(Message, backref="attachments", on_delete="CASCADE")
+    filename = TextField()
+    content_type = CharField()
+    size = IntegerField()
+    sha256 = CharField(index=True)
+
+
+class Blob(BaseModel):
+    """Attachment contents when `attachments.store = "database"`."""
+
+    sha256 = CharField(primary_key=True)
+    data = BlobField()
+
+
+class Event(BaseModel):
+    """The history of a ticket: every change, with who did it and when."""
+
+    id = AutoField()
+    ticket = ForeignKeyField(Ticket, backref="events", on_delete="CASCADE")
+    at = UtcDateTimeField()
+    actor = CharField()
+    kind = CharField()
+    detail = TextField(default="")
+    inbound = ForeignKeyField(Inbound, null=True, backref="events", on_delete="SET NULL")
+
+    class Meta:
+        indexes = ((("ticket", "kind"), False),)
+
+
+class Task(BaseModel):
+    ticket = ForeignKeyField(Ticket, backref="tasks", on_delete="CASCADE")
+    number = IntegerField()
+    title = TextField()
+    assignee = CharField(null=True)
+    done = BooleanField(default=False)
+    created_at = UtcDateTimeField()
+    done_at = UtcDateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("ticket", "number"), True),)
+
+
+class Outbox(BaseModel):
+    """One outgoing mail to one recipient: signed and threaded when queued, its
+    template rendered from `context` when it is sent."""
+
+    id = AutoField()
+    ticket = ForeignKeyField(Ticket, null=True, backref="outbox", on_delete="SET NULL")
+    kind = CharField()  # the template: ack, assigned, relay, reminder, ...
+    automatic = BooleanField(default=False)  # counted against the automatic-reply limits
+    rcpt = CharField()
+    message_id = TextField(index=True)
+    subject = TextField(default="")
+    rcpt_name = TextField(default="")
+    from_name = TextField(default="")  # "Alice" makes "Alice via <desk name>"
+    context = TextField(default="{}")  # the template's context as JSON; rendered when sent
+    status = CharField(default="queued")  # queued | deferred | sent | failed | suppressed | bounced
+    attempts = IntegerField(default=0)
+    next_attempt_at = UtcDateTimeField(null=True)
+    last_error = TextField(null=True)
+    created_at = UtcDateTimeField()
+    sent_at = UtcDateTimeField(null=True)
+    inbound = ForeignKeyField(Inbound, null=True, backref="outbox", on_delete="SET NULL")
+
+    class Meta:
+        indexes = (
+            (("status", "next_attempt_at"), False),
+            (("rcpt", "created_at"), False),
+        )
+
+
+class MailboxState(BaseModel):
+    """The fetch checkpoint of one IMAP mailbox."""
+
+    mailbox = CharField(primary_key=True)
+    uidvalidity = IntegerField(null=True)
+    last_uid = IntegerField(default=0)
+    last_success_at = UtcDateTimeField(null=True)
+    stall_alerted = BooleanField(default=False)
+
+
+class Setting(BaseModel):
+    """Small durable state: the generated secret, round-robin pointers, alert flags."""
+
+    key = CharField(primary_key=True)
+    value = TextField()
+
+
+class StaffState(BaseModel):
+    email = CharField(primary_key=True)
+    away_until = UtcDateTimeField(null=True)  # from their own out-of-office reply
+    last_assigned_at = UtcDateTimeField(null=True)
+
+
+class SlaMark(BaseModel):
+    """A reminder or escalation that fired: the unique key makes it fire once."""
+
+    ticket = ForeignKeyField(Ticket, backref="sla_marks", on_delete="CASCADE")
+    target = CharField()  # response | resolution
+    level = CharField()  # warn | breach | level2
+    fired_at = UtcDateTimeField()
+
+    class Meta:
+        indexes = ((("ticket", "target", "level"), True),)
+
+
+class Survey(BaseModel):
+    ticket = ForeignKeyField(Ticket, backref="surveys", on_delete="CASCADE", unique=True)
+    requester = CharField(index=True)
+    sent_at = UtcDateTimeField()
+    rating = IntegerField(null=True)
+    comment = TextField(null=True)
+    answered_at = UtcDateTimeField(null=True)
+
+
+class Suppression(BaseModel):
+    """An address the desk must not write to: it bounced, or it complained."""
+
+    email = CharField(primary_key=True)
+    reason = CharField()  # bounce | complaint
+    detail = TextField(default="")
+    until = UtcDateTimeField()
+    created_at = UtcDateTimeField()
+    outbox = ForeignKeyField(Outbox, null=True, on_delete="SET NULL")
+
+
+MODELS = (
+    Ticket, Participant, Inbound, InboundRaw, Message, Attachment, Blob, Event, Task, Outbox,
+    MailboxState, Setting, StaffState, SlaMark, Survey, Suppression,
+)
+

@@ -1,0 +1,184 @@
+"""Transactions and the hot-path SQL: statements whose text is built once, events
+written in one INSERT per transaction, and small durable settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+
+from peewee import (
+    AutoField,
+    BooleanField,
+    CharField,
+    IntegerField,
+    TextField,
+)
+
+from .connection import UtcDateTimeField, db, is_sqlite
+
+
+@contextlib.contextmanager
+def write_transaction():
+    """A write transaction. On SQLite, IMMEDIATE: a deferred transaction that reads
+    then writes fails at once if another writer committed in between. The events
+    added in it are written just before it commits (add_event)."""
+    mark = len(_events)
+    try:
+        with db.obj.atomic("IMMEDIATE") if is_sqlite() else db.obj.atomic():
+            yield
+            flush_events()
+    except BaseException:
+        del _events[mark:]
+        raise
+
+
+@contextlib.contextmanager
+def savepoint():
+    """A savepoint inside a write transaction: on an exception it undoes what was
+    done in it, events added included, and lets the exception go on. (One name
+    serves all: SQL undoes and releases the innermost savepoint of a name; peewee's
+    own would draw a random name from the OS for each message.)"""
+    mark = len(_events)
+    database = db.obj
+    database.execute_sql('SAVEPOINT "md"')
+    try:
+        yield
+        database.execute_sql('RELEASE SAVEPOINT "md"')
+    except BaseException:
+        del _events[mark:]
+        database.execute_sql('ROLLBACK TO SAVEPOINT "md"')
+        database.execute_sql('RELEASE SAVEPOINT "md"')
+        raise
+
+
+# --- hot-path SQL -------------------------------------------------------------------
+# peewee builds the SQL text of every query anew, which costs 20 times more than
+# SQLite takes to run a small insert (PERF-NOTES; bench/ingest.py). The pipeline's
+# hot path writes through these helpers instead: the statement text is made once
+# per (model, columns, database kind), values still go through each field's db_value.
+
+_STATEMENTS: dict = {}
+
+
+def _sql(text: str) -> str:
+    return text if is_sqlite() else text.replace("?", "%s")
+
+
+def execute(text: str, params=()):
+    """Run SQL written with `?` placeholders on either database."""
+    return db.obj.execute_sql(_sql(text), params)
+
+
+def scalar(text: str, params=()):
+    row = execute(text, params).fetchone()
+    return row[0] if row else None
+
+
+def insert(model, **values) -> int:
+    """INSERT one row; returns its primary key."""
+    sqlite = is_sqlite()
+    key = (model, tuple(values), sqlite)
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        meta = model._meta
+        fields = [meta.fields[name] for name in values]
+        columns = ", ".join(f'"{f.column_name}"' for f in fields)
+        text = f'INSERT INTO "{meta.table_name}" ({columns}) VALUES ({", ".join("?" * len(fields))})'
+        if not sqlite:
+            text += f' RETURNING "{meta.primary_key.column_name}"'
+        statement = _STATEMENTS[key] = (_sql(text), [(f.db_value, _plain(f)) for f in fields])
+    text, converters = statement
+    params = [v if v is None or type(v) is plain else convert(v)
+              for (convert, plain), v in zip(converters, values.values())]
+    cursor = db.obj.execute_sql(text, params)
+    return cursor.lastrowid if sqlite else cursor.fetchone()[0]
+
+
+def _plain(field):
+    """The Python type a field stores unconverted (its db_value would return it as
+    is), or None."""
+    for kind, plain in ((CharField, str), (TextField, str), (BooleanField, bool), (IntegerField, int)):
+        if type(field) is kind or (kind is IntegerField and type(field) is AutoField):
+            return plain
+    return None
+
+
+def fetch_row(model, pk):
+    """SELECT one row by primary key into a model instance."""
+    sqlite = is_sqlite()
+    key = (model, "get", sqlite)
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        meta = model._meta
+        fields = meta.sorted_fields
+        columns = ", ".join(f'"{f.column_name}"' for f in fields)
+        statement = _STATEMENTS[key] = (
+            _sql(f'SELECT {columns} FROM "{meta.table_name}" WHERE "{meta.primary_key.column_name}" = ?'), fields)
+    text, fields = statement
+    row = db.obj.execute_sql(text, (pk,)).fetchone()
+    if row is None:
+        return None
+    instance = model(__no_default__=1, **{f.name: f.python_value(v) for f, v in zip(fields, row)})
+    instance._dirty.clear()
+    return instance
+
+
+def save_changes(instance, names=None) -> None:
+    """UPDATE the fields changed since the row was read or last saved (or `names`)."""
+    wanted = set(names) if names is not None else instance._dirty
+    dirty = [f for f in instance._meta.sorted_fields if f.name in wanted and not f.primary_key]
+    if not dirty:
+        return
+    meta = instance._meta
+    sqlite = is_sqlite()
+    key = (type(instance), "update", tuple(f.name for f in dirty), sqlite)
+    text = _STATEMENTS.get(key)
+    if text is None:
+        sets = ", ".join(f'"{f.column_name}" = ?' for f in dirty)
+        text = _STATEMENTS[key] = _sql(f'UPDATE "{meta.table_name}" SET {sets} WHERE "{meta.primary_key.column_name}" = ?')
+    params = [f.db_value(getattr(instance, f.name)) for f in dirty]
+    params.append(getattr(instance, meta.primary_key.name))
+    db.obj.execute_sql(text, params)
+    instance._dirty.clear()
+
+
+# Events are written in one INSERT per transaction: a new ticket has half a dozen.
+_events: list[tuple] = []
+_AT = UtcDateTimeField()  # the type of event.at
+
+
+def add_event(ticket, at: dt.datetime, actor: str, kind: str, detail: str, inbound=None) -> None:
+    """One line of a ticket's history (`ticket` and `inbound` may be rows or ids),
+    written when its transaction commits (write_transaction), or at once outside one."""
+    _events.append((_id(ticket), _AT.db_value(at), actor, kind, detail, _id(inbound)))
+    if not db.obj.in_transaction():
+        flush_events()
+
+
+def _id(row):
+    return row if row is None or isinstance(row, int) else row.id
+
+
+def flush_events() -> None:
+    """Write the events added so far (before reading a ticket's history, say)."""
+    if not _events:
+        return
+    rows, _events[:] = list(_events), []
+    for i in range(0, len(rows), 1000):
+        chunk = rows[i:i + 1000]
+        execute('INSERT INTO "event" ("ticket_id", "at", "actor", "kind", "detail", "inbound_id") VALUES '
+                + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk)), [v for row in chunk for v in row])
+
+
+# --- small durable settings -------------------------------------------------------
+
+
+def get_setting(key: str, default: str | None = None) -> str | None:
+    value = scalar('SELECT "value" FROM "setting" WHERE "key" = ?', (key,))
+    return default if value is None else value
+
+
+def put_setting(key: str, value: str) -> None:
+    execute('INSERT INTO "setting" ("key", "value") VALUES (?, ?) '
+            'ON CONFLICT ("key") DO UPDATE SET "value" = excluded."value"', (key, value))

@@ -1,0 +1,45 @@
+"""VERP addresses: the envelope sender that makes a bounce name the mail it answers.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+
+_VERP_FIELDS = ("local", "id", "domain")
+
+
+def _verp_template(template: str) -> list[tuple[str, str | None]]:
+    """The template as (literal text, field name or None) pairs; checks the fields."""
+    try:
+        pieces = [(literal, field) for literal, field, _, _ in string.Formatter().parse(template)]
+    except ValueError as exc:
+        raise ValueError(f"bounce address template {template!r}: {exc}") from None
+    fields = [f for _, f in pieces if f is not None]
+    unknown = [f for f in fields if f not in _VERP_FIELDS]
+    if unknown:
+        raise ValueError(
+            f"bounce address template {template!r}: unknown placeholder {{{unknown[0]}}}")
+    if fields.count("id") != 1:
+        raise ValueError(f"bounce address template {template!r}: needs {{id}} exactly once")
+    return pieces
+
+
+def verp_pattern(template: str, local: str, domain: str) -> re.Pattern[str]:
+    """A pattern that finds VERP addresses made from template anywhere in a header value.
+
+    It ignores case and captures the outbox id as the group "id".
+    """
+    values = {"local": re.escape(local), "domain": re.escape(domain), "id": r"(?P<id>\d{1,18})"}
+    body = "".join(re.escape(literal) + (values[field] if field else "")
+                   for literal, field in _verp_template(template))
+    return re.compile(r"(?<![\w.+-])" + body + r"(?!\.?[\w-])", re.IGNORECASE)
+
+
+def verp_address(template: str, local: str, domain: str, outbox_id: int) -> str:
+    """The envelope sender for outbox row outbox_id, e.g. helpdesk+bounce-42@example.test."""
+    if isinstance(outbox_id, bool) or not isinstance(outbox_id, int) or outbox_id < 0:
+        raise ValueError(f"outbox id must be a non-negative integer, not {outbox_id!r}")
+    values = {"local": local, "domain": domain, "id": str(outbox_id)}
+    return "".join(literal + (values[field] if field else "")
+                   for literal, field in _verp_template(template))

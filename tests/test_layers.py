@@ -1,0 +1,200 @@
+"""The shape of the package, kept: layers whose imports only point down, no cycles,
+pipeline stages that do not import each other, and SMTP only in the send process.
+
+The layers, bottom to top (docs/architecture.md draws them):
+
+    leaves    config, vocab, errors, businesstime, signing, verp, faults
+    store     the database
+    mailin    bytes -> ParsedMail, automatic-mail verdicts, IMAP
+    mailout   the queue, templates, SMTP, results
+    desk      the incident rules
+    pipeline  the stages
+    service   the desk, fetch and send processes
+    ops       the CLI, views, report
+
+An import under `if TYPE_CHECKING:` is for the type checker only (the `Runtime` that
+`service` builds is typed everywhere) and is not an edge.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "maildesk"
+
+LAYERS = ("leaves", "store", "mailin", "mailout", "desk", "pipeline", "service", "ops")
+LEAVES = {"config", "vocab", "errors", "businesstime", "signing", "verp", "faults"}
+# the stages, by module: a stage module may not import another one
+STAGES = {"parse", "screen", "correlate", "identity", "commands", "triage", "converse", "notify"}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PACKAGE.rglob("*.py") if "migrations" not in p.parts}
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _imports(path: Path, module: str, known: dict[str, Path]) -> set[str]:
+    """The maildesk modules `module` imports, wherever in the file (functions too),
+    except under TYPE_CHECKING; `from pkg import sub` counts as importing `pkg.sub`."""
+    tree = ast.parse(path.read_text())
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node)
+            for child in node.body for n in ast.walk(child)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("maildesk")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if not target.startswith("maildesk"):
+                continue
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                found.add(sub if sub in known else target)
+    return {m for m in found if m != module}
+
+
+def _graph() -> dict[str, set[str]]:
+    known = _modules()
+    return {m: {t for t in _imports(p, m, known) if t in known} for m, p in known.items()}
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    if len(parts) == 1:
+        return None  # maildesk itself, __main__: the entry points
+    top = parts[1]
+    if top in LEAVES or top == "models":  # models.py: the frozen migration's re-export of the store
+        return LAYERS.index("store") if top == "models" else 0
+    if top == "__main__":
+        return len(LAYERS)
+    return LAYERS.index(top)
+
+
+def test_every_module_belongs_to_a_layer():
+    stray = [m for m in _modules() if m.count(".") >= 1 and m.split(".")[1] not in (*LAYERS, *LEAVES, "models", "__main__")]
+    assert stray == []
+
+
+def test_imports_only_point_down_a_layer():
+    upward = []
+    for module, targets in _graph().items():
+        mine = _layer(module)
+        for target in targets:
+            theirs = _layer(target)
+            if mine is not None and theirs is not None and theirs > mine:
+                upward.append(f"{module} -> {target}")
+    assert upward == []
+
+
+def test_the_package_has_no_import_cycle():
+    graph = _graph()
+    # edges into a package's __init__ from its own modules are Python's doing, not ours
+    edges = {m: {t for t in ts if not m.startswith(t + ".")} for m, ts in graph.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    sys.setrecursionlimit(10_000)
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    assert cycles == []
+
+
+def test_no_pipeline_stage_imports_another_stage():
+    crossings = []
+    for module, targets in _graph().items():
+        parts = module.split(".")
+        if len(parts) < 3 or parts[1] != "pipeline" or parts[2] not in STAGES:
+            continue
+        for target in targets:
+            tparts = target.split(".")
+            if len(tparts) >= 3 and tparts[1] == "pipeline" and tparts[2] in STAGES and tparts[2] != parts[2]:
+                crossings.append(f"{module} -> {target}")
+    assert crossings == []
+
+
+def test_only_the_smtp_module_imports_aiosmtplib_and_only_the_service_imports_it():
+    known = _modules()
+    importers = []
+    for module, path in known.items():
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            if any(n.split(".")[0] == "aiosmtplib" for n in names):
+                importers.append(module)
+    assert sorted(set(importers)) == ["maildesk.mailout.smtp"]
+    users = sorted(m for m, ts in _graph().items() if "maildesk.mailout.smtp" in ts)
+    assert all(m.startswith("maildesk.service.") for m in users), users
+
+
+@pytest.mark.parametrize("module", ["maildesk.pipeline", "maildesk.service.daemon"])
+def test_the_pipeline_and_the_desk_process_load_neither_aiosmtplib_nor_asyncio(module):
+    code = (f"import sys, {module}; "
+            "print(','.join(m for m in ('aiosmtplib', 'asyncio') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
+
+
+def test_no_module_is_over_600_lines():
+    long = {m: n for m, p in _modules().items() if (n := len(p.read_text().splitlines())) > 600}
+    assert long == {}
+
+
+def test_every_layer_is_a_package_with_a_docstring_that_says_what_it_owns():
+    for layer in LAYERS[1:]:
+        init = PACKAGE / layer / "__init__.py"
+        assert ast.get_docstring(ast.parse(init.read_text())), layer
+
+
+def test_graph_helper_sees_relative_and_absolute_imports():
+    graph = _graph()
+    assert "maildesk.store" in graph["maildesk.desk.lifecycle"] or any(
+        t.startswith("maildesk.store") for t in graph["maildesk.desk.lifecycle"])
+    assert defaultdict  # keeps the import honest for readers who extend the graph
