@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 
 from ..mailout.queue import queue_mail
-from ..store import Message, Ticket
+from ..store import Event, Message, Survey, Ticket, flush_events
 from ..vocab import ACTIVE
 from . import lifecycle, routing, survey
 from .links import mailto
@@ -75,8 +75,6 @@ def reopen_ticket(rt, ticket: Ticket, now: dt.datetime, actor: str, why: str, in
 
 def send_review(rt, ticket: Ticket, now: dt.datetime, inbound=None) -> None:
     """The post-incident review of a major incident, to the incident managers."""
-    from ..store import Event, Survey, flush_events
-
     flush_events()
     events = list(Event.select().where(Event.ticket == ticket).order_by(Event.at, Event.id))
 

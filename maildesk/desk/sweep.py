@@ -6,9 +6,8 @@ from __future__ import annotations
 import datetime as dt
 
 from ..store import SlaMark, Ticket, write_transaction
+from . import escalation  # the mails and moves a fired mark makes
 from .sla import _fired, marks, next_mark_time
-
-# --- the sweep -----------------------------------------------------------------------
 
 
 def due_ticket_ids(now: dt.datetime, limit: int = 1000) -> list[int]:
@@ -24,8 +23,6 @@ def due_ticket_ids(now: dt.datetime, limit: int = 1000) -> list[int]:
 
 def sweep(rt, now: dt.datetime) -> int:
     """Fire every due mark; returns how many fired."""
-    from . import escalation  # the mails and moves an escalation makes
-
     fired = 0
     for tid in due_ticket_ids(now):
         with write_transaction():
@@ -36,7 +33,8 @@ def sweep(rt, now: dt.datetime) -> int:
             for mark in sorted(marks(rt, ticket), key=lambda m: m.at):
                 if mark.at > now or (mark.target, mark.level) in done:
                     continue
-                inserted = SlaMark.insert(ticket=ticket, target=mark.target, level=mark.level, fired_at=now).on_conflict_ignore().execute()
+                inserted = (SlaMark.insert(ticket=ticket, target=mark.target, level=mark.level, fired_at=now)
+                            .on_conflict_ignore().execute())
                 if not inserted:
                     continue
                 done.add((mark.target, mark.level))

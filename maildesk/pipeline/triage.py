@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ..config import Config
 from ..desk import lifecycle, routing, sla
+from ..mailout.queue import Thread, is_desk_address
 from ..store import Ticket
 from ..vocab import LEVELS
 from .context import Context
@@ -153,14 +154,10 @@ def open_ticket(ctx: Context) -> None:
 
 
 def _is_desk(ctx: Context, addr: str) -> bool:
-    from ..mailout.queue import is_desk_address
-
     return is_desk_address(ctx.rt, addr)
 
 
 def _notify_new(ctx: Context, t: Ticket, pri: Priority, cat: Decision) -> None:
-    from ..mailout.queue import Thread
-
     context = {"priority_why": pri.why, "category_why": cat.why, "message": ctx.message}
     if ctx.automatic is not None:
         ctx.decide(f"no acknowledgement: {ctx.automatic.kind} mail")

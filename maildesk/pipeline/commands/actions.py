@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ...desk import escalation, lifecycle, resolution, sla
+from ...desk import escalation, lifecycle, resolution, routing, sla
 from ...store import Task
 from .readers import CommandError
 
@@ -22,8 +22,6 @@ def _run_group(ctx, group):
     lifecycle.set_group(t, group, ctx.now, ctx.sender, "#group", ctx.inbound)
     tech = ctx.cfg.technician(t.assignee)
     if t.assignee and (tech is None or group not in tech.groups):
-        from ...desk import routing
-
         chosen, how = routing.pick_assignee(ctx.rt, group, ctx.now)
         lifecycle.assign(ctx.rt, t, chosen.email if chosen else None, ctx.now, ctx.sender, how, ctx.inbound)
         for rcpt in ([chosen.email] if chosen else [m.email for m in ctx.cfg.members(group)]):
