@@ -121,6 +121,16 @@ class Config:
             return None
         return next((c for c in self.categories if c.name.lower() == name.lower()), None)
 
+    def category_escalation(self, name: str | None) -> str | None:
+        """The group a category's tickets escalate to, inherited from its parent
+        category; None: the group chain applies."""
+        while name:
+            c = self.category(name)
+            if c is not None and c.escalates_to:
+                return c.escalates_to
+            name = name.rsplit("/", 1)[0] if "/" in name else None
+        return None
+
     def category_group(self, name: str | None) -> str | None:
         """A category's group, inherited from its parent category, else the default."""
         while name:
@@ -272,6 +282,8 @@ def check_consistency(cfg: Config, deep: bool = True) -> None:
     for i, c in enumerate(cfg.categories):
         if c.group and c.group not in names:
             errors.append(f'categories[{i}].group: unknown group "{c.group}"')
+        if c.escalates_to and c.escalates_to not in names:
+            errors.append(f'categories[{i}].escalates_to: unknown group "{c.escalates_to}"')
         if cats.count(c.name.lower()) > 1 and cats.index(c.name.lower()) != i:
             errors.append(f'categories[{i}].name: category "{c.name}" is defined twice')
     for i, s in enumerate(cfg.sla):

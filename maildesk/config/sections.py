@@ -227,6 +227,8 @@ class Category:
     name: str = opt(conv=_nonempty_str)
     keywords: tuple[str, ...] = opt((), _str_list)
     group: str | None = opt(None, _nonempty_str)
+    # where its tickets go on a functional escalation, instead of the group chain
+    escalates_to: str | None = opt(None, _nonempty_str)
 
     @property
     def parent(self) -> str | None:
