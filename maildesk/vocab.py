@@ -87,6 +87,7 @@ class MailKind(StrEnum):
     RELAY = "relay"
     REMINDER = "reminder"
     REOPENED = "reopened"
+    REPORT = "report"
     REQUESTER_REPLY = "requester_reply"
     RESOLUTION = "resolution"
     REVIEW = "review"

@@ -24,6 +24,7 @@ from ..vocab import PRIORITIES
 from .sections import (
     DEFAULT_SLA,
     Alerts,
+    Reports,
     Assignment,
     Attachments,
     Bounces,
@@ -52,7 +53,7 @@ from .values import DEFAULT_MATRIX, ConfigError, Duration, parse_duration
 __all__ = [
     "DEFAULT_MATRIX", "Alerts", "Assignment", "Attachments", "Bounces", "BusinessHours", "Category", "Config",
     "ConfigError", "Database", "Desk", "Duration", "Escalation", "Group", "Imap", "Lifecycle", "Limits", "Priority",
-    "Roles", "Security", "SlaPolicy", "Smtp", "Survey", "Technician", "check_consistency", "config_path",
+    "Reports", "Roles", "Security", "SlaPolicy", "Smtp", "Survey", "Technician", "check_consistency", "config_path",
     "load_config", "parse_config", "parse_duration",
 ]
 
@@ -77,6 +78,7 @@ class Config:
     survey: Survey = Survey()
     limits: Limits = Limits()
     alerts: Alerts = Alerts()
+    reports: Reports = Reports()
     bounces: Bounces = Bounces()
     attachments: Attachments = Attachments()
     path: Path | None = None
@@ -164,7 +166,7 @@ _SECTIONS = {
     "desk": Desk, "database": Database, "imap": Imap, "smtp": Smtp, "roles": Roles,
     "priority": Priority, "business_hours": BusinessHours, "escalation": Escalation,
     "assignment": Assignment, "security": Security, "lifecycle": Lifecycle,
-    "survey": Survey, "limits": Limits, "alerts": Alerts, "bounces": Bounces,
+    "survey": Survey, "limits": Limits, "alerts": Alerts, "reports": Reports, "bounces": Bounces,
     "attachments": Attachments,
 }
 _ARRAYS = {"groups": Group, "technicians": Technician, "categories": Category, "sla": SlaPolicy}

@@ -158,6 +158,16 @@ def _timezone(v):
         raise ValueError(f'unknown time zone "{v}"') from None
 
 
+def _weekly(v):
+    """"mon 08:00" -> (0, 08:00); "" -> None (no weekly report)."""
+    if v == "":
+        return None
+    parts = v.split() if isinstance(v, str) else []
+    if len(parts) != 2 or parts[0].lower() not in WEEKDAYS:
+        raise ValueError('expected a weekday and a time such as "mon 08:00", or "" for none')
+    return WEEKDAYS.index(parts[0].lower()), _clock(parts[1])
+
+
 def _clock(v):
     if not isinstance(v, str) or not re.fullmatch(r"\d{1,2}:\d{2}", v):
         raise ValueError('expected a time of day such as "09:00"')

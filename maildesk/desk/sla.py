@@ -130,7 +130,7 @@ def retarget(rt, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound
         if mark.at > now or (mark.target, mark.level) in fired:
             continue
         SlaMark.insert(ticket=ticket, target=mark.target, level=mark.level, fired_at=now,
-                       group=ticket.group).on_conflict_ignore().execute()
+                       group=ticket.group, assignee=ticket.assignee).on_conflict_ignore().execute()
         fired.add((mark.target, mark.level))
         if mark.level == "breach":
             add_event(ticket, now, "desk", "sla-missed",

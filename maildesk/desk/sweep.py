@@ -40,7 +40,8 @@ def sweep(rt, now: dt.datetime) -> int:
             latest = {m.target: m.at for m in due}  # sorted: the last one per target wins
             for mark in due:
                 inserted = (SlaMark.insert(ticket=ticket, target=mark.target, level=mark.level, fired_at=now,
-                                           group=ticket.group).on_conflict_ignore().execute())
+                                           group=ticket.group, assignee=ticket.assignee)
+                            .on_conflict_ignore().execute())
                 if not inserted:
                     continue
                 done.add((mark.target, mark.level))

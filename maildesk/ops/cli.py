@@ -368,7 +368,7 @@ def _day_start(text: str, option: str, tz, days: int = 0) -> dt.datetime:
 
 
 def cmd_report(args) -> int:
-    from . import report
+    from ..desk import kpis as report
 
     rt = _open(args)
     tz = rt.cfg.desk.timezone
