@@ -75,7 +75,7 @@ def weekly_report(rt, now: dt.datetime) -> str:
     """Once per `[reports] weekly` moment: the report of the tickets opened in the
     seven days before it, as text and HTML, to each process owner. Sent once per week
     (a setting remembers the last week sent), also when the desk was down at that
-    moment and starts later in the week."""
+    moment and starts later in the week; a new desk starts with the next moment."""
     owners = rt.cfg.roles.process_owners
     slot = last_weekly_slot(rt, now)
     if slot is None or not owners:
@@ -84,9 +84,12 @@ def weekly_report(rt, now: dt.datetime) -> str:
     if store.get_setting("weekly_report_sent_for") == key:
         return "weekly report: sent already"
     with store.write_transaction():
-        if store.get_setting("weekly_report_sent_for") == key:
+        last = store.get_setting("weekly_report_sent_for")
+        if last == key:
             return "weekly report: sent already"
         store.put_setting("weekly_report_sent_for", key)
+        if last is None:  # a new desk: its first report is the first whole week it saw
+            return "weekly report: the first comes next week"
         since = slot - dt.timedelta(days=7)
         report = kpis.build(rt, since=since, now=now, until=slot)
         for owner in owners:
