@@ -208,3 +208,39 @@ def test_the_report_credits_resolvers_charges_holders_and_counts_an_escalation_o
     assert missed["target"] == "response" and missed["held_by"] == "alice@example.test"
     assert "medium" in r["by_priority"]
     assert notice is not None
+
+
+def test_what_every_user_sees_reads_well(desk):
+    """Issue 13 point 11: one signature, words not config values, usable links in plain text,
+    a clean follow-up subject, and `tickets show` listing each mail once."""
+    notice = open_ticket(desk)
+    desk.deliver(reply_to(notice, "alice@example.test", "Please try tray 1 meanwhile.\n\nAlice"))
+    desk.run(now=at("09:20"))
+    (relay,) = desk.sent(to="jane@example.org", subject_has="Re:")
+    assert relay.text.count("Alice") == 1
+    desk.deliver(reply_to(notice, "alice@example.test", "#resolve fixed\nCleared the jam."))
+    desk.run(now=at("09:30"))
+    (res,) = desk.sent(to="jane@example.org", subject_has="Resolved")
+    assert "in 3 days" in res.text and "3d" not in res.text
+    assert '"#close"' in res.text
+    link_lines = [line for line in res.text.splitlines() if "mailto:" in line]
+    assert link_lines and all(line.startswith("<mailto:") and line.endswith(">") for line in link_lines)
+    desk.run(now=at("10:00", "2026-12-14"))  # closed, and past the reopen window
+    desk.deliver(reply_to(res, "jane@example.org", "It is jammed again."))
+    desk.run(now=at("10:05", "2026-12-14"))
+    follow = desk.tickets()[0]
+    assert follow["ref"] == "INC-2" and follow["subject"] == "Printer jam"
+    shown = desk.ticket("INC-1")["messages"]
+    tech = [m for m in shown if m["direction"] == "in" and m["from"] == "alice@example.test" and "tray 1" in m["body"]]
+    assert len(tech) == 1
+    out_kinds = [m["kind"] for m in shown if m["direction"] == "out"]
+    assert "ack" in out_kinds and "assigned" in out_kinds and "relay" in out_kinds and "resolution" in out_kinds
+
+
+def test_a_late_breach_says_how_late_in_words():
+    import datetime as dt
+
+    from maildesk.desk.escalation import late_by
+    due = dt.datetime(2026, 11, 30, 10, 0, tzinfo=dt.timezone.utc)
+    assert late_by(due + dt.timedelta(seconds=20), due) == "less than a minute late"
+    assert late_by(due + dt.timedelta(hours=26, minutes=5), due) == "1d 2h 5m late"

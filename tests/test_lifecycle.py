@@ -59,7 +59,7 @@ def test_resolution_mail_carries_the_text_and_two_signed_links(desk):
     assert any("Yes, it is fixed" in s and "[INC-1]" in s for s in subjects)
     assert any("No, it is not fixed" in s for s in subjects)
     assert all(re.search(r"(fixed|notfixed)-1-[0-9a-f]{16}", s) for s in subjects)
-    assert "closes by itself after 3d" in res.text
+    assert "closes by itself in 3 days" in res.text
     assert res.message.get_content_type() == "multipart/alternative"  # text plus HTML
 
 

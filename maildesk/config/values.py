@@ -53,6 +53,14 @@ class Duration:
     def minutes(self, day_minutes: float = 24 * 60) -> float:
         return self.days * day_minutes + self.seconds / 60
 
+    @property
+    def words(self) -> str:
+        """For people: "3 days", "1 hour 30 minutes" (mail text never shows "3d")."""
+        h, rest = divmod(self.seconds, 3600)
+        m, sec = divmod(rest, 60)
+        parts = [(self.days, "day"), (h, "hour"), (m, "minute"), (sec, "second")]
+        return " ".join(f"{n} {unit}{'s' if n != 1 else ''}" for n, unit in parts if n) or "no time"
+
 
 _DURATION_PART = re.compile(r"(\d+)\s*([smhd])")
 

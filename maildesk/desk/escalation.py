@@ -32,6 +32,8 @@ def late_by(now: dt.datetime, due: dt.datetime | None) -> str:
     if due is None or now < due:
         return "not late"
     minutes = int((now - due).total_seconds() // 60)
+    if minutes == 0:
+        return "less than a minute late"
     days, rest = divmod(minutes, 1440)
     hours, mins = divmod(rest, 60)
     parts = [f"{days}d"] * bool(days) + [f"{hours}h"] * bool(hours) + [f"{mins}m"]

@@ -36,7 +36,7 @@ def auto_close(rt, now: dt.datetime) -> str:
             if t.status != "resolved" or t.resolved_at > cutoff:
                 continue
             resolution.close_ticket(rt, t, now, "desk",
-                                    f"closed automatically: no objection within {after.text} of the resolution")
+                                    f"closed automatically: no objection within {after.words} of the resolution")
             t.save()
     return f"auto-closed={len(ids)}"
 
@@ -51,7 +51,7 @@ def fetch_stalled(rt, now: dt.datetime) -> str:
             MailboxState.update(stall_alerted=True).where(MailboxState.mailbox == state.mailbox).execute()
             for im in rt.cfg.roles.incident_managers:
                 queue_mail(rt, now, "fetch_stalled", rcpt=im, automatic=False,
-                           context={"mailbox": state.mailbox, "since": last, "after": limit.text,
+                           context={"mailbox": state.mailbox, "since": last, "after": limit.words,
                                     "error": store.get_setting("last_fetch_error", "")})
         log.error("fetching mailbox=%s has not succeeded since %s; incident managers told", state.mailbox, last)
     return "fetch checked"

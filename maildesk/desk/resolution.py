@@ -48,7 +48,7 @@ def _send_resolution(rt, ticket, text, now, actor, by_name, inbound) -> None:
                        "resolution": text, "by": by_name,
                        "fixed_link": mailto(rt, "fixed", ticket, rcpt, "Yes, it is fixed"),
                        "notfixed_link": mailto(rt, "notfixed", ticket, rcpt, "No, it is not fixed"),
-                       "auto_close_after": rt.cfg.lifecycle.auto_close_after.text,
+                       "auto_close_after": rt.cfg.lifecycle.auto_close_after.words,
                        "auto_close_at": now + rt.cfg.lifecycle.auto_close_after.total,
                    })
 

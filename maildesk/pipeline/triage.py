@@ -110,6 +110,23 @@ def prioritize(cfg: Config, text: str, requester: str, urgent_header: str | None
                     f"priority {priority}: impact {impact} ({impact_why}), urgency {urgency} ({urgency_why})")
 
 
+_REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|aw|sv|fw|fwd|wg)\s*:\s*|\[[A-Z]+-\d+\]\s*)+", re.IGNORECASE)
+_DESK_WORDS = re.compile(r"^(?:Resolved|Closed|On hold|Reminder|Escalated|Withdrawn)\s*:\s*", re.IGNORECASE)
+
+
+def ticket_subject(subject: str | None, prefix: str) -> str:
+    """The subject of a follow-up ticket opened by a reply to an old one: without the
+    reply prefixes, the old ticket's tag and the desk's own words ("Resolved: ..."), so
+    that it does not read "[INC-17] Re: [INC-1] Resolved: ..."."""
+    text = subject or ""
+    for _ in range(5):
+        cleaned = _DESK_WORDS.sub("", _REPLY_PREFIX.sub("", text))
+        if cleaned == text:
+            break
+        text = cleaned
+    return text.strip() or "(no subject)"
+
+
 # --- the stage ------------------------------------------------------------------------
 
 
@@ -119,7 +136,8 @@ def open_ticket(ctx: Context) -> None:
     cfg, mail, now = ctx.cfg, ctx.mail, ctx.now
     requester = ctx.sender or next((a.addr for a in mail.from_ if a.addr), "") or "unknown"
     t = Ticket(
-        subject=mail.subject or "(no subject)", requester=requester, requester_name=ctx.sender_name,
+        subject=ticket_subject(mail.subject, cfg.desk.ticket_prefix) if ctx.follows else (mail.subject or "(no subject)"),
+        requester=requester, requester_name=ctx.sender_name,
         status="new", created_at=now, updated_at=now, thread_root=mail.message_id, follows=ctx.follows,
     )
     text = f"{mail.subject}\n{mail.reply_text}"  # the quoted history does not count
