@@ -244,3 +244,40 @@ def test_a_late_breach_says_how_late_in_words():
     due = dt.datetime(2026, 11, 30, 10, 0, tzinfo=dt.timezone.utc)
     assert late_by(due + dt.timedelta(seconds=20), due) == "less than a minute late"
     assert late_by(due + dt.timedelta(hours=26, minutes=5), due) == "1d 2h 5m late"
+
+
+def _closed_with_survey(desk):
+    notice = open_ticket(desk)
+    desk.deliver(reply_to(notice, "alice@example.test", "#resolve fixed\nCleared the jam."))
+    desk.run(now=at("09:30"))
+    desk.run(now=at("10:00", "2026-12-03"))  # auto-closed after 3 days: the survey goes out
+    (survey,) = desk.sent(to="jane@example.org", subject_has="ow did we do") or desk.sent(
+        to="jane@example.org", subject_has="urvey")
+    return survey
+
+
+def test_a_survey_answered_in_words_of_praise_is_feedback_and_does_not_reopen(desk):
+    survey = _closed_with_survey(desk)
+    desk.deliver(reply_to(survey, "jane@example.org", "Great service, very quick!"))
+    desk.run(now=at("10:30", "2026-12-03"))
+    t = desk.ticket("INC-1")
+    assert t["status"] == "closed" and t["survey"]["comment"] == "Great service, very quick!"
+    assert t["survey"]["rating"] is None
+    assert len(desk.tickets()) == 1
+
+
+def test_a_survey_reply_saying_the_problem_is_back_after_the_reopen_window_opens_a_follow_up(desk):
+    survey = _closed_with_survey(desk)
+    desk.deliver(reply_to(survey, "jane@example.org", "The printer is jammed again, same tray."))
+    desk.run(now=at("10:00", "2026-12-10"))  # past the 7-day reopen window
+    tickets = {t["ref"]: t for t in desk.tickets()}
+    assert tickets["INC-1"]["status"] == "closed" and "INC-2" in tickets
+    assert desk.ticket("INC-2")["follows"] == "INC-1"
+
+
+def test_a_survey_reply_that_starts_with_a_number_is_a_rating_with_its_comment(desk):
+    survey = _closed_with_survey(desk)
+    desk.deliver(reply_to(survey, "jane@example.org", "4 - quick, but the first answer was vague"))
+    desk.run(now=at("10:30", "2026-12-03"))
+    s = desk.ticket("INC-1")["survey"]
+    assert s["rating"] == 4 and s["comment"] == "quick, but the first answer was vague"
