@@ -80,6 +80,7 @@ class MailKind(StrEnum):
     ESCALATION_L2 = "escalation_l2"
     FETCH_STALLED = "fetch_stalled"
     HELP = "help"
+    HISTORY = "history"
     LINKED = "linked"
     MAJOR_DECLARED = "major_declared"
     ON_HOLD = "on_hold"

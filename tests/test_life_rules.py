@@ -281,3 +281,46 @@ def test_a_survey_reply_that_starts_with_a_number_is_a_rating_with_its_comment(d
     desk.run(now=at("10:30", "2026-12-03"))
     s = desk.ticket("INC-1")["survey"]
     assert s["rating"] == 4 and s["comment"] == "quick, but the first answer was vague"
+
+
+def test_history_by_mail_gives_the_technician_the_conversation_and_the_notes(desk):
+    notice = open_ticket(desk)
+    desk.deliver(reply_to(notice, "alice@example.test", "#note\nToner low too; ordered."))
+    desk.run(now=at("09:20"))
+    desk.deliver(reply_to(notice, "alice@example.test", "#history"))
+    desk.run(now=at("09:25"))
+    (hist,) = desk.sent(to="alice@example.test", subject_has="History")
+    assert "The printer in room 4 is jammed." in hist.text and "Toner low too" in hist.text
+    assert "[internal]" in hist.text
+    assert not desk.sent(to="jane@example.org", subject_has="History")
+
+
+def test_a_technician_logs_a_phone_call_with_for_and_the_caller_gets_the_acknowledgement(desk):
+    desk.write_config(sla=POLICIES)
+    desk.deliver(mail("alice@example.test", "Laptop does not boot",
+                      "#for bob.caller@example.org\nBob called: his laptop shows a black screen since this morning."))
+    desk.run(now=at("09:00"))
+    (t,) = desk.tickets()
+    assert t["requester"] == "bob.caller@example.org"
+    (ack,) = desk.sent(to="bob.caller@example.org")
+    assert "Alice has logged what you reported as incident INC-1" in ack.text
+    assert "In-Reply-To" not in ack.data.decode(errors="replace").split("\r\n\r\n", 1)[0]
+    assert not desk.sent(to="alice@example.test", subject_has="We have received")
+
+
+def test_for_from_someone_who_is_not_a_technician_is_refused_and_opens_nothing(desk):
+    desk.deliver(mail("mallory@example.org", "please", "#for ceo@example.test\nReset my password."))
+    desk.run(now=at("09:00"))
+    assert desk.tickets() == []
+    (refused,) = desk.sent(to="mallory@example.org")
+    assert "only technicians" in refused.text
+    assert not desk.sent(to="ceo@example.test")
+
+
+def test_help_tells_a_requester_what_close_does_on_an_open_ticket(desk):
+    open_ticket(desk)
+    ack = desk.sent(to="jane@example.org")[0]
+    desk.deliver(reply_to(ack, "jane@example.org", "#help"))
+    desk.run(now=at("09:20"))
+    (help_mail,) = desk.sent(to="jane@example.org", subject_has="elp") or desk.sent(to="jane@example.org")[1:]
+    assert "withdraw" in help_mail.text

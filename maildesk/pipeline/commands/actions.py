@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ...desk import escalation, lifecycle, resolution, routing, sla
-from ...desk.conversation import requester_words
+from ...desk.conversation import history, requester_words
 from ...store import Task
 from .readers import CommandError
 
@@ -136,6 +136,12 @@ def _run_link(ctx, parent):
     sla.refresh(ctx.rt, t)
     ctx.send("linked", t.requester, rcpt_name=t.requester_name, ticket=t,
              context={"parent": parent, "parent_ref": ctx.rt.ref(parent)})
+
+
+def _run_history(ctx, _):
+    """The conversation so far, internal notes included, to the technician alone."""
+    ctx.send("history", ctx.sender, rcpt_name=ctx.sender_name, ticket=ctx.ticket,
+             context={"entries": history(ctx.ticket)})
 
 
 def _run_cc(ctx, addr):

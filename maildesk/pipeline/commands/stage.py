@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 from ...desk import survey
+from ...mailout.queue import Thread, is_desk_address
 from ...store import Ticket, savepoint
 from ..context import Context, Discard
 from ..messages import refuse
 from .clicks import _one_click
-from .readers import CommandError
+from .readers import _ADDRESS, CommandError
 from .table import COMMAND_LINE, COMMANDS, allowed_commands, may_run, split_block
 
 # --- the stage -------------------------------------------------------------------------
@@ -76,10 +77,38 @@ def _new_mail(ctx: Context) -> None:
     if block and not rest and all(COMMAND_LINE.match(line).group(1).lower() == "help" for line in block):
         if ctx.sender and not ctx.automatic:
             ctx.is_staff = ctx.cfg.is_staff(ctx.sender)
-            from ...mailout.queue import Thread
-
             ctx.send("help", ctx.sender, rcpt_name=ctx.sender_name, context={"commands": allowed_commands(ctx)},
                      thread=Thread.after(ctx.mail.message_id, ctx.mail.references))
         raise Discard("help", "a #help mail: answered with the command list, no ticket")
+    if block and COMMAND_LINE.match(block[0]).group(1).lower() == "for":
+        _log_for_caller(ctx, block, rest)
+        return
     if block:
         ctx.decide("command lines in a new mail are not run: a new mail opens a ticket")
+
+
+def _log_for_caller(ctx: Context, block: list[str], rest: str) -> None:
+    """`#for EMAIL` at the top of a new mail from an authenticated technician: the
+    incident is logged for that caller (a phone call, a walk-in). The caller is the
+    requester and gets the acknowledgement; the technician follows as staff."""
+    ctx.is_staff = ctx.cfg.is_staff(ctx.sender)
+    problems = [(line, "only #for runs in a new mail") for line in block[1:]]
+    m = COMMAND_LINE.match(block[0])
+    addr = (m.group(2) or "").strip().lower()
+    if not ctx.is_staff:
+        problems.insert(0, (block[0], "only technicians may use it"))
+    elif not ctx.authenticated:
+        problems.insert(0, (block[0], f"you are not authenticated: {ctx.auth_reason}"))
+    elif not _ADDRESS.match(addr) or is_desk_address(ctx.rt, addr):
+        problems.insert(0, (block[0], "expected the caller's email address, e.g. #for jane@example.org"))
+    if problems or not rest.strip():
+        if not problems:
+            problems = [(block[0], "write what the caller reported below the command")]
+        ctx.decide("#for refused: " + "; ".join(f"{line}: {why}" for line, why in problems))
+        if ctx.sender:
+            ctx.send("refused", ctx.sender, rcpt_name=ctx.sender_name, context={"problems": problems,
+                     "auth_reason": ctx.auth_reason},
+                     thread=Thread.after(ctx.mail.message_id, ctx.mail.references))
+        raise Discard("refused", "a #for mail that could not be run")
+    ctx.logged_for, ctx.body = addr, rest.strip()
+    ctx.decide(f"#for: {ctx.sender} logs this incident for {addr}")
