@@ -324,3 +324,26 @@ def test_help_tells_a_requester_what_close_does_on_an_open_ticket(desk):
     desk.run(now=at("09:20"))
     (help_mail,) = desk.sent(to="jane@example.org", subject_has="elp") or desk.sent(to="jane@example.org")[1:]
     assert "withdraw" in help_mail.text
+
+
+def test_done_then_resolve_in_one_mail_is_checked_in_order_and_works(desk):
+    notice = open_ticket(desk)
+    desk.deliver(reply_to(notice, "alice@example.test", "#task Replace the drum\n#note"))
+    desk.run(now=at("09:20"))
+    desk.deliver(reply_to(notice, "alice@example.test", "#done 1\n#resolve fixed\nNew drum in."))
+    desk.run(now=at("09:30"))
+    t = desk.ticket("INC-1")
+    assert t["status"] == "resolved" and t["tasks"][0]["done"] is True
+
+
+def test_resolve_before_done_in_one_mail_is_refused_and_changes_nothing(desk):
+    notice = open_ticket(desk)
+    desk.deliver(reply_to(notice, "alice@example.test", "#task Replace the drum\n#note"))
+    desk.run(now=at("09:20"))
+    desk.deliver(reply_to(notice, "alice@example.test", "#resolve fixed\n#done 1\nNew drum in."))
+    desk.run(now=at("09:30"))
+    t = desk.ticket("INC-1")
+    assert t["status"] == "open" and t["tasks"][0]["done"] is False
+    (refused,) = desk.sent(to="alice@example.test", subject_has="efused") or [
+        m for m in desk.sent(to="alice@example.test") if "open tasks" in m.text]
+    assert "open tasks" in refused.text and "not run" in refused.text

@@ -26,38 +26,39 @@ def apply(ctx: Context) -> None:
     block, ctx.body = split_block(ctx.mail.reply_text)
     if not block:
         return
-    parsed, problems = [], []
-    for line in block:
+    lines, problems, denied = [], [], False
+    for line in block:  # first: known, allowed, authenticated
         m = COMMAND_LINE.match(line)
         name, arg = m.group(1).lower(), (m.group(2) or "").strip()
         command = COMMANDS.get(name)
-        try:
-            if command is None:
-                raise CommandError("unknown command (send #help for the list)")
-            why_not = may_run(ctx, command)
-            if why_not:
-                raise CommandError(why_not)
-            parsed.append((line, command, command.read(ctx, arg)))
-            problems.append((line, "ok"))
-        except CommandError as e:
-            problems.append((line, str(e)))
-    if any(p != "ok" for _, p in problems):
+        why_not = "unknown command (send #help for the list)" if command is None else may_run(ctx, command)
+        denied = denied or why_not is not None
+        if why_not is None:
+            try:  # its argument as the ticket stands now, to list every problem if the block is refused
+                command.read(ctx, arg)
+            except CommandError as e:
+                why_not = str(e)
+        problems.append((line, why_not or "ok"))
+        lines.append((line, command, arg))
+    if denied:
         refuse(ctx, problems)
-    _run_all(ctx, parsed)
-    ctx.decide(f"commands applied: {'; '.join(line for line, _, _ in parsed)}")
+    _run_all(ctx, lines)
+    ctx.decide(f"commands applied: {'; '.join(line for line, _, _ in lines)}")
     ctx.command_only = not ctx.body
 
 
-def _run_all(ctx: Context, parsed) -> None:
-    """Apply the block in a savepoint: a line that fails undoes the lines before it."""
+def _run_all(ctx: Context, lines) -> None:
+    """Check and apply the block line by line in one savepoint, each line against the
+    state the lines before it leave (`#done 1` then `#resolve fixed` works); a line
+    that fails undoes the lines before it, and none of the block stays applied."""
     intents = len(ctx.intents)
     ticket_id = ctx.ticket.id
     failed = None
     try:
         with savepoint():
-            for i, (line, command, value) in enumerate(parsed):
+            for i, (line, command, arg) in enumerate(lines):
                 try:
-                    command.run(ctx, value)
+                    command.run(ctx, command.read(ctx, arg))
                 except CommandError as e:
                     failed = (i, str(e))
                     raise
@@ -65,8 +66,8 @@ def _run_all(ctx: Context, parsed) -> None:
     except CommandError:
         del ctx.intents[intents:]
         ctx.ticket = Ticket.get_by_id(ticket_id)
-        problems = [(line, "ok" if i != failed[0] else failed[1]) for i, (line, _, _) in enumerate(parsed)]
-        problems = [(line, p if i <= failed[0] else "not run") for i, (line, p) in enumerate(problems)]
+        problems = [(line, "ok" if i < failed[0] else failed[1] if i == failed[0] else "not run")
+                    for i, (line, _, _) in enumerate(lines)]
         refuse(ctx, problems)
 
 
