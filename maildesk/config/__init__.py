@@ -24,6 +24,7 @@ from ..vocab import PRIORITIES
 from .sections import (
     DEFAULT_SLA,
     Alerts,
+    Reports,
     Assignment,
     Attachments,
     Bounces,
@@ -52,7 +53,7 @@ from .values import DEFAULT_MATRIX, ConfigError, Duration, parse_duration
 __all__ = [
     "DEFAULT_MATRIX", "Alerts", "Assignment", "Attachments", "Bounces", "BusinessHours", "Category", "Config",
     "ConfigError", "Database", "Desk", "Duration", "Escalation", "Group", "Imap", "Lifecycle", "Limits", "Priority",
-    "Roles", "Security", "SlaPolicy", "Smtp", "Survey", "Technician", "check_consistency", "config_path",
+    "Reports", "Roles", "Security", "SlaPolicy", "Smtp", "Survey", "Technician", "check_consistency", "config_path",
     "load_config", "parse_config", "parse_duration",
 ]
 
@@ -77,6 +78,7 @@ class Config:
     survey: Survey = Survey()
     limits: Limits = Limits()
     alerts: Alerts = Alerts()
+    reports: Reports = Reports()
     bounces: Bounces = Bounces()
     attachments: Attachments = Attachments()
     path: Path | None = None
@@ -121,6 +123,16 @@ class Config:
             return None
         return next((c for c in self.categories if c.name.lower() == name.lower()), None)
 
+    def category_escalation(self, name: str | None) -> str | None:
+        """The group a category's tickets escalate to, inherited from its parent
+        category; None: the group chain applies."""
+        while name:
+            c = self.category(name)
+            if c is not None and c.escalates_to:
+                return c.escalates_to
+            name = name.rsplit("/", 1)[0] if "/" in name else None
+        return None
+
     def category_group(self, name: str | None) -> str | None:
         """A category's group, inherited from its parent category, else the default."""
         while name:
@@ -154,7 +166,7 @@ _SECTIONS = {
     "desk": Desk, "database": Database, "imap": Imap, "smtp": Smtp, "roles": Roles,
     "priority": Priority, "business_hours": BusinessHours, "escalation": Escalation,
     "assignment": Assignment, "security": Security, "lifecycle": Lifecycle,
-    "survey": Survey, "limits": Limits, "alerts": Alerts, "bounces": Bounces,
+    "survey": Survey, "limits": Limits, "alerts": Alerts, "reports": Reports, "bounces": Bounces,
     "attachments": Attachments,
 }
 _ARRAYS = {"groups": Group, "technicians": Technician, "categories": Category, "sla": SlaPolicy}
@@ -272,6 +284,8 @@ def check_consistency(cfg: Config, deep: bool = True) -> None:
     for i, c in enumerate(cfg.categories):
         if c.group and c.group not in names:
             errors.append(f'categories[{i}].group: unknown group "{c.group}"')
+        if c.escalates_to and c.escalates_to not in names:
+            errors.append(f'categories[{i}].escalates_to: unknown group "{c.escalates_to}"')
         if cats.count(c.name.lower()) > 1 and cats.index(c.name.lower()) != i:
             errors.append(f'categories[{i}].name: category "{c.name}" is defined twice')
     for i, s in enumerate(cfg.sla):

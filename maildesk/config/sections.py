@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from ..vocab import PRIORITIES
 from .values import (
+    _weekly,
     CALENDARS,
     DEFAULT_MATRIX,
     SECURITY_MODES,
@@ -220,6 +221,7 @@ class Technician:
 @dataclass(frozen=True, kw_only=True)
 class Roles:
     incident_managers: tuple[str, ...] = opt((), _address_list)
+    process_owners: tuple[str, ...] = opt((), _address_list)  # get the scheduled KPI report
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -227,6 +229,8 @@ class Category:
     name: str = opt(conv=_nonempty_str)
     keywords: tuple[str, ...] = opt((), _str_list)
     group: str | None = opt(None, _nonempty_str)
+    # where its tickets go on a functional escalation, instead of the group chain
+    escalates_to: str | None = opt(None, _nonempty_str)
 
     @property
     def parent(self) -> str | None:
@@ -328,6 +332,13 @@ class Limits:
     auto_replies_per_sender_per_day: int = opt(10, _int)
     auto_replies_per_ticket_per_day: int = opt(20, _int)
     auto_replies_per_hour: int = opt(500, _int)  # desk-wide; above it automatic mail pauses
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reports:
+    # "DAY HH:MM" in the desk's time zone: the KPI report of the week before, mailed to
+    # roles.process_owners; "" turns it off
+    weekly: tuple[int, dt.time] | None = opt((0, dt.time(8, 0)), _weekly)
 
 
 @dataclass(frozen=True, kw_only=True)

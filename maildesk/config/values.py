@@ -53,6 +53,14 @@ class Duration:
     def minutes(self, day_minutes: float = 24 * 60) -> float:
         return self.days * day_minutes + self.seconds / 60
 
+    @property
+    def words(self) -> str:
+        """For people: "3 days", "1 hour 30 minutes" (mail text never shows "3d")."""
+        h, rest = divmod(self.seconds, 3600)
+        m, sec = divmod(rest, 60)
+        parts = [(self.days, "day"), (h, "hour"), (m, "minute"), (sec, "second")]
+        return " ".join(f"{n} {unit}{'s' if n != 1 else ''}" for n, unit in parts if n) or "no time"
+
 
 _DURATION_PART = re.compile(r"(\d+)\s*([smhd])")
 
@@ -156,6 +164,16 @@ def _timezone(v):
         return ZoneInfo(_str(v))
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f'unknown time zone "{v}"') from None
+
+
+def _weekly(v):
+    """"mon 08:00" -> (0, 08:00); "" -> None (no weekly report)."""
+    if v == "":
+        return None
+    parts = v.split() if isinstance(v, str) else []
+    if len(parts) != 2 or parts[0].lower() not in WEEKDAYS:
+        raise ValueError('expected a weekday and a time such as "mon 08:00", or "" for none')
+    return WEEKDAYS.index(parts[0].lower()), _clock(parts[1])
 
 
 def _clock(v):

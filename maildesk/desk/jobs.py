@@ -4,6 +4,7 @@ so that `maildesk run --once --now T` can run them all as if the clock said T.
     sla_sweep      reminders and escalations (sla.py, escalation.py)
     auto_close     resolved tickets close after lifecycle.auto_close_after
     fetch_stalled  the incident managers are told once when fetching stalls
+    weekly_report  the KPI report of the week before, to the process owners
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 from .. import store
 from ..mailout.queue import queue_mail
 from ..store import MailboxState, Ticket
-from . import resolution, sweep
+from . import kpis, resolution, sweep
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def auto_close(rt, now: dt.datetime) -> str:
             if t.status != "resolved" or t.resolved_at > cutoff:
                 continue
             resolution.close_ticket(rt, t, now, "desk",
-                                    f"closed automatically: no objection within {after.text} of the resolution")
+                                    f"closed automatically: no objection within {after.words} of the resolution")
             t.save()
     return f"auto-closed={len(ids)}"
 
@@ -50,10 +51,53 @@ def fetch_stalled(rt, now: dt.datetime) -> str:
             MailboxState.update(stall_alerted=True).where(MailboxState.mailbox == state.mailbox).execute()
             for im in rt.cfg.roles.incident_managers:
                 queue_mail(rt, now, "fetch_stalled", rcpt=im, automatic=False,
-                           context={"mailbox": state.mailbox, "since": last, "after": limit.text,
+                           context={"mailbox": state.mailbox, "since": last, "after": limit.words,
                                     "error": store.get_setting("last_fetch_error", "")})
         log.error("fetching mailbox=%s has not succeeded since %s; incident managers told", state.mailbox, last)
     return "fetch checked"
 
 
-JOBS = (sla_sweep, auto_close, fetch_stalled)
+def last_weekly_slot(rt, now: dt.datetime) -> dt.datetime | None:
+    """The latest `[reports] weekly` moment at or before `now` (desk time), or None."""
+    weekly = rt.cfg.reports.weekly
+    if weekly is None:
+        return None
+    weekday, at = weekly
+    local = now.astimezone(rt.cfg.desk.timezone)
+    day = local.date() - dt.timedelta(days=(local.weekday() - weekday) % 7)
+    slot = dt.datetime.combine(day, at, tzinfo=rt.cfg.desk.timezone)
+    if slot > local:
+        slot -= dt.timedelta(days=7)
+    return slot
+
+
+def weekly_report(rt, now: dt.datetime) -> str:
+    """Once per `[reports] weekly` moment: the report of the tickets opened in the
+    seven days before it, as text and HTML, to each process owner. Sent once per week
+    (a setting remembers the last week sent), also when the desk was down at that
+    moment and starts later in the week; a new desk starts with the next moment."""
+    owners = rt.cfg.roles.process_owners
+    slot = last_weekly_slot(rt, now)
+    if slot is None or not owners:
+        return "weekly report: none configured"
+    key = slot.isoformat()
+    if store.get_setting("weekly_report_sent_for") == key:
+        return "weekly report: sent already"
+    with store.write_transaction():
+        last = store.get_setting("weekly_report_sent_for")
+        if last == key:
+            return "weekly report: sent already"
+        store.put_setting("weekly_report_sent_for", key)
+        if last is None:  # a new desk: its first report is the first whole week it saw
+            return "weekly report: the first comes next week"
+        since = slot - dt.timedelta(days=7)
+        report = kpis.build(rt, since=since, now=now, until=slot)
+        for owner in owners:
+            queue_mail(rt, now, "report", rcpt=owner, automatic=False,
+                       context={"report": report, "text": kpis.as_text(report),
+                                "since": since, "until": slot})
+    log.info("weekly report for %s to %s sent to %d process owners", since.date(), slot.date(), len(owners))
+    return "weekly report: sent"
+
+
+JOBS = (sla_sweep, auto_close, fetch_stalled, weekly_report)

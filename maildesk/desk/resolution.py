@@ -48,23 +48,23 @@ def _send_resolution(rt, ticket, text, now, actor, by_name, inbound) -> None:
                        "resolution": text, "by": by_name,
                        "fixed_link": mailto(rt, "fixed", ticket, rcpt, "Yes, it is fixed"),
                        "notfixed_link": mailto(rt, "notfixed", ticket, rcpt, "No, it is not fixed"),
-                       "auto_close_after": rt.cfg.lifecycle.auto_close_after.text,
+                       "auto_close_after": rt.cfg.lifecycle.auto_close_after.words,
                        "auto_close_at": now + rt.cfg.lifecycle.auto_close_after.total,
                    })
 
 
 def close_ticket(rt, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound=None) -> None:
+    """Close a resolved ticket; the requester gets the survey, or, when no survey
+    follows, a word that it is closed. A major incident's children are not closed
+    with it: each was resolved with its own confirm links and closes by its own rules
+    (its requester's confirmation, or auto-close)."""
     lifecycle.close(rt, ticket, now, actor, why, inbound)
-    survey.maybe_send(rt, ticket, now, inbound)
-    if not ticket.is_major:
-        return
-    for child in ticket.children.where(Ticket.status.not_in(("closed", "cancelled"))):
-        if child.status in ACTIVE:
-            lifecycle.resolve(rt, child, ticket.closure_code or "fixed", ticket.resolution or "", now, actor, inbound)
-        lifecycle.close(rt, child, now, actor, f"closed with its major incident {rt.ref(ticket)}", inbound)
-        survey.maybe_send(rt, child, now, inbound)
-        child.save()
-    send_review(rt, ticket, now, inbound)
+    if not survey.maybe_send(rt, ticket, now, inbound) and "@" in ticket.requester:
+        queue_mail(rt, now, "closed", rcpt=ticket.requester, rcpt_name=ticket.requester_name, ticket=ticket,
+                   inbound=inbound, context={"why": why,
+                                             "reopen_until": now + rt.cfg.lifecycle.reopen_window.total})
+    if ticket.is_major:
+        send_review(rt, ticket, now, inbound)
 
 
 def reopen_ticket(rt, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound=None, body: str = "") -> None:
@@ -105,6 +105,9 @@ def send_review(rt, ticket: Ticket, now: dt.datetime, inbound=None) -> None:
         "response_sla": versus(ticket.first_response_at, ticket.response_due),
         "resolution_sla": versus((first("resolved") or Event(at=None)).at, ticket.resolution_due),
         "children": children, "requesters": requesters,
+        "child_slas": [(rt.ref(c), c.requester, c.status,
+                        versus(c.first_response_at, c.response_due), versus(c.resolved_at, c.resolution_due))
+                       for c in children],
         "survey_count": len(ratings), "survey_mean": (sum(ratings) / len(ratings)) if ratings else None,
         "events": events,
     }

@@ -19,8 +19,8 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from ..store import Ticket, add_event, execute
-from ..vocab import STOPPED
+from ..store import SlaMark, Ticket, add_event, execute, scalar
+from ..vocab import ACTIVE, STOPPED
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +57,20 @@ def apply_policy(rt, ticket: Ticket, now: dt.datetime) -> None:
 def _marks_key(ticket: Ticket) -> tuple:
     """What the marks of a ticket on which nothing has fired yet depend on."""
     return (ticket.status, ticket.priority, ticket.category, ticket.created_at, ticket.response_due,
-            ticket.resolution_due, ticket.first_response_at, ticket.paused_at, ticket.paused_minutes)
+            ticket.resolution_due, ticket.first_response_at, ticket.paused_at, ticket.paused_minutes, ticket.parent_id)
+
+
+def is_held(ticket: Ticket) -> bool:
+    """A child of a major incident that is still being worked: its clock is held (no
+    reminder, no escalation of its own) until the major incident resolves it."""
+    if ticket.parent_id is None:
+        return False
+    return scalar('SELECT "status" FROM "ticket" WHERE "id" = ?', (ticket.parent_id,)) in ACTIVE
 
 
 def marks(rt, ticket: Ticket) -> list[Mark]:
     """Every mark that can still apply to the ticket in its present state."""
-    if ticket.status in STOPPED or ticket.response_due is None:
+    if ticket.status in STOPPED or ticket.response_due is None or is_held(ticket):
         return []
     policy = policy_of(rt, ticket)
     warn = rt.cfg.escalation.warn_at
@@ -104,6 +112,31 @@ def refresh(rt, ticket: Ticket) -> None:
     value = next_mark_time(rt, ticket)
     if value != ticket.sla_next_at:  # setting it marks it changed, an UPDATE
         ticket.sla_next_at = value
+
+
+def retarget(rt, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound=None) -> None:
+    """Recompute both targets after the priority or category changed (from the creation
+    time, as `apply_policy`). A mark that the new targets put in the past is not sent
+    late: it is recorded as passed at the change, without a reminder for a moment
+    already gone and without an escalation away from whoever just changed the ticket;
+    a breached target counts as missed at the time of the change."""
+    old = (ticket.response_due, ticket.resolution_due)
+    apply_policy(rt, ticket, now)
+    if (ticket.response_due, ticket.resolution_due) != old:
+        add_event(ticket, now, "desk", "sla", f"targets recomputed from creation ({why}): " + describe_due(rt, ticket),
+                  inbound)
+    fired = _fired(ticket)
+    for mark in marks(rt, ticket):
+        if mark.at > now or (mark.target, mark.level) in fired:
+            continue
+        SlaMark.insert(ticket=ticket, target=mark.target, level=mark.level, fired_at=now,
+                       group=ticket.group, assignee=ticket.assignee).on_conflict_ignore().execute()
+        fired.add((mark.target, mark.level))
+        if mark.level == "breach":
+            add_event(ticket, now, "desk", "sla-missed",
+                      f"{mark.target} target missed at the change ({why}): it became due {_fmt_time(rt, mark.at)}; "
+                      "no reminder or escalation is sent for a moment already past", inbound)
+    ticket.sla_next_at = next_mark_time(rt, ticket, fired=fired)
 
 
 # --- the clock ---------------------------------------------------------------------

@@ -64,12 +64,48 @@ def record_answer(rt, ticket: Ticket, rating: int, comment: str | None, now: dt.
 
 
 _ANSWER = re.compile(r"^\s*\(?([1-5])\)?(?![\d.,]\d)\s*(?:/\s*5)?[\s.,:;!\-)]*(.*)$", re.S)
+_PRAISE = re.compile(r"\b(thanks?|thank you|great|excellent|perfect|awesome|brilliant|super|fantastic|wonderful|"
+                     r"quick|fast|helpful|well done|good job|appreciated?|satisfied|happy|danke|merci)\b", re.I)
+_TROUBLE = re.compile(r"\b(not|no longer|still|again|back|broken|fails?|failed|failing|error|problem|issue|"
+                      r"doesn'?t|does not|isn'?t|won'?t|can'?t|cannot|wrong|worse)\b", re.I)
+
+
+def reading(text: str, thanks_phrases=()) -> tuple[str, int | None, str | None]:
+    """How a reply to the survey reads: ("rating", n, comment) when it starts with a
+    number from 1 to 5; ("praise", None, text) when it thanks or praises and reports no
+    trouble; else ("other", None, None): a reply like any other, which follows the
+    reopen rules (docs/mail.md)."""
+    m = _ANSWER.match(text or "")
+    if m:
+        return "rating", int(m.group(1)), m.group(2).strip() or None
+    words = (text or "").strip()
+    lowered = words.lower()
+    praised = _PRAISE.search(words) or any(p.lower() in lowered for p in thanks_phrases)
+    if words and praised and not _TROUBLE.search(words):
+        return "praise", None, words[:2000]
+    return "other", None, None
 
 
 def answer_by_reply(ctx) -> bool:
-    """A reply to the survey mail that starts with a number from 1 to 5."""
-    m = _ANSWER.match(ctx.mail.reply_text or "")
-    if not m:
+    """A reply to the survey mail: a rating (a number from 1 to 5 first, then an
+    optional comment), or feedback in words (thanks, praise) kept with the survey.
+    False for anything else, which the conversation stages treat as a reply."""
+    kind, rating, comment = reading(ctx.mail.reply_text or "", ctx.cfg.lifecycle.thanks_phrases)
+    if kind == "rating":
+        return record_answer(ctx.rt, ctx.ticket, rating, comment, ctx.now, ctx.sender, "reply", ctx.inbound)
+    if kind == "praise":
+        return record_feedback(ctx.rt, ctx.ticket, comment or "", ctx.now, ctx.sender, ctx.inbound)
+    return False
+
+
+def record_feedback(rt, ticket: Ticket, text: str, now: dt.datetime, who: str, inbound=None) -> bool:
+    """Words without a rating: kept as the survey's comment, the ticket stays closed."""
+    s = Survey.get_or_none(Survey.ticket == ticket)
+    if s is None:
         return False
-    comment = m.group(2).strip() or None
-    return record_answer(ctx.rt, ctx.ticket, int(m.group(1)), comment, ctx.now, ctx.sender, "reply", ctx.inbound)
+    s.comment = text
+    if s.answered_at is None:
+        s.answered_at = now
+    s.save()
+    event(ticket, now, who, "survey-feedback", "feedback by reply, without a rating; the ticket stays as it is", inbound)
+    return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from ..store import SlaMark, Ticket, write_transaction
+from ..store import SlaMark, Ticket, add_event, write_transaction
 from . import escalation  # the mails and moves a fired mark makes
 from .sla import _fired, marks, next_mark_time
 
@@ -22,7 +22,12 @@ def due_ticket_ids(now: dt.datetime, limit: int = 1000) -> list[int]:
 
 
 def sweep(rt, now: dt.datetime) -> int:
-    """Fire every due mark; returns how many fired."""
+    """Fire every due mark; returns how many fired.
+
+    After downtime several marks of one target may be due at once: only those of the
+    latest due moment fire (a breach supersedes its reminder; the hierarchical
+    escalation its functional one); the earlier ones are recorded as superseded, so
+    nobody gets a reminder for a deadline long gone next to its escalation."""
     fired = 0
     for tid in due_ticket_ids(now):
         with write_transaction():
@@ -30,14 +35,21 @@ def sweep(rt, now: dt.datetime) -> int:
             if ticket is None:
                 continue
             done = _fired(ticket)
-            for mark in sorted(marks(rt, ticket), key=lambda m: m.at):
-                if mark.at > now or (mark.target, mark.level) in done:
-                    continue
-                inserted = (SlaMark.insert(ticket=ticket, target=mark.target, level=mark.level, fired_at=now)
+            due = [m for m in sorted(marks(rt, ticket), key=lambda m: m.at)
+                   if m.at <= now and (m.target, m.level) not in done]
+            latest = {m.target: m.at for m in due}  # sorted: the last one per target wins
+            for mark in due:
+                inserted = (SlaMark.insert(ticket=ticket, target=mark.target, level=mark.level, fired_at=now,
+                                           group=ticket.group, assignee=ticket.assignee)
                             .on_conflict_ignore().execute())
                 if not inserted:
                     continue
                 done.add((mark.target, mark.level))
+                if mark.at < latest[mark.target]:
+                    add_event(ticket, now, "desk", "sla-superseded",
+                              f"{mark.target} {mark.level} mark of {mark.at:%Y-%m-%d %H:%M} UTC not sent: "
+                              "a later mark of the same target was due too")
+                    continue
                 escalation.fire(rt, ticket, mark, now)
                 fired += 1
             ticket.sla_next_at = next_mark_time(rt, ticket, fired=done)

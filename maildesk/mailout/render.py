@@ -232,6 +232,13 @@ def _render_context(rt, frozen: dict) -> dict:
     return {**frozen, "desk": cfg.desk, "cfg": cfg, "tz": cfg.desk.timezone}
 
 
+def row_text(rt, row) -> str:
+    """The plain-text body of an outbox row, as its recipient reads it."""
+    frozen = json.loads(row.context)
+    frozen.pop("_thread", None)
+    return rt.templates.render(row.kind, **_render_context(rt, frozen)).text
+
+
 def render_row(rt, row) -> bytes:
     """The bytes of an outbox row: the same Message-ID, Date and MIME boundary every
     time, so that a mail sent again after a crash is the same mail (guarantee 3)."""

@@ -256,6 +256,10 @@ def cmd_tickets_show(args) -> int:
     print("\nMessages")
     for m in d["messages"]:
         flag = " [internal]" if m["internal"] else ""
+        if m["direction"] == "out":
+            who = f"to {m['to']}" + (f" [{m['delivery']}]" if m.get("delivery") not in (None, "sent") else "")
+            print(f"  {m['created_at']}  out  {who}  ({m['kind']}){flag}  {m['subject']}")
+            continue  # the desk's own mail: its subject says it; `--json` has the text
         print(f"  {m['created_at']}  {m['direction']:>3}  {m['from']}  ({m['kind']}){flag}")
         for line in (m["body"] or "").strip().splitlines()[:40]:
             print("      " + line)
@@ -368,7 +372,7 @@ def _day_start(text: str, option: str, tz, days: int = 0) -> dt.datetime:
 
 
 def cmd_report(args) -> int:
-    from . import report
+    from ..desk import kpis as report
 
     rt = _open(args)
     tz = rt.cfg.desk.timezone

@@ -8,6 +8,7 @@ import datetime as dt
 
 from peewee import fn
 
+from ..mailout.render import row_text
 from ..store import Attachment, Event, Inbound, Message, Outbox, Suppression, Survey, Task, Ticket
 
 
@@ -59,24 +60,39 @@ def ticket_list(rt, status: str | None = None) -> list[dict]:
     return [ticket_summary(rt, t, counts.get(t.id, 0)) for t in tickets]
 
 
+def conversation(rt, t: Ticket) -> list[dict]:
+    """Every mail of the ticket once: each that came in (internal notes included), and
+    each the desk sent (acknowledgements, notices, relays, refusals), as its recipient
+    read it. At the same moment, what came in comes before the desk's answer to it."""
+    tz = rt.cfg.desk.timezone
+    incoming = list(Message.select().where((Message.ticket == t) & (Message.direction == "in")))
+    atts: dict[int, list] = {}
+    for a in Attachment.select().where(Attachment.message.in_([m.id for m in incoming])):
+        atts.setdefault(a.message_id, []).append(
+            {"filename": a.filename, "content_type": a.content_type, "size": a.size, "sha256": a.sha256})
+    rows = [((m.created_at, 0, m.id), {
+        "direction": "in", "message_id": m.message_id, "from": m.from_addr, "from_name": m.from_name,
+        "to": m.to, "subject": m.subject, "body": m.body, "internal": m.internal, "kind": m.kind,
+        "created_at": iso(m.created_at, tz), "attachments": atts.get(m.id, []),
+    }) for m in incoming]
+    for o in Outbox.select().where(Outbox.ticket == t):
+        try:
+            body = row_text(rt, o)
+        except Exception as e:  # noqa: BLE001 - a broken template override shows as such, not as a crash
+            body = f"(cannot render the {o.kind} template: {type(e).__name__})"
+        rows.append(((o.created_at, 1, o.id), {
+            "direction": "out", "message_id": o.message_id, "from": rt.cfg.desk.address,
+            "from_name": o.from_name or rt.cfg.desk.name, "to": o.rcpt, "subject": o.subject, "body": body,
+            "internal": rt.cfg.is_staff(o.rcpt), "kind": o.kind, "created_at": iso(o.created_at, tz),
+            "attachments": [], "delivery": o.status,
+        }))
+    return [row for _, row in sorted(rows, key=lambda r: r[0])]
+
+
 def ticket_detail(rt, t: Ticket) -> dict:
     tz = rt.cfg.desk.timezone
     out = ticket_summary(rt, t)
-    # at the same moment, what came in comes before the desk's answer to it
-    messages = sorted(Message.select().where(Message.ticket == t),
-                      key=lambda m: (m.created_at, m.direction != "in", m.id))
-    atts: dict[int, list] = {}
-    for a in Attachment.select().where(Attachment.message.in_([m.id for m in messages])):
-        atts.setdefault(a.message_id, []).append(
-            {"filename": a.filename, "content_type": a.content_type, "size": a.size, "sha256": a.sha256})
-    out["messages"] = [
-        {
-            "direction": m.direction, "message_id": m.message_id, "from": m.from_addr, "from_name": m.from_name,
-            "to": m.to, "subject": m.subject, "body": m.body, "internal": m.internal, "kind": m.kind,
-            "created_at": iso(m.created_at, tz), "attachments": atts.get(m.id, []),
-        }
-        for m in messages
-    ]
+    out["messages"] = conversation(rt, t)
     out["tasks"] = [
         {"number": k.number, "title": k.title, "assignee": k.assignee, "done": k.done}
         for k in Task.select().where(Task.ticket == t).order_by(Task.number)

@@ -58,6 +58,7 @@ class Context:
     reply_to_kind: str = ""  # the kind of desk mail this one answers (ack, survey, ...)
     new_ticket: bool = False
     follows: Ticket | None = None  # the closed ticket a late reply follows up
+    logged_for: str = ""  # set by commands (#for): the caller a technician logs the incident for
     sender: str = ""  # the one unambiguous sender address, lower case, or ""
     sender_name: str = ""
     role: str = "stranger"  # requester | staff | participant | stranger

@@ -17,6 +17,7 @@ import logging
 import re
 
 from .. import signing, store
+from ..desk import survey
 from ..desk.lifecycle import is_participant, within_reopen_window
 from ..store import Ticket
 from .context import Context, Discard
@@ -99,8 +100,11 @@ def _late_reply(ctx: Context) -> None:
     t = ctx.ticket
     if t.status not in ("resolved", "closed", "cancelled") or ctx.token or ctx.automatic:
         return
-    if ctx.cfg.is_staff(ctx.sender) or ctx.reply_to_kind == "survey":
+    if ctx.cfg.is_staff(ctx.sender):
         return
+    if ctx.reply_to_kind == "survey" and survey.reading(ctx.mail.reply_text or "",
+                                                        ctx.cfg.lifecycle.thanks_phrases)[0] != "other":
+        return  # a rating or praise: the survey takes it, whenever it comes
     if t.status != "cancelled" and within_reopen_window(ctx.rt, t, ctx.now):
         return
     ctx.decide(f"{ctx.ref} is {t.status} and past the reopen window: a new ticket that follows it")

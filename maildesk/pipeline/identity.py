@@ -37,6 +37,10 @@ def authenticate(ctx: Context) -> None:
     else:
         ctx.role = "stranger"
     if t is None:
+        # a new mail cites no desk mail: its sender's domain authentication is all
+        # there is (what #for and the limits of automatic replies go by)
+        if s:
+            ctx.authenticated, ctx.auth_reason = domain_authentication(ctx)
         return
     ctx.authenticated, ctx.auth_reason = check_sender(ctx)
     ctx.decide(f"sender {s or '(ambiguous)'} is {ctx.role}{' (staff)' if ctx.is_staff and ctx.role != 'staff' else ''}; "

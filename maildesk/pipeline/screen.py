@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 
 from .. import store
-from ..desk import routing
+from ..desk import away, routing
 from ..mailin import automatic
 from ..mailin.automatic import bounce_info, complaint_recipients, is_out_of_office
 from ..mailout.queue import forget_suppressions
@@ -58,9 +58,13 @@ def file_automatic(ctx: Context) -> None:
         _file_complaint(ctx)
     if ctx.sender and ctx.cfg.is_staff(ctx.sender):
         if verdict.kind == "auto-reply" and is_out_of_office(ctx.mail.tree()):
-            until = ctx.now + ctx.cfg.assignment.away_after_autoreply.total
+            tz = ctx.cfg.desk.timezone
+            back = away.back_from_text(f"{ctx.mail.subject}\n{ctx.mail.text}", ctx.now, tz)
+            until = back or ctx.now + ctx.cfg.assignment.away_after_autoreply.total
             routing.mark_away(ctx.rt, ctx.sender, until)
-            ctx.decide(f"{ctx.sender} is out of office: skipped by assignment until {until.astimezone(ctx.cfg.desk.timezone):%Y-%m-%d %H:%M}")
+            how = "the date in the reply" if back else "assignment.away_after_autoreply"
+            ctx.decide(f"{ctx.sender} is out of office: skipped by assignment until {until.astimezone(tz):%Y-%m-%d %H:%M} "
+                       f"({how})")
     if ctx.ticket is not None:
         _store_automatic(ctx, kind="automatic")
         ctx.event("automatic", f"{verdict.kind} from {ctx.sender or ctx.inbound.from_addr or 'unknown sender'} threaded; "

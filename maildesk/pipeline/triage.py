@@ -110,6 +110,23 @@ def prioritize(cfg: Config, text: str, requester: str, urgent_header: str | None
                     f"priority {priority}: impact {impact} ({impact_why}), urgency {urgency} ({urgency_why})")
 
 
+_REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|aw|sv|fw|fwd|wg)\s*:\s*|\[[A-Z]+-\d+\]\s*)+", re.IGNORECASE)
+_DESK_WORDS = re.compile(r"^(?:Resolved|Closed|On hold|Reminder|Escalated|Withdrawn)\s*:\s*", re.IGNORECASE)
+
+
+def ticket_subject(subject: str | None, prefix: str) -> str:
+    """The subject of a follow-up ticket opened by a reply to an old one: without the
+    reply prefixes, the old ticket's tag and the desk's own words ("Resolved: ..."), so
+    that it does not read "[INC-17] Re: [INC-1] Resolved: ..."."""
+    text = subject or ""
+    for _ in range(5):
+        cleaned = _DESK_WORDS.sub("", _REPLY_PREFIX.sub("", text))
+        if cleaned == text:
+            break
+        text = cleaned
+    return text.strip() or "(no subject)"
+
+
 # --- the stage ------------------------------------------------------------------------
 
 
@@ -117,10 +134,12 @@ def open_ticket(ctx: Context) -> None:
     if ctx.ticket is not None:
         return
     cfg, mail, now = ctx.cfg, ctx.mail, ctx.now
-    requester = ctx.sender or next((a.addr for a in mail.from_ if a.addr), "") or "unknown"
+    requester = ctx.logged_for or ctx.sender or next((a.addr for a in mail.from_ if a.addr), "") or "unknown"
     t = Ticket(
-        subject=mail.subject or "(no subject)", requester=requester, requester_name=ctx.sender_name,
-        status="new", created_at=now, updated_at=now, thread_root=mail.message_id, follows=ctx.follows,
+        subject=ticket_subject(mail.subject, cfg.desk.ticket_prefix) if ctx.follows else (mail.subject or "(no subject)"),
+        requester=requester, requester_name="" if ctx.logged_for else ctx.sender_name,
+        status="new", created_at=now, updated_at=now, follows=ctx.follows,
+        thread_root=None if ctx.logged_for else mail.message_id,  # the caller never saw the technician's mail
     )
     text = f"{mail.subject}\n{mail.reply_text}"  # the quoted history does not count
     cat = categorize(cfg, text)
@@ -132,11 +151,14 @@ def open_ticket(ctx: Context) -> None:
     t.is_new = True  # nothing fired, nothing sent yet: spares the lookups
     ctx.ticket, ctx.new_ticket = t, True
     lifecycle.add_participant(t, requester, "requester")
+    if ctx.logged_for:
+        lifecycle.add_participant(t, ctx.sender, "staff")  # the technician who took the call
     for a in mail.to + mail.cc:
         if a.addr and a.addr != requester and "@" in a.addr and not _is_desk(ctx, a.addr):
             lifecycle.add_participant(t, a.addr, "cc")
     ctx.message = store_message(ctx, t, internal=False, kind="mail")
     ctx.event("created", f"from {requester}" + (f" ({ctx.how})" if ctx.how else "")
+              + (f"; logged by {ctx.sender} with #for" if ctx.logged_for else "")
               + (f"; follows {ctx.rt.ref(ctx.follows)}" if ctx.follows else ""))
     if ctx.follows is not None:
         ctx.event("linked", f"follow-up {ctx.ref} opened by a reply after the reopen window", ticket=ctx.follows)
@@ -163,6 +185,12 @@ def _notify_new(ctx: Context, t: Ticket, pri: Priority, cat: Decision) -> None:
         ctx.decide(f"no acknowledgement: {ctx.automatic.kind} mail")
     elif not ctx.sender:
         ctx.decide(f"no acknowledgement: the sender is ambiguous ({ctx.mail.sender_problem})")
+    elif ctx.logged_for:
+        # the caller never saw the technician's mail: a thread of its own, and no count
+        # against the limits of automatic replies
+        by = ctx.cfg.technician(ctx.sender)
+        ctx.send("ack", t.requester, ticket=t, thread=Thread(), automatic=False,
+                 context=context | {"logged_by": by.display_name if by else ctx.sender})
     else:
         ctx.send("ack", t.requester, rcpt_name=t.requester_name, ticket=t, context=context,
                  thread=Thread.after(ctx.mail.message_id, ctx.mail.references))

@@ -275,6 +275,8 @@ class SlaMark(BaseModel):
     target = CharField()  # response | resolution
     level = CharField()  # warn | breach | level2
     fired_at = UtcDateTimeField()
+    group = CharField(null=True)  # the ticket's group when it fired: whose manager hears of a miss
+    assignee = CharField(null=True)  # who held it then: whom the report charges with a miss
 
     class Meta:
         indexes = ((("ticket", "target", "level"), True),)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from ...desk import escalation, lifecycle, resolution, routing, sla
+from ...desk.conversation import history, requester_words
 from ...store import Task
 from .readers import CommandError
 
@@ -14,7 +15,8 @@ def _run_assign(ctx, tech):
     t = ctx.ticket
     lifecycle.assign(ctx.rt, t, tech.email, ctx.now, ctx.sender, "#assign", ctx.inbound)
     if tech.email != ctx.sender:
-        ctx.send("assigned", tech.email, rcpt_name=tech.display_name, ticket=t, context={"by": ctx.sender})
+        ctx.send("assigned", tech.email, rcpt_name=tech.display_name, ticket=t,
+                 context={"by": ctx.sender, "words": requester_words(t)})
 
 
 def _run_group(ctx, group):
@@ -26,14 +28,23 @@ def _run_group(ctx, group):
         lifecycle.assign(ctx.rt, t, chosen.email if chosen else None, ctx.now, ctx.sender, how, ctx.inbound)
         for rcpt in ([chosen.email] if chosen else [m.email for m in ctx.cfg.members(group)]):
             if rcpt != ctx.sender:
-                ctx.send("assigned", rcpt, ticket=t, context={"by": ctx.sender})
+                ctx.send("assigned", rcpt, ticket=t, context={"by": ctx.sender, "words": requester_words(t)})
 
 
 def _run_status(ctx, status):
+    t = ctx.ticket
+    was = t.status
     try:
-        lifecycle.change_status(ctx.rt, ctx.ticket, status, ctx.now, ctx.sender, "#status", ctx.inbound)
+        lifecycle.change_status(ctx.rt, t, status, ctx.now, ctx.sender, "#status", ctx.inbound)
     except lifecycle.NotAllowed as e:
         raise CommandError(str(e)) from None
+    if status == "on-hold" and was != "on-hold":
+        # the requester hears of it whatever mail the technician answered; the
+        # technician's own words go with it only when the reply is for the requester
+        text = "" if ctx.internal else ctx.body
+        ctx.body = ""  # said in the on-hold mail: not relayed a second time
+        ctx.send("on_hold", t.requester, rcpt_name=t.requester_name, ticket=t, from_name=_name(ctx) if text else None,
+                 context={"text": text, "by": _name(ctx) if text else ""})
 
 
 def _run_priority(ctx, priority):
@@ -62,11 +73,7 @@ def _run_level(which):
 
 
 def _recompute_sla(ctx):
-    t = ctx.ticket
-    old = (t.response_due, t.resolution_due)
-    sla.apply_policy(ctx.rt, t, ctx.now)
-    if (t.response_due, t.resolution_due) != old:
-        ctx.event("sla", "targets recomputed from creation: " + sla.describe_due(ctx.rt, t), actor="desk")
+    sla.retarget(ctx.rt, ctx.ticket, ctx.now, ctx.sender, "changed by " + ctx.sender, ctx.inbound)
 
 
 def _run_category(ctx, name):
@@ -94,7 +101,8 @@ def _run_task(ctx, value):
     task = Task.create(ticket=t, number=n, title=title, assignee=tech.email if tech else None, created_at=ctx.now)
     ctx.event("task-added", f"task {n}: {title}" + (f" (for {tech.display_name})" if tech else ""))
     if tech and tech.email != ctx.sender:
-        ctx.send("task_assigned", tech.email, rcpt_name=tech.display_name, ticket=t, context={"task": task, "by": ctx.sender})
+        ctx.send("task_assigned", tech.email, rcpt_name=tech.display_name, ticket=t,
+                 context={"task": task, "by": ctx.sender, "words": requester_words(t)})
 
 
 def _run_done(ctx, task):
@@ -123,8 +131,17 @@ def _run_major(ctx, _):
 def _run_link(ctx, parent):
     t = ctx.ticket
     t.parent = parent
-    ctx.event("linked", f"child of major incident {ctx.rt.ref(parent)}")
+    ctx.event("linked", f"child of major incident {ctx.rt.ref(parent)}; its own SLA clock is held while that is worked")
     ctx.event("linked", f"{ctx.ref} linked as a child", ticket=parent)
+    sla.refresh(ctx.rt, t)
+    ctx.send("linked", t.requester, rcpt_name=t.requester_name, ticket=t,
+             context={"parent": parent, "parent_ref": ctx.rt.ref(parent)})
+
+
+def _run_history(ctx, _):
+    """The conversation so far, internal notes included, to the technician alone."""
+    ctx.send("history", ctx.sender, rcpt_name=ctx.sender_name, ticket=ctx.ticket,
+             context={"entries": history(ctx.ticket)})
 
 
 def _run_cc(ctx, addr):
@@ -141,6 +158,7 @@ def _run_close(ctx, _):
         t.closed_at = ctx.now
         if t.assignee:
             ctx.send("withdrawn", t.assignee, ticket=t, context={"by": ctx.sender})
+        ctx.send("cancelled", t.requester, rcpt_name=t.requester_name, ticket=t, context={"by": ctx.sender})
 
 
 def _run_reopen(ctx, _):

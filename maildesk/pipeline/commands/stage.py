@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 from ...desk import survey
+from ...mailout.queue import Thread, is_desk_address
 from ...store import Ticket, savepoint
 from ..context import Context, Discard
 from ..messages import refuse
 from .clicks import _one_click
-from .readers import CommandError
+from .readers import _ADDRESS, CommandError
 from .table import COMMAND_LINE, COMMANDS, allowed_commands, may_run, split_block
 
 # --- the stage -------------------------------------------------------------------------
@@ -25,38 +26,39 @@ def apply(ctx: Context) -> None:
     block, ctx.body = split_block(ctx.mail.reply_text)
     if not block:
         return
-    parsed, problems = [], []
-    for line in block:
+    lines, problems, denied = [], [], False
+    for line in block:  # first: known, allowed, authenticated
         m = COMMAND_LINE.match(line)
         name, arg = m.group(1).lower(), (m.group(2) or "").strip()
         command = COMMANDS.get(name)
-        try:
-            if command is None:
-                raise CommandError("unknown command (send #help for the list)")
-            why_not = may_run(ctx, command)
-            if why_not:
-                raise CommandError(why_not)
-            parsed.append((line, command, command.read(ctx, arg)))
-            problems.append((line, "ok"))
-        except CommandError as e:
-            problems.append((line, str(e)))
-    if any(p != "ok" for _, p in problems):
+        why_not = "unknown command (send #help for the list)" if command is None else may_run(ctx, command)
+        denied = denied or why_not is not None
+        if why_not is None:
+            try:  # its argument as the ticket stands now, to list every problem if the block is refused
+                command.read(ctx, arg)
+            except CommandError as e:
+                why_not = str(e)
+        problems.append((line, why_not or "ok"))
+        lines.append((line, command, arg))
+    if denied:
         refuse(ctx, problems)
-    _run_all(ctx, parsed)
-    ctx.decide(f"commands applied: {'; '.join(line for line, _, _ in parsed)}")
+    _run_all(ctx, lines)
+    ctx.decide(f"commands applied: {'; '.join(line for line, _, _ in lines)}")
     ctx.command_only = not ctx.body
 
 
-def _run_all(ctx: Context, parsed) -> None:
-    """Apply the block in a savepoint: a line that fails undoes the lines before it."""
+def _run_all(ctx: Context, lines) -> None:
+    """Check and apply the block line by line in one savepoint, each line against the
+    state the lines before it leave (`#done 1` then `#resolve fixed` works); a line
+    that fails undoes the lines before it, and none of the block stays applied."""
     intents = len(ctx.intents)
     ticket_id = ctx.ticket.id
     failed = None
     try:
         with savepoint():
-            for i, (line, command, value) in enumerate(parsed):
+            for i, (line, command, arg) in enumerate(lines):
                 try:
-                    command.run(ctx, value)
+                    command.run(ctx, command.read(ctx, arg))
                 except CommandError as e:
                     failed = (i, str(e))
                     raise
@@ -64,8 +66,8 @@ def _run_all(ctx: Context, parsed) -> None:
     except CommandError:
         del ctx.intents[intents:]
         ctx.ticket = Ticket.get_by_id(ticket_id)
-        problems = [(line, "ok" if i != failed[0] else failed[1]) for i, (line, _, _) in enumerate(parsed)]
-        problems = [(line, p if i <= failed[0] else "not run") for i, (line, p) in enumerate(problems)]
+        problems = [(line, "ok" if i < failed[0] else failed[1] if i == failed[0] else "not run")
+                    for i, (line, _, _) in enumerate(lines)]
         refuse(ctx, problems)
 
 
@@ -76,10 +78,38 @@ def _new_mail(ctx: Context) -> None:
     if block and not rest and all(COMMAND_LINE.match(line).group(1).lower() == "help" for line in block):
         if ctx.sender and not ctx.automatic:
             ctx.is_staff = ctx.cfg.is_staff(ctx.sender)
-            from ...mailout.queue import Thread
-
             ctx.send("help", ctx.sender, rcpt_name=ctx.sender_name, context={"commands": allowed_commands(ctx)},
                      thread=Thread.after(ctx.mail.message_id, ctx.mail.references))
         raise Discard("help", "a #help mail: answered with the command list, no ticket")
+    if block and COMMAND_LINE.match(block[0]).group(1).lower() == "for":
+        _log_for_caller(ctx, block, rest)
+        return
     if block:
         ctx.decide("command lines in a new mail are not run: a new mail opens a ticket")
+
+
+def _log_for_caller(ctx: Context, block: list[str], rest: str) -> None:
+    """`#for EMAIL` at the top of a new mail from an authenticated technician: the
+    incident is logged for that caller (a phone call, a walk-in). The caller is the
+    requester and gets the acknowledgement; the technician follows as staff."""
+    ctx.is_staff = ctx.cfg.is_staff(ctx.sender)
+    problems = [(line, "only #for runs in a new mail") for line in block[1:]]
+    m = COMMAND_LINE.match(block[0])
+    addr = (m.group(2) or "").strip().lower()
+    if not ctx.is_staff:
+        problems.insert(0, (block[0], "only technicians may use it"))
+    elif not ctx.authenticated:
+        problems.insert(0, (block[0], f"you are not authenticated: {ctx.auth_reason}"))
+    elif not _ADDRESS.match(addr) or is_desk_address(ctx.rt, addr):
+        problems.insert(0, (block[0], "expected the caller's email address, e.g. #for jane@example.org"))
+    if problems or not rest.strip():
+        if not problems:
+            problems = [(block[0], "write what the caller reported below the command")]
+        ctx.decide("#for refused: " + "; ".join(f"{line}: {why}" for line, why in problems))
+        if ctx.sender:
+            ctx.send("refused", ctx.sender, rcpt_name=ctx.sender_name, context={"problems": problems,
+                     "auth_reason": ctx.auth_reason},
+                     thread=Thread.after(ctx.mail.message_id, ctx.mail.references))
+        raise Discard("refused", "a #for mail that could not be run")
+    ctx.logged_for, ctx.body = addr, rest.strip()
+    ctx.decide(f"#for: {ctx.sender} logs this incident for {addr}")

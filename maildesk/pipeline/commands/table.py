@@ -20,6 +20,7 @@ from .actions import (
     _run_done,
     _run_escalate,
     _run_group,
+    _run_history,
     _run_level,
     _run_link,
     _run_major,
@@ -98,8 +99,9 @@ COMMANDS = {c.name: c for c in (
     Command("major", "staff", "#major", "declare a major incident", _none, _run_major),
     Command("link", "staff", "#link REF", "make this ticket a child of a major incident", _major_ref, _run_link),
     Command("cc", "staff", "#cc EMAIL", "add a participant", _address, _run_cc),
+    Command("history", "staff", "#history", "get the ticket's conversation and facts by mail", _none, _run_history),
     Command("help", "anyone", "#help", "list the commands you may use", _none, _run_help),
-    Command("close", "requester", "#close", "confirm the resolution and close the ticket", _closable, _run_close),
+    Command("close", "requester", "#close", "on a resolved ticket: it is fixed, close it; before that: withdraw it", _closable, _run_close),
     Command("reopen", "requester", "#reopen", "reopen a resolved ticket", _reopenable, _run_reopen),
 )}
 
