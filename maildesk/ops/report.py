@@ -1,4 +1,4 @@
-"""KPIs (DESIGN section 7): volumes, backlog, response and resolution times in
+"""KPIs (docs/kpis.md): volumes, backlog, response and resolution times in
 business minutes of each ticket's own SLA calendar, SLA compliance, first-contact
 resolution, reopens, escalations and surveys, overall and by category, group and
 technician.
