@@ -2,7 +2,7 @@
 
 Every mail the desk sends has a Message-ID that carries an HMAC over the ticket and
 the recipient: a reply that cites it proves which mail it answers and to whom that
-mail was sent (DESIGN section 4). One-click actions (confirm, reject, survey rating)
+mail was sent (docs/security.md). One-click actions (confirm, reject, survey rating)
 are `mailto:` links whose subject carries a token signed the same way, so that a
 link-following mail scanner cannot trigger them and nobody can forge them.
 

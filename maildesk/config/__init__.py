@@ -1,6 +1,6 @@
 """The configuration: one TOML file read into frozen dataclasses.
 
-Every section of DESIGN.md section 3 is a dataclass below; each field names its
+Every section of the file (docs/configuration.md) is a dataclass below; each field names its
 TOML key, its default and how its value is checked. A problem anywhere becomes a
 `ConfigError` whose lines each start with the key path (``imap.port: expected an
 integer``), so that `maildesk check-config` can tell the admin exactly what to fix.

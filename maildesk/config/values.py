@@ -18,7 +18,7 @@ STRATEGIES = ("round_robin", "least_loaded", "none")
 SECURITY_MODES = ("ssl", "starttls", "none")
 CALENDARS = ("24x7", "business")
 
-# ITIL's default impact x urgency matrix (DESIGN section 3).
+# ITIL's default impact x urgency matrix (docs/configuration.md, [priority] matrix).
 DEFAULT_MATRIX = {
     "high": {"high": "critical", "medium": "high", "low": "medium"},
     "medium": {"high": "high", "medium": "medium", "low": "low"},

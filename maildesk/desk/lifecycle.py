@@ -1,4 +1,4 @@
-"""The status machine of an incident (DESIGN section 5) and the changes that go with
+"""The status machine of an incident (docs/mail.md, the life cycle) and the changes that go with
 it: assignment, group, resolution, closure, reopening. Every change is an `Event`
 with its actor and time; the SLA clock follows the status (sla.py).
 

@@ -10,7 +10,7 @@ per ticket, and desk-wide). A mail those rules stop is still a row, with status
 Delivery retries temporary failures (4xx, refused connections) with capped
 exponential backoff and records permanent ones (5xx) with the server's answer.
 A row is marked sent only after the server accepted it; a crash in between may
-send it again, with the same Message-ID (DESIGN guarantee 3).
+send it again, with the same Message-ID (guarantee 3, docs/architecture.md).
 """
 
 from __future__ import annotations

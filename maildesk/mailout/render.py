@@ -6,7 +6,7 @@ the rest is the body. `desk.templates_dir` overrides the shipped templates file 
 file. Templates are compiled once per process (jinja2's cache).
 
 Mail is built by hand rather than with `EmailMessage`: it is several times cheaper
-(PERF-NOTES) and the shape is fixed: multipart/alternative of UTF-8 quoted-printable
+(bench/ingest.py --profile) and the shape is fixed: multipart/alternative of UTF-8 quoted-printable
 text and HTML, with headers encoded per RFC 2047 where they are not ASCII.
 """
 

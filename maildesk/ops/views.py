@@ -1,5 +1,5 @@
 """Tickets, inbound mail and outbox rows as the CLI shows them: the JSON objects of
-DESIGN section 2, and plain-text tables for people. Times are ISO-8601 with the
+docs/operations.md (the CLI), and plain-text tables for people. Times are ISO-8601 with the
 offset of the desk's time zone."""
 
 from __future__ import annotations

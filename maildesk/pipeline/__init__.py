@@ -15,7 +15,7 @@ The stages run in this order; each is a plain function of the `Context`:
 
 A stage stops a message with `Discard` (done, with an outcome) or `Reject`
 (quarantine, with a reason). Any other exception also quarantines the message with
-its error (STYLE: the one broad catch, around one message): a bad message never
+its error (one of the codebase's two broad catches, around one message): a bad message never
 blocks the others, and `maildesk inbound retry ID` runs it again.
 """
 

@@ -1,4 +1,4 @@
-"""Stage 3: which ticket a mail belongs to (DESIGN section 4, in this order):
+"""Stage 3: which ticket a mail belongs to (docs/mail.md, threading; in this order):
 
 1. a one-click token in the subject (signed for this sender);
 2. `In-Reply-To`, then `References` from the newest, against every stored

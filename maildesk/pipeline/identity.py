@@ -1,6 +1,6 @@
 """Stage 5: who wrote this, what are they to the ticket, and can we believe it.
 
-A sender counts as authenticated (DESIGN section 4; guarantee 5) when both hold:
+A sender counts as authenticated (docs/security.md; guarantee 5) when both hold:
 
 - the topmost `Authentication-Results` header whose authserv-id is in
   `security.trusted_authserv_ids` says `dmarc=pass`, or `dkim=pass` with a

@@ -1,5 +1,5 @@
 """Stage 9: the mails the earlier stages decided on become outbox rows, in the same
-transaction as the changes that caused them (DESIGN guarantee 3).
+transaction as the changes that caused them (guarantee 3, docs/architecture.md).
 
 Nothing is sent here: `smtp.deliver_due` sends after the commit. The desk never
 answers automatic mail (RFC 3834), so automatic replies to such mail are dropped

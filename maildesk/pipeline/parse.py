@@ -1,6 +1,6 @@
 """Stage 1: raw bytes to a parsed mail, within the limits of `[limits]`.
 
-Parsing is most of the CPU a message costs (PERF-NOTES), so it happens once and
+Parsing is most of the CPU a message costs (bench/ingest.py --profile), so it happens once and
 outside any transaction: the fetch process reads a batch ahead while the desk is
 busy and stores a summary beside the bytes (`summarize`); an idle desk reads the
 batch ahead itself before it opens its transaction (`read_ahead`). This stage then

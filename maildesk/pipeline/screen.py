@@ -1,7 +1,7 @@
 """Stages 2 and 4: what is automatic mail, what is a duplicate, and what becomes of
 the automatic mail once we know its ticket.
 
-The desk never answers automatic mail (RFC 3834; DESIGN section 4): bounces are
+The desk never answers automatic mail (RFC 3834; docs/mail.md, automatic mail): bounces are
 recorded on the ticket whose mail bounced and the address is marked undeliverable;
 complaints stop automatic mail to the address; out-of-office and other automatic
 replies are threaded onto their ticket without changing it (and a technician's own

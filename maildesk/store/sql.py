@@ -54,7 +54,7 @@ def savepoint():
 
 # --- hot-path SQL -------------------------------------------------------------------
 # peewee builds the SQL text of every query anew, which costs 20 times more than
-# SQLite takes to run a small insert (PERF-NOTES; bench/ingest.py). The pipeline's
+# SQLite takes to run a small insert (bench/ingest.py --profile). The pipeline's
 # hot path writes through these helpers instead: the statement text is made once
 # per (model, columns, database kind), values still go through each field's db_value.
 

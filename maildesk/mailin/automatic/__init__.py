@@ -1,6 +1,6 @@
 """Which inbound mail was written by a machine, and what a bounce is about.
 
-The desk never answers automatic mail (DESIGN.md section 4, RFC 3834 section 2). This module
+The desk never answers automatic mail (docs/mail.md, automatic mail; RFC 3834 section 2). This module
 decides, from one parsed message, whether a mail is automatic and of which kind, and for bounces
 which outgoing mail and which recipient they report. It is pure: no database, no network, no
 clock. It works on the ``compat32`` message tree that the parse stage builds once::

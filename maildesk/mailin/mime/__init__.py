@@ -10,11 +10,11 @@
     mail.header("Auto-Submitted")               # decoded, CR/LF/NUL removed; "" if absent
 
 Speed: the stdlib `email` package with `policy.compat32` and explicit decoding here
-is about five times faster than `policy.default` (PERF-NOTES.md). HTML is converted to
+is several times faster than `policy.default`, which builds a header object for every field. HTML is converted to
 text only when a mail has no usable text/plain body, and quote stripping runs only
 when `reply_text` is first read.
 
-Safety (DESIGN.md section 6, guarantee 4): `parse_mail` raises nothing but
+Safety (guarantee 4, docs/architecture.md): `parse_mail` raises nothing but
 `MailRejected`, whatever the bytes; every decoded string is valid Unicode without
 surrogates or NUL characters; the limits in `config.Limits` bound header size,
 part count, nesting and time.

@@ -23,7 +23,7 @@ def clean_header_text(s: str) -> str:
     """One line of text fit for a header the desk writes: control characters gone
     (CR, LF and TAB become spaces, NUL and the rest are removed), whitespace runs
     collapsed to one space, ends stripped. Stops header injection from mail-derived
-    text (DESIGN.md section 6.4)."""
+    text (guarantee 4, docs/architecture.md)."""
     if not s:
         return ""
     s = s.translate(_CONTROLS)

@@ -1,6 +1,6 @@
 """A command block is the lines at the very top of the reply (after the quoted history
 is stripped and HTML turned into text) that each start with `#word`; the first other
-line ends it. The block is all or nothing (DESIGN section 4): each line is checked
+line ends it. The block is all or nothing (docs/mail.md, commands): each line is checked
 first (known, well formed, allowed for this sender, sender authenticated), and then
 all are applied inside one savepoint; if any line fails, nothing changes and the
 sender gets a reply that lists each line with what was wrong.
