@@ -172,13 +172,13 @@ def load_config(path: str | os.PathLike, deep: bool = True) -> Config:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError([f"{path}: no such config file (give --config PATH or set MAILDESK_CONFIG)"])
+        raise ConfigError([f"{path}: no such config file (give --config PATH or set MAILDESK_CONFIG)"]) from None
     except OSError as e:
-        raise ConfigError([f"{path}: cannot read the config file: {e.strerror}"])
+        raise ConfigError([f"{path}: cannot read the config file: {e.strerror}"]) from None
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError([f"{path}: not valid TOML: {e}"])
+        raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
     except UnicodeDecodeError:
-        raise ConfigError([f"{path}: not valid UTF-8"])
+        raise ConfigError([f"{path}: not valid UTF-8"]) from None
     return parse_config(data, path, deep)
 
 

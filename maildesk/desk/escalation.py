@@ -80,8 +80,8 @@ def hierarchical(rt, ticket: Ticket, now: dt.datetime, target: str, due) -> None
     rcpts = ([group.manager] if group and group.manager else []) + list(cfg.roles.incident_managers)
     late = late_by(now, due)
     ticket.escalation_count += 1
-    lifecycle.event(ticket, now, "desk", "escalated",
-                    f"hierarchical escalation: {target} target {late}; told {', '.join(rcpts) or 'nobody (no manager or incident manager configured)'}")
+    told = ", ".join(rcpts) or "nobody (no manager or incident manager configured)"
+    lifecycle.event(ticket, now, "desk", "escalated", f"hierarchical escalation: {target} target {late}; told {told}")
     history = list(ticket.events.order_by(ticket.events.model.at, ticket.events.model.id))
     for rcpt in dict.fromkeys(rcpts):
         queue_mail(rt, now, "escalation_l2", rcpt=rcpt, ticket=ticket,

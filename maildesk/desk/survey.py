@@ -32,7 +32,8 @@ def maybe_send(rt, ticket: Ticket, now: dt.datetime, inbound=None) -> bool:
     recent = Survey.select().where((Survey.requester == ticket.requester) & (Survey.sent_at > since)).first()
     if recent is not None:
         event(ticket, now, "desk", "survey-skipped",
-              f"no survey: {ticket.requester} got one on {recent.sent_at:%Y-%m-%d} (survey.min_days_between = {cfg.min_days_between})",
+              f"no survey: {ticket.requester} got one on {recent.sent_at:%Y-%m-%d} "
+              f"(survey.min_days_between = {cfg.min_days_between})",
               inbound)
         return False
     Survey.create(ticket=ticket, requester=ticket.requester, sent_at=now)

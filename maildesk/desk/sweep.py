@@ -36,7 +36,8 @@ def sweep(rt, now: dt.datetime) -> int:
             for mark in sorted(marks(rt, ticket), key=lambda m: m.at):
                 if mark.at > now or (mark.target, mark.level) in done:
                     continue
-                inserted = SlaMark.insert(ticket=ticket, target=mark.target, level=mark.level, fired_at=now).on_conflict_ignore().execute()
+                inserted = (SlaMark.insert(ticket=ticket, target=mark.target, level=mark.level, fired_at=now)
+                            .on_conflict_ignore().execute())
                 if not inserted:
                     continue
                 done.add((mark.target, mark.level))

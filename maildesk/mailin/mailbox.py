@@ -75,7 +75,8 @@ class MailboxSession:
             else:
                 self.client.login(c.username, c.password or "")
         except IMAPClientError as e:
-            raise MailboxError(f"IMAP login as {c.username} on {c.host} refused: {_text(e)} (check imap.username and the password)") from e
+            raise MailboxError(f"IMAP login as {c.username} on {c.host} refused: {_text(e)} "
+                               "(check imap.username and the password)") from e
         caps = self.client.capabilities()
         self.can_idle = c.idle and b"IDLE" in caps
         self.can_move = b"MOVE" in caps

@@ -63,7 +63,8 @@ def process_pending(rt, now: dt.datetime, should_stop=lambda: False, between=lam
     report = Processed()
     while not should_stop():
         intake()
-        ids = [i for (i,) in Inbound.select(Inbound.id).where(Inbound.status == "pending").order_by(Inbound.id).limit(BATCH).tuples()]
+        ids = [i for (i,) in Inbound.select(Inbound.id).where(Inbound.status == "pending").order_by(Inbound.id)
+               .limit(BATCH).tuples()]
         if not ids:
             break
         raws = {i: (data, summary, None if summary else parse.read_ahead(rt, bytes(data)))

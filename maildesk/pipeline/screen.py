@@ -60,7 +60,8 @@ def file_automatic(ctx: Context) -> None:
         if verdict.kind == "auto-reply" and is_out_of_office(ctx.mail.tree()):
             until = ctx.now + ctx.cfg.assignment.away_after_autoreply.total
             routing.mark_away(ctx.rt, ctx.sender, until)
-            ctx.decide(f"{ctx.sender} is out of office: skipped by assignment until {until.astimezone(ctx.cfg.desk.timezone):%Y-%m-%d %H:%M}")
+            local = until.astimezone(ctx.cfg.desk.timezone)
+            ctx.decide(f"{ctx.sender} is out of office: skipped by assignment until {local:%Y-%m-%d %H:%M}")
     if ctx.ticket is not None:
         _store_automatic(ctx, kind="automatic")
         ctx.event("automatic", f"{verdict.kind} from {ctx.sender or ctx.inbound.from_addr or 'unknown sender'} threaded; "

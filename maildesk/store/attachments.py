@@ -38,7 +38,8 @@ def store_all(rt, message, parts) -> None:
         return
     write_contents(rt, parts)
     Attachment.insert_many(
-        [dict(message=message, filename=p.filename, content_type=p.content_type[:200], size=p.size, sha256=p.sha256) for p in parts]
+        [dict(message=message, filename=p.filename, content_type=p.content_type[:200], size=p.size, sha256=p.sha256)
+         for p in parts]
     ).execute()
 
 

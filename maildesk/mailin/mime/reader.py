@@ -481,7 +481,7 @@ def _read_tnef(data: bytes) -> tuple[list[AttachmentPart] | None, str, bool]:
     # tnefparse is a pure-Python reader of an undocumented binary format; on hostile
     # input it fails with struct.error, IndexError, UnboundLocalError, ValueError and
     # more. The rule for all of them: keep winmail.dat as it is.
-    except Exception:
+    except Exception:  # noqa: BLE001
         return None, "", False
 
 

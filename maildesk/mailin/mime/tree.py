@@ -17,6 +17,7 @@ from __future__ import annotations
 import email.message
 import email.parser
 import email.policy
+import itertools
 import re
 
 STDLIB_PARSER = email.parser.BytesParser(policy=email.policy.compat32)
@@ -63,7 +64,7 @@ def _part(text: str, start: int, end: int, nested: bool, depth: int) -> email.me
     if first > body_start:
         msg.preamble = _strip_eol(text[body_start:first])
     parts = []
-    for (_, line_end, close), (next_start, _, _) in zip(delimiters, delimiters[1:]):
+    for (_, line_end, _), (next_start, _, _) in itertools.pairwise(delimiters):
         if next_start == line_end:
             raise _Unsure  # doubled delimiter lines: the stdlib skips them
         parts.append(_part(text, line_end, next_start, nested=True, depth=depth + 1))

@@ -54,7 +54,7 @@ def _run_all(ctx: Context, parsed) -> None:
     failed = None
     try:
         with savepoint():
-            for i, (line, command, value) in enumerate(parsed):
+            for i, (_, command, value) in enumerate(parsed):
                 try:
                     command.run(ctx, value)
                 except CommandError as e:
