@@ -301,13 +301,18 @@ def check_consistency(cfg: Config, deep: bool = True) -> None:
 def _check_holidays(bh: BusinessHours) -> list[str]:
     import holidays
 
+    # holidays raises NotImplementedError for an unknown country and for an unknown
+    # subdivision of a known one alike: the country is asked about alone first
     try:
-        holidays.country_holidays(bh.holidays_country, subdiv=bh.holidays_subdivision, years=2026)
+        holidays.country_holidays(bh.holidays_country, years=2026)
     except NotImplementedError:
         return [f'business_hours.holidays_country: unknown country "{bh.holidays_country}"']
-    except Exception:
-        return [
-            f'business_hours.holidays_subdivision: unknown subdivision "{bh.holidays_subdivision}" '
-            f'of "{bh.holidays_country}"'
-        ]
+    if bh.holidays_subdivision:
+        try:
+            holidays.country_holidays(bh.holidays_country, subdiv=bh.holidays_subdivision, years=2026)
+        except NotImplementedError:
+            return [
+                f'business_hours.holidays_subdivision: unknown subdivision "{bh.holidays_subdivision}" '
+                f'of "{bh.holidays_country}"'
+            ]
     return []
