@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import TYPE_CHECKING
 
 from ..mailout.queue import queue_mail
 from ..store import Ticket
 from . import lifecycle, routing
+
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,7 @@ def late_by(now: dt.datetime, due: dt.datetime | None) -> str:
     return " ".join(parts) + " late"
 
 
-def fire(rt, ticket: Ticket, mark, now: dt.datetime) -> None:
+def fire(rt: Runtime, ticket: Ticket, mark, now: dt.datetime) -> None:
     due = ticket.response_due if mark.target == "response" else ticket.resolution_due
     log.info("sla %s %s ticket=%s", mark.target, mark.level, rt.ref(ticket))
     if mark.level == "warn":
@@ -46,7 +50,8 @@ def fire(rt, ticket: Ticket, mark, now: dt.datetime) -> None:
         hierarchical(rt, ticket, now, mark.target, due)
 
 
-def escalate(rt, ticket: Ticket, now: dt.datetime, actor: str, why: str, to_group: str | None = None, inbound=None) -> None:
+def escalate(rt: Runtime, ticket: Ticket, now: dt.datetime, actor: str, why: str, to_group: str | None = None,
+             inbound=None) -> None:
     """Functional escalation: to `to_group`, else the group's `escalates_to`, else stay
     and be reassigned within the group."""
     cfg = rt.cfg
@@ -74,7 +79,7 @@ def escalate(rt, ticket: Ticket, now: dt.datetime, actor: str, why: str, to_grou
         queue_mail(rt, now, "escalated", rcpt=previous, ticket=ticket, context=context | {"role": "previous"})
 
 
-def hierarchical(rt, ticket: Ticket, now: dt.datetime, target: str, due) -> None:
+def hierarchical(rt: Runtime, ticket: Ticket, now: dt.datetime, target: str, due) -> None:
     cfg = rt.cfg
     group = cfg.group(ticket.group)
     rcpts = ([group.manager] if group and group.manager else []) + list(cfg.roles.incident_managers)

@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import TYPE_CHECKING
 
 from .. import store
 from ..mailout.queue import queue_mail
 from ..store import MailboxState, Ticket
 from . import resolution, sweep
 
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
+
 log = logging.getLogger(__name__)
 
 
-def sla_sweep(rt, now: dt.datetime) -> str:
+def sla_sweep(rt: Runtime, now: dt.datetime) -> str:
     fired = sweep.sweep(rt, now)
     return f"sla marks fired={fired}"
 
 
-def auto_close(rt, now: dt.datetime) -> str:
+def auto_close(rt: Runtime, now: dt.datetime) -> str:
     after = rt.cfg.lifecycle.auto_close_after
     cutoff = now - after.total
     ids = [i for (i,) in Ticket.select(Ticket.id).where(
@@ -40,7 +44,7 @@ def auto_close(rt, now: dt.datetime) -> str:
     return f"auto-closed={len(ids)}"
 
 
-def fetch_stalled(rt, now: dt.datetime) -> str:
+def fetch_stalled(rt: Runtime, now: dt.datetime) -> str:
     limit = rt.cfg.alerts.fetch_stalled_after
     for state in MailboxState.select().where(MailboxState.stall_alerted == False):  # noqa: E712
         last = state.last_success_at

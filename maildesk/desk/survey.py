@@ -11,18 +11,22 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+from typing import TYPE_CHECKING
 
 from ..mailout.queue import queue_mail
 from ..store import Survey, Ticket
 from .lifecycle import event
 from .links import mailto
 
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
+
 log = logging.getLogger(__name__)
 
 LABELS = {1: "Very poor", 2: "Poor", 3: "OK", 4: "Good", 5: "Excellent"}
 
 
-def maybe_send(rt, ticket: Ticket, now: dt.datetime, inbound=None) -> bool:
+def maybe_send(rt: Runtime, ticket: Ticket, now: dt.datetime, inbound=None) -> bool:
     cfg = rt.cfg.survey
     if not cfg.enabled or "@" not in ticket.requester:
         return False
@@ -44,7 +48,7 @@ def maybe_send(rt, ticket: Ticket, now: dt.datetime, inbound=None) -> bool:
     return True
 
 
-def record_answer(rt, ticket: Ticket, rating: int, comment: str | None, now: dt.datetime, who: str, via: str,
+def record_answer(rt: Runtime, ticket: Ticket, rating: int, comment: str | None, now: dt.datetime, who: str, via: str,
                   inbound=None) -> bool:
     s = Survey.get_or_none(Survey.ticket == ticket)
     if s is None:

@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 from ..store import SlaMark, Ticket, write_transaction
 from .sla import _fired, marks, next_mark_time
+
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
 
 # --- the sweep -----------------------------------------------------------------------
 
@@ -22,7 +26,7 @@ def due_ticket_ids(now: dt.datetime, limit: int = 1000) -> list[int]:
     ]
 
 
-def sweep(rt, now: dt.datetime) -> int:
+def sweep(rt: Runtime, now: dt.datetime) -> int:
     """Fire every due mark; returns how many fired."""
     from . import escalation  # the mails and moves an escalation makes
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from email.header import Header
 from email.utils import format_datetime, formataddr
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jinja2
 from peewee import Model
@@ -28,6 +29,9 @@ from peewee import Model
 from ..errors import MaildeskError
 from ..mailin.mime.text import clean_header_text
 from ..vocab import LOOP_HEADER, auto_submitted
+
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
 
 
 def shipped_templates() -> Path:
@@ -227,12 +231,12 @@ def build_mail(
     )
 
 
-def _render_context(rt, frozen: dict) -> dict:
+def _render_context(rt: Runtime, frozen: dict) -> dict:
     cfg = rt.cfg
     return {**frozen, "desk": cfg.desk, "cfg": cfg, "tz": cfg.desk.timezone}
 
 
-def render_row(rt, row) -> bytes:
+def render_row(rt: Runtime, row) -> bytes:
     """The bytes of an outbox row: the same Message-ID, Date and MIME boundary every
     time, so that a mail sent again after a crash is the same mail (guarantee 3)."""
     cfg = rt.cfg

@@ -11,6 +11,7 @@ import logging
 import socket
 import ssl
 import time
+from typing import TYPE_CHECKING
 
 import aiosmtplib
 
@@ -19,6 +20,9 @@ from ..errors import MaildeskError
 from ..store import Outbox
 from ..verp import verp_address
 from .render import render_row
+
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +142,7 @@ async def _quit(client: aiosmtplib.SMTP) -> None:
         client.close()
 
 
-def deliver_due(rt, now: dt.datetime, on_results, should_stop=lambda: False, skip=frozenset(),
+def deliver_due(rt: Runtime, now: dt.datetime, on_results, should_stop=lambda: False, skip=frozenset(),
                 connections: Connections | None = None, limit: int = 5000) -> int:
     """Send every queued or deferred row whose time has come, except `skip` (sent but
     not yet recorded). Results go to `on_results([(id, status, error), ...])` in
@@ -163,7 +167,7 @@ def deliver_due(rt, now: dt.datetime, on_results, should_stop=lambda: False, ski
     return len(rows)
 
 
-async def _deliver(rt, rows, on_results, should_stop, connections: Connections) -> None:
+async def _deliver(rt: Runtime, rows, on_results, should_stop, connections: Connections) -> None:
     results: list[tuple] = []  # (id, status, error)
     queue: asyncio.Queue = asyncio.Queue()
     for row in rows:

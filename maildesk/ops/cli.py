@@ -14,10 +14,14 @@ import logging
 import re
 import sys
 import textwrap
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..config import ConfigError, config_path, load_config
 from ..errors import MaildeskError
+
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
 
 
 class UserError(MaildeskError):
@@ -148,7 +152,7 @@ def parse_now(text: str, tz) -> dt.datetime:
     return t.astimezone(dt.UTC)
 
 
-def _ticket(rt, ref: str):
+def _ticket(rt: Runtime, ref: str):
     from ..store import Ticket
 
     m = re.fullmatch(r"\[?\s*(?:([A-Za-z][A-Za-z0-9]*)-)?(\d+)\s*\]?", ref.strip())

@@ -16,12 +16,16 @@ from __future__ import annotations
 import datetime as dt
 import statistics
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 from ..store import Message, Survey, Ticket, utcnow
 from ..vocab import ACTIVE
 
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
 
-def _calendar(rt, t: Ticket):
+
+def _calendar(rt: Runtime, t: Ticket):
     try:
         return rt.calendar(rt.cfg.sla_for(t.priority, t.category).calendar)
     except StopIteration:
@@ -48,7 +52,7 @@ def _target(done_at, due, status: str, now: dt.datetime) -> tuple[int, int]:
     return 0, int(now > due and status in ACTIVE)
 
 
-def _kpis(rt, tickets: list[Ticket], replies_before: dict, surveys: dict, now: dt.datetime) -> dict:
+def _kpis(rt: Runtime, tickets: list[Ticket], replies_before: dict, surveys: dict, now: dt.datetime) -> dict:
     first, resolution = [], []
     resp_met = resp_missed = res_met = res_missed = 0
     fcr = reopened = escalations = 0
@@ -84,7 +88,7 @@ def _kpis(rt, tickets: list[Ticket], replies_before: dict, surveys: dict, now: d
     }
 
 
-def build(rt, since: dt.datetime | None = None, now: dt.datetime | None = None,
+def build(rt: Runtime, since: dt.datetime | None = None, now: dt.datetime | None = None,
           until: dt.datetime | None = None) -> dict:
     """The KPIs of the tickets created in [since, until), measured at `now` (a target
     still open at `now` and past due counts as missed)."""

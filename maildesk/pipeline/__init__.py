@@ -27,6 +27,7 @@ import email.policy
 import logging
 from dataclasses import dataclass
 from email.utils import getaddresses
+from typing import TYPE_CHECKING
 
 from .. import store
 from ..mailin import automatic
@@ -35,6 +36,9 @@ from ..mailout.queue import queue_mail
 from ..store import Inbound, InboundRaw, Outbox
 from . import commands, converse, correlate, identity, notify, parse, screen, triage
 from .context import Context, Discard, Reject
+
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +59,7 @@ class Processed:
         return f"processed={self.done} quarantined={self.quarantined}"
 
 
-def process_pending(rt, now: dt.datetime, should_stop=lambda: False, between=lambda: None,
+def process_pending(rt: Runtime, now: dt.datetime, should_stop=lambda: False, between=lambda: None,
                     intake=lambda: None) -> Processed:
     """Process every pending message, BATCH to a transaction; `intake` runs before
     each batch (the desk commits newly fetched mail there), `between` after each
@@ -82,7 +86,7 @@ def process_pending(rt, now: dt.datetime, should_stop=lambda: False, between=lam
     return report
 
 
-def process_one(rt, ib: Inbound, now: dt.datetime, raw: bytes, summary: str | None = None,
+def process_one(rt: Runtime, ib: Inbound, now: dt.datetime, raw: bytes, summary: str | None = None,
                 earlier: list[str] = (), reading=None) -> bool:
     """Run the stages on one message; True if processed, False if quarantined.
     `earlier` is the decision log of an earlier attempt (a retry keeps it)."""
@@ -120,7 +124,7 @@ _SAVED = [Inbound.status, Inbound.outcome, Inbound.error, Inbound.ticket, Inboun
           Inbound.message_id, Inbound.subject, Inbound.from_addr]
 
 
-def quarantine(rt, ib: Inbound, ctx: Context, reason: str, now: dt.datetime, tell_sender: bool = False) -> None:
+def quarantine(rt: Runtime, ib: Inbound, ctx: Context, reason: str, now: dt.datetime, tell_sender: bool = False) -> None:
     head = _head(ctx.raw)
     if head is not None and (not ib.from_addr or not ib.subject):
         _headers_only(ib, head)
@@ -152,7 +156,7 @@ def _headers_only(ib: Inbound, head) -> None:
         pass
 
 
-def _tell_sender_once(rt, ib: Inbound, head, reason: str, now: dt.datetime) -> None:
+def _tell_sender_once(rt: Runtime, ib: Inbound, head, reason: str, now: dt.datetime) -> None:
     if Outbox.select().where((Outbox.inbound == ib) & (Outbox.kind == "too_large")).exists():
         return
     froms = [a.lower() for _, a in getaddresses([str(v) for v in head.get_all("From", [])]) if "@" in a]
@@ -162,7 +166,7 @@ def _tell_sender_once(rt, ib: Inbound, head, reason: str, now: dt.datetime) -> N
                context={"reason": reason, "subject": ib.subject, "limit": rt.cfg.limits.max_message_bytes})
 
 
-def retry(rt, inbound_id: int, now: dt.datetime) -> Inbound:
+def retry(rt: Runtime, inbound_id: int, now: dt.datetime) -> Inbound:
     """Run a quarantined message through the pipeline again."""
     with store.write_transaction():
         ib = Inbound.get_by_id(inbound_id)

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..store import Inbound, Message, Ticket, add_event
+
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
 
 
 class Discard(Exception):
@@ -44,7 +47,7 @@ class Intent:
 
 @dataclass
 class Context:
-    rt: Any  # Runtime
+    rt: Runtime
     now: dt.datetime
     inbound: Inbound
     raw: bytes

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..mailin import automatic
 from ..mailin.automatic import Verdict
@@ -20,6 +21,9 @@ from ..mailin.mime.mail import MailRejected, ParsedMail
 from ..mailin.mime.reader import parse_mail
 from ..store import attachments
 from .context import Context, Reject
+
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +53,7 @@ class Reading:
         return cls(ParsedMail.from_summary(summary, raw), verdict)
 
 
-def read_ahead(rt, raw: bytes) -> Reading | None:
+def read_ahead(rt: Runtime, raw: bytes) -> Reading | None:
     """Parse, classify and store the attachment contents of one message, outside any
     transaction; None leaves it to `read` (too large, or the parser broke)."""
 
@@ -67,7 +71,7 @@ def read_ahead(rt, raw: bytes) -> Reading | None:
     return Reading(mail, verdict)
 
 
-def summarize(rt, raw: bytes) -> str | None:
+def summarize(rt: Runtime, raw: bytes) -> str | None:
     """In the fetch process: the reading as JSON, to store beside the bytes."""
     reading = read_ahead(rt, raw)
     return reading.to_json() if reading else None

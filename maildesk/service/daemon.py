@@ -24,6 +24,7 @@ import os
 import signal
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import schedule
 from peewee import DatabaseError, InterfaceError
@@ -35,6 +36,9 @@ from ..mailout.results import Delivered, record_results
 from ..pipeline import process_pending
 from ..store import Inbound, utcnow
 from .mailprocess import MailProcess
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +84,7 @@ class Systemd:
 
 
 class Daemon:
-    def __init__(self, rt, fetcher: MailProcess | None = None):
+    def __init__(self, rt: Runtime, fetcher: MailProcess | None = None):
         self.rt = rt
         self.cfg = rt.cfg
         self.stop = threading.Event()

@@ -49,6 +49,7 @@ import socket
 import ssl
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from imapclient.exceptions import IMAPClientError
 from peewee import DatabaseError, InterfaceError
@@ -57,6 +58,9 @@ from .. import faults, store
 from ..mailin.mailbox import MailboxError, MailboxSession, StoreFailed, fetch_new
 from ..store import Outbox, utcnow
 from .profiling import profiled
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
 
 # The desk process forks the fetch process as soon as the database is open, before
 # it imports the rest of maildesk: what only the pipeline, the outbox and the
@@ -132,7 +136,7 @@ class MailProcess:
 
 
 class Mover:
-    def __init__(self, rt, pipe, role: str, now: dt.datetime | None = None):
+    def __init__(self, rt: Runtime, pipe, role: str, now: dt.datetime | None = None):
         self.rt, self.cfg, self.pipe, self.role = rt, rt.cfg, pipe, role
         self.fixed_now = now
         self.session: MailboxSession | None = None
