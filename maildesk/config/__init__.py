@@ -104,9 +104,9 @@ class Config:
 
     def is_staff(self, email: str | None) -> bool:
         """Technicians and incident managers may run technician commands."""
-        return bool(email) and (
-            self.technician(email) is not None or email.lower() in self.roles.incident_managers
-        )
+        if not email:
+            return False
+        return self.technician(email) is not None or email.lower() in self.roles.incident_managers
 
     def find_technician(self, who: str) -> Technician | None:
         """By address, by name, or by the local part of the address."""
@@ -265,9 +265,9 @@ def check_consistency(cfg: Config, deep: bool = True) -> None:
     for i, t in enumerate(cfg.technicians):
         if emails.count(t.email) > 1 and emails.index(t.email) != i:
             errors.append(f"technicians[{i}].email: {t.email} is listed twice")
-        for g in t.groups:
-            if g not in names:
-                errors.append(f'technicians[{i}].groups: unknown group "{g}"')
+        for name in t.groups:
+            if name not in names:
+                errors.append(f'technicians[{i}].groups: unknown group "{name}"')
     cats = [c.name.lower() for c in cfg.categories]
     for i, c in enumerate(cfg.categories):
         if c.group and c.group not in names:
@@ -290,7 +290,7 @@ def check_consistency(cfg: Config, deep: bool = True) -> None:
     if bh.holidays_subdivision and not bh.holidays_country:
         errors.append("business_hours.holidays_subdivision: needs business_hours.holidays_country")
     if bh.holidays_country and deep:
-        errors.extend(_check_holidays(bh))
+        errors.extend(_check_holidays(bh.holidays_country, bh.holidays_subdivision))
     codes = cfg.lifecycle.closure_codes
     if not codes:
         errors.append("lifecycle.closure_codes: needs at least one code")
@@ -298,21 +298,18 @@ def check_consistency(cfg: Config, deep: bool = True) -> None:
         raise ConfigError(errors)
 
 
-def _check_holidays(bh: BusinessHours) -> list[str]:
+def _check_holidays(country: str, subdivision: str | None) -> list[str]:
     import holidays
 
     # holidays raises NotImplementedError for an unknown country and for an unknown
     # subdivision of a known one alike: the country is asked about alone first
     try:
-        holidays.country_holidays(bh.holidays_country, years=2026)
+        holidays.country_holidays(country, years=2026)
     except NotImplementedError:
-        return [f'business_hours.holidays_country: unknown country "{bh.holidays_country}"']
-    if bh.holidays_subdivision:
+        return [f'business_hours.holidays_country: unknown country "{country}"']
+    if subdivision:
         try:
-            holidays.country_holidays(bh.holidays_country, subdiv=bh.holidays_subdivision, years=2026)
+            holidays.country_holidays(country, subdiv=subdivision, years=2026)
         except NotImplementedError:
-            return [
-                f'business_hours.holidays_subdivision: unknown subdivision "{bh.holidays_subdivision}" '
-                f'of "{bh.holidays_country}"'
-            ]
+            return [f'business_hours.holidays_subdivision: unknown subdivision "{subdivision}" of "{country}"']
     return []

@@ -92,7 +92,7 @@ def _build(cls, table: Any, path: str, errors: list[str]):
         return None
 
 
-def _secret(table: dict, path: str, errors: list[str], key: str = "password") -> str | None:
+def _secret(table: object, path: str, errors: list[str], key: str = "password") -> str | None:
     """`password = "..."` or `password_file = "/run/credentials/..."` (systemd)."""
     if not isinstance(table, dict):
         return None

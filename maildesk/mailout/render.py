@@ -58,7 +58,7 @@ class Templates:
     def __init__(self, override_dir: Path | None = None):
         dirs = [str(override_dir)] if override_dir else []
         dirs.append(str(shipped_templates()))
-        loader = jinja2.FileSystemLoader(dirs)
+        self.loader = loader = jinja2.FileSystemLoader(dirs)
         self.text_env = jinja2.Environment(
             loader=loader, autoescape=False, keep_trailing_newline=True, auto_reload=False,
             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.ChainableUndefined,
@@ -76,7 +76,7 @@ class Templates:
         subject can be rendered alone when the mail is queued."""
         if kind not in self._text:
             try:
-                source, _, _ = self.text_env.loader.get_source(self.text_env, f"{kind}.txt.j2")
+                source, _, _ = self.loader.get_source(self.text_env, f"{kind}.txt.j2")
             except jinja2.TemplateNotFound:
                 raise TemplateMissing(f"template {kind}.txt.j2 is missing") from None
             first, _, body = source.partition("\n")
