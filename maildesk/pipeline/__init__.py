@@ -27,7 +27,7 @@ import email.policy
 import logging
 from dataclasses import dataclass
 from email.utils import getaddresses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from .. import store
 from ..mailin import automatic
@@ -38,6 +38,8 @@ from . import commands, converse, correlate, identity, notify, parse, screen, tr
 from .context import Context, Discard, Reject
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
     from ..service.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -67,13 +69,13 @@ def process_pending(rt: Runtime, now: dt.datetime, should_stop=lambda: False, be
     report = Processed()
     while not should_stop():
         intake()
-        ids = [i for (i,) in Inbound.select(Inbound.id).where(Inbound.status == "pending").order_by(Inbound.id)
-               .limit(BATCH).tuples()]
+        pending = Inbound.select(Inbound.id).where(Inbound.status == "pending").order_by(Inbound.id).limit(BATCH).tuples()
+        ids = [i for (i,) in cast("Iterable[tuple[int]]", pending)]
         if not ids:
             break
+        rows = InboundRaw.select(InboundRaw.inbound, InboundRaw.data, InboundRaw.summary).where(InboundRaw.inbound.in_(ids))
         raws = {i: (data, summary, None if summary else parse.read_ahead(rt, bytes(data)))
-                for i, data, summary in InboundRaw.select(InboundRaw.inbound, InboundRaw.data, InboundRaw.summary)
-                .where(InboundRaw.inbound.in_(ids)).tuples()}
+                for i, data, summary in cast("Iterable[tuple[int, bytes | memoryview, str | None]]", rows.tuples())}
         # read ahead, before the write transaction: the fetch process's next commit waits for nothing
         with store.write_transaction():
             for ib in Inbound.select().where(Inbound.id.in_(ids)).order_by(Inbound.id):
@@ -86,8 +88,8 @@ def process_pending(rt: Runtime, now: dt.datetime, should_stop=lambda: False, be
     return report
 
 
-def process_one(rt: Runtime, ib: Inbound, now: dt.datetime, raw: bytes, summary: str | None = None,
-                earlier: list[str] = (), reading=None) -> bool:
+def process_one(rt: Runtime, ib: Inbound, now: dt.datetime, raw: bytes | memoryview, summary: str | None = None,
+                earlier: Sequence[str] = (), reading=None) -> bool:
     """Run the stages on one message; True if processed, False if quarantined.
     `earlier` is the decision log of an earlier attempt (a retry keeps it)."""
     ctx = Context(rt=rt, now=now, inbound=ib, raw=bytes(raw), summary=summary, reading=reading,

@@ -68,7 +68,7 @@ class Context:
     authenticated: bool = False
     auth_reason: str = ""
     spoofed_reference: bool = False
-    token: tuple | None = None  # (action, ticket id, mac) of a one-click link
+    token: tuple[str, int] | None = None  # (action, ticket id) of a verified one-click link
     body: str = ""  # the text after the command block, quoted history stripped
     commands: list = field(default_factory=list)
     internal: bool = False  # a #note, or a refused command mail

@@ -40,6 +40,7 @@ class Reading:
     def to_json(self) -> str:
         if self.rejected is not None:
             return json.dumps({"rejected": self.rejected})
+        assert self.mail is not None  # a reading not rejected holds its mail
         summary = self.mail.summary()
         summary["automatic"] = [self.verdict.kind, self.verdict.reason] if self.verdict else None
         return json.dumps(summary, ensure_ascii=False, separators=(",", ":"))
@@ -61,7 +62,7 @@ def read_ahead(rt: Runtime, raw: bytes) -> Reading | None:
         return None
     try:
         mail = parse_mail(raw, rt.cfg.limits)
-        verdict = automatic.classify_for_desk(rt.cfg.desk, mail.msg)
+        verdict = automatic.classify_for_desk(rt.cfg.desk, mail.tree())
         attachments.write_contents(rt, mail.attachments)
     except MailRejected as e:
         return Reading(rejected=str(e))
@@ -85,7 +86,7 @@ def read(ctx: Context) -> None:
     reading = ctx.reading or (Reading.from_json(ctx.summary, ctx.raw) if ctx.summary else None)
     if reading and reading.rejected is not None:
         raise Reject(reading.rejected)
-    if reading:
+    if reading and reading.mail is not None:
         ctx.mail = mail = reading.mail
         ctx.verdict = reading.verdict
     else:

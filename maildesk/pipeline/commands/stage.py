@@ -27,8 +27,7 @@ def apply(ctx: Context) -> None:
         return
     parsed, problems = [], []
     for line in block:
-        m = COMMAND_LINE.match(line)
-        name, arg = m.group(1).lower(), (m.group(2) or "").strip()
+        name, arg = _name_and_arg(line)
         command = COMMANDS.get(name)
         try:
             if command is None:
@@ -44,14 +43,21 @@ def apply(ctx: Context) -> None:
         refuse(ctx, problems)
     _run_all(ctx, parsed)
     ctx.decide(f"commands applied: {'; '.join(line for line, _, _ in parsed)}")
-    ctx.command_only = not ctx.body
+
+
+def _name_and_arg(line: str) -> tuple[str, str]:
+    """The command name, lower case, and the argument of a line that split_block kept."""
+    m = COMMAND_LINE.match(line)
+    assert m is not None  # split_block keeps only the lines that match
+    return m.group(1).lower(), (m.group(2) or "").strip()
 
 
 def _run_all(ctx: Context, parsed) -> None:
     """Apply the block in a savepoint: a line that fails undoes the lines before it."""
     intents = len(ctx.intents)
+    assert ctx.ticket is not None  # apply() runs commands on a ticket only
     ticket_id = ctx.ticket.id
-    failed = None
+    failed: tuple[int, str] | None = None
     try:
         with savepoint():
             for i, (_, command, value) in enumerate(parsed):
@@ -62,10 +68,12 @@ def _run_all(ctx: Context, parsed) -> None:
                     raise
             ctx.ticket.save()
     except CommandError:
+        assert failed is not None  # set by the line that raised it
+        at, why = failed
         del ctx.intents[intents:]
         ctx.ticket = Ticket.get_by_id(ticket_id)
-        problems = [(line, "ok" if i != failed[0] else failed[1]) for i, (line, _, _) in enumerate(parsed)]
-        problems = [(line, p if i <= failed[0] else "not run") for i, (line, p) in enumerate(problems)]
+        problems = [(line, "ok" if i != at else why) for i, (line, _, _) in enumerate(parsed)]
+        problems = [(line, p if i <= at else "not run") for i, (line, p) in enumerate(problems)]
         refuse(ctx, problems)
 
 
@@ -73,7 +81,7 @@ def _new_mail(ctx: Context) -> None:
     """A new mail runs no commands, except that a mail of just #help gets the list."""
     block, rest = split_block(ctx.mail.reply_text)
     ctx.body = ctx.mail.text.strip()  # a new mail is kept whole: a forwarded history is the incident
-    if block and not rest and all(COMMAND_LINE.match(line).group(1).lower() == "help" for line in block):
+    if block and not rest and all(_name_and_arg(line)[0] == "help" for line in block):
         if ctx.sender and not ctx.automatic:
             ctx.is_staff = ctx.cfg.is_staff(ctx.sender)
             from ...mailout.queue import Thread
