@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from .. import store
 from ..mailout.queue import queue_mail
@@ -18,6 +18,8 @@ from ..store import MailboxState, Ticket
 from . import resolution, sweep
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ..service.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -31,8 +33,9 @@ def sla_sweep(rt: Runtime, now: dt.datetime) -> str:
 def auto_close(rt: Runtime, now: dt.datetime) -> str:
     after = rt.cfg.lifecycle.auto_close_after
     cutoff = now - after.total
-    ids = [i for (i,) in Ticket.select(Ticket.id).where(
-        (Ticket.status == "resolved") & (Ticket.resolved_at <= cutoff)).order_by(Ticket.id).limit(1000).tuples()]
+    rows = Ticket.select(Ticket.id).where(
+        (Ticket.status == "resolved") & (Ticket.resolved_at <= cutoff)).order_by(Ticket.id).limit(1000).tuples()
+    ids = [i for (i,) in cast("Iterable[tuple[int]]", rows)]
     for tid in ids:
         with store.write_transaction():
             t = Ticket.get_by_id(tid)

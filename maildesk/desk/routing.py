@@ -10,7 +10,7 @@ A technician is away while `away_until` (config) has not come, or for
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from peewee import fn
 
@@ -20,6 +20,8 @@ from ..store import StaffState, Ticket
 from ..vocab import ACTIVE
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ..service.runtime import Runtime
 
 
@@ -93,12 +95,13 @@ def _round_robin(group: str, members: list[Technician], available: list[Technici
 
 def _least_loaded(rt: Runtime, available: list[Technician]) -> Technician:
     emails = [t.email for t in available]
-    loads = dict(
+    loads: dict[str, int] = dict(cast(
+        "Iterable[tuple[str, int]]",
         Ticket.select(Ticket.assignee, fn.COUNT(Ticket.id))
         .where(Ticket.assignee.in_(emails) & Ticket.status.in_(ACTIVE))
         .group_by(Ticket.assignee)
         .tuples()
-    )
+    ))
     staff = _staff(rt)
     epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..store import SlaMark, Ticket, write_transaction
 from .sla import _fired, marks, next_mark_time
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ..service.runtime import Runtime
 
 # --- the sweep -----------------------------------------------------------------------
@@ -17,13 +19,12 @@ if TYPE_CHECKING:
 
 def due_ticket_ids(now: dt.datetime, limit: int = 1000) -> list[int]:
     """The tickets with a mark due: one range scan of the `sla_next_at` index."""
-    return [
-        tid for (tid,) in Ticket.select(Ticket.id)
-        .where(Ticket.sla_next_at <= now)
-        .order_by(Ticket.sla_next_at)
-        .limit(limit)
-        .tuples()
-    ]
+    rows = (Ticket.select(Ticket.id)
+            .where(Ticket.sla_next_at <= now)
+            .order_by(Ticket.sla_next_at)
+            .limit(limit)
+            .tuples())
+    return [tid for (tid,) in cast("Iterable[tuple[int]]", rows)]
 
 
 def sweep(rt: Runtime, now: dt.datetime) -> int:

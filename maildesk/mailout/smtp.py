@@ -11,7 +11,7 @@ import logging
 import socket
 import ssl
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import aiosmtplib
 
@@ -22,6 +22,8 @@ from ..verp import verp_address
 from .render import render_row
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ..service.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -149,9 +151,10 @@ def deliver_due(rt: Runtime, now: dt.datetime, on_results, should_stop=lambda: F
     batches; the desk process records them (`record_results`), so that one process
     writes the database. Returns how many rows were tried, at most `limit`. Without
     `connections`, the connections last this one call."""
-    due = [i for (i,) in Outbox.select(Outbox.id)
+    ids = (Outbox.select(Outbox.id)
            .where(Outbox.status.in_(("queued", "deferred")) & (Outbox.next_attempt_at <= now))
-           .order_by(Outbox.id).limit(limit + len(skip)).tuples() if i not in skip][:limit]
+           .order_by(Outbox.id).limit(limit + len(skip)).tuples())
+    due = [i for (i,) in cast("Iterable[tuple[int]]", ids) if i not in skip][:limit]
     if not due:
         return 0
     rows = list(Outbox.select().where(Outbox.id.in_(due) & Outbox.status.in_(("queued", "deferred")))

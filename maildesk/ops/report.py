@@ -16,12 +16,14 @@ from __future__ import annotations
 import datetime as dt
 import statistics
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..store import Message, Survey, Ticket, utcnow
 from ..vocab import ACTIVE
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ..service.runtime import Runtime
 
 
@@ -105,8 +107,9 @@ def build(rt: Runtime, since: dt.datetime | None = None, now: dt.datetime | None
     replies_before: dict[int, int] = defaultdict(int)
     if ids:
         resolved_at = {t.id: t.resolved_at for t in tickets}
-        for tid, at in (Message.select(Message.ticket, Message.created_at)
-                        .where(Message.ticket.in_(ids) & (Message.direction == "out") & (Message.kind == "reply")).tuples()):
+        replies = (Message.select(Message.ticket, Message.created_at)
+                   .where(Message.ticket.in_(ids) & (Message.direction == "out") & (Message.kind == "reply")).tuples())
+        for tid, at in cast("Iterable[tuple[int, dt.datetime]]", replies):
             if resolved_at.get(tid) and at < resolved_at[tid]:
                 replies_before[tid] += 1
     backlog: dict = defaultdict(lambda: defaultdict(int))

@@ -5,13 +5,15 @@ offset of the desk's time zone."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from peewee import fn
 
 from ..store import Attachment, Event, Inbound, Message, Outbox, Suppression, Survey, Task, Ticket
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ..service.runtime import Runtime
 
 
@@ -56,10 +58,11 @@ def ticket_list(rt: Runtime, status: str | None = None) -> list[dict]:
     if status:
         q = q.where(Ticket.status == status)
     tickets = list(q)
-    counts = dict(
+    counts: dict[int, int] = dict(cast(
+        "Iterable[tuple[int, int]]",
         Message.select(Message.ticket, fn.COUNT(Message.id)).where(Message.ticket.in_([t.id for t in tickets]))
         .group_by(Message.ticket).tuples()
-    ) if tickets else {}
+    )) if tickets else {}
     return [ticket_summary(rt, t, counts.get(t.id, 0)) for t in tickets]
 
 
