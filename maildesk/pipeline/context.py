@@ -91,6 +91,7 @@ class Context:
 
     def event(self, kind: str, detail: str, actor: str | None = None, ticket: Ticket | None = None) -> None:
         ticket = ticket or self.ticket
+        assert ticket is not None  # an event is a line of a ticket's history
         add_event(ticket, self.now, actor or self.sender or "desk", kind, detail, self.inbound)
         self.decide(f"{self.rt.ref(ticket)}: {kind}: {detail}")
 
