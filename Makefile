@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: all demo test test-fast bench bench-sla system-deps venv clean
+.PHONY: all demo test test-fast lint bench bench-sla system-deps venv clean
 
 all: test
 
@@ -41,6 +41,11 @@ test: venv system-deps
 test-fast: venv system-deps
 	$(PY) -m pytest -q -x -m 'not slow' $(PYTEST_ARGS)
 
+# what tests/test_lint.py checks, on its own (pyproject.toml holds both configurations)
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
 demo: venv system-deps
 	$(PY) demo/demo.py
 
@@ -51,4 +56,4 @@ bench-sla: venv
 	$(PY) bench/sla.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache demo-run
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache demo-run

@@ -72,7 +72,8 @@ def generate(n: int, seed: int = 42) -> tuple[list[bytes], int]:
             sender, name, subject, root = t
             subject = "Re: " + subject
             body = f"Hello again,\n\nit happened again at {rnd.randint(8, 17)}:{rnd.randint(10, 59)}.\n\n"
-            body += "On Mon, 30 Nov 2026 at 09:00, IT Service Desk <helpdesk@example.test> wrote:\n> We have your message.\n> It is logged.\n"
+            body += ("On Mon, 30 Nov 2026 at 09:00, IT Service Desk <helpdesk@example.test> wrote:\n"
+                     "> We have your message.\n> It is logged.\n")
             extra = f"In-Reply-To: <{root}>\r\nReferences: <{root}>\r\n"
         else:
             title, text = rnd.choice(PROBLEMS)
@@ -211,8 +212,8 @@ def main() -> None:
     for _ in range(args.repeat):
         r = run_maildesk(mails, new, args.database, args.desk)
         rates.append(r["rate"])
-        print(f"maildesk ({args.database}, desk={args.desk}): {r['messages']} messages in {r['seconds']:.2f} s = {r['rate']:.0f} msg/s end to end; "
-              f"peak RSS {r['peak_rss_mb']:.0f} MB")
+        print(f"maildesk ({args.database}, desk={args.desk}): {r['messages']} messages in {r['seconds']:.2f} s "
+              f"= {r['rate']:.0f} msg/s end to end; peak RSS {r['peak_rss_mb']:.0f} MB")
         print(f"  CPU: maildesk (all its processes) {r['maildesk_cpu']:.1f} s, the SMTP sink {r['sink_cpu']:.1f} s; "
               f"this machine has {os.cpu_count()} cores")
         print(f"  tickets {r['tickets']} (expected {r['expected_tickets']}), quarantined {r['quarantined']}, "
@@ -223,8 +224,8 @@ def main() -> None:
 
             ru = run_roundup(mails, roundup_dir, pbkdf2_rounds=args.roundup_rounds)
             rounds = f", pbkdf2 rounds {args.roundup_rounds}" if args.roundup_rounds else ", its default settings"
-            print(f"roundup-mailgw {ru['version']}{rounds}: {ru['messages']} messages in {ru['seconds']:.2f} s = {ru['rate']:.1f} msg/s "
-                  f"({ru['issues']} issues{'; ' + ru['errors'] if ru.get('errors') else ''})")
+            print(f"roundup-mailgw {ru['version']}{rounds}: {ru['messages']} messages in {ru['seconds']:.2f} s "
+                  f"= {ru['rate']:.1f} msg/s ({ru['issues']} issues{'; ' + ru['errors'] if ru.get('errors') else ''})")
             ratios.append(r["rate"] / ru["rate"])
             print(f"maildesk / roundup = {ratios[-1]:.1f}x")
     if args.repeat > 1:

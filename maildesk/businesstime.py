@@ -115,7 +115,7 @@ class BusinessCalendar(Calendar):
     def __init__(
         self,
         tz: ZoneInfo,
-        days: tuple[int, ...],
+        days: Iterable[int],
         start: dt.time,
         end: dt.time,
         country: str | None = None,

@@ -35,7 +35,7 @@ def new_message_id(key: bytes, ticket_id: int | None, rcpt: str, domain: str) ->
 def is_desk_id(message_id: str, domain: str) -> bool:
     """A Message-ID that claims to be the desk's own (whatever its signature)."""
     m = _MID.match(message_id)
-    return bool(m) and m.group(4).lower() == domain.lower()
+    return m is not None and m.group(4).lower() == domain.lower()
 
 
 def verify_message_id(key: bytes, message_id: str, rcpt: str, domain: str) -> int | None:

@@ -21,7 +21,8 @@ def dsn(envelope_to: str, rcpt: str, original_id: str, action: str = "failed", s
     """An RFC 3464 delivery status notification as Postfix writes it."""
     return (
         f"Return-Path: <>\r\nDelivered-To: {envelope_to}\r\nFrom: MAILER-DAEMON@mx.example.org (Mail Delivery System)\r\n"
-        f"To: {envelope_to}\r\nSubject: {'Undelivered Mail Returned to Sender' if action == 'failed' else 'Delayed Mail (still being retried)'}\r\n"
+        f"To: {envelope_to}\r\n"
+        f"Subject: {'Undelivered Mail Returned to Sender' if action == 'failed' else 'Delayed Mail (still being retried)'}\r\n"
         f"Message-ID: <dsn-{original_id[:8]}-{action}@mx.example.org>\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
         "Content-Type: multipart/report; report-type=delivery-status; boundary=B\r\n\r\n"
         "--B\r\nContent-Type: text/plain\r\n\r\nI'm sorry to have to inform you that your message could not be delivered.\r\n"
@@ -217,7 +218,8 @@ def test_a_winmail_dat_is_unpacked_into_its_files(desk):
     raw = (f"From: outlook@example.org\r\nTo: helpdesk@example.test\r\nSubject: from Outlook\r\nMessage-ID: <tnef@x>\r\n"
            f"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=T\r\n\r\n--T\r\nContent-Type: text/plain\r\n\r\n"
            f"Attached.\r\n--T\r\nContent-Type: application/ms-tnef; name=winmail.dat\r\nContent-Transfer-Encoding: base64\r\n"
-           f"Content-Disposition: attachment; filename=winmail.dat\r\n\r\n{base64.b64encode(tnef.read_bytes()).decode()}\r\n--T--\r\n").encode()
+           f"Content-Disposition: attachment; filename=winmail.dat\r\n\r\n"
+           f"{base64.b64encode(tnef.read_bytes()).decode()}\r\n--T--\r\n").encode()
     desk.deliver(raw)
     desk.run()
     names = [a["filename"] for m in desk.ticket("INC-1")["messages"] for a in m["attachments"]]

@@ -241,7 +241,7 @@ def test_a_late_breach_says_how_late_in_words():
     import datetime as dt
 
     from maildesk.desk.escalation import late_by
-    due = dt.datetime(2026, 11, 30, 10, 0, tzinfo=dt.timezone.utc)
+    due = dt.datetime(2026, 11, 30, 10, 0, tzinfo=dt.UTC)
     assert late_by(due + dt.timedelta(seconds=20), due) == "less than a minute late"
     assert late_by(due + dt.timedelta(hours=26, minutes=5), due) == "1d 2h 5m late"
 

@@ -293,7 +293,7 @@ def test_the_send_process_keeps_its_smtp_connection_between_rounds_and_replaces_
     try:
         for i in range(3):  # three rounds of delivery, a second or so apart
             desk.deliver(mail(f"user{i}@example.org", f"Problem {i}", "Help."))
-            wait_until(lambda: desk.sent(to=f"user{i}@example.org"), 20, what=f"acknowledgement {i}")
+            wait_until(lambda i=i: desk.sent(to=f"user{i}@example.org"), 20, what=f"acknowledgement {i}")
         assert len({m.peer for m in desk.sent()}) == 1, "one connection for all three rounds"
         desk.smtp.restart()  # the server drops the idle connection
         desk.deliver(mail("late@example.org", "After the drop", "Help."))

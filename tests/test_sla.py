@@ -153,6 +153,7 @@ def test_a_ticket_resolved_in_time_gets_no_reminder(sla_desk):
     ({"business_hours": {"start": "25:00"}}, "business_hours.start"),
     ({"business_hours": {"start": "17:00", "end": "09:00"}}, "business_hours.end"),
     ({"business_hours": {"holidays_country": "XX"}}, "business_hours.holidays_country"),
+    ({"business_hours": {"holidays_country": "DE", "holidays_subdivision": "ZZ"}}, "business_hours.holidays_subdivision"),
     ({"escalation": {"warn_at": 2}}, "escalation.warn_at"),
 ])
 def test_sla_config_errors_name_their_key(change, key):

@@ -24,7 +24,6 @@ from ..vocab import PRIORITIES
 from .sections import (
     DEFAULT_SLA,
     Alerts,
-    Reports,
     Assignment,
     Attachments,
     Bounces,
@@ -38,6 +37,7 @@ from .sections import (
     Lifecycle,
     Limits,
     Priority,
+    Reports,
     Roles,
     Security,
     SlaPolicy,
@@ -106,9 +106,9 @@ class Config:
 
     def is_staff(self, email: str | None) -> bool:
         """Technicians and incident managers may run technician commands."""
-        return bool(email) and (
-            self.technician(email) is not None or email.lower() in self.roles.incident_managers
-        )
+        if not email:
+            return False
+        return self.technician(email) is not None or email.lower() in self.roles.incident_managers
 
     def find_technician(self, who: str) -> Technician | None:
         """By address, by name, or by the local part of the address."""
@@ -184,13 +184,13 @@ def load_config(path: str | os.PathLike, deep: bool = True) -> Config:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError([f"{path}: no such config file (give --config PATH or set MAILDESK_CONFIG)"])
+        raise ConfigError([f"{path}: no such config file (give --config PATH or set MAILDESK_CONFIG)"]) from None
     except OSError as e:
-        raise ConfigError([f"{path}: cannot read the config file: {e.strerror}"])
+        raise ConfigError([f"{path}: cannot read the config file: {e.strerror}"]) from None
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError([f"{path}: not valid TOML: {e}"])
+        raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
     except UnicodeDecodeError:
-        raise ConfigError([f"{path}: not valid UTF-8"])
+        raise ConfigError([f"{path}: not valid UTF-8"]) from None
     return parse_config(data, path, deep)
 
 
@@ -277,9 +277,9 @@ def check_consistency(cfg: Config, deep: bool = True) -> None:
     for i, t in enumerate(cfg.technicians):
         if emails.count(t.email) > 1 and emails.index(t.email) != i:
             errors.append(f"technicians[{i}].email: {t.email} is listed twice")
-        for g in t.groups:
-            if g not in names:
-                errors.append(f'technicians[{i}].groups: unknown group "{g}"')
+        for name in t.groups:
+            if name not in names:
+                errors.append(f'technicians[{i}].groups: unknown group "{name}"')
     cats = [c.name.lower() for c in cfg.categories]
     for i, c in enumerate(cfg.categories):
         if c.group and c.group not in names:
@@ -304,7 +304,7 @@ def check_consistency(cfg: Config, deep: bool = True) -> None:
     if bh.holidays_subdivision and not bh.holidays_country:
         errors.append("business_hours.holidays_subdivision: needs business_hours.holidays_country")
     if bh.holidays_country and deep:
-        errors.extend(_check_holidays(bh))
+        errors.extend(_check_holidays(bh.holidays_country, bh.holidays_subdivision))
     codes = cfg.lifecycle.closure_codes
     if not codes:
         errors.append("lifecycle.closure_codes: needs at least one code")
@@ -312,16 +312,18 @@ def check_consistency(cfg: Config, deep: bool = True) -> None:
         raise ConfigError(errors)
 
 
-def _check_holidays(bh: BusinessHours) -> list[str]:
+def _check_holidays(country: str, subdivision: str | None) -> list[str]:
     import holidays
 
+    # holidays raises NotImplementedError for an unknown country and for an unknown
+    # subdivision of a known one alike: the country is asked about alone first
     try:
-        holidays.country_holidays(bh.holidays_country, subdiv=bh.holidays_subdivision, years=2026)
+        holidays.country_holidays(country, years=2026)
     except NotImplementedError:
-        return [f'business_hours.holidays_country: unknown country "{bh.holidays_country}"']
-    except Exception:
-        return [
-            f'business_hours.holidays_subdivision: unknown subdivision "{bh.holidays_subdivision}" '
-            f'of "{bh.holidays_country}"'
-        ]
+        return [f'business_hours.holidays_country: unknown country "{country}"']
+    if subdivision:
+        try:
+            holidays.country_holidays(country, subdiv=subdivision, years=2026)
+        except NotImplementedError:
+            return [f'business_hours.holidays_subdivision: unknown subdivision "{subdivision}" of "{country}"']
     return []

@@ -15,7 +15,6 @@ from zoneinfo import ZoneInfo
 
 from ..vocab import PRIORITIES
 from .values import (
-    _weekly,
     CALENDARS,
     DEFAULT_MATRIX,
     SECURITY_MODES,
@@ -42,6 +41,7 @@ from .values import (
     _str_list,
     _timezone,
     _weekdays,
+    _weekly,
     parse_duration,
 )
 
@@ -93,7 +93,7 @@ def _build(cls, table: Any, path: str, errors: list[str]):
         return None
 
 
-def _secret(table: dict, path: str, errors: list[str], key: str = "password") -> str | None:
+def _secret(table: object, path: str, errors: list[str], key: str = "password") -> str | None:
     """`password = "..."` or `password_file = "/run/credentials/..."` (systemd)."""
     if not isinstance(table, dict):
         return None

@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import TYPE_CHECKING
 
 from ..mailout.queue import queue_mail
 from ..store import Ticket, scalar
-from .conversation import requester_words
 from . import lifecycle, routing
+from .conversation import requester_words
+
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +44,7 @@ def late_by(now: dt.datetime, due: dt.datetime | None) -> str:
     return " ".join(parts) + " late"
 
 
-def fire(rt, ticket: Ticket, mark, now: dt.datetime) -> None:
+def fire(rt: Runtime, ticket: Ticket, mark, now: dt.datetime) -> None:
     due = ticket.response_due if mark.target == "response" else ticket.resolution_due
     log.info("sla %s %s ticket=%s", mark.target, mark.level, rt.ref(ticket))
     if mark.level == "warn":
@@ -57,7 +61,7 @@ def fire(rt, ticket: Ticket, mark, now: dt.datetime) -> None:
         hierarchical(rt, ticket, now, mark.target, due)
 
 
-def hand_over_if_away(rt, ticket: Ticket, now: dt.datetime) -> None:
+def hand_over_if_away(rt: Runtime, ticket: Ticket, now: dt.datetime) -> None:
     """An assignee who is away (out of office, `away_until`) does not sit on a ticket
     until it breaches: at the reminder it goes to someone else in the group, or to the
     group's queue, and whoever takes it is told."""
@@ -75,7 +79,7 @@ def hand_over_if_away(rt, ticket: Ticket, now: dt.datetime) -> None:
                    context={"by": "the desk", "handed_over_from": tech.email, "words": requester_words(ticket)})
 
 
-def escalation_target(rt, ticket: Ticket) -> str | None:
+def escalation_target(rt: Runtime, ticket: Ticket) -> str | None:
     """Where a functional escalation takes the ticket: the category's path when it
     has one (staying there once it arrived), else the group chain."""
     path = rt.cfg.category_escalation(ticket.category)
@@ -85,7 +89,7 @@ def escalation_target(rt, ticket: Ticket) -> str | None:
     return group.escalates_to if group and group.escalates_to else ticket.group
 
 
-def escalate(rt, ticket: Ticket, now: dt.datetime, actor: str, why: str, to_group: str | None = None, inbound=None) -> None:
+def escalate(rt: Runtime, ticket: Ticket, now: dt.datetime, actor: str, why: str, to_group: str | None = None, inbound=None) -> None:
     """Functional escalation: to `to_group`, else `escalation_target`; within the same
     group it is reassigned to someone else where there is someone else."""
     cfg = rt.cfg
@@ -121,14 +125,14 @@ def group_that_missed(ticket: Ticket, target: str) -> str | None:
     return recorded or ticket.group
 
 
-def hierarchical(rt, ticket: Ticket, now: dt.datetime, target: str, due) -> None:
+def hierarchical(rt: Runtime, ticket: Ticket, now: dt.datetime, target: str, due) -> None:
     cfg = rt.cfg
     group = cfg.group(group_that_missed(ticket, target))
     rcpts = ([group.manager] if group and group.manager else []) + list(cfg.roles.incident_managers)
     late = late_by(now, due)
     ticket.escalation_count += 1
-    lifecycle.event(ticket, now, "desk", "escalated",
-                    f"hierarchical escalation: {target} target {late}; told {', '.join(rcpts) or 'nobody (no manager or incident manager configured)'}")
+    told = ", ".join(rcpts) or "nobody (no manager or incident manager configured)"
+    lifecycle.event(ticket, now, "desk", "escalated", f"hierarchical escalation: {target} target {late}; told {told}")
     history = list(ticket.events.order_by(ticket.events.model.at, ticket.events.model.id))
     for rcpt in dict.fromkeys(rcpts):
         queue_mail(rt, now, "escalation_l2", rcpt=rcpt, ticket=ticket,

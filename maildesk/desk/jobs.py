@@ -11,25 +11,32 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import TYPE_CHECKING, cast
 
 from .. import store
 from ..mailout.queue import queue_mail
 from ..store import MailboxState, Ticket
 from . import kpis, resolution, sweep
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ..service.runtime import Runtime
+
 log = logging.getLogger(__name__)
 
 
-def sla_sweep(rt, now: dt.datetime) -> str:
+def sla_sweep(rt: Runtime, now: dt.datetime) -> str:
     fired = sweep.sweep(rt, now)
     return f"sla marks fired={fired}"
 
 
-def auto_close(rt, now: dt.datetime) -> str:
+def auto_close(rt: Runtime, now: dt.datetime) -> str:
     after = rt.cfg.lifecycle.auto_close_after
     cutoff = now - after.total
-    ids = [i for (i,) in Ticket.select(Ticket.id).where(
-        (Ticket.status == "resolved") & (Ticket.resolved_at <= cutoff)).order_by(Ticket.id).limit(1000).tuples()]
+    rows = Ticket.select(Ticket.id).where(
+        (Ticket.status == "resolved") & (Ticket.resolved_at <= cutoff)).order_by(Ticket.id).limit(1000).tuples()
+    ids = [i for (i,) in cast("Iterable[tuple[int]]", rows)]
     for tid in ids:
         with store.write_transaction():
             t = Ticket.get_by_id(tid)
@@ -41,7 +48,7 @@ def auto_close(rt, now: dt.datetime) -> str:
     return f"auto-closed={len(ids)}"
 
 
-def fetch_stalled(rt, now: dt.datetime) -> str:
+def fetch_stalled(rt: Runtime, now: dt.datetime) -> str:
     limit = rt.cfg.alerts.fetch_stalled_after
     for state in MailboxState.select().where(MailboxState.stall_alerted == False):  # noqa: E712
         last = state.last_success_at
@@ -57,7 +64,7 @@ def fetch_stalled(rt, now: dt.datetime) -> str:
     return "fetch checked"
 
 
-def last_weekly_slot(rt, now: dt.datetime) -> dt.datetime | None:
+def last_weekly_slot(rt: Runtime, now: dt.datetime) -> dt.datetime | None:
     """The latest `[reports] weekly` moment at or before `now` (desk time), or None."""
     weekly = rt.cfg.reports.weekly
     if weekly is None:
@@ -71,7 +78,7 @@ def last_weekly_slot(rt, now: dt.datetime) -> dt.datetime | None:
     return slot
 
 
-def weekly_report(rt, now: dt.datetime) -> str:
+def weekly_report(rt: Runtime, now: dt.datetime) -> str:
     """Once per `[reports] weekly` moment: the report of the tickets opened in the
     seven days before it, as text and HTML, to each process owner. Sent once per week
     (a setting remembers the last week sent), also when the desk was down at that

@@ -24,12 +24,17 @@ import datetime as dt
 import re
 import statistics
 from collections import defaultdict
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, cast
 
 from ..store import Event, Message, SlaMark, Survey, Ticket, utcnow
 from ..vocab import ACTIVE, PRIORITIES
 
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
 
-def _calendar(rt, t: Ticket):
+
+def _calendar(rt: Runtime, t: Ticket):
     try:
         return rt.calendar(rt.cfg.sla_for(t.priority, t.category).calendar)
     except StopIteration:
@@ -65,10 +70,10 @@ class _History:
         self.escalations: dict[int, set[tuple[str, str]]] = defaultdict(set)
         if not ids:
             return
-        for tid, actor, kind, detail in (Event.select(Event.ticket, Event.actor, Event.kind, Event.detail)
-                                         .where(Event.ticket.in_(ids) & Event.kind.in_(("assigned", "resolved",
-                                                                                        "escalated")))
-                                         .order_by(Event.at, Event.id).tuples()):
+        rows = (Event.select(Event.ticket, Event.actor, Event.kind, Event.detail)
+                .where(Event.ticket.in_(ids) & Event.kind.in_(("assigned", "resolved", "escalated")))
+                .order_by(Event.at, Event.id).tuples())
+        for tid, actor, kind, detail in cast("Iterable[tuple[int, str, str, str]]", rows):
             if kind == "resolved" and detail.startswith("resolved with code") and tid not in self.resolver:
                 self.resolver[tid] = actor
             elif kind == "assigned":
@@ -88,7 +93,7 @@ class _History:
         return len(assignees) <= 1 and (not assignees or resolver is None or resolver == assignees[0])
 
 
-def _kpis(rt, tickets: list[Ticket], replies_before: dict, surveys: dict, history: _History,
+def _kpis(rt: Runtime, tickets: list[Ticket], replies_before: dict, surveys: dict, history: _History,
           now: dt.datetime) -> dict:
     first, resolution = [], []
     resp_met = resp_missed = res_met = res_missed = 0
@@ -127,12 +132,13 @@ def _kpis(rt, tickets: list[Ticket], replies_before: dict, surveys: dict, histor
     }
 
 
-def _missed_targets(rt, tickets: list[Ticket], now: dt.datetime) -> list[dict]:
+def _missed_targets(rt: Runtime, tickets: list[Ticket], now: dt.datetime) -> list[dict]:
     """Every target missed in the period, with who held the ticket when it was missed."""
     ids = [t.id for t in tickets]
+    rows = (SlaMark.select(SlaMark.ticket, SlaMark.target, SlaMark.group, SlaMark.assignee)
+            .where(SlaMark.ticket.in_(ids) & (SlaMark.level == "breach")).tuples()) if ids else []
     marks = {(tid, target): (group, assignee) for tid, target, group, assignee in
-             SlaMark.select(SlaMark.ticket, SlaMark.target, SlaMark.group, SlaMark.assignee)
-             .where(SlaMark.ticket.in_(ids) & (SlaMark.level == "breach")).tuples()} if ids else {}
+             cast("Iterable[tuple[int, str, str | None, str | None]]", rows)}
     tz = rt.cfg.desk.timezone
     out = []
     for t in tickets:
@@ -147,7 +153,7 @@ def _missed_targets(rt, tickets: list[Ticket], now: dt.datetime) -> list[dict]:
     return out
 
 
-def build(rt, since: dt.datetime | None = None, now: dt.datetime | None = None,
+def build(rt: Runtime, since: dt.datetime | None = None, now: dt.datetime | None = None,
           until: dt.datetime | None = None) -> dict:
     """The KPIs of the tickets created in [since, until), measured at `now`."""
     now = now or utcnow()
@@ -163,9 +169,9 @@ def build(rt, since: dt.datetime | None = None, now: dt.datetime | None = None,
     replies_before: dict[int, int] = defaultdict(int)
     if ids:
         resolved_at = {t.id: t.resolved_at for t in tickets}
-        for tid, at in (Message.select(Message.ticket, Message.created_at)
-                        .where(Message.ticket.in_(ids) & (Message.direction == "out")
-                               & (Message.kind == "reply")).tuples()):
+        replies = (Message.select(Message.ticket, Message.created_at)
+                   .where(Message.ticket.in_(ids) & (Message.direction == "out") & (Message.kind == "reply")).tuples())
+        for tid, at in cast("Iterable[tuple[int, dt.datetime]]", replies):
             if resolved_at.get(tid) and at < resolved_at[tid]:
                 replies_before[tid] += 1
     history = _History(ids)
@@ -199,7 +205,7 @@ def build(rt, since: dt.datetime | None = None, now: dt.datetime | None = None,
     return out
 
 
-def _by_technician(rt, tickets: list[Ticket], history: _History, missed: list[dict], kpis) -> dict:
+def _by_technician(rt: Runtime, tickets: list[Ticket], history: _History, missed: list[dict], kpis) -> dict:
     """Each technician's KPIs over the tickets they resolved, and the targets missed
     while they held a ticket."""
     resolved_by: dict = defaultdict(list)

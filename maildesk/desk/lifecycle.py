@@ -13,11 +13,15 @@ the pipeline stages) queue the mail that goes with each change.
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 from .. import store
 from ..errors import MaildeskError
 from ..store import Ticket
 from . import routing, sla
+
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
 
 ALLOWED = {
     "new": {"open", "in-progress", "on-hold", "resolved", "cancelled"},
@@ -38,7 +42,7 @@ def event(ticket: Ticket, now: dt.datetime, actor: str, kind: str, detail: str, 
     store.add_event(ticket, now, actor, kind, detail, inbound)
 
 
-def change_status(rt, ticket: Ticket, new: str, now: dt.datetime, actor: str, why: str = "", inbound=None) -> None:
+def change_status(rt: Runtime, ticket: Ticket, new: str, now: dt.datetime, actor: str, why: str = "", inbound=None) -> None:
     old = ticket.status
     if new == old:
         return
@@ -56,7 +60,7 @@ def change_status(rt, ticket: Ticket, new: str, now: dt.datetime, actor: str, wh
     sla.refresh(rt, ticket)
 
 
-def assign(rt, ticket: Ticket, email: str | None, now: dt.datetime, actor: str, why: str, inbound=None) -> None:
+def assign(rt: Runtime, ticket: Ticket, email: str | None, now: dt.datetime, actor: str, why: str, inbound=None) -> None:
     """Give the ticket to a technician (or to nobody); the group follows the technician."""
     old = ticket.assignee
     ticket.assignee = email
@@ -92,7 +96,7 @@ def is_participant(ticket: Ticket, email: str) -> bool:
                          (ticket.id, email.lower())) is not None
 
 
-def resolve(rt, ticket: Ticket, code: str, text: str, now: dt.datetime, actor: str, inbound=None) -> None:
+def resolve(rt: Runtime, ticket: Ticket, code: str, text: str, now: dt.datetime, actor: str, inbound=None) -> None:
     change_status(rt, ticket, "resolved", now, actor, f"code {code}", inbound)
     ticket.resolved_at = now
     ticket.closure_code = code
@@ -104,13 +108,13 @@ def resolve(rt, ticket: Ticket, code: str, text: str, now: dt.datetime, actor: s
     sla.refresh(rt, ticket)
 
 
-def close(rt, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound=None) -> None:
+def close(rt: Runtime, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound=None) -> None:
     change_status(rt, ticket, "closed", now, actor, why, inbound)
     ticket.closed_at = now
     event(ticket, now, actor, "closed", why + (f"; code {ticket.closure_code}" if ticket.closure_code else ""), inbound)
 
 
-def reopen(rt, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound=None) -> None:
+def reopen(rt: Runtime, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound=None) -> None:
     """Back to open with the same assignee; the resolution clock resumes, the time
     spent resolved counting as paused."""
     since = ticket.resolved_at or ticket.closed_at or now
@@ -125,6 +129,6 @@ def reopen(rt, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound=N
     sla.resume(rt, ticket, now, actor, "reopened", inbound)
 
 
-def within_reopen_window(rt, ticket: Ticket, now: dt.datetime) -> bool:
+def within_reopen_window(rt: Runtime, ticket: Ticket, now: dt.datetime) -> bool:
     since = ticket.resolved_at or ticket.closed_at
     return since is not None and now - since <= rt.cfg.lifecycle.reopen_window.total

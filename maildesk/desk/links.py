@@ -6,12 +6,16 @@ mail (confirm, reject) and the survey (ratings).
 from __future__ import annotations
 
 import urllib.parse
+from typing import TYPE_CHECKING
 
 from .. import signing
 from ..store import Ticket
 
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
 
-def mailto(rt, action: str, ticket: Ticket, rcpt: str, label: str) -> str:
+
+def mailto(rt: Runtime, action: str, ticket: Ticket, rcpt: str, label: str) -> str:
     """A one-click link: a mail to the desk whose subject carries a signed token."""
     token = signing.make_token(rt.key, action, ticket.id, rcpt)
     subject = f"{rt.tag(ticket)} {label} ({token})"

@@ -14,6 +14,7 @@ The status changes themselves are lifecycle.py's; this module adds the mail.
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 from ..mailout.queue import queue_mail
 from ..store import Event, Message, Survey, Ticket, flush_events
@@ -21,12 +22,15 @@ from ..vocab import ACTIVE
 from . import lifecycle, routing, survey
 from .links import mailto
 
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
+
 
 def _requester_side(ticket: Ticket) -> list[str]:
     return [ticket.requester] + [p.email for p in ticket.participants if p.role == "cc"]
 
 
-def resolve_ticket(rt, ticket: Ticket, code: str, text: str, now: dt.datetime, actor: str, inbound=None,
+def resolve_ticket(rt: Runtime, ticket: Ticket, code: str, text: str, now: dt.datetime, actor: str, inbound=None,
                    by_name: str = "") -> None:
     lifecycle.resolve(rt, ticket, code, text, now, actor, inbound)
     _send_resolution(rt, ticket, text, now, actor, by_name, inbound)
@@ -37,7 +41,7 @@ def resolve_ticket(rt, ticket: Ticket, code: str, text: str, now: dt.datetime, a
         child.save()
 
 
-def _send_resolution(rt, ticket, text, now, actor, by_name, inbound) -> None:
+def _send_resolution(rt: Runtime, ticket, text, now, actor, by_name, inbound) -> None:
     Message.create(ticket=ticket, inbound=inbound, direction="out", from_addr=actor, from_name=by_name,
                    subject=ticket.subject, body=text, internal=False, kind="resolution", created_at=now)
     for rcpt in _requester_side(ticket):
@@ -53,7 +57,7 @@ def _send_resolution(rt, ticket, text, now, actor, by_name, inbound) -> None:
                    })
 
 
-def close_ticket(rt, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound=None) -> None:
+def close_ticket(rt: Runtime, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound=None) -> None:
     """Close a resolved ticket; the requester gets the survey, or, when no survey
     follows, a word that it is closed. A major incident's children are not closed
     with it: each was resolved with its own confirm links and closes by its own rules
@@ -67,13 +71,13 @@ def close_ticket(rt, ticket: Ticket, now: dt.datetime, actor: str, why: str, inb
         send_review(rt, ticket, now, inbound)
 
 
-def reopen_ticket(rt, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound=None, body: str = "") -> None:
+def reopen_ticket(rt: Runtime, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound=None, body: str = "") -> None:
     lifecycle.reopen(rt, ticket, now, actor, why, inbound)
     for rcpt in routing.staff_recipients(rt, ticket):
         queue_mail(rt, now, "reopened", rcpt=rcpt, ticket=ticket, inbound=inbound, context={"why": why, "body": body})
 
 
-def send_review(rt, ticket: Ticket, now: dt.datetime, inbound=None) -> None:
+def send_review(rt: Runtime, ticket: Ticket, now: dt.datetime, inbound=None) -> None:
     """The post-incident review of a major incident, to the incident managers."""
     flush_events()
     events = list(Event.select().where(Event.ticket == ticket).order_by(Event.at, Event.id))

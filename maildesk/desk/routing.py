@@ -10,6 +10,7 @@ A technician is away while `away_until` (config) has not come, or for
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING, cast
 
 from peewee import fn
 
@@ -18,8 +19,13 @@ from ..config import Technician
 from ..store import StaffState, Ticket
 from ..vocab import ACTIVE
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
-def away_reason(rt, tech: Technician, now: dt.datetime) -> str | None:
+    from ..service.runtime import Runtime
+
+
+def away_reason(rt: Runtime, tech: Technician, now: dt.datetime) -> str | None:
     if tech.away_until:
         back = dt.datetime.combine(tech.away_until, dt.time(0), tzinfo=rt.cfg.desk.timezone)
         if now < back:
@@ -30,26 +36,26 @@ def away_reason(rt, tech: Technician, now: dt.datetime) -> str | None:
     return None
 
 
-def _staff(rt) -> dict[str, StaffState]:
+def _staff(rt: Runtime) -> dict[str, StaffState]:
     """Who is away and who was last assigned, read once per cycle."""
     if "staff" not in rt.memo:
         rt.memo["staff"] = {s.email: s for s in StaffState.select()}
     return rt.memo["staff"]
 
 
-def staff_recipients(rt, ticket: Ticket) -> list[str]:
+def staff_recipients(rt: Runtime, ticket: Ticket) -> list[str]:
     """Who hears of a ticket: its assignee, else every member of its group."""
     if ticket.assignee:
         return [ticket.assignee]
     return [t.email for t in rt.cfg.members(ticket.group)]
 
 
-def strategy_of(rt, group: str | None) -> str:
+def strategy_of(rt: Runtime, group: str | None) -> str:
     g = rt.cfg.group(group)
     return (g.strategy if g and g.strategy else None) or rt.cfg.assignment.strategy
 
 
-def pick_assignee(rt, group: str | None, now: dt.datetime, exclude=()) -> tuple[Technician | None, str]:
+def pick_assignee(rt: Runtime, group: str | None, now: dt.datetime, exclude=()) -> tuple[Technician | None, str]:
     """The technician the group's strategy picks, and why (for the ticket's history)."""
     strategy = strategy_of(rt, group)
     if strategy == "none" or not group:
@@ -87,14 +93,15 @@ def _round_robin(group: str, members: list[Technician], available: list[Technici
     return available[0]
 
 
-def _least_loaded(rt, available: list[Technician]) -> Technician:
+def _least_loaded(rt: Runtime, available: list[Technician]) -> Technician:
     emails = [t.email for t in available]
-    loads = dict(
+    loads: dict[str, int] = dict(cast(
+        "Iterable[tuple[str, int]]",
         Ticket.select(Ticket.assignee, fn.COUNT(Ticket.id))
         .where(Ticket.assignee.in_(emails) & Ticket.status.in_(ACTIVE))
         .group_by(Ticket.assignee)
         .tuples()
-    )
+    ))
     staff = _staff(rt)
     epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -105,7 +112,7 @@ def _least_loaded(rt, available: list[Technician]) -> Technician:
     return min(available, key=lambda t: (loads.get(t.email, 0), last(t.email), emails.index(t.email)))
 
 
-def _upsert_staff(rt, email: str, field: str, value: dt.datetime) -> None:
+def _upsert_staff(rt: Runtime, email: str, field: str, value: dt.datetime) -> None:
     store.execute(f'INSERT INTO "staff_state" ("email", "{field}") VALUES (?, ?) '
                    f'ON CONFLICT ("email") DO UPDATE SET "{field}" = excluded."{field}"',
                    (email, StaffState.away_until.db_value(value)))
@@ -113,9 +120,9 @@ def _upsert_staff(rt, email: str, field: str, value: dt.datetime) -> None:
     setattr(state, field, value)
 
 
-def note_assignment(rt, email: str, now: dt.datetime) -> None:
+def note_assignment(rt: Runtime, email: str, now: dt.datetime) -> None:
     _upsert_staff(rt, email, "last_assigned_at", now)
 
 
-def mark_away(rt, email: str, until: dt.datetime) -> None:
+def mark_away(rt: Runtime, email: str, until: dt.datetime) -> None:
     _upsert_staff(rt, email, "away_until", until)

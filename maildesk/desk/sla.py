@@ -18,9 +18,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..store import SlaMark, Ticket, add_event, execute, scalar
 from ..vocab import ACTIVE, STOPPED
+
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +37,16 @@ class Mark:
     at: dt.datetime
 
 
-def policy_of(rt, ticket: Ticket):
+def policy_of(rt: Runtime, ticket: Ticket):
     return rt.cfg.sla_for(ticket.priority, ticket.category)
 
 
-def _minutes(rt, policy, which: str) -> tuple:
+def _minutes(rt: Runtime, policy, which: str) -> tuple:
     cal = rt.calendar(policy.calendar)
     return cal, getattr(policy, which).minutes(cal.day_minutes)
 
 
-def apply_policy(rt, ticket: Ticket, now: dt.datetime) -> None:
+def apply_policy(rt: Runtime, ticket: Ticket, now: dt.datetime) -> None:
     """Set the policy and both due times from the creation time (and paused time)."""
     policy = policy_of(rt, ticket)
     cal, response = _minutes(rt, policy, "response")
@@ -68,7 +72,7 @@ def is_held(ticket: Ticket) -> bool:
     return scalar('SELECT "status" FROM "ticket" WHERE "id" = ?', (ticket.parent_id,)) in ACTIVE
 
 
-def marks(rt, ticket: Ticket) -> list[Mark]:
+def marks(rt: Runtime, ticket: Ticket) -> list[Mark]:
     """Every mark that can still apply to the ticket in its present state."""
     if ticket.status in STOPPED or ticket.response_due is None or is_held(ticket):
         return []
@@ -99,13 +103,13 @@ def _fired(ticket: Ticket) -> set[tuple[str, str]]:
     return set(execute('SELECT "target", "level" FROM "sla_mark" WHERE "ticket_id" = ?', (ticket.id,)).fetchall())
 
 
-def next_mark_time(rt, ticket: Ticket, fired=None) -> dt.datetime | None:
+def next_mark_time(rt: Runtime, ticket: Ticket, fired=None) -> dt.datetime | None:
     fired = _fired(ticket) if fired is None else fired
     pending = [m.at for m in marks(rt, ticket) if (m.target, m.level) not in fired]
     return min(pending) if pending else None
 
 
-def refresh(rt, ticket: Ticket) -> None:
+def refresh(rt: Runtime, ticket: Ticket) -> None:
     """Recompute `sla_next_at` after a change of state."""
     if getattr(ticket, "is_new", False) and getattr(ticket, "marks_key", None) == _marks_key(ticket):
         return  # a ticket opened by this message, unchanged since apply_policy
@@ -114,7 +118,7 @@ def refresh(rt, ticket: Ticket) -> None:
         ticket.sla_next_at = value
 
 
-def retarget(rt, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound=None) -> None:
+def retarget(rt: Runtime, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound=None) -> None:
     """Recompute both targets after the priority or category changed (from the creation
     time, as `apply_policy`). A mark that the new targets put in the past is not sent
     late: it is recorded as passed at the change, without a reminder for a moment
@@ -142,7 +146,7 @@ def retarget(rt, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound
 # --- the clock ---------------------------------------------------------------------
 
 
-def record_first_response(rt, ticket: Ticket, now: dt.datetime, how: str, actor: str, inbound=None) -> bool:
+def record_first_response(rt: Runtime, ticket: Ticket, now: dt.datetime, how: str, actor: str, inbound=None) -> bool:
     if ticket.first_response_at is not None:
         return False
     ticket.first_response_at = now
@@ -152,7 +156,7 @@ def record_first_response(rt, ticket: Ticket, now: dt.datetime, how: str, actor:
     return True
 
 
-def pause(rt, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound=None) -> None:
+def pause(rt: Runtime, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound=None) -> None:
     if ticket.paused_at is not None:
         return
     ticket.paused_at = now
@@ -160,7 +164,7 @@ def pause(rt, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound=No
     refresh(rt, ticket)
 
 
-def resume(rt, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound=None) -> None:
+def resume(rt: Runtime, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound=None) -> None:
     """Add the business minutes spent paused to the resolution target."""
     if ticket.paused_at is None:
         return
@@ -183,10 +187,10 @@ def _fmt_minutes(m: float) -> str:
     return f"{h}h{m:02d}m"
 
 
-def _fmt_time(rt, t: dt.datetime | None) -> str:
+def _fmt_time(rt: Runtime, t: dt.datetime | None) -> str:
     return t.astimezone(rt.cfg.desk.timezone).strftime("%Y-%m-%d %H:%M %Z") if t else "-"
 
 
-def describe_due(rt, ticket: Ticket) -> str:
+def describe_due(rt: Runtime, ticket: Ticket) -> str:
     return (f"policy {ticket.sla_policy}: response due {_fmt_time(rt, ticket.response_due)}, "
             f"resolution due {_fmt_time(rt, ticket.resolution_due)}")

@@ -11,18 +11,22 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+from typing import TYPE_CHECKING
 
 from ..mailout.queue import queue_mail
 from ..store import Survey, Ticket
 from .lifecycle import event
 from .links import mailto
 
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
+
 log = logging.getLogger(__name__)
 
 LABELS = {1: "Very poor", 2: "Poor", 3: "OK", 4: "Good", 5: "Excellent"}
 
 
-def maybe_send(rt, ticket: Ticket, now: dt.datetime, inbound=None) -> bool:
+def maybe_send(rt: Runtime, ticket: Ticket, now: dt.datetime, inbound=None) -> bool:
     cfg = rt.cfg.survey
     if not cfg.enabled or "@" not in ticket.requester:
         return False
@@ -32,7 +36,8 @@ def maybe_send(rt, ticket: Ticket, now: dt.datetime, inbound=None) -> bool:
     recent = Survey.select().where((Survey.requester == ticket.requester) & (Survey.sent_at > since)).first()
     if recent is not None:
         event(ticket, now, "desk", "survey-skipped",
-              f"no survey: {ticket.requester} got one on {recent.sent_at:%Y-%m-%d} (survey.min_days_between = {cfg.min_days_between})",
+              f"no survey: {ticket.requester} got one on {recent.sent_at:%Y-%m-%d} "
+              f"(survey.min_days_between = {cfg.min_days_between})",
               inbound)
         return False
     Survey.create(ticket=ticket, requester=ticket.requester, sent_at=now)
@@ -43,7 +48,7 @@ def maybe_send(rt, ticket: Ticket, now: dt.datetime, inbound=None) -> bool:
     return True
 
 
-def record_answer(rt, ticket: Ticket, rating: int, comment: str | None, now: dt.datetime, who: str, via: str,
+def record_answer(rt: Runtime, ticket: Ticket, rating: int, comment: str | None, now: dt.datetime, who: str, via: str,
                   inbound=None) -> bool:
     s = Survey.get_or_none(Survey.ticket == ticket)
     if s is None:
@@ -91,14 +96,14 @@ def answer_by_reply(ctx) -> bool:
     optional comment), or feedback in words (thanks, praise) kept with the survey.
     False for anything else, which the conversation stages treat as a reply."""
     kind, rating, comment = reading(ctx.mail.reply_text or "", ctx.cfg.lifecycle.thanks_phrases)
-    if kind == "rating":
+    if kind == "rating" and rating is not None:
         return record_answer(ctx.rt, ctx.ticket, rating, comment, ctx.now, ctx.sender, "reply", ctx.inbound)
     if kind == "praise":
         return record_feedback(ctx.rt, ctx.ticket, comment or "", ctx.now, ctx.sender, ctx.inbound)
     return False
 
 
-def record_feedback(rt, ticket: Ticket, text: str, now: dt.datetime, who: str, inbound=None) -> bool:
+def record_feedback(rt: Runtime, ticket: Ticket, text: str, now: dt.datetime, who: str, inbound=None) -> bool:
     """Words without a rating: kept as the survey's comment, the ticket stays closed."""
     s = Survey.get_or_none(Survey.ticket == ticket)
     if s is None:

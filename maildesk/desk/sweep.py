@@ -4,24 +4,29 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING, cast
 
 from ..store import SlaMark, Ticket, add_event, write_transaction
 from . import escalation  # the mails and moves a fired mark makes
 from .sla import _fired, marks, next_mark_time
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ..service.runtime import Runtime
+
 
 def due_ticket_ids(now: dt.datetime, limit: int = 1000) -> list[int]:
     """The tickets with a mark due: one range scan of the `sla_next_at` index."""
-    return [
-        tid for (tid,) in Ticket.select(Ticket.id)
-        .where(Ticket.sla_next_at <= now)
-        .order_by(Ticket.sla_next_at)
-        .limit(limit)
-        .tuples()
-    ]
+    rows = (Ticket.select(Ticket.id)
+            .where(Ticket.sla_next_at <= now)
+            .order_by(Ticket.sla_next_at)
+            .limit(limit)
+            .tuples())
+    return [tid for (tid,) in cast("Iterable[tuple[int]]", rows)]
 
 
-def sweep(rt, now: dt.datetime) -> int:
+def sweep(rt: Runtime, now: dt.datetime) -> int:
     """Fire every due mark; returns how many fired.
 
     After downtime several marks of one target may be due at once: only those of the

@@ -20,6 +20,7 @@ import logging
 import ssl
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
@@ -27,6 +28,9 @@ from imapclient.exceptions import IMAPClientError
 from .. import faults, store
 from ..errors import MaildeskError
 from ..store import Inbound, InboundRaw, MailboxState
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +79,8 @@ class MailboxSession:
             else:
                 self.client.login(c.username, c.password or "")
         except IMAPClientError as e:
-            raise MailboxError(f"IMAP login as {c.username} on {c.host} refused: {_text(e)} (check imap.username and the password)") from e
+            raise MailboxError(f"IMAP login as {c.username} on {c.host} refused: {_text(e)} "
+                               "(check imap.username and the password)") from e
         caps = self.client.capabilities()
         self.can_idle = c.idle and b"IDLE" in caps
         self.can_move = b"MOVE" in caps
@@ -103,9 +108,11 @@ class MailboxSession:
 
     def new_uids(self, last_uid: int) -> list[int]:
         # "N:*" always matches the highest UID, even below N (RFC 3501 6.4.8)
+        assert self.client is not None  # connect() ran
         return sorted(u for u in self.client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid)
 
     def sizes(self, uids: list[int]) -> dict[int, int]:
+        assert self.client is not None  # connect() ran
         out = {}
         for i in range(0, len(uids), 1000):
             for uid, data in self.client.fetch(uids[i:i + 1000], ["RFC822.SIZE"]).items():
@@ -113,12 +120,14 @@ class MailboxSession:
         return out
 
     def fetch(self, uids: list[int]) -> dict[int, bytes]:
+        assert self.client is not None  # connect() ran
         data = self.client.fetch(uids, ["BODY.PEEK[]"])
         return {uid: d[b"BODY[]"] for uid, d in data.items() if b"BODY[]" in d}
 
     def mark_done(self, uids: list[int]) -> None:
         if not uids:
             return
+        assert self.client is not None  # connect() ran
         target = self.cfg.processed_mailbox
         if not target:
             self.client.add_flags(uids, [SEEN], silent=True)
@@ -131,6 +140,7 @@ class MailboxSession:
 
     def wait(self, seconds: float, should_stop) -> None:
         """Until new mail, `seconds`, or a stop: IDLE where offered, else sleep."""
+        assert self.client is not None  # connect() ran
         deadline = time.monotonic() + seconds
         if not self.can_idle:
             while not should_stop() and time.monotonic() < deadline:
@@ -187,6 +197,7 @@ def fetch_new(session: MailboxSession, now: dt.datetime, batch_size: int = 200, 
     While one batch is being committed, the next is fetched and read (`summarize`):
     the IMAP round trip and the parsing overlap the store. A batch is flagged only
     once `intake` has committed it (guarantee 1)."""
+    assert session.uidvalidity is not None  # connected
     intake = intake or StoreHere()
     report = Fetched()
     mailbox = session.cfg.mailbox
@@ -287,9 +298,11 @@ def _checkpoint(mailbox: str, uidvalidity: int) -> MailboxState:
 
 def _finish_pending_flags(session: MailboxSession, mailbox: str, report: Fetched) -> None:
     """Flag or move what an earlier run stored but did not get to flag (a crash)."""
-    uids = [u for (u,) in Inbound.select(Inbound.uid).where(
+    assert session.client is not None and session.uidvalidity is not None  # connected
+    rows = Inbound.select(Inbound.uid).where(
         (Inbound.server_done == False) & (Inbound.mailbox == mailbox)  # noqa: E712
-        & (Inbound.uidvalidity == session.uidvalidity) & Inbound.uid.is_null(False)).tuples()]
+        & (Inbound.uidvalidity == session.uidvalidity) & Inbound.uid.is_null(False)).tuples()
+    uids = [u for (u,) in cast("Iterable[tuple[int]]", rows)]
     if not uids:
         return
     present = set(session.client.search(["UID", ",".join(map(str, uids))])) if uids else set()
@@ -307,7 +320,8 @@ def _batches(session: MailboxSession, uids: list[int], batch_size: int):
     for i in range(0, len(uids), batch_size):
         group = uids[i:i + batch_size]
         sizes = session.sizes(group)
-        batch, total = [], 0
+        batch: list[int] = []
+        total = 0
         for uid in group:
             size = sizes.get(uid, 0)
             if batch and total + size > MAX_BATCH_BYTES:

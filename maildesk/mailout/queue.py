@@ -20,6 +20,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import jinja2
 
@@ -27,6 +28,9 @@ from .. import signing, store
 from ..store import Outbox, Suppression, Ticket
 from ..vocab import AUTO_REPLIES
 from .render import TemplateMissing, _render_context, snapshot
+
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +69,7 @@ def thread_for(ticket: Ticket, rcpt: str) -> Thread:
     return Thread(refs[-1] if refs else None, refs)
 
 
-def _suppressions(rt, now: dt.datetime) -> dict:
+def _suppressions(rt: Runtime, now: dt.datetime) -> dict:
     if "suppressions" not in rt.memo:
         rt.memo["suppressions"] = {
             s.email: s for s in Suppression.select().where(Suppression.until > now)
@@ -73,12 +77,12 @@ def _suppressions(rt, now: dt.datetime) -> dict:
     return rt.memo["suppressions"]
 
 
-def forget_suppressions(rt) -> None:
+def forget_suppressions(rt: Runtime) -> None:
     """After a bounce or a complaint changed who may get mail."""
     rt.memo.pop("suppressions", None)
 
 
-def suppression_reason(rt, rcpt: str, now: dt.datetime, automatic: bool) -> str | None:
+def suppression_reason(rt: Runtime, rcpt: str, now: dt.datetime, automatic: bool) -> str | None:
     row = _suppressions(rt, now).get(rcpt)
     if row is None or row.until <= now:
         return None
@@ -89,7 +93,7 @@ def suppression_reason(rt, rcpt: str, now: dt.datetime, automatic: bool) -> str 
     return None
 
 
-def _count(rt, key: tuple, sql: str, params, known: int | None = None) -> int:
+def _count(rt: Runtime, key: tuple, sql: str, params, known: int | None = None) -> int:
     """A count of automatic mail, read once per cycle (unless `known`) and then kept
     up to date."""
     counts = rt.memo.setdefault("auto_counts", {})
@@ -101,7 +105,7 @@ def _count(rt, key: tuple, sql: str, params, known: int | None = None) -> int:
 _COUNTED = '"automatic" = ? AND "status" != ? AND "created_at" > ?'
 
 
-def auto_reply_limit(rt, rcpt: str, ticket: Ticket | None, now: dt.datetime) -> str | None:
+def auto_reply_limit(rt: Runtime, rcpt: str, ticket: Ticket | None, now: dt.datetime) -> str | None:
     """Sliding 24-hour windows per recipient and per ticket, and the desk-wide hourly cap."""
     lim = rt.cfg.limits
     day = Outbox.created_at.db_value(now - dt.timedelta(days=1))
@@ -123,14 +127,14 @@ def auto_reply_limit(rt, rcpt: str, ticket: Ticket | None, now: dt.datetime) -> 
     return None
 
 
-def _counted(rt, rcpt: str, ticket: Ticket | None) -> None:
+def _counted(rt: Runtime, rcpt: str, ticket: Ticket | None) -> None:
     counts = rt.memo.setdefault("auto_counts", {})
     for key in (("rcpt", rcpt), ("ticket", ticket.id if ticket else None), ("desk",)):
         if key in counts:
             counts[key] += 1
 
 
-def _alert_pause_once(rt, now, n):
+def _alert_pause_once(rt: Runtime, now, n):
     last = store.get_setting("autopause_alerted_at")
     if last and dt.datetime.fromisoformat(last) > now - dt.timedelta(hours=1):
         return
@@ -140,14 +144,14 @@ def _alert_pause_once(rt, now, n):
         queue_mail(rt, now, "autopause", rcpt=im, automatic=False, context={"count": n})
 
 
-def is_desk_address(rt, addr: str) -> bool:
+def is_desk_address(rt: Runtime, addr: str) -> bool:
     local, _, domain = addr.partition("@")
     desk = rt.cfg.desk
     return domain == desk.domain and (local == desk.local_part or local.startswith(desk.local_part + "+"))
 
 
 def queue_mail(
-    rt,
+    rt: Runtime,
     now: dt.datetime,
     kind: str,
     *,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from email.header import Header
 from email.utils import format_datetime, formataddr
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jinja2
 from peewee import Model
@@ -28,6 +29,9 @@ from peewee import Model
 from ..errors import MaildeskError
 from ..mailin.mime.text import clean_header_text
 from ..vocab import LOOP_HEADER, auto_submitted
+
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
 
 
 def shipped_templates() -> Path:
@@ -54,7 +58,7 @@ class Templates:
     def __init__(self, override_dir: Path | None = None):
         dirs = [str(override_dir)] if override_dir else []
         dirs.append(str(shipped_templates()))
-        loader = jinja2.FileSystemLoader(dirs)
+        self.loader = loader = jinja2.FileSystemLoader(dirs)
         self.text_env = jinja2.Environment(
             loader=loader, autoescape=False, keep_trailing_newline=True, auto_reload=False,
             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.ChainableUndefined,
@@ -72,7 +76,7 @@ class Templates:
         subject can be rendered alone when the mail is queued."""
         if kind not in self._text:
             try:
-                source, _, _ = self.text_env.loader.get_source(self.text_env, f"{kind}.txt.j2")
+                source, _, _ = self.loader.get_source(self.text_env, f"{kind}.txt.j2")
             except jinja2.TemplateNotFound:
                 raise TemplateMissing(f"template {kind}.txt.j2 is missing") from None
             first, _, body = source.partition("\n")
@@ -227,19 +231,19 @@ def build_mail(
     )
 
 
-def _render_context(rt, frozen: dict) -> dict:
+def _render_context(rt: Runtime, frozen: dict) -> dict:
     cfg = rt.cfg
     return {**frozen, "desk": cfg.desk, "cfg": cfg, "tz": cfg.desk.timezone}
 
 
-def row_text(rt, row) -> str:
+def row_text(rt: Runtime, row) -> str:
     """The plain-text body of an outbox row, as its recipient reads it."""
     frozen = json.loads(row.context)
     frozen.pop("_thread", None)
     return rt.templates.render(row.kind, **_render_context(rt, frozen)).text
 
 
-def render_row(rt, row) -> bytes:
+def render_row(rt: Runtime, row) -> bytes:
     """The bytes of an outbox row: the same Message-ID, Date and MIME boundary every
     time, so that a mail sent again after a crash is the same mail (guarantee 3)."""
     cfg = rt.cfg

@@ -6,9 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .. import store
 from ..store import Outbox
+
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +35,12 @@ class Delivered:
         self.failed += other.failed
 
 
-def _backoff(rt, attempts: int) -> dt.timedelta:
+def _backoff(rt: Runtime, attempts: int) -> dt.timedelta:
     first, cap = rt.cfg.smtp.retry_first.total, rt.cfg.smtp.retry_max.total
     return min(first * (2 ** max(0, attempts - 1)), cap)
 
 
-def record_results(rt, results: list[tuple], now: dt.datetime) -> Delivered:
+def record_results(rt: Runtime, results: list[tuple], now: dt.datetime) -> Delivered:
     """Write what delivery reported: sent, deferred with its next try, or failed."""
     report = Delivered()
     if not results:

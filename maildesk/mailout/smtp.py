@@ -11,6 +11,7 @@ import logging
 import socket
 import ssl
 import time
+from typing import TYPE_CHECKING, cast
 
 import aiosmtplib
 
@@ -19,6 +20,11 @@ from ..errors import MaildeskError
 from ..store import Outbox
 from ..verp import verp_address
 from .render import render_row
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ..service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -138,16 +144,17 @@ async def _quit(client: aiosmtplib.SMTP) -> None:
         client.close()
 
 
-def deliver_due(rt, now: dt.datetime, on_results, should_stop=lambda: False, skip=frozenset(),
+def deliver_due(rt: Runtime, now: dt.datetime, on_results, should_stop=lambda: False, skip=frozenset(),
                 connections: Connections | None = None, limit: int = 5000) -> int:
     """Send every queued or deferred row whose time has come, except `skip` (sent but
     not yet recorded). Results go to `on_results([(id, status, error), ...])` in
     batches; the desk process records them (`record_results`), so that one process
     writes the database. Returns how many rows were tried, at most `limit`. Without
     `connections`, the connections last this one call."""
-    due = [i for (i,) in Outbox.select(Outbox.id)
+    ids = (Outbox.select(Outbox.id)
            .where(Outbox.status.in_(("queued", "deferred")) & (Outbox.next_attempt_at <= now))
-           .order_by(Outbox.id).limit(limit + len(skip)).tuples() if i not in skip][:limit]
+           .order_by(Outbox.id).limit(limit + len(skip)).tuples())
+    due = [i for (i,) in cast("Iterable[tuple[int]]", ids) if i not in skip][:limit]
     if not due:
         return 0
     rows = list(Outbox.select().where(Outbox.id.in_(due) & Outbox.status.in_(("queued", "deferred")))
@@ -163,7 +170,7 @@ def deliver_due(rt, now: dt.datetime, on_results, should_stop=lambda: False, ski
     return len(rows)
 
 
-async def _deliver(rt, rows, on_results, should_stop, connections: Connections) -> None:
+async def _deliver(rt: Runtime, rows, on_results, should_stop, connections: Connections) -> None:
     results: list[tuple] = []  # (id, status, error)
     queue: asyncio.Queue = asyncio.Queue()
     for row in rows:

@@ -14,10 +14,14 @@ import logging
 import re
 import sys
 import textwrap
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..config import ConfigError, config_path, load_config
 from ..errors import MaildeskError
+
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
 
 
 class UserError(MaildeskError):
@@ -66,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--now", metavar="ISO-8601", help="with --once: run the cycle as if the clock said this time")
     run.set_defaults(func=cmd_run)
 
-    tickets = sub.add_parser("tickets", help="list or show tickets").add_subparsers(dest="sub", required=True, metavar="list|show")
+    tickets = sub.add_parser("tickets", help="list or show tickets").add_subparsers(
+        dest="sub", required=True, metavar="list|show")
     tl = tickets.add_parser("list", help="tickets, newest first")
     tl.add_argument("--status", choices=("new", "open", "in-progress", "on-hold", "resolved", "closed", "cancelled"))
     tl.add_argument("--json", action="store_true")
@@ -76,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--json", action="store_true")
     ts.set_defaults(func=cmd_tickets_show)
 
-    inbound = sub.add_parser("inbound", help="stored inbound mail").add_subparsers(dest="sub", required=True, metavar="list|retry")
+    inbound = sub.add_parser("inbound", help="stored inbound mail").add_subparsers(
+        dest="sub", required=True, metavar="list|retry")
     il = inbound.add_parser("list", help="stored inbound mail and quarantined failures")
     il.add_argument("--failed", action="store_true", help="only quarantined messages")
     il.add_argument("--json", action="store_true")
@@ -126,7 +132,7 @@ def _open_database(args, migrate: bool = False):
     try:
         store.open_database(cfg.database.url)
     except store.DatabaseUnavailable as e:
-        raise UserError(f"{e} (check database.url)")
+        raise UserError(f"{e} (check database.url)") from None
     pending = store.pending_migrations()
     if pending:
         if not migrate:
@@ -146,7 +152,7 @@ def parse_now(text: str, tz) -> dt.datetime:
     return t.astimezone(dt.UTC)
 
 
-def _ticket(rt, ref: str):
+def _ticket(rt: Runtime, ref: str):
     from ..store import Ticket
 
     m = re.fullmatch(r"\[?\s*(?:([A-Za-z][A-Za-z0-9]*)-)?(\d+)\s*\]?", ref.strip())
@@ -166,11 +172,11 @@ def _table(rows: list[list[str]], headers: list[str]) -> None:
     widths = [len(h) for h in headers]
     cells = [[("" if c is None else str(c)).replace("\n", " ") for c in row] for row in rows]
     for row in cells:
-        widths = [min(max(w, len(c)), 60) for w, c in zip(widths, row)]
+        widths = [min(max(w, len(c)), 60) for w, c in zip(widths, row, strict=True)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     print(fmt.format(*headers).rstrip())
     for row in cells:
-        print(fmt.format(*(c if len(c) <= w else c[: w - 1] + "…" for c, w in zip(row, widths))).rstrip())
+        print(fmt.format(*(c if len(c) <= w else c[: w - 1] + "…" for c, w in zip(row, widths, strict=True))).rstrip())
 
 
 # --- commands -------------------------------------------------------------------------
@@ -184,7 +190,7 @@ def cmd_init(args) -> int:
     try:
         store.open_database(cfg.database.url)
     except store.DatabaseUnavailable as e:
-        raise UserError(f"{e} (check database.url)")
+        raise UserError(f"{e} (check database.url)") from None
     applied = store.migrate()
     Runtime.start(cfg)  # makes the signing secret when there is no secret_file
     print(f"database ready at {store.redact(cfg.database.url)}"
@@ -268,7 +274,8 @@ def cmd_tickets_show(args) -> int:
     if d["tasks"]:
         print("\nTasks")
         for k in d["tasks"]:
-            print(f"  {k['number']}. [{'x' if k['done'] else ' '}] {k['title']}" + (f" @{k['assignee']}" if k["assignee"] else ""))
+            print(f"  {k['number']}. [{'x' if k['done'] else ' '}] {k['title']}"
+                  + (f" @{k['assignee']}" if k["assignee"] else ""))
     if d["survey"]:
         s = d["survey"]
         print(f"\nSurvey  sent {s['sent_at']}; rating {s['rating'] or '-'}" + (f"; {s['comment']}" if s["comment"] else ""))
@@ -326,8 +333,9 @@ def cmd_why(args) -> int:
             return 0
         raise UserError(f"no stored message with Message-ID <{mid}>")
     for ib in rows:
-        print(f"<{mid}>  inbound #{ib.id}, received {ib.received_at.astimezone(rt.cfg.desk.timezone).isoformat(timespec='seconds')}, "
-              f"{ib.status}" + (f" ({ib.outcome})" if ib.outcome else "") + (f" -> {rt.ref(ib.ticket_id)}" if ib.ticket_id else ""))
+        received = ib.received_at.astimezone(rt.cfg.desk.timezone).isoformat(timespec="seconds")
+        print(f"<{mid}>  inbound #{ib.id}, received {received}, {ib.status}" + (f" ({ib.outcome})" if ib.outcome else "")
+              + (f" -> {rt.ref(ib.ticket_id)}" if ib.ticket_id else ""))
         if ib.error:
             print(f"  error: {ib.error}")
         for line in (ib.decisions or "").splitlines():

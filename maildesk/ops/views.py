@@ -5,18 +5,24 @@ offset of the desk's time zone."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING, cast
 
 from peewee import fn
 
 from ..mailout.render import row_text
 from ..store import Attachment, Event, Inbound, Message, Outbox, Suppression, Survey, Task, Ticket
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ..service.runtime import Runtime
+
 
 def iso(t: dt.datetime | None, tz) -> str | None:
     return t.astimezone(tz).isoformat(timespec="seconds") if t else None
 
 
-def ticket_summary(rt, t: Ticket, message_count: int | None = None) -> dict:
+def ticket_summary(rt: Runtime, t: Ticket, message_count: int | None = None) -> dict:
     tz = rt.cfg.desk.timezone
     if message_count is None:
         message_count = Message.select().where(Message.ticket == t).count()
@@ -48,19 +54,20 @@ def ticket_summary(rt, t: Ticket, message_count: int | None = None) -> dict:
     }
 
 
-def ticket_list(rt, status: str | None = None) -> list[dict]:
+def ticket_list(rt: Runtime, status: str | None = None) -> list[dict]:
     q = Ticket.select().order_by(Ticket.created_at.desc(), Ticket.id.desc())
     if status:
         q = q.where(Ticket.status == status)
     tickets = list(q)
-    counts = dict(
+    counts: dict[int, int] = dict(cast(
+        "Iterable[tuple[int, int]]",
         Message.select(Message.ticket, fn.COUNT(Message.id)).where(Message.ticket.in_([t.id for t in tickets]))
         .group_by(Message.ticket).tuples()
-    ) if tickets else {}
+    )) if tickets else {}
     return [ticket_summary(rt, t, counts.get(t.id, 0)) for t in tickets]
 
 
-def conversation(rt, t: Ticket) -> list[dict]:
+def conversation(rt: Runtime, t: Ticket) -> list[dict]:
     """Every mail of the ticket once: each that came in (internal notes included), and
     each the desk sent (acknowledgements, notices, relays, refusals), as its recipient
     read it. At the same moment, what came in comes before the desk's answer to it."""
@@ -89,7 +96,7 @@ def conversation(rt, t: Ticket) -> list[dict]:
     return [row for _, row in sorted(rows, key=lambda r: r[0])]
 
 
-def ticket_detail(rt, t: Ticket) -> dict:
+def ticket_detail(rt: Runtime, t: Ticket) -> dict:
     tz = rt.cfg.desk.timezone
     out = ticket_summary(rt, t)
     out["messages"] = conversation(rt, t)
@@ -111,7 +118,7 @@ def ticket_detail(rt, t: Ticket) -> dict:
     return out
 
 
-def inbound_row(rt, ib: Inbound) -> dict:
+def inbound_row(rt: Runtime, ib: Inbound) -> dict:
     tz = rt.cfg.desk.timezone
     return {
         "id": ib.id, "message_id": ib.message_id, "from": ib.from_addr, "subject": ib.subject,
@@ -120,14 +127,14 @@ def inbound_row(rt, ib: Inbound) -> dict:
     }
 
 
-def inbound_list(rt, failed: bool = False) -> list[dict]:
+def inbound_list(rt: Runtime, failed: bool = False) -> list[dict]:
     q = Inbound.select().order_by(Inbound.id.desc())
     if failed:
         q = q.where(Inbound.status == "quarantined")
     return [inbound_row(rt, ib) for ib in q]
 
 
-def outbox_row(rt, o: Outbox, suppressed: dict) -> dict:
+def outbox_row(rt: Runtime, o: Outbox, suppressed: dict) -> dict:
     tz = rt.cfg.desk.timezone
     return {
         "id": o.id, "ticket": rt.ref(o.ticket_id) if o.ticket_id else None, "kind": o.kind, "to": o.rcpt,
@@ -138,7 +145,7 @@ def outbox_row(rt, o: Outbox, suppressed: dict) -> dict:
     }
 
 
-def outbox_list(rt) -> list[dict]:
+def outbox_list(rt: Runtime) -> list[dict]:
     rows = list(Outbox.select().order_by(Outbox.id.desc()))
     now = dt.datetime.now(dt.UTC)
     suppressed = {

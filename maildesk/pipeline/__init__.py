@@ -27,6 +27,7 @@ import email.policy
 import logging
 from dataclasses import dataclass
 from email.utils import getaddresses
+from typing import TYPE_CHECKING, cast
 
 from .. import store
 from ..mailin import automatic
@@ -35,6 +36,11 @@ from ..mailout.queue import queue_mail
 from ..store import Inbound, InboundRaw, Outbox
 from . import commands, converse, correlate, identity, notify, parse, screen, triage
 from .context import Context, Discard, Reject
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from ..service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +61,7 @@ class Processed:
         return f"processed={self.done} quarantined={self.quarantined}"
 
 
-def process_pending(rt, now: dt.datetime, should_stop=lambda: False, between=lambda: None,
+def process_pending(rt: Runtime, now: dt.datetime, should_stop=lambda: False, between=lambda: None,
                     intake=lambda: None) -> Processed:
     """Process every pending message, BATCH to a transaction; `intake` runs before
     each batch (the desk commits newly fetched mail there), `between` after each
@@ -63,12 +69,13 @@ def process_pending(rt, now: dt.datetime, should_stop=lambda: False, between=lam
     report = Processed()
     while not should_stop():
         intake()
-        ids = [i for (i,) in Inbound.select(Inbound.id).where(Inbound.status == "pending").order_by(Inbound.id).limit(BATCH).tuples()]
+        pending = Inbound.select(Inbound.id).where(Inbound.status == "pending").order_by(Inbound.id).limit(BATCH).tuples()
+        ids = [i for (i,) in cast("Iterable[tuple[int]]", pending)]
         if not ids:
             break
+        rows = InboundRaw.select(InboundRaw.inbound, InboundRaw.data, InboundRaw.summary).where(InboundRaw.inbound.in_(ids))
         raws = {i: (data, summary, None if summary else parse.read_ahead(rt, bytes(data)))
-                for i, data, summary in InboundRaw.select(InboundRaw.inbound, InboundRaw.data, InboundRaw.summary)
-                .where(InboundRaw.inbound.in_(ids)).tuples()}
+                for i, data, summary in cast("Iterable[tuple[int, bytes | memoryview, str | None]]", rows.tuples())}
         # read ahead, before the write transaction: the fetch process's next commit waits for nothing
         with store.write_transaction():
             for ib in Inbound.select().where(Inbound.id.in_(ids)).order_by(Inbound.id):
@@ -81,8 +88,8 @@ def process_pending(rt, now: dt.datetime, should_stop=lambda: False, between=lam
     return report
 
 
-def process_one(rt, ib: Inbound, now: dt.datetime, raw: bytes, summary: str | None = None,
-                earlier: list[str] = (), reading=None) -> bool:
+def process_one(rt: Runtime, ib: Inbound, now: dt.datetime, raw: bytes | memoryview, summary: str | None = None,
+                earlier: Sequence[str] = (), reading=None) -> bool:
     """Run the stages on one message; True if processed, False if quarantined.
     `earlier` is the decision log of an earlier attempt (a retry keeps it)."""
     ctx = Context(rt=rt, now=now, inbound=ib, raw=bytes(raw), summary=summary, reading=reading,
@@ -119,7 +126,7 @@ _SAVED = [Inbound.status, Inbound.outcome, Inbound.error, Inbound.ticket, Inboun
           Inbound.message_id, Inbound.subject, Inbound.from_addr]
 
 
-def quarantine(rt, ib: Inbound, ctx: Context, reason: str, now: dt.datetime, tell_sender: bool = False) -> None:
+def quarantine(rt: Runtime, ib: Inbound, ctx: Context, reason: str, now: dt.datetime, tell_sender: bool = False) -> None:
     head = _head(ctx.raw)
     if head is not None and (not ib.from_addr or not ib.subject):
         _headers_only(ib, head)
@@ -151,7 +158,7 @@ def _headers_only(ib: Inbound, head) -> None:
         pass
 
 
-def _tell_sender_once(rt, ib: Inbound, head, reason: str, now: dt.datetime) -> None:
+def _tell_sender_once(rt: Runtime, ib: Inbound, head, reason: str, now: dt.datetime) -> None:
     if Outbox.select().where((Outbox.inbound == ib) & (Outbox.kind == "too_large")).exists():
         return
     froms = [a.lower() for _, a in getaddresses([str(v) for v in head.get_all("From", [])]) if "@" in a]
@@ -161,7 +168,7 @@ def _tell_sender_once(rt, ib: Inbound, head, reason: str, now: dt.datetime) -> N
                context={"reason": reason, "subject": ib.subject, "limit": rt.cfg.limits.max_message_bytes})
 
 
-def retry(rt, inbound_id: int, now: dt.datetime) -> Inbound:
+def retry(rt: Runtime, inbound_id: int, now: dt.datetime) -> Inbound:
     """Run a quarantined message through the pipeline again."""
     with store.write_transaction():
         ib = Inbound.get_by_id(inbound_id)

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..store import Inbound, Message, Ticket, add_event
+
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
 
 
 class Discard(Exception):
@@ -44,7 +47,7 @@ class Intent:
 
 @dataclass
 class Context:
-    rt: Any  # Runtime
+    rt: Runtime
     now: dt.datetime
     inbound: Inbound
     raw: bytes
@@ -66,7 +69,7 @@ class Context:
     authenticated: bool = False
     auth_reason: str = ""
     spoofed_reference: bool = False
-    token: tuple | None = None  # (action, ticket id, mac) of a one-click link
+    token: tuple[str, int] | None = None  # (action, ticket id) of a verified one-click link
     body: str = ""  # the text after the command block, quoted history stripped
     commands: list = field(default_factory=list)
     internal: bool = False  # a #note, or a refused command mail
@@ -89,6 +92,7 @@ class Context:
 
     def event(self, kind: str, detail: str, actor: str | None = None, ticket: Ticket | None = None) -> None:
         ticket = ticket or self.ticket
+        assert ticket is not None  # an event is a line of a ticket's history
         add_event(ticket, self.now, actor or self.sender or "desk", kind, detail, self.inbound)
         self.decide(f"{self.rt.ref(ticket)}: {kind}: {detail}")
 

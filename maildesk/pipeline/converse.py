@@ -27,9 +27,9 @@ def attach(ctx: Context) -> None:
     if ctx.ticket is None or ctx.new_ticket:
         return
     if ctx.sender and ctx.sender == ctx.ticket.requester or not ctx.is_staff:
-        _from_requester_side(ctx)
+        _from_requester_side(ctx, ctx.ticket)
     else:
-        _from_staff(ctx)
+        _from_staff(ctx, ctx.ticket)
 
 
 def is_thanks(text: str, phrases) -> bool:
@@ -45,8 +45,7 @@ def is_thanks(text: str, phrases) -> bool:
     return False
 
 
-def _from_requester_side(ctx: Context) -> None:
-    t = ctx.ticket
+def _from_requester_side(ctx: Context, t: Ticket) -> None:
     if ctx.role == "stranger" and ctx.sender:
         add_participant(t, ctx.sender, "cc")  # answered a mail of the ticket: now part of it
         ctx.decide(f"{ctx.sender} joins {ctx.ref} as a participant")
@@ -68,8 +67,7 @@ def _from_requester_side(ctx: Context) -> None:
                      context={"message": ctx.message, "body": ctx.body})
 
 
-def _from_staff(ctx: Context) -> None:
-    t = ctx.ticket
+def _from_staff(ctx: Context, t: Ticket) -> None:
     if not ctx.authenticated:
         refuse(ctx, [("(your reply)", f"not relayed: you are not authenticated: {ctx.auth_reason}")])
     if ctx.internal:
@@ -99,8 +97,8 @@ def relay_staff_reply(ctx: Context, t: Ticket, source: Message) -> None:
         ticket=t, inbound=ctx.inbound, direction="out", from_addr=ctx.sender, from_name=name,
         subject=ctx.mail.subject, body=ctx.body, internal=False, kind="reply", created_at=ctx.now,
     )
-    ctx.event("reply", f"reply of {name} relayed to the requester" + (f" (from {ctx.ref})" if t.id != ctx.ticket.id else ""),
-              ticket=t)
+    elsewhere = ctx.ticket is not None and t.id != ctx.ticket.id  # relayed to a child of the major incident
+    ctx.event("reply", f"reply of {name} relayed to the requester" + (f" (from {ctx.ref})" if elsewhere else ""), ticket=t)
     for rcpt in [t.requester] + [p.email for p in t.participants if p.role == "cc"]:
         if rcpt and rcpt != ctx.sender and "@" in rcpt:
             ctx.send("relay", rcpt, ticket=t, from_name=name, public=out,

@@ -98,7 +98,7 @@ def _by_tag(ctx: Context) -> bool:
 def _late_reply(ctx: Context) -> None:
     """After the reopen window, a requester's reply to a finished ticket starts a new one."""
     t = ctx.ticket
-    if t.status not in ("resolved", "closed", "cancelled") or ctx.token or ctx.automatic:
+    if t is None or t.status not in ("resolved", "closed", "cancelled") or ctx.token or ctx.automatic:
         return
     if ctx.cfg.is_staff(ctx.sender):
         return

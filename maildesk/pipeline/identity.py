@@ -71,7 +71,7 @@ def domain_authentication(ctx: Context) -> tuple[bool, str]:
     for value in ctx.mail.headers("Authentication-Results"):
         try:
             header = authres.AuthenticationResultsHeader.parse("Authentication-Results: " + value)
-        except Exception:  # authres raises several parse error types; a header it cannot read does not count
+        except Exception:  # noqa: BLE001 - authres raises several error types; a header it cannot read does not count
             continue
         if (header.authserv_id or "").lower() not in trusted:
             continue

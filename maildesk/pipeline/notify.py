@@ -19,15 +19,16 @@ def queue_mail(ctx: Context) -> None:
         if ctx.automatic is not None and automatic and intent.rcpt == ctx.sender:
             ctx.decide(f"{intent.kind} to {intent.rcpt} not queued: never answer automatic mail")
             continue
+        ticket = intent.ticket or ctx.ticket
         row = queue.queue_mail(
             ctx.rt, ctx.now, intent.kind, rcpt=intent.rcpt, rcpt_name=intent.rcpt_name,
-            ticket=intent.ticket or ctx.ticket, context=intent.context, automatic=automatic,
+            ticket=ticket, context=intent.context, automatic=automatic,
             from_name=intent.from_name, thread=intent.thread, inbound=ctx.inbound,
         )
         if row is None:
             ctx.decide(f"{intent.kind} to {intent.rcpt} not queued: that is the desk's own address")
             continue
-        if intent.public is not None and intent.rcpt == (intent.ticket or ctx.ticket).requester:
+        if intent.public is not None and ticket is not None and intent.rcpt == ticket.requester:
             intent.public.message_id = row.message_id  # the requester's copy is the one replies cite
             intent.public.to = intent.rcpt
             intent.public.save()

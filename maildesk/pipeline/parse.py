@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..mailin import automatic
 from ..mailin.automatic import Verdict
@@ -20,6 +21,9 @@ from ..mailin.mime.mail import MailRejected, ParsedMail
 from ..mailin.mime.reader import parse_mail
 from ..store import attachments
 from .context import Context, Reject
+
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,7 @@ class Reading:
     def to_json(self) -> str:
         if self.rejected is not None:
             return json.dumps({"rejected": self.rejected})
+        assert self.mail is not None  # a reading not rejected holds its mail
         summary = self.mail.summary()
         summary["automatic"] = [self.verdict.kind, self.verdict.reason] if self.verdict else None
         return json.dumps(summary, ensure_ascii=False, separators=(",", ":"))
@@ -49,7 +54,7 @@ class Reading:
         return cls(ParsedMail.from_summary(summary, raw), verdict)
 
 
-def read_ahead(rt, raw: bytes) -> Reading | None:
+def read_ahead(rt: Runtime, raw: bytes) -> Reading | None:
     """Parse, classify and store the attachment contents of one message, outside any
     transaction; None leaves it to `read` (too large, or the parser broke)."""
 
@@ -57,7 +62,7 @@ def read_ahead(rt, raw: bytes) -> Reading | None:
         return None
     try:
         mail = parse_mail(raw, rt.cfg.limits)
-        verdict = automatic.classify_for_desk(rt.cfg.desk, mail.msg)
+        verdict = automatic.classify_for_desk(rt.cfg.desk, mail.tree())
         attachments.write_contents(rt, mail.attachments)
     except MailRejected as e:
         return Reading(rejected=str(e))
@@ -67,7 +72,7 @@ def read_ahead(rt, raw: bytes) -> Reading | None:
     return Reading(mail, verdict)
 
 
-def summarize(rt, raw: bytes) -> str | None:
+def summarize(rt: Runtime, raw: bytes) -> str | None:
     """In the fetch process: the reading as JSON, to store beside the bytes."""
     reading = read_ahead(rt, raw)
     return reading.to_json() if reading else None
@@ -81,7 +86,7 @@ def read(ctx: Context) -> None:
     reading = ctx.reading or (Reading.from_json(ctx.summary, ctx.raw) if ctx.summary else None)
     if reading and reading.rejected is not None:
         raise Reject(reading.rejected)
-    if reading:
+    if reading and reading.mail is not None:
         ctx.mail = mail = reading.mail
         ctx.verdict = reading.verdict
     else:

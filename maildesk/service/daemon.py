@@ -24,6 +24,7 @@ import os
 import signal
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import schedule
 from peewee import DatabaseError, InterfaceError
@@ -32,9 +33,12 @@ from .. import faults, store
 from ..desk import jobs
 from ..mailin.mailbox import record_flagged, store_batch
 from ..mailout.results import Delivered, record_results
-from ..pipeline import process_pending
+from ..pipeline import Processed, process_pending
 from ..store import Inbound, utcnow
 from .mailprocess import MailProcess
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +84,7 @@ class Systemd:
 
 
 class Daemon:
-    def __init__(self, rt, fetcher: MailProcess | None = None):
+    def __init__(self, rt: Runtime, fetcher: MailProcess | None = None):
         self.rt = rt
         self.cfg = rt.cfg
         self.stop = threading.Event()
@@ -111,11 +115,13 @@ class Daemon:
         return self.stop.is_set()
 
     def _pending(self) -> bool:
+        assert self.fetcher is not None  # _start ran
         return bool(self.fetcher.intake) or Inbound.select().where(Inbound.status == "pending").exists()
 
     def _take_in(self) -> None:
         """Commit what the fetch process handed over, and tell it so: each batch in a
         transaction of its own, then the notes of batches flagged on the server."""
+        assert self.fetcher is not None  # _start ran
         self._listen()
         notes, self.fetcher.intake = self.fetcher.intake, []
         flagged = [n for n in notes if n[0] == "flagged"]
@@ -131,7 +137,8 @@ class Daemon:
                 for _, mailbox, uidvalidity, uids in flagged:
                     record_flagged(mailbox, uidvalidity, uids)
 
-    def _process(self, now=None) -> object:
+    def _process(self, now=None) -> Processed:
+        assert self.sender is not None  # _start ran
         processed = process_pending(self.rt, now or utcnow(), self.should_stop, between=lambda: self._record(now),
                                     intake=self._take_in)
         if processed.done or processed.quarantined:
@@ -142,6 +149,7 @@ class Daemon:
 
     def _record(self, now=None) -> None:
         """Write the delivery results the send process reported."""
+        assert self.sender is not None  # _start ran
         self._listen()
         if self.sender.results:
             results, self.sender.results = self.sender.results, []
@@ -167,6 +175,7 @@ class Daemon:
                 child.stop(timeout)
 
     def _cycle(self, now: dt.datetime | None) -> bool:
+        assert self.fetcher is not None and self.sender is not None  # _start ran
         lap = Laps()
         self.rt.warm_up()  # while the fetch process fetches
         self.delivered = Delivered()
@@ -259,6 +268,7 @@ class Daemon:
     def _job(self, job) -> None:
         try:
             log.debug("job %s: %s", job.__name__, job(self.rt, utcnow()))
+            assert self.sender is not None  # _start ran
             self.sender.tell("queued")
         except (DatabaseError, InterfaceError) as e:
             log.error("job %s: database unavailable: %s", job.__name__, e)
@@ -266,6 +276,7 @@ class Daemon:
     def _wait(self, scheduler) -> None:
         """Until the fetch process stored new mail, the next job, or a second."""
         deadline = time.monotonic() + min(1.0, max(0.05, scheduler.idle_seconds or 1.0))
+        assert self.fetcher is not None  # _start ran
         while not self.should_stop() and time.monotonic() < deadline:
             self.fetcher.stored = False
             self._listen(timeout=min(0.25, max(0.0, deadline - time.monotonic())))

@@ -49,6 +49,7 @@ import socket
 import ssl
 import threading
 import time
+from typing import TYPE_CHECKING, cast
 
 from imapclient.exceptions import IMAPClientError
 from peewee import DatabaseError, InterfaceError
@@ -57,6 +58,12 @@ from .. import faults, store
 from ..mailin.mailbox import MailboxError, MailboxSession, StoreFailed, fetch_new
 from ..store import Outbox, utcnow
 from .profiling import profiled
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ..mailout.smtp import Connections
+    from .runtime import Runtime
 
 # The desk process forks the fetch process as soon as the database is open, before
 # it imports the rest of maildesk: what only the pipeline, the outbox and the
@@ -132,7 +139,7 @@ class MailProcess:
 
 
 class Mover:
-    def __init__(self, rt, pipe, role: str, now: dt.datetime | None = None):
+    def __init__(self, rt: Runtime, pipe, role: str, now: dt.datetime | None = None):
         self.rt, self.cfg, self.pipe, self.role = rt, rt.cfg, pipe, role
         self.fixed_now = now
         self.session: MailboxSession | None = None
@@ -142,8 +149,8 @@ class Mover:
         self.in_flight: dict[int, int] = {}  # outbox id -> attempts, sent but not yet recorded
         self.desk_pid = os.getppid()
         self.intake = DeskStore(self)
-        self.connections = None  # the send process's SMTP connections (mailout.smtp.Connections)
-        self._posting: queue.SimpleQueue | None = None
+        self.connections: Connections | None = None  # the send process's SMTP connections
+        self._posting: queue.SimpleQueue = queue.SimpleQueue()  # notes for the desk, sent by _poster
         self._poster: threading.Thread | None = None
 
     def now(self) -> dt.datetime:
@@ -196,7 +203,6 @@ class Mover:
         waits in the pipe until the desk is between two transactions, and meanwhile
         this process goes on fetching and parsing the next one."""
         if self._poster is None:
-            self._posting = queue.SimpleQueue()
             self._poster = threading.Thread(target=self._post_notes, name="post", daemon=True)
             self._poster.start()
         self._posting.put(note)
@@ -261,8 +267,8 @@ class Mover:
             return 0
 
     def _report(self, results: list[tuple]) -> None:
-        attempts = dict(Outbox.select(Outbox.id, Outbox.attempts).where(
-            Outbox.id.in_([r[0] for r in results])).tuples())
+        rows = Outbox.select(Outbox.id, Outbox.attempts).where(Outbox.id.in_([r[0] for r in results])).tuples()
+        attempts = dict(cast("Iterable[tuple[int, int]]", rows))
         for rid, _, _ in results:
             self.in_flight[rid] = attempts.get(rid, 0)
         try:
@@ -273,7 +279,8 @@ class Mover:
     def _forget_recorded(self) -> None:
         if not self.in_flight:
             return
-        rows = Outbox.select(Outbox.id, Outbox.attempts).where(Outbox.id.in_(list(self.in_flight))).tuples()
+        rows = cast("Iterable[tuple[int, int]]",
+                    Outbox.select(Outbox.id, Outbox.attempts).where(Outbox.id.in_(list(self.in_flight))).tuples())
         for rid, attempts in rows:
             if attempts > self.in_flight[rid]:
                 del self.in_flight[rid]

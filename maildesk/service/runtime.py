@@ -9,11 +9,15 @@ import datetime as dt
 import logging
 import secrets
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .. import store
 from ..businesstime import Calendar, calendar_for
 from ..config import Config
 from ..mailout.render import Templates
+
+if TYPE_CHECKING:
+    from ..store import Ticket
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +27,7 @@ class Runtime:
     cfg: Config
     key: bytes
     templates: Templates
-    _calendars: dict = field(default_factory=dict)
+    _calendars: dict[str, Calendar] = field(default_factory=dict)
     # lookups a cycle makes again and again (suppressed addresses, staff state,
     # automatic-reply counts); emptied at the start of each cycle
     memo: dict = field(default_factory=dict)
@@ -45,10 +49,11 @@ class Runtime:
             self._calendars[name] = calendar_for(self.cfg, name)
         return self._calendars[name]
 
-    def ref(self, ticket) -> str:
+    def ref(self, ticket: Ticket | int) -> str:
+        """INC-42, of a ticket or of its id."""
         return f"{self.cfg.desk.ticket_prefix}-{ticket.id if hasattr(ticket, 'id') else ticket}"
 
-    def tag(self, ticket) -> str:
+    def tag(self, ticket: Ticket | int) -> str:
         return f"[{self.ref(ticket)}]"
 
 

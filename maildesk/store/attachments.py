@@ -10,15 +10,19 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .schema import Attachment, Blob
 
+if TYPE_CHECKING:
+    from ..service.runtime import Runtime
 
-def path_for(rt, sha256: str) -> Path:
+
+def path_for(rt: Runtime, sha256: str) -> Path:
     return rt.cfg.attachment_dir() / sha256[:2] / sha256
 
 
-def write_contents(rt, parts) -> None:
+def write_contents(rt: Runtime, parts) -> None:
     """Store the contents of `parts` (idempotent: by content hash) and drop them from
     memory; whoever reads a message ahead of its processing does this (pipeline/parse.py)."""
     mode = rt.cfg.attachments.store
@@ -32,13 +36,14 @@ def write_contents(rt, parts) -> None:
         part.data = None
 
 
-def store_all(rt, message, parts) -> None:
+def store_all(rt: Runtime, message, parts) -> None:
     """Record the attachments of a stored message (and their contents, if not yet)."""
     if not parts:
         return
     write_contents(rt, parts)
     Attachment.insert_many(
-        [dict(message=message, filename=p.filename, content_type=p.content_type[:200], size=p.size, sha256=p.sha256) for p in parts]
+        [dict(message=message, filename=p.filename, content_type=p.content_type[:200], size=p.size, sha256=p.sha256)
+         for p in parts]
     ).execute()
 
 
@@ -59,7 +64,7 @@ def _write_file(path: Path, data: bytes) -> None:
         raise
 
 
-def read(rt, sha256: str) -> bytes | None:
+def read(rt: Runtime, sha256: str) -> bytes | None:
     path = path_for(rt, sha256)
     if path.exists():
         return path.read_bytes()

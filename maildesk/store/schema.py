@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
+
 from peewee import (
     AutoField,
     BlobField,
@@ -20,6 +22,9 @@ from peewee import (
 from .connection import UtcDateTimeField, db
 from .sql import fetch_row, insert, save_changes
 
+if TYPE_CHECKING:
+    from peewee import DoesNotExist, ModelSelect
+
 
 class BaseModel(Model):
     """Writes go through statements whose text is built once (`insert`,
@@ -29,8 +34,13 @@ class BaseModel(Model):
         database = db
         legacy_table_names = False
 
+    if TYPE_CHECKING:  # what peewee's metaclass gives every model, unknown to its stubs
+        DoesNotExist: ClassVar[type[DoesNotExist]]
+        _pk: Any
+        _dirty: set[str]
+
     def save(self, force_insert=False, only=None):
-        pk_field = self._meta.primary_key
+        pk_field = cast(Field, self._meta.primary_key)  # never False: every table here has a primary key
         if force_insert or self._pk is None:
             values = {k: v for k, v in self.__data__.items() if not (k == pk_field.name and v is None)}
             new = insert(type(self), **values)
@@ -43,14 +53,14 @@ class BaseModel(Model):
         return 1
 
     @classmethod
-    def get_by_id(cls, pk):
+    def get_by_id(cls, pk) -> Self:
         row = fetch_row(cls, pk)
         if row is None:
             raise cls.DoesNotExist(f"{cls.__name__} {pk} does not exist")
         return row
 
     @classmethod
-    def get_or_none_by_id(cls, pk):
+    def get_or_none_by_id(cls, pk) -> Self | None:
         return fetch_row(cls, pk)
 
 
@@ -100,6 +110,19 @@ class Ticket(BaseModel):
     class Meta:
         indexes = ((("sla_next_at",), False), (("status", "created_at"), False))
 
+    if TYPE_CHECKING:
+        # what peewee adds for the foreign keys: their raw ids, and the backrefs
+        parent_id: int | None
+        follows_id: int | None
+        children: ModelSelect[Ticket]
+        participants: ModelSelect[Participant]
+        events: ModelSelect[Event]
+        tasks: ModelSelect[Task]
+        # kept on the object in memory, never stored: opened by the message being
+        # processed (triage), and the key of the SLA marks computed for it (sla)
+        is_new: bool
+        marks_key: tuple
+
     def ref(self, prefix: str) -> str:
         return f"{prefix}-{self.id}"
 
@@ -138,6 +161,9 @@ class Inbound(BaseModel):
 
     class Meta:
         indexes = ((("server_done", "mailbox"), False),)
+
+    if TYPE_CHECKING:
+        ticket_id: int | None
 
 
 class InboundRaw(BaseModel):
@@ -180,6 +206,9 @@ class Attachment(BaseModel):
     size = IntegerField()
     sha256 = CharField(index=True)
 
+    if TYPE_CHECKING:
+        message_id: int
+
 
 class Blob(BaseModel):
     """Attachment contents when `attachments.store = "database"`."""
@@ -201,6 +230,9 @@ class Event(BaseModel):
 
     class Meta:
         indexes = ((("ticket", "kind"), False),)
+
+    if TYPE_CHECKING:
+        ticket_id: int
 
 
 class Task(BaseModel):
@@ -243,6 +275,9 @@ class Outbox(BaseModel):
             (("status", "next_attempt_at"), False),
             (("rcpt", "created_at"), False),
         )
+
+    if TYPE_CHECKING:
+        ticket_id: int | None
 
 
 class MailboxState(BaseModel):
@@ -289,6 +324,9 @@ class Survey(BaseModel):
     rating = IntegerField(null=True)
     comment = TextField(null=True)
     answered_at = UtcDateTimeField(null=True)
+
+    if TYPE_CHECKING:
+        ticket_id: int
 
 
 class Suppression(BaseModel):

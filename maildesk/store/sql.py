@@ -90,7 +90,7 @@ def insert(model, **values) -> int:
         statement = _STATEMENTS[key] = (_sql(text), [(f.db_value, _plain(f)) for f in fields])
     text, converters = statement
     params = [v if v is None or type(v) is plain else convert(v)
-              for (convert, plain), v in zip(converters, values.values())]
+              for (convert, plain), v in zip(converters, values.values(), strict=True)]
     cursor = db.obj.execute_sql(text, params)
     return cursor.lastrowid if sqlite else cursor.fetchone()[0]
 
@@ -119,7 +119,7 @@ def fetch_row(model, pk):
     row = db.obj.execute_sql(text, (pk,)).fetchone()
     if row is None:
         return None
-    instance = model(__no_default__=1, **{f.name: f.python_value(v) for f, v in zip(fields, row)})
+    instance = model(__no_default__=1, **{f.name: f.python_value(v) for f, v in zip(fields, row, strict=True)})
     instance._dirty.clear()
     return instance
 

@@ -239,13 +239,13 @@ def _flufl_view(msg: Message, depth: int = 0) -> Message:
     view.set_default_type(msg.get_default_type())
     maintype = msg.get_content_maintype()
     if msg.is_multipart():
+        parts = msg.get_payload()
+        assert isinstance(parts, list)  # what is_multipart() means
         if maintype == "multipart" and depth < _MAX_DEPTH:
-            view.set_payload([_flufl_view(p, depth + 1) for p in msg.get_payload()[:_MAX_PARTS]
-                              if isinstance(p, Message)])
+            view.set_payload([_flufl_view(p, depth + 1) for p in parts[:_MAX_PARTS] if isinstance(p, Message)])
             view.preamble, view.epilogue = msg.preamble, msg.epilogue
         elif msg.get_content_subtype() in _REPORT_SUBTYPES:
-            view.set_payload([_flufl_view(p, depth + 1) for p in msg.get_payload()
-                              if isinstance(p, Message)])
+            view.set_payload([_flufl_view(p, depth + 1) for p in parts if isinstance(p, Message)])
         else:  # a returned original, which says nothing about the failure
             view.set_payload("")
     elif maintype in _BINARY_TYPES:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from .text import _SURROGATE, decode_header_value
+
 # --- filenames ----------------------------------------------------------------------
 
 _FILENAME_DROP = re.compile(
     "[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff\ufff9-\ufffb]"
 )
-from .text import _SURROGATE, decode_header_value
 
 _FILENAME_BAD = re.compile(r'[<>:"|?*]')
 _WINDOWS_DEVICES = re.compile(r"(?i)(con|prn|aux|nul|com\d|lpt\d)(\..*)?")

@@ -10,14 +10,15 @@ import email.utils
 import re
 from datetime import UTC, datetime
 
+from .mail import Address
+from .text import _text_of_raw, clean_header_text, decode_header_value
+
 # --- addresses, ids, dates ------------------------------------------------------------
 
 _SIMPLE_ADDR = r"[^\s<>()\[\]\\,;:\"@]+@[^\s<>()\[\]\\,;:\"@]+"
 _SIMPLE_ONE = re.compile(
     rf"\s*(?:({_SIMPLE_ADDR})|([^<>()\\,;:\"@]*)<({_SIMPLE_ADDR})>|\"([^\"\\]*)\"\s*<({_SIMPLE_ADDR})>)\s*"
 )
-from .mail import Address
-from .text import _text_of_raw, clean_header_text, decode_header_value
 
 _VALID_ADDR = re.compile(r"[^\s<>@]+@[^\s<>@]+")
 _SOURCE_ROUTE = re.compile(r"<\s*@")

@@ -46,7 +46,7 @@ def html_to_text(html: str) -> str:
             text = inscriptis.get_text(html, config)
         # lxml and inscriptis raise many kinds of errors on hostile markup (ValueError,
         # ParserError, RecursionError, AssertionError...); the rule is: never fail.
-        except Exception:
+        except Exception:  # noqa: BLE001
             text = None
     if not text or not text.strip():
         text = _strip_tags(html)  # also when lxml dropped everything (nesting > 255)

@@ -97,7 +97,9 @@ def _check_structure(raw: bytes, limits: Limits) -> None:
             at = lower.find(name)
             while at >= 0:
                 if at == 0 or lower[at - 1] in b"\r\n":
-                    field = _FOLDED_FIELD.match(raw, at).group()
+                    m = _FOLDED_FIELD.match(raw, at)
+                    assert m is not None  # the pattern matches the empty string too
+                    field = m.group()
                     label = name.decode().title()
                     if len(field) > _MAX_MIME_FIELD:
                         raise MailRejected(

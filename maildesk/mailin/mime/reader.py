@@ -112,7 +112,7 @@ class _Reader:
             html = sanitize_html("\n".join(self.htmls))
         return ParsedMail(
             msg=msg,
-            message_id=parse_message_id((get("message-id") or [None])[0]),
+            message_id=parse_message_id((get("message-id") or (None,))[0]),
             in_reply_to=parse_id_list(get("in-reply-to", [])),
             references=parse_id_list(get("references", [])),
             subject=clean_header_text(decode_header_value(subject[0], fallback)) if subject else "",
@@ -122,7 +122,7 @@ class _Reader:
             reply_to=parse_addresses(get("reply-to", []), fallback),
             to=parse_addresses(get("to", []), fallback),
             cc=parse_addresses(get("cc", []), fallback),
-            date=parse_date((get("date") or [None])[0]),
+            date=parse_date((get("date") or (None,))[0]),
             text=text,
             html=html,
             attachments=self.attachments,
@@ -155,12 +155,12 @@ class _Reader:
                 if name not in self.defects:
                     self.defects.append(name)
             ctype = self.info(part).ctype
-            payload = part._payload  # compat32: a list for multipart and message/*
+            payload = part._payload  # type: ignore[attr-defined]  # compat32: a list for multipart and message/*
             if isinstance(payload, list):
                 if ctype.startswith("message/") or mode == "skip":
                     if mode != "skip":  # a placeholder, filled in by read()
                         self.messages.append((len(self.attachments), part, ctype))
-                        self.attachments.append(None)
+                        self.attachments.append(None)  # type: ignore[arg-type]
                     children = [(p, depth + 1, "skip") for p in payload]
                 else:
                     children = self.children_modes(part, ctype, payload, depth + 1, mode)
@@ -351,7 +351,7 @@ def _part_info(part) -> _PartInfo:
     if "charset*" in ct_lower:
         value = part.get_param("charset")
         charset = value[2] if isinstance(value, tuple) else value
-    elif "charset" in ct_lower:
+    elif ct and "charset" in ct_lower:
         m = _CHARSET_PARAM.search(ct)
         charset = m.group(1) if m else None
     filename = _filename(part, cd, ct)
@@ -481,7 +481,7 @@ def _read_tnef(data: bytes) -> tuple[list[AttachmentPart] | None, str, bool]:
     # tnefparse is a pure-Python reader of an undocumented binary format; on hostile
     # input it fails with struct.error, IndexError, UnboundLocalError, ValueError and
     # more. The rule for all of them: keep winmail.dat as it is.
-    except Exception:
+    except Exception:  # noqa: BLE001
         return None, "", False
 
 

@@ -13,7 +13,7 @@ import re
 
 # C0 controls other than whitespace, DEL, and the C1 controls: deleted. Whitespace
 # controls (TAB, CR, LF, VT, FF, FS..US) become spaces and are collapsed below.
-_CONTROLS = {c: None for c in (*range(0x00, 0x09), 0x0E, 0x0F, *range(0x10, 0x1C), 0x7F,
+_CONTROLS: dict[int, str | None] = {c: None for c in (*range(0x00, 0x09), 0x0E, 0x0F, *range(0x10, 0x1C), 0x7F,
                                *range(0x80, 0x85), *range(0x86, 0xA0))}
 _CONTROLS.update({c: " " for c in (0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x1F)})
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -121,8 +121,10 @@ def _codec(charset: str) -> str | None:
     return None
 
 
-def _latin1_for_undefined(err: UnicodeDecodeError):
+def _latin1_for_undefined(err: UnicodeError) -> tuple[str, int]:
     # cp1252 leaves five bytes undefined; read them as Latin-1 (WHATWG does the same).
+    if not isinstance(err, UnicodeDecodeError):  # registered for decoding only
+        raise err
     return err.object[err.start:err.end].decode("latin-1"), err.end
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import email.message
 import email.parser
 import email.policy
+import itertools
 import re
 
 STDLIB_PARSER = email.parser.BytesParser(policy=email.policy.compat32)
@@ -51,7 +52,7 @@ def _part(text: str, start: int, end: int, nested: bool, depth: int) -> email.me
         raise _Unsure
     if maintype != "multipart":
         body = text[body_start:end]
-        msg._payload = _strip_eol(body) if nested else body
+        msg.set_payload(_strip_eol(body) if nested else body)  # stored as it is: no charset given
         return msg
     boundary = msg.get_boundary()
     if boundary is None or str(msg.get("content-transfer-encoding", "8bit")).lower() not in ("7bit", "8bit", "binary"):
@@ -62,16 +63,17 @@ def _part(text: str, start: int, end: int, nested: bool, depth: int) -> email.me
     first = delimiters[0][0]
     if first > body_start:
         msg.preamble = _strip_eol(text[body_start:first])
-    parts = []
-    for (_, line_end, close), (next_start, _, _) in zip(delimiters, delimiters[1:]):
+    parts: list[email.message.Message | str] = []  # the payload type of a multipart
+    for (_, line_end, _), (next_start, _, _) in itertools.pairwise(delimiters):
         if next_start == line_end:
             raise _Unsure  # doubled delimiter lines: the stdlib skips them
         parts.append(_part(text, line_end, next_start, nested=True, depth=depth + 1))
-    msg._payload = parts
+    msg.set_payload(parts)
     epilogue = text[delimiters[-1][1]:end]
     if nested:
-        epilogue = None if epilogue == "" else _strip_eol(epilogue)
-    msg.epilogue = epilogue
+        msg.epilogue = None if epilogue == "" else _strip_eol(epilogue)
+    else:
+        msg.epilogue = epilogue
     return msg
 
 
@@ -118,7 +120,7 @@ def _split_head(text: str, start: int, end: int) -> tuple[int, int]:
 def _delimiters(text: str, start: int, end: int, sep: str) -> list[tuple[int, int, bool]]:
     """(line start, line end after its EOL, is the close delimiter) of each
     delimiter line of `sep` in text[start:end], up to and including the close one."""
-    out = []
+    out: list[tuple[int, int, bool]] = []
     pos = start
     n = len(sep)
     while True:

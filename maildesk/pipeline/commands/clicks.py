@@ -8,6 +8,7 @@ from ..context import Context, Discard
 
 
 def _one_click(ctx: Context) -> None:
+    assert ctx.token is not None and ctx.ticket is not None  # correlate found the ticket by its token
     action, _ = ctx.token
     t = ctx.ticket
     who = ctx.sender

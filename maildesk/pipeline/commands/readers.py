@@ -148,7 +148,8 @@ def _reopenable(ctx, arg):
     if t.status not in ("resolved", "closed"):
         raise CommandError(f"{ctx.ref} is {t.status}, not resolved or closed")
     if not lifecycle.within_reopen_window(ctx.rt, t, ctx.now):
-        raise CommandError(f"{ctx.ref} is past the reopen window ({ctx.cfg.lifecycle.reopen_window.words}); write a new mail to open a new ticket")
+        raise CommandError(f"{ctx.ref} is past the reopen window ({ctx.cfg.lifecycle.reopen_window.words}); "
+                           "write a new mail to open a new ticket")
     return None
 
 

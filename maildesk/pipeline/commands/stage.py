@@ -28,12 +28,11 @@ def apply(ctx: Context) -> None:
         return
     lines, problems, denied = [], [], False
     for line in block:  # first: known, allowed, authenticated
-        m = COMMAND_LINE.match(line)
-        name, arg = m.group(1).lower(), (m.group(2) or "").strip()
+        name, arg = _name_and_arg(line)
         command = COMMANDS.get(name)
         why_not = "unknown command (send #help for the list)" if command is None else may_run(ctx, command)
         denied = denied or why_not is not None
-        if why_not is None:
+        if command is not None and why_not is None:
             try:  # its argument as the ticket stands now, to list every problem if the block is refused
                 command.read(ctx, arg)
             except CommandError as e:
@@ -44,7 +43,13 @@ def apply(ctx: Context) -> None:
         refuse(ctx, problems)
     _run_all(ctx, lines)
     ctx.decide(f"commands applied: {'; '.join(line for line, _, _ in lines)}")
-    ctx.command_only = not ctx.body
+
+
+def _name_and_arg(line: str) -> tuple[str, str]:
+    """The command name, lower case, and the argument of a line that split_block kept."""
+    m = COMMAND_LINE.match(line)
+    assert m is not None  # split_block keeps only the lines that match
+    return m.group(1).lower(), (m.group(2) or "").strip()
 
 
 def _run_all(ctx: Context, lines) -> None:
@@ -52,11 +57,12 @@ def _run_all(ctx: Context, lines) -> None:
     state the lines before it leave (`#done 1` then `#resolve fixed` works); a line
     that fails undoes the lines before it, and none of the block stays applied."""
     intents = len(ctx.intents)
+    assert ctx.ticket is not None  # apply() runs commands on a ticket only
     ticket_id = ctx.ticket.id
-    failed = None
+    failed: tuple[int, str] | None = None
     try:
         with savepoint():
-            for i, (line, command, arg) in enumerate(lines):
+            for i, (_line, command, arg) in enumerate(lines):
                 try:
                     command.run(ctx, command.read(ctx, arg))
                 except CommandError as e:
@@ -64,6 +70,8 @@ def _run_all(ctx: Context, lines) -> None:
                     raise
             ctx.ticket.save()
     except CommandError:
+        assert failed is not None  # set by the line that raised it
+        at, why = failed
         del ctx.intents[intents:]
         ctx.ticket = Ticket.get_by_id(ticket_id)
         problems = [(line, "ok" if i < failed[0] else failed[1] if i == failed[0] else "not run")
@@ -75,13 +83,13 @@ def _new_mail(ctx: Context) -> None:
     """A new mail runs no commands, except that a mail of just #help gets the list."""
     block, rest = split_block(ctx.mail.reply_text)
     ctx.body = ctx.mail.text.strip()  # a new mail is kept whole: a forwarded history is the incident
-    if block and not rest and all(COMMAND_LINE.match(line).group(1).lower() == "help" for line in block):
+    if block and not rest and all(_name_and_arg(line)[0] == "help" for line in block):
         if ctx.sender and not ctx.automatic:
             ctx.is_staff = ctx.cfg.is_staff(ctx.sender)
             ctx.send("help", ctx.sender, rcpt_name=ctx.sender_name, context={"commands": allowed_commands(ctx)},
                      thread=Thread.after(ctx.mail.message_id, ctx.mail.references))
         raise Discard("help", "a #help mail: answered with the command list, no ticket")
-    if block and COMMAND_LINE.match(block[0]).group(1).lower() == "for":
+    if block and _name_and_arg(block[0])[0] == "for":
         _log_for_caller(ctx, block, rest)
         return
     if block:
@@ -94,8 +102,7 @@ def _log_for_caller(ctx: Context, block: list[str], rest: str) -> None:
     requester and gets the acknowledgement; the technician follows as staff."""
     ctx.is_staff = ctx.cfg.is_staff(ctx.sender)
     problems = [(line, "only #for runs in a new mail") for line in block[1:]]
-    m = COMMAND_LINE.match(block[0])
-    addr = (m.group(2) or "").strip().lower()
+    addr = _name_and_arg(block[0])[1].lower()
     if not ctx.is_staff:
         problems.insert(0, (block[0], "only technicians may use it"))
     elif not ctx.authenticated:

@@ -101,7 +101,8 @@ COMMANDS = {c.name: c for c in (
     Command("cc", "staff", "#cc EMAIL", "add a participant", _address, _run_cc),
     Command("history", "staff", "#history", "get the ticket's conversation and facts by mail", _none, _run_history),
     Command("help", "anyone", "#help", "list the commands you may use", _none, _run_help),
-    Command("close", "requester", "#close", "on a resolved ticket: it is fixed, close it; before that: withdraw it", _closable, _run_close),
+    Command("close", "requester", "#close", "on a resolved ticket: it is fixed, close it; before that: withdraw it",
+            _closable, _run_close),
     Command("reopen", "requester", "#reopen", "reopen a resolved ticket", _reopenable, _run_reopen),
 )}
 
