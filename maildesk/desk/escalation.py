@@ -89,7 +89,8 @@ def escalation_target(rt: Runtime, ticket: Ticket) -> str | None:
     return group.escalates_to if group and group.escalates_to else ticket.group
 
 
-def escalate(rt: Runtime, ticket: Ticket, now: dt.datetime, actor: str, why: str, to_group: str | None = None, inbound=None) -> None:
+def escalate(rt: Runtime, ticket: Ticket, now: dt.datetime, actor: str, why: str, to_group: str | None = None,
+             inbound=None) -> None:
     """Functional escalation: to `to_group`, else `escalation_target`; within the same
     group it is reassigned to someone else where there is someone else."""
     cfg = rt.cfg
