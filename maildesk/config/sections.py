@@ -294,6 +294,7 @@ class Assignment:
 class Security:
     trusted_authserv_ids: tuple[str, ...] = opt((), _str_list)
     trust_sender_address: bool = opt(False, _bool)
+    microsoft365: bool = opt(False, _bool)  # Exchange Online's own signals count (DESIGN section 4)
     secret: str | None = None  # from secret / secret_file; else kept in the database
 
 

@@ -58,9 +58,7 @@ def file_automatic(ctx: Context) -> None:
         _file_complaint(ctx)
     if ctx.sender and ctx.cfg.is_staff(ctx.sender):
         if verdict.kind == "auto-reply" and is_out_of_office(ctx.mail.tree()):
-            until = ctx.now + ctx.cfg.assignment.away_after_autoreply.total
-            routing.mark_away(ctx.rt, ctx.sender, until)
-            ctx.decide(f"{ctx.sender} is out of office: skipped by assignment until {until.astimezone(ctx.cfg.desk.timezone):%Y-%m-%d %H:%M}")
+            _mark_away(ctx)
     if ctx.ticket is not None:
         _store_automatic(ctx, kind="automatic")
         ctx.event("automatic", f"{verdict.kind} from {ctx.sender or ctx.inbound.from_addr or 'unknown sender'} threaded; "
@@ -70,6 +68,20 @@ def file_automatic(ctx: Context) -> None:
         ctx.decide(f"{verdict.kind} mail threads onto no ticket: it opens one, without acknowledgement")
         return
     raise Discard("automatic", "recorded; it threads onto no ticket")
+
+
+def _mark_away(ctx: Context) -> None:
+    """A technician's own out-of-office makes them away; a forged one must not empty
+    the queue (DESIGN section 4: only when it is authenticated; guarantee 7)."""
+    passed = ctx.passed_authentication()
+    if not passed.passed:
+        ctx.decide(f"out-of-office from {ctx.sender} is not authenticated ({passed.reason}): "
+                   "their availability is unchanged")
+        return
+    until = ctx.now + ctx.cfg.assignment.away_after_autoreply.total
+    routing.mark_away(ctx.rt, ctx.sender, until)
+    ctx.decide(f"{ctx.sender} is out of office ({passed.reason}): skipped by assignment until "
+               f"{until.astimezone(ctx.cfg.desk.timezone):%Y-%m-%d %H:%M}")
 
 
 def _store_automatic(ctx: Context, kind: str) -> None:

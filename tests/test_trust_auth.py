@@ -1,0 +1,249 @@
+"""Trust, as an attacker tries it: forged authentication results, spoofed
+out-of-office replies, another desk's mail, floods, and hostile header lengths
+(issue 12 items 5, 7 and 8; DESIGN sections 3 and 4, guarantee 7).
+
+Each attack is mail written as the attacker would write it, through the real
+Dovecot and SMTP sink; each test asserts that nobody was muted, nothing was lost,
+and that `maildesk why` tells what happened.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from maildesk.mailin import authentication
+from maildesk.mailin.authentication import Policy, a_label, check, organizational_domain
+from tests.conftest import ROOT, mail, reply_to
+
+NOW = "2026-11-27T10:00:00+01:00"
+LATER = "2026-11-27T10:05:00+01:00"
+
+# What OpenDKIM and OpenDMARC on the desk's MX write, folded as Postfix passes it on.
+MX_PASS = ("Authentication-Results: mx.example.test;\r\n\tdkim=pass (2048-bit key; unprotected) header.d=example.test "
+           "header.i=@example.test header.a=rsa-sha256 header.s=sel1 header.b=\"Xb3kL9pQ\";\r\n"
+           "\tdmarc=pass (p=reject dis=none) header.from=example.test")
+MX_NONE = "Authentication-Results: mx.example.test; dkim=none; dmarc=none header.from=example.test"
+
+# What Exchange Online writes: no authserv-id, Microsoft's own comments and properties.
+M365_PASS = ("Authentication-Results: spf=pass (sender IP is 40.107.22.54)\r\n smtp.mailfrom=example.test; "
+             "dkim=pass (signature was verified)\r\n header.d=example.test;dmarc=pass action=none\r\n "
+             "header.from=example.test;compauth=pass reason=100")
+M365_FAIL = ("Authentication-Results: spf=none (sender IP is 185.132.181.12)\r\n smtp.helo=mail.evil.example; "
+             "dkim=none (message not signed)\r\n header.d=none;dmarc=fail action=none\r\n "
+             "header.from=example.test;compauth=fail reason=001")
+
+
+def at_the_top(raw: bytes, *fields: str) -> bytes:
+    """The mail as a server hands it on after adding these fields above the rest."""
+    eol = "\r\n" if b"\r\n" in raw[:400] else "\n"
+    return "".join(f.replace("\r\n", eol) + eol for f in fields).encode() + raw
+
+
+def open_ticket(desk, sender="Jane Doe <jane@example.org>", now=NOW):
+    desk.deliver(mail(sender, "Printer on floor 3 is broken", "It prints blank pages.", msgid="<req-1@client.example>"))
+    desk.run(now=now)
+    return desk.sent(to="jane@example.org")[-1], desk.sent(to="alice@example.test")[-1]
+
+
+def why(desk, msgid: str) -> str:
+    code, out, err = desk.cli("why", msgid)
+    assert code == 0, err
+    return out
+
+
+@pytest.fixture
+def strict(desk):
+    """A desk that believes only its MX's word (no trust_sender_address)."""
+    desk.write_config(security={"trust_sender_address": False, "trusted_authserv_ids": ["mx.example.test"]})
+    return desk
+
+
+def technician_reply(desk, notice, text: str, *fields: str, msgid: str) -> str:
+    desk.smtp.reset()
+    raw = reply_to(notice, "Alice <alice@example.test>", text)
+    raw = raw.replace(b"Message-ID:", b"X-Old-Message-ID:", 1)
+    desk.deliver(at_the_top(raw, *fields, f"Message-ID: <{msgid}>"))
+    desk.run(now=LATER)
+    return why(desk, msgid)
+
+
+# --- the rule itself, without I/O -------------------------------------------------------------
+
+POLICY = Policy(frozenset({"mx.example.test"}))
+
+
+def test_only_the_topmost_field_is_read_whatever_lies_below_it():
+    passing = "mx.example.test; dmarc=pass header.from=example.test"
+    assert check("a@example.test", [passing], [], POLICY).passed
+    assert not check("a@example.test", ["mx.example.test; dmarc=fail header.from=example.test", passing], [], POLICY).passed
+    assert not check("a@example.test", ["mx.evil.example; dmarc=pass header.from=example.test", passing], [], POLICY).passed
+
+
+def test_dmarc_must_name_the_from_domain_itself():
+    result = check("a@example.test", ["mx.example.test; dmarc=pass header.from=evil.test"], [], POLICY)
+    assert not result.passed and "header.from=evil.test" in result.reason
+    assert not check("a@example.test", ["mx.example.test; dmarc=pass header.from=sub.example.test"], [], POLICY).passed
+    assert not check("a@example.test", ["mx.example.test; dmarc=pass"], [], POLICY).passed
+    assert check("a@EXAMPLE.test", ["MX.Example.Test; dmarc=pass header.from=Example.TEST"], [], POLICY).passed
+
+
+@pytest.mark.parametrize("d,passed", [
+    ("example.test", True), ("mail.example.test", True), ("test", False), ("evil.test", False),
+    ("example.test.evil.example", False), ("", False)])
+def test_dkim_alignment_is_by_organizational_domain(d, passed):
+    value = f"mx.example.test; dkim=pass header.d={d}" if d else "mx.example.test; dkim=pass"
+    assert check("a@it.example.test", [value], [], POLICY).passed is passed
+
+
+def test_dkim_alignment_follows_the_public_suffix_list_not_the_last_two_labels():
+    assert organizational_domain("mail.example.co.uk") == "example.co.uk"
+    assert organizational_domain("co.uk") is None
+    assert organizational_domain("alice.github.io") == "alice.github.io"  # a private suffix
+    assert not check("a@example.co.uk", ["mx.example.test; dkim=pass header.d=co.uk"], [], POLICY).passed
+    assert not check("a@alice.github.io", ["mx.example.test; dkim=pass header.d=bob.github.io"], [], POLICY).passed
+
+
+def test_domains_compare_as_idna_a_labels():
+    assert a_label("Bücher.Example") == "xn--bcher-kva.example"
+    value = "mx.example.test; dmarc=pass header.from=xn--bcher-kva.example"
+    assert check("info@bücher.example", [value], [], POLICY).passed
+    assert not check("info@b\u00fccher.example", ["mx.example.test; dmarc=pass header.from=bucher.example"], [], POLICY).passed
+    assert a_label("exa mple.test") is None and a_label("-x.test") is None
+
+
+def test_an_encoded_word_is_read_as_it_stands():
+    encoded = "=?utf-8?q?mx.example.test=3B_dmarc=3Dpass_header.from=3Dexample.test?="
+    result = check("a@example.test", [encoded], [], Policy(frozenset({"mx.example.test"}), microsoft365=True))
+    assert not result.passed and "RFC 2047" in result.reason
+
+
+def test_microsoft365_signals_count_only_when_enabled_and_only_on_top():
+    m365 = Policy(microsoft365=True)
+    value = " ".join(M365_PASS.split(":", 1)[1].split())
+    assert check("a@example.test", [value], [], m365).passed
+    assert not check("a@example.test", [value], [], POLICY).passed
+    assert not check("a@example.test", [value], [], Policy()).passed
+    assert check("a@example.test", [], ["Internal"], m365).passed
+    assert not check("a@example.test", [], ["Anonymous", "Internal"], m365).passed
+    assert not check("a@example.test", [], ["Internal"], POLICY).passed
+
+
+def test_the_public_suffix_list_is_the_shipped_one_and_needs_no_network():
+    code = ("import socket\n"
+            "def refuse(*a, **k): raise OSError('no network in this test')\n"
+            "socket.socket.connect = refuse; socket.create_connection = refuse; socket.getaddrinfo = refuse\n"
+            "from maildesk.mailin.authentication import organizational_domain\n"
+            "print(organizational_domain('a.b.example.co.uk'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.stdout.strip() == "example.co.uk", out.stderr
+    assert authentication.organizational_domain("test") is None
+
+
+# --- forged authentication results, through the desk -----------------------------------------
+
+
+def test_a_realistic_dmarc_pass_from_the_trusted_mx_lets_a_technician_act(strict):
+    ack, notice = open_ticket(strict)
+    log = technician_reply(strict, notice, "#status in-progress", MX_PASS, msgid="real-alice@example.test")
+    assert strict.tickets()[0]["status"] == "in-progress"
+    assert "dmarc=pass header.from=example.test from mx.example.test" in log
+
+
+@pytest.mark.parametrize("forged,why_not", [
+    ("Authentication-Results: mx.example.test; dmarc=pass header.from=evil.test",
+     "dmarc=pass is for header.from=evil.test, not example.test"),
+    ("Authentication-Results: mx.example.test; dkim=pass header.d=test",
+     "dkim=pass header.d=test is not aligned with example.test"),
+    ("Authentication-Results: =?utf-8?q?mx.example.test=3B_dmarc=3Dpass_header.from=3Dexample.test?=",
+     "RFC 2047 encoded word"),
+], ids=["dmarc-for-evil.test", "dkim-d-is-a-public-suffix", "rfc2047-encoded"])
+def test_forged_authentication_results_run_no_command_and_relay_nothing(strict, forged, why_not):
+    ack, notice = open_ticket(strict)
+    log = technician_reply(strict, notice, "#status in-progress\nJane, your new password is Winter2026!", forged,
+                           msgid="forged-alice@evil.example")
+    assert strict.tickets()[0]["status"] == "open"
+    assert not strict.sent(to="jane@example.org")  # the password went nowhere
+    (told,) = strict.sent(to="alice@example.test")
+    assert why_not in told.text
+    assert why_not in log and "not authenticated" in log
+    note = strict.ticket("INC-1")["messages"][-1]
+    assert note["internal"] and note["kind"] == "unauthenticated"
+
+
+def test_a_trusted_pass_below_a_forged_top_field_never_counts(strict):
+    ack, notice = open_ticket(strict)
+    log = technician_reply(strict, notice, "#priority critical",
+                           "Authentication-Results: mx.evil.example; dmarc=pass header.from=example.test", MX_PASS,
+                           msgid="under-alice@evil.example")
+    assert strict.tickets()[0]["priority"] == "medium"
+    assert "the topmost is from mx.evil.example" in log
+
+
+def test_arc_results_and_an_attached_messages_results_never_count(strict):
+    ack, notice = open_ticket(strict)
+    strict.smtp.reset()
+    attached = (f"{MX_PASS}\r\nFrom: alice@example.test\r\nTo: helpdesk@example.test\r\nSubject: old\r\n"
+                "Message-ID: <old@example.test>\r\n\r\nold mail\r\n")
+    raw = (f"ARC-Authentication-Results: i=1; mx.example.test; dmarc=pass header.from=example.test\r\n"
+           f"From: alice@example.test\r\nTo: helpdesk@example.test\r\nSubject: Re: {notice.subject}\r\n"
+           f"Message-ID: <arc-alice@evil.example>\r\nIn-Reply-To: {notice.header('Message-ID')}\r\n"
+           f"References: {notice.header('Message-ID')}\r\nMIME-Version: 1.0\r\n"
+           "Content-Type: multipart/mixed; boundary=Z\r\n\r\n--Z\r\nContent-Type: text/plain\r\n\r\n#resolve fixed\r\n"
+           f"--Z\r\nContent-Type: message/rfc822\r\n\r\n{attached}--Z--\r\n").encode()
+    strict.deliver(raw)
+    strict.run(now=LATER)
+    assert strict.tickets()[0]["status"] == "open"
+    assert "no Authentication-Results header from a trusted server: the mail has none" in why(strict, "arc-alice@evil.example")
+
+
+def test_microsoft365_results_and_internal_mark_count_when_the_desk_says_so(strict):
+    strict.write_config(security={"trusted_authserv_ids": [], "microsoft365": True})
+    ack, notice = open_ticket(strict)
+    log = technician_reply(strict, notice, "#status in-progress", M365_PASS, msgid="m365-pass@example.test")
+    assert strict.tickets()[0]["status"] == "in-progress" and "from Microsoft 365" in log
+    log = technician_reply(strict, notice, "#status on-hold", M365_FAIL, "X-MS-Exchange-Organization-AuthAs: Anonymous",
+                           msgid="m365-forged@evil.example")
+    assert strict.tickets()[0]["status"] == "in-progress" and "dmarc=fail" in log
+    log = technician_reply(strict, notice, "#priority high", "X-MS-Exchange-Organization-AuthAs: Internal",
+                           "X-MS-Exchange-Organization-AuthMechanism: 04",
+                           "X-MS-Exchange-Organization-AuthSource: AM0PR01MB1234.eurprd01.prod.exchangelabs.com",
+                           msgid="m365-internal@example.test")
+    assert strict.tickets()[0]["priority"] == "high" and "AuthAs: Internal" in log
+    strict.write_config(security={"microsoft365": False})
+    technician_reply(strict, notice, "#priority low", M365_PASS, "X-MS-Exchange-Organization-AuthAs: Internal",
+                     msgid="m365-off@example.test")
+    assert strict.tickets()[0]["priority"] == "high"
+
+
+# --- out-of-office ------------------------------------------------------------------------------
+
+
+def out_of_office(frm: str, msgid: str, *fields: str) -> bytes:
+    raw = mail(frm, "Automatic reply: Out of Office", "I am away until Monday.", msgid=f"<{msgid}>",
+               headers={"Auto-Submitted": "auto-replied", "X-Auto-Response-Suppress": "All"})
+    return at_the_top(raw, *fields)
+
+
+def test_a_spoofed_out_of_office_from_technicians_leaves_them_available(strict):
+    strict.deliver(out_of_office("alice@example.test", "ooo-alice@evil.example"))
+    strict.deliver(out_of_office("bob@example.test", "ooo-bob@evil.example", MX_NONE))
+    strict.run(now=NOW)
+    strict.deliver(mail("jane@example.org", "Printer broken", "Tray 2 jams."))
+    strict.run(now=LATER)
+    (ticket,) = strict.tickets()
+    assert ticket["assignee"] in ("alice@example.test", "bob@example.test")  # the queue is not emptied
+    assert "availability is unchanged" in why(strict, "ooo-alice@evil.example")
+    assert "availability is unchanged" in why(strict, "ooo-bob@evil.example")
+
+
+def test_an_authenticated_out_of_office_marks_the_technician_away(strict):
+    strict.deliver(out_of_office("alice@example.test", "ooo-alice@example.test", MX_PASS))
+    strict.run(now=NOW)
+    for i in range(2):
+        strict.deliver(mail(f"user{i}@example.org", f"Printer {i} broken", "Tray 2 jams."))
+    strict.run(now=LATER)
+    assert {t["assignee"] for t in strict.tickets()} == {"bob@example.test"}
+    assert "alice@example.test is out of office" in why(strict, "ooo-alice@example.test")
