@@ -247,3 +247,53 @@ def test_an_authenticated_out_of_office_marks_the_technician_away(strict):
     strict.run(now=LATER)
     assert {t["assignee"] for t in strict.tickets()} == {"bob@example.test"}
     assert "alice@example.test is out of office" in why(strict, "ooo-alice@example.test")
+
+
+# --- the loop header ----------------------------------------------------------------------------
+
+
+def test_another_desks_relay_is_a_persons_mail_and_the_two_desks_do_not_loop(desk, tmp_path, dovecot, smtp):
+    from tests.conftest import Desk
+
+    (tmp_path / "vendor").mkdir()
+    vendor = Desk(tmp_path / "vendor", dovecot, smtp, f"sqlite:///{tmp_path / 'vendor' / 'state' / 'maildesk.db'}")
+    vendor.write_config(desk={"name": "Vendor Support", "address": "support@vendor.test"},
+                        security={"secret": "the vendor desk's own secret, 32 bytes or more"})
+    assert vendor.cli("init")[0] == 0
+    # Jane asks the vendor, with our desk in copy; the vendor's technician answers her and us
+    vendor.deliver(mail("jane@example.org", "Licence server down", "Our licences fail.", to="support@vendor.test",
+                        cc="helpdesk@example.test"))
+    vendor.run(now=NOW)
+    notice = vendor.sent(to="alice@example.test")[-1]
+    vendor.deliver(reply_to(notice, "alice@example.test", "We restarted the licence server."))
+    vendor.run(now=LATER)
+    relay = next(m for m in vendor.sent(to="helpdesk@example.test") if "restarted" in m.text)
+    assert relay.header("X-Maildesk-Loop").startswith("support@vendor.test ")
+    desk.deliver(relay.data)
+    desk.run(now=LATER)
+    (ticket,) = desk.tickets()  # a person's words, relayed: a ticket here, not dropped as our own mail
+    assert ticket["requester"] == "support@vendor.test"
+    assert "another desk's" in why(desk, relay.header("Message-ID"))
+    ack = next(m for m in desk.sent(to="support@vendor.test") if m.header("Auto-Submitted") == "auto-replied")
+    vendor.deliver(ack.data)  # our acknowledgement reaches the vendor: automatic mail, never answered
+    vendor.run(now=LATER)
+    assert not desk.sent(to="helpdesk@example.test")[1:]  # nothing more came back to us
+    assert len([m for m in vendor.inbound() if m["outcome"] == "automatic"]) == 1
+
+
+def test_the_desks_own_mail_is_known_by_its_loop_value_even_when_a_forwarder_rewrote_from(desk):
+    desk.deliver(mail("jane@example.org", "Printer jam", "Tray 2."))
+    desk.run(now=NOW)
+    ack = desk.sent(to="jane@example.org")[0]
+    value = ack.header("X-Maildesk-Loop")
+    assert value.startswith("helpdesk@example.test ") and len(value.split()[1]) == 32
+    forwarded = ack.data.replace(b"From: Example IT Service Desk <helpdesk@example.test>", b"From: jane@example.org", 1)
+    forwarded = forwarded.replace(b"Reply-To: helpdesk@example.test\r\n", b"", 1)
+    desk.deliver(forwarded)
+    # a stranger who copies the old, guessable value (the desk's address) is not taken for the desk
+    desk.deliver(mail("mallory@evil.example", "Please help", "My laptop is broken.", msgid="<loop-forged@evil.example>",
+                      headers={"X-Maildesk-Loop": "helpdesk@example.test"}))
+    desk.run(now=LATER)
+    outcomes = sorted(m["outcome"] for m in desk.inbound())
+    assert outcomes == ["new-ticket", "new-ticket", "own"]
+    assert [t["requester"] for t in desk.tickets()] == ["mallory@evil.example", "jane@example.org"]

@@ -26,6 +26,7 @@ import jinja2
 from peewee import Model
 
 from ..errors import MaildeskError
+from ..signing import loop_value
 from ..mailin.mime.text import clean_header_text
 from ..vocab import LOOP_HEADER, auto_submitted
 
@@ -244,6 +245,6 @@ def render_row(rt, row) -> bytes:
         from_addr=cfg.desk.address, from_name=display, to_addr=row.rcpt, to_name=row.rcpt_name,
         subject=row.subject, message_id=row.message_id, date=row.created_at, text=rendered.text,
         html=rendered.html, in_reply_to=in_reply_to, references=references, reply_to=cfg.desk.address,
-        auto_submitted=auto_submitted(row.kind), extra={LOOP_HEADER: cfg.desk.address},
+        auto_submitted=auto_submitted(row.kind), extra={LOOP_HEADER: loop_value(rt.key, cfg.desk.address)},
     )
 

@@ -155,7 +155,7 @@ def _tell_sender_once(rt, ib: Inbound, head, reason: str, now: dt.datetime) -> N
     if Outbox.select().where((Outbox.inbound == ib) & (Outbox.kind == "too_large")).exists():
         return
     froms = [a.lower() for _, a in getaddresses([str(v) for v in head.get_all("From", [])]) if "@" in a]
-    if len(froms) != 1 or automatic.classify_for_desk(rt.cfg.desk, head) is not None:
+    if len(froms) != 1 or automatic.classify_for_desk(rt.cfg.desk, head, rt.key) is not None:
         return
     queue_mail(rt, now, "too_large", rcpt=froms[0], inbound=ib,
                context={"reason": reason, "subject": ib.subject, "limit": rt.cfg.limits.max_message_bytes})

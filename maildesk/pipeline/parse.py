@@ -57,7 +57,7 @@ def read_ahead(rt, raw: bytes) -> Reading | None:
         return None
     try:
         mail = parse_mail(raw, rt.cfg.limits)
-        verdict = automatic.classify_for_desk(rt.cfg.desk, mail.msg)
+        verdict = automatic.classify_for_desk(rt.cfg.desk, mail.msg, rt.key)
         attachments.write_contents(rt, mail.attachments)
     except MailRejected as e:
         return Reading(rejected=str(e))

@@ -21,6 +21,7 @@ from ..mailin.automatic import bounce_info, complaint_recipients, is_out_of_offi
 from ..mailout.queue import forget_suppressions
 from ..store import Message, Outbox, Suppression, Ticket
 from ..verp import verp_pattern
+from ..vocab import LOOP_HEADER
 from .context import Context, Discard
 
 # Automatic mail that may open a ticket of its own (without an acknowledgement).
@@ -39,7 +40,11 @@ def classify(ctx: Context) -> None:
             ctx.ticket = Ticket.get_by_id(prior)
             raise Discard("duplicate", f"Message-ID <{mail.message_id}> from the same sender is already stored "
                                        f"on {ctx.rt.ref(prior)}")
-    verdict = ctx.verdict if ctx.verdict is not False else automatic.classify_for_desk(ctx.cfg.desk, mail.tree())
+    verdict = ctx.verdict
+    if verdict is False:
+        verdict = automatic.classify_for_desk(ctx.cfg.desk, mail.tree(), ctx.rt.key)
+    if (verdict is None or verdict.kind != "own") and mail.raw_headers(LOOP_HEADER):
+        ctx.decide(f"{LOOP_HEADER} is another desk's, not this one's: the mail is judged as any other")
     if verdict is None:
         return
     ctx.automatic = verdict

@@ -46,8 +46,9 @@ class AttachmentPart:
 # (sender authentication, urgency); anything else is read from the MIME tree.
 SUMMARY_HEADERS = ("importance", "x-priority", "priority")
 # Headers a summary keeps as they stand, never decoded from RFC 2047: the receiving
-# server's authentication verdicts (mailin/authentication.py), top first.
-RAW_HEADERS = ("authentication-results", "x-ms-exchange-organization-authas")
+# server's authentication verdicts (mailin/authentication.py), top first, and the loop
+# header (whose value says which desk wrote the mail).
+RAW_HEADERS = ("authentication-results", "x-ms-exchange-organization-authas", "x-maildesk-loop")
 
 
 @dataclass
