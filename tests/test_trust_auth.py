@@ -16,7 +16,7 @@ import pytest
 
 from maildesk.mailin import authentication
 from maildesk.mailin.authentication import Policy, a_label, check, organizational_domain
-from tests.conftest import ROOT, mail, reply_to
+from tests.conftest import ROOT, both_databases, mail, reply_to
 
 NOW = "2026-11-27T10:00:00+01:00"
 LATER = "2026-11-27T10:05:00+01:00"
@@ -297,3 +297,79 @@ def test_the_desks_own_mail_is_known_by_its_loop_value_even_when_a_forwarder_rew
     outcomes = sorted(m["outcome"] for m in desk.inbound())
     assert outcomes == ["new-ticket", "new-ticket", "own"]
     assert [t["requester"] for t in desk.tickets()] == ["mallory@evil.example", "jane@example.org"]
+
+
+# --- floods -------------------------------------------------------------------------------------
+
+ORG_PASS = "Authentication-Results: mx.example.test; dkim=pass header.d=example.org; dmarc=pass header.from=example.org"
+ORG_FAIL = "Authentication-Results: mx.example.test; dkim=none; dmarc=fail (p=none) header.from=example.org"
+
+
+def outbox_by_kind(desk, kind: str) -> list[dict]:
+    return [o for o in desk.outbox() if o["kind"] == kind]
+
+
+def test_a_flood_of_500_forged_senders_costs_only_the_flooder(strict):
+    strict.write_config(limits={"auto_replies_per_hour": 40})
+    lure = "URGENT: your mailbox is full, log in at http://evil.example/owa"
+    strict.dovecot.append_many(strict.user, [
+        at_the_top(mail(f"user{i}@example.org", lure, f"Log in at http://evil.example/owa?u={i} now.",
+                        msgid=f"<flood-{i}@evil.example>"), ORG_FAIL)
+        for i in range(500)])
+    strict.run(now=NOW)
+    strict.deliver(at_the_top(mail("Jane Doe <jane@example.org>", "Printer on floor 3 is broken", "Blank pages.",
+                                   msgid="<jane-real@example.org>"), ORG_PASS))
+    strict.deliver(at_the_top(mail("alice@example.test", "help", "#help", msgid="<alice-help@example.test>"), MX_PASS))
+    strict.run(now=LATER)
+
+    assert len(strict.tickets()) == 501  # nothing lost
+    acks = [o for o in outbox_by_kind(strict, "ack") if o["to"].startswith("user")]
+    assert sorted({o["status"] for o in acks}) == ["sent", "suppressed"]
+    assert len([o for o in acks if o["status"] == "sent"]) == 40
+    for ack in strict.sent(subject_has="[INC-"):
+        if ack.rcpts[0].startswith("user"):
+            assert ack.rcpts == [ack.message["To"].addresses[0].addr_spec]  # to the sender alone
+            assert "We have received your message" in ack.subject and "as incident INC-" in ack.text
+            shown = ack.subject + ack.text + ack.header("To")
+            assert "evil.example" not in shown and "mailbox is full" not in shown
+    (real,) = [m for m in strict.sent(to="jane@example.org")]
+    assert "Printer on floor 3 is broken" in real.subject and "Jane Doe" in real.header("To")
+    (help_,) = strict.sent(to="alice@example.test", subject_has="ommands")
+    notices = [o for o in outbox_by_kind(strict, "assigned") if o["status"] != "suppressed"]
+    assert len(notices) == 41  # 40 for the flood, and Jane's: the technicians are not buried
+    assert len(strict.sent(to="im@example.test")) == 1
+    log = why(strict, "flood-499@evil.example")
+    assert "did not pass authentication" in log and "staff and authenticated senders are still answered" in log
+
+
+def test_one_sender_opening_500_tickets_is_held_past_the_cap_and_nothing_is_lost(desk):
+    desk.dovecot.append_many(desk.user, [
+        mail("flooder@example.org", f"Printer {i} broken", "Tray 2 jams.", msgid=f"<one-{i}@example.org>")
+        for i in range(500)])
+    desk.deliver(mail("jane@example.org", "VPN down", "It drops.", msgid="<jane-vpn@example.org>"))
+    desk.run(now=NOW)
+    assert len([t for t in desk.tickets() if t["requester"] == "flooder@example.org"]) == 20
+    held = desk.inbound(failed=True)
+    assert len(held) == 480 and all(h["error"].startswith("rate-limited: flooder@example.org") for h in held)
+    assert len(outbox_by_kind(desk, "assigned")) == 21  # 20 notices for the flooder, one for Jane
+    assert desk.sent(to="jane@example.org") and any(t["requester"] == "jane@example.org" for t in desk.tickets())
+    log = why(desk, "one-499@example.org")
+    assert "limits.new_tickets_per_sender_per_hour" in log and "inbound retry" in log
+    code, out, err = desk.cli("inbound", "retry", str(next(h["id"] for h in held if h["message_id"] == "one-499@example.org")))
+    assert code == 0 and "new-ticket" in out
+    assert "past limits.new_tickets_per_sender_per_hour" in why(desk, "one-499@example.org")
+
+
+@both_databases
+def test_mail_forged_in_a_senders_name_never_uses_up_their_own_allowance(strict):
+    strict.write_config(limits={"new_tickets_per_sender_per_hour": 3, "auto_replies_per_sender_per_day": 3})
+    for i in range(5):
+        strict.deliver(at_the_top(mail("jane@example.org", f"Forged {i}", "Spam.", msgid=f"<forged-{i}@evil.example>"),
+                                  ORG_FAIL))
+    strict.run(now=NOW)
+    assert len(strict.inbound(failed=True)) == 2
+    strict.deliver(at_the_top(mail("jane@example.org", "Printer broken", "Tray 2.", msgid="<jane-own@example.org>"),
+                              ORG_PASS))
+    strict.run(now=LATER)
+    assert any(t["subject"] == "Printer broken" for t in strict.tickets())
+    assert any("Printer broken" in m.subject for m in strict.sent(to="jane@example.org"))

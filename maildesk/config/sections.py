@@ -28,10 +28,10 @@ from .values import (
     _date_list,
     _duration,
     _fraction,
-    _int,
     _KeyedError,
     _level_keywords,
     _matrix,
+    _non_negative_int,
     _nonempty_str,
     _one_of,
     _path,
@@ -316,7 +316,7 @@ class Lifecycle:
 @dataclass(frozen=True, kw_only=True)
 class Survey:
     enabled: bool = opt(True, _bool)
-    min_days_between: int = opt(30, _int)
+    min_days_between: int = opt(30, _non_negative_int)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -326,9 +326,11 @@ class Limits:
     max_parts: int = opt(500, _positive_int)
     max_depth: int = opt(20, _positive_int)
     parse_seconds: int = opt(10, _positive_int)
-    auto_replies_per_sender_per_day: int = opt(10, _int)
-    auto_replies_per_ticket_per_day: int = opt(20, _int)
-    auto_replies_per_hour: int = opt(500, _int)  # desk-wide; above it automatic mail pauses
+    auto_replies_per_sender_per_day: int = opt(10, _non_negative_int)
+    auto_replies_per_ticket_per_day: int = opt(20, _non_negative_int)
+    auto_replies_per_hour: int = opt(500, _non_negative_int)  # desk-wide; above it automatic mail pauses
+    # past it a sender's new mail is held (quarantined as rate-limited), not ticketed
+    new_tickets_per_sender_per_hour: int = opt(20, _non_negative_int)
 
 
 @dataclass(frozen=True, kw_only=True)

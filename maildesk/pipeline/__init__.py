@@ -82,11 +82,12 @@ def process_pending(rt, now: dt.datetime, should_stop=lambda: False, between=lam
 
 
 def process_one(rt, ib: Inbound, now: dt.datetime, raw: bytes, summary: str | None = None,
-                earlier: list[str] = (), reading=None) -> bool:
+                earlier: list[str] = (), reading=None, retried: bool = False) -> bool:
     """Run the stages on one message; True if processed, False if quarantined.
-    `earlier` is the decision log of an earlier attempt (a retry keeps it)."""
+    `earlier` is the decision log of an earlier attempt (a retry keeps it); a
+    `retried` message is past the per-sender cap on new tickets."""
     ctx = Context(rt=rt, now=now, inbound=ib, raw=bytes(raw), summary=summary, reading=reading,
-                  decisions=list(earlier))
+                  decisions=list(earlier), retried=retried)
     try:
         with store.savepoint():  # a failing message undoes only itself
             try:
@@ -162,7 +163,8 @@ def _tell_sender_once(rt, ib: Inbound, head, reason: str, now: dt.datetime) -> N
 
 
 def retry(rt, inbound_id: int, now: dt.datetime) -> Inbound:
-    """Run a quarantined message through the pipeline again."""
+    """Run a quarantined message through the pipeline again; mail held by the per-sender
+    cap on new tickets goes past it."""
     with store.write_transaction():
         ib = Inbound.get_by_id(inbound_id)
         earlier = (ib.decisions.splitlines() if ib.decisions else []) + [f"retried at {now.isoformat()}:"]
@@ -170,5 +172,5 @@ def retry(rt, inbound_id: int, now: dt.datetime) -> Inbound:
         ib.save(only=[Inbound.status, Inbound.error])
         raw = InboundRaw.get_or_none_by_id(inbound_id)
         # parsed again from the bytes: the summary was made by the code that failed
-        process_one(rt, ib, now, raw.data if raw else b"", None, earlier)
+        process_one(rt, ib, now, raw.data if raw else b"", None, earlier, retried=True)
     return Inbound.get_by_id(inbound_id)

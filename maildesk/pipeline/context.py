@@ -10,6 +10,7 @@ from typing import Any
 
 from ..mailin import authentication
 from ..store import Inbound, Message, Ticket, add_event
+from ..vocab import Lane
 
 
 class Discard(Exception):
@@ -100,14 +101,13 @@ class Context:
         return self.passed
 
     @property
-    def lane(self) -> str:
-        """Which counters of automatic mail this mail's answers use (mailout/queue.py):
-        "staff" (authenticated staff: never counted), "auth" or "unauth", kept apart so
-        that forged mail never uses up a real sender's allowance."""
+    def lane(self) -> Lane:
+        """Whose allowance this mail's answers use (vocab.Lane): authenticated staff are
+        never counted; authenticated and unauthenticated mail are counted apart."""
         passed = self.passed_authentication().passed
         if passed and self.sender and self.cfg.is_staff(self.sender):
-            return "staff"
-        return "auth" if passed else "unauth"
+            return Lane.STAFF
+        return Lane.AUTH if passed else Lane.UNAUTH
 
     def decide(self, text: str) -> None:
         """One line of `maildesk why`."""
