@@ -13,6 +13,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from maildesk.mailin import authentication
 from maildesk.mailin.authentication import Policy, a_label, check, organizational_domain
@@ -373,3 +375,61 @@ def test_mail_forged_in_a_senders_name_never_uses_up_their_own_allowance(strict)
     strict.run(now=LATER)
     assert any(t["subject"] == "Printer broken" for t in strict.tickets())
     assert any("Printer broken" in m.subject for m in strict.sent(to="jane@example.org"))
+
+
+# --- hygiene ------------------------------------------------------------------------------------
+
+
+def longest_header_line(raw: bytes) -> int:
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    return max(len(line) for line in head.split(b"\r\n"))
+
+
+def test_a_2000_character_subject_name_and_message_id_still_get_an_acknowledgement(desk):
+    name = "Ünïcödé " * 250  # 2000 characters of display name
+    subject = "A" * 2000  # one word: nothing to fold it at
+    msgid = "x" * 980 + "@evil.example"
+    raw = (f"From: =?utf-8?b?{__import__('base64').b64encode(name.encode()).decode()}?= <long@example.org>\r\n"
+           f"To: helpdesk@example.test\r\nSubject: {subject}\r\nMessage-ID: <{msgid}>\r\n"
+           f"References: {' '.join(f'<{i}{msgid}>' for i in range(12))}\r\n\r\nIt is broken.\r\n").encode()
+    desk.deliver(raw)
+    desk.run(now=NOW)
+    rows = {o["kind"]: o for o in desk.outbox()}
+    assert rows["ack"]["status"] == "sent" and rows["assigned"]["status"] == "sent"
+    (ack,) = desk.sent(to="long@example.org")
+    assert longest_header_line(ack.data) <= 998
+    assert "A" * 200 in ack.subject.replace(" ", "")  # folded, not lost
+    to_name = ack.message["To"].addresses[0].display_name
+    assert 0 < len(to_name) <= 78
+    notice = desk.sent(to="alice@example.test")[0]
+    assert longest_header_line(notice.data) <= 998
+
+
+def test_a_1000_octet_header_line_from_an_attacker_is_taken_in_and_answered(desk):
+    raw = (b"From: Mallory <mallory@evil.example>\r\nTo: helpdesk@example.test\r\nSubject: Printer\r\n"
+           b"Message-ID: <long-line@evil.example>\r\nX-Junk: " + b"j" * 1000 + b"\r\n"
+           b"Thread-Topic: " + b"t " * 600 + b"\r\n\r\nIt is broken.\r\n")
+    desk.deliver(raw)
+    desk.run(now=NOW)
+    assert desk.tickets()[0]["requester"] == "mallory@evil.example"
+    (ack,) = desk.sent(to="mallory@evil.example")
+    assert longest_header_line(ack.data) <= 998
+    assert "new-ticket" in why(desk, "long-line@evil.example") or "queued ack" in why(desk, "long-line@evil.example")
+
+
+@settings(max_examples=60, deadline=None)
+@given(subject=st.text(min_size=0, max_size=3000), name=st.text(max_size=3000),
+       ids=st.lists(st.text(alphabet="abcxyz0123456789.-_@", min_size=1, max_size=1200), max_size=15))
+def test_every_header_line_the_desk_writes_is_under_998_octets(subject, name, ids):
+    import datetime as dt
+    import email
+
+    from maildesk.mailout.render import build_mail
+
+    raw = build_mail(from_addr="helpdesk@example.test", from_name=name + " via Desk", to_addr="jane@example.org",
+                     to_name=name, subject=subject, message_id="md-1-abc@example.test",
+                     date=dt.datetime(2026, 11, 27, tzinfo=dt.UTC), text="Hello", in_reply_to=ids[0] if ids else None,
+                     references=ids, extra={"X-Maildesk-Loop": "helpdesk@example.test " + "f" * 32})
+    assert longest_header_line(raw) <= 998
+    parsed = email.message_from_bytes(raw)
+    assert parsed["To"] and parsed["Message-ID"] == "<md-1-abc@example.test>"

@@ -194,7 +194,7 @@ def queue_mail(
     of unknown standing counts as "unauth"."""
     cfg = rt.cfg
     rcpt = rcpt.strip().lower()
-    if not SAFE_ADDRESS.match(rcpt) or is_desk_address(rt, rcpt):
+    if len(rcpt) > 254 or not SAFE_ADDRESS.match(rcpt) or is_desk_address(rt, rcpt):  # RFC 5321 4.5.3.1.3
         return None  # never write to ourselves (that is how loops start), nor to a malformed address
     if automatic is None:
         automatic = kind in AUTO_REPLIES

@@ -142,21 +142,45 @@ def dumps(context: dict) -> str:
 # --- building the bytes -------------------------------------------------------------
 
 
+MAX_LINE = 998  # RFC 5322 2.1.1: octets in a line of a header, without its CRLF
+DISPLAY_NAME = 64  # characters of a display name the desk writes (a name, not a text)
+_FOLD_AT = 78  # RFC 5322 2.1.1: lines SHOULD be no longer
+
+
 def _header(name: str, value: str) -> str:
+    """A header, folded under 998 octets a line whatever the value (RFC 5322 2.1.1): at
+    spaces when it is ASCII in words that fit a line, else as RFC 2047 encoded words,
+    which may be split anywhere."""
     value = clean_header_text(value)
     if value.isascii() and len(value) + len(name) < 76:
         return f"{name}: {value}"
-    charset = "us-ascii" if value.isascii() else "utf-8"
+    fits = value.isascii() and all(len(word) < MAX_LINE - len(name) - 4 for word in value.split())
+    charset = "us-ascii" if fits else "utf-8"
     return f"{name}: " + Header(value, charset, header_name=name).encode(linesep="\r\n")
 
 
 def _address(name: str, addr: str) -> str:
+    """`Name <addr>`, the name cut to DISPLAY_NAME characters: a display name taken from
+    a mail is the sender's text, and no reason for a line too long to send."""
     name = clean_header_text(name or "")
+    if len(name) > DISPLAY_NAME:
+        name = name[: DISPLAY_NAME - 1].rstrip() + "…"
     return formataddr((name, clean_header_text(addr)), charset="utf-8")
 
 
-def _ids(ids) -> str:
-    return " ".join(f"<{i}>" for i in ids)
+def _ids(name: str, ids) -> str | None:
+    """A header of Message-IDs, one per line when they do not fit on one; an id too
+    long for any line (a hostile one) is left out. None when none is left."""
+    ids = [f"<{i}>" for i in ids if len(i) + len(name) + 4 <= MAX_LINE]
+    if not ids:
+        return None
+    lines = [f"{name}: {ids[0]}"]
+    for i in ids[1:]:
+        if len(lines[-1]) + 1 + len(i) <= _FOLD_AT:
+            lines[-1] += " " + i
+        else:
+            lines.append(" " + i)
+    return "\r\n".join(lines)
 
 
 def _part(content_type: str, text: str) -> bytes:
@@ -197,14 +221,15 @@ def build_mail(
     ]
     if reply_to:
         lines.append("Reply-To: " + _address("", reply_to))
-    if in_reply_to:
-        lines.append(f"In-Reply-To: <{in_reply_to}>")
+    if in_reply_to and (line := _ids("In-Reply-To", [in_reply_to])):
+        lines.append(line)
     if references:
         # RFC 5322 3.6.4: keep the first and the most recent ids when the list is long
         refs = list(references)
         if len(refs) > 12:
             refs = refs[:1] + refs[-11:]
-        lines.append("References: " + _ids(refs))
+        if line := _ids("References", refs):
+            lines.append(line)
     if auto_submitted:
         # RFC 3834; Exchange's own switch for its out-of-office and read receipts
         lines.append(f"Auto-Submitted: {auto_submitted}")
