@@ -433,3 +433,92 @@ def test_every_header_line_the_desk_writes_is_under_998_octets(subject, name, id
     assert longest_header_line(raw) <= 998
     parsed = email.message_from_bytes(raw)
     assert parsed["To"] and parsed["Message-ID"] == "<md-1-abc@example.test>"
+
+
+@pytest.mark.parametrize("args,says", [
+    (("inbound", "retry", "²"), "'²' is not an inbound message id"),
+    (("inbound", "retry", "99999999999999999999999"), "is not an inbound message id"),
+    (("inbound", "retry", "9" * 5000), "is not an inbound message id"),
+    (("tickets", "show", "INC-99999999999999999999999"), "is not a ticket reference such as INC-42"),
+    (("tickets", "show", "INC-٣"), "is not a ticket reference"),
+    (("run", "--once", "--now", "0001-01-01T00:00:00+14:00"), "--now: '0001-01-01T00:00:00+14:00' is out of range"),
+    (("run", "--once", "--now", "9999-12-31T23:59:59-14:00"), "is out of range"),
+    (("report", "--now", "0001-01-01T00:00:00+00:00"), "is out of range"),
+])
+def test_hostile_command_line_values_end_in_one_sentence_and_exit_2(desk, args, says):
+    code, out, err = desk.cli(*args)
+    assert code == 2 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and says in err
+
+
+# --- check-config -------------------------------------------------------------------------------
+
+
+def check_config(the_desk, **overrides) -> tuple[int, str]:
+    the_desk.write_config(**overrides)
+    code, out, err = the_desk.cli("check-config")
+    assert "Traceback" not in err
+    return code, err
+
+
+def test_check_config_refuses_a_short_secret_negative_limits_and_staff_at_the_desks_address(desk):
+    code, err = check_config(desk, limits={"auto_replies_per_hour": -1, "new_tickets_per_sender_per_hour": -5})
+    assert code == 2 and err.strip().splitlines() == [
+        "maildesk: limits.auto_replies_per_hour: must not be negative",
+        "maildesk: limits.new_tickets_per_sender_per_hour: must not be negative"]
+    code, err = check_config(desk, security={"secret": "x"}, limits={"auto_replies_per_hour": 0,
+                                                                       "new_tickets_per_sender_per_hour": 0},
+                             technicians=[{"email": "helpdesk@example.test", "name": "Desk", "groups": ["service-desk"]},
+                                          {"email": "Helpdesk+alice@Example.test", "groups": ["service-desk"]}])
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert any(line.startswith("maildesk: security.secret: the signing secret is 1 byte,") for line in lines)
+    assert any(line.startswith("maildesk: technicians[0].email: helpdesk@example.test is the desk's own") for line in lines)
+    assert any(line.startswith("maildesk: technicians[1].email: helpdesk+alice@example.test is the desk's") for line in lines)
+
+
+def test_check_config_names_a_short_secret_file_a_missing_templates_dir_and_an_escalation_cycle(desk, tmp_path):
+    (tmp_path / "secret").write_text("short\n")
+    security = dict(desk.config["security"])
+    security.pop("secret")
+    desk.config["security"] = security
+    code, err = check_config(desk, security={"secret_file": str(tmp_path / "secret")},
+                             desk={"templates_dir": str(tmp_path / "nowhere")},
+                             groups=[{"name": "service-desk", "escalates_to": "network"},
+                                     {"name": "network", "escalates_to": "security"},
+                                     {"name": "security", "escalates_to": "network"}])
+    assert code == 2
+    assert "maildesk: security.secret_file: the signing secret is 5 bytes" in err
+    assert f"maildesk: desk.templates_dir: {tmp_path / 'nowhere'} is not a directory" in err
+    assert "maildesk: groups[1].escalates_to: the groups escalate in a circle (network -> security -> network)" in err
+    assert err.count("circle") == 1
+
+
+def test_check_config_does_not_hang_on_a_fifo_as_a_password_file(desk, tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "imap-password")
+    imap = dict(desk.config["imap"])
+    imap.pop("password")
+    desk.config["imap"] = imap
+    code, err = check_config(desk, imap={"password_file": str(tmp_path / "imap-password")})
+    assert code == 2 and "imap.password_file: cannot read" in err and "not a regular file" in err
+
+
+def test_check_config_renders_each_template_override_as_delivery_would(desk, tmp_path):
+    overrides = tmp_path / "templates"
+    overrides.mkdir()
+    (overrides / "ack.txt.j2").write_text("Subject: {{ tag }} got it\n\nThanks, {{ rcpt_name }}. {{ ref }}\n")
+    desk.write_config(desk={"templates_dir": str(overrides)})
+    code, out, err = desk.cli("check-config")
+    assert code == 0, err
+    (overrides / "too_large.txt.j2").write_text("Subject: too large\n\nAt most {{ limit // 0 }} bytes.\n")
+    code, err = check_config(desk)
+    assert code == 2 and "the too_large mail fails to render" in err and "ZeroDivisionError" in err
+    (overrides / "too_large.txt.j2").write_text("Subject: too large\n\n{% if limit %}At most {{ limit }}\n")
+    code, err = check_config(desk)
+    assert code == 2 and "too_large.txt.j2 line" in err
+    (overrides / "too_large.txt.j2").unlink()
+    (overrides / "ack_typo.txt.j2").write_text("Subject: x\n\ny\n")
+    code, err = check_config(desk)
+    assert code == 2 and "ack_typo.txt.j2 overrides no template" in err

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import errno
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,10 +113,28 @@ def _secret(table: dict, path: str, errors: list[str], key: str = "password") ->
             return None
         file_key = os.path.expandvars(file_key)
         try:
-            return Path(file_key).read_text().strip()
+            return read_regular_file(file_key).strip()
         except OSError as e:
             errors.append(f"{path}.{key}_file: cannot read {file_key}: {e.strerror}")
+        except UnicodeDecodeError:
+            errors.append(f"{path}.{key}_file: {file_key} is not UTF-8 text")
     return None
+
+
+def read_regular_file(path: str) -> str:
+    """The text of a regular file. It is opened without blocking and checked before it
+    is read: a FIFO or a device named as a password file would hang the desk and
+    `check-config` for ever, and a directory is no secret."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, a device or a directory is never read)")
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8")
 
 
 # --- sections --------------------------------------------------------------------
@@ -296,6 +316,7 @@ class Security:
     trust_sender_address: bool = opt(False, _bool)
     microsoft365: bool = opt(False, _bool)  # Exchange Online's own signals count (DESIGN section 4)
     secret: str | None = None  # from secret / secret_file; else kept in the database
+    secret_key: str = "security.secret"  # the key it came from, for the admin's error messages
 
 
 @dataclass(frozen=True, kw_only=True)

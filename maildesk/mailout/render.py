@@ -253,9 +253,12 @@ def build_mail(
     )
 
 
-def _render_context(rt, frozen: dict) -> dict:
-    cfg = rt.cfg
+def _render_context_for(cfg, frozen: dict) -> dict:
     return {**frozen, "desk": cfg.desk, "cfg": cfg, "tz": cfg.desk.timezone}
+
+
+def _render_context(rt, frozen: dict) -> dict:
+    return _render_context_for(rt.cfg, frozen)
 
 
 def render_row(rt, row) -> bytes:
@@ -272,4 +275,75 @@ def render_row(rt, row) -> bytes:
         html=rendered.html, in_reply_to=in_reply_to, references=references, reply_to=cfg.desk.address,
         auto_submitted=auto_submitted(row.kind), extra={LOOP_HEADER: loop_value(rt.key, cfg.desk.address)},
     )
+
+
+# --- checking an admin's overrides (`maildesk check-config`) ---------------------------------
+
+
+def check_overrides(cfg) -> list[str]:
+    """Problems with the template overrides in `desk.templates_dir`, one sentence each:
+    a file that does not compile, one that fails to render a sample mail which the
+    shipped template renders (it would fail its mail at delivery), and a file that
+    overrides no template the desk has."""
+    folder = cfg.desk.templates_dir
+    if folder is None or not folder.is_dir():
+        return []
+    shipped, ours = Templates(None), Templates(folder)
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".j2") and p.is_file())
+    problems = []
+    for name in names:
+        env = ours.html_env if name.endswith(".html.j2") else ours.text_env
+        try:
+            env.get_template(name)
+        except jinja2.TemplateSyntaxError as e:
+            problems.append(f"desk.templates_dir: {folder / name} line {e.lineno}: {e.message}")
+        except (jinja2.TemplateError, UnicodeDecodeError) as e:
+            problems.append(f"desk.templates_dir: {folder / name} cannot be read: {e}")
+        else:
+            if not name.startswith("_") and not (shipped_templates() / name).exists():
+                problems.append(f"desk.templates_dir: {folder / name} overrides no template of the desk "
+                                "(the names are those of templates/ in the package)")
+    if problems:
+        return problems
+    kinds = sorted({p.name.split(".", 1)[0] for p in shipped_templates().glob("*.txt.j2") if not p.name.startswith("_")})
+    context = _render_context_for(cfg, _sample())
+    for kind in kinds:
+        if _render_fails(shipped, kind, context) is None and (e := _render_fails(ours, kind, context)) is not None:
+            problems.append(f"desk.templates_dir: the {kind} mail fails to render with the overrides in {folder} "
+                            f"({type(e).__name__}: {e}); it would fail at delivery")
+    return problems
+
+
+def _render_fails(templates: Templates, kind: str, context: dict) -> Exception | None:
+    try:
+        templates.subject(kind, **context)
+        templates.render(kind, **context)
+    except Exception as e:  # noqa: BLE001 - whatever an admin's template raises is the finding
+        return e
+    return None
+
+
+def _sample() -> dict:
+    """A mail's context as the queue freezes it, with what most templates ask for."""
+    at = "2026-11-27T09:00:00+00:00"
+    ticket = {
+        "id": 42, "subject": "Printer on floor 3 is broken", "requester": "jane@example.org",
+        "requester_name": "Jane Doe", "status": "open", "category": "Hardware", "impact": "medium",
+        "urgency": "medium", "priority": "medium", "group": "service-desk", "assignee": "alice@example.org",
+        "created_at": at, "sla_policy": "medium", "response_due": at, "resolution_due": at,
+        "first_response_at": None, "resolved_at": None, "closed_at": None, "closure_code": None,
+        "resolution": "The drum was replaced.", "is_major": False, "reopen_count": 0, "parent": None,
+    }
+    message = {"id": 1, "direction": "in", "from_addr": "jane@example.org", "from_name": "Jane Doe",
+               "subject": ticket["subject"], "body": "It prints blank pages.", "internal": False, "kind": "mail",
+               "created_at": at}
+    return {
+        "rcpt": "jane@example.org", "rcpt_name": "Jane Doe", "ticket": ticket, "now": at, "ref": "INC-42",
+        "tag": "[INC-42]", "message": message, "source": message, "body": "It prints blank pages.", "by": "Alice",
+        "count": 500, "lane": "unauth", "reason": "message is 30,000,000 bytes", "subject": ticket["subject"],
+        "limit": 26214400, "why": "the requester replied", "target": "response", "due": at, "role": "new",
+        "problems": [["#priority urgent", "unknown priority"]], "auth_reason": "no Authentication-Results",
+        "priority_why": "priority medium", "category_why": "keyword printer", "since": at, "auto_close_at": at,
+        "mailbox": "INBOX", "timeline": [["created", at]], "survey_count": 1, "survey_mean": 4.0,
+    }
 
