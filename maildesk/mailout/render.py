@@ -26,8 +26,8 @@ import jinja2
 from peewee import Model
 
 from ..errors import MaildeskError
-from ..signing import loop_value
 from ..mailin.mime.text import clean_header_text
+from ..signing import loop_value
 from ..vocab import LOOP_HEADER, auto_submitted
 
 
