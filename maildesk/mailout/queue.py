@@ -103,11 +103,11 @@ _COUNTED = '"lane" = ? AND "automatic" = ? AND "status" != ? AND "created_at" > 
 # The counters of automatic mail (DESIGN "A flood costs only the flooder"): a row counts
 # in the lane of the mail that caused it (vocab.Lane), so that forged mail never uses up
 # a real sender's allowance; the staff lane (authenticated staff, #for tickets) is never counted.
-_WHOSE = {Lane.AUTH: "to senders whose mail passed authentication",
+_WHOSE: dict[str, str] = {Lane.AUTH: "to senders whose mail passed authentication",
           Lane.UNAUTH: "to senders whose mail did not pass authentication"}
 
 
-def auto_reply_limit(rt, rcpt: str, ticket: Ticket | None, now: dt.datetime, lane: str = Lane.UNAUTH) -> str | None:
+def auto_reply_limit(rt, rcpt: str, ticket: Ticket | None, now: dt.datetime, lane: Lane = Lane.UNAUTH) -> str | None:
     """Sliding 24-hour windows per recipient and per ticket, and the desk-wide hourly cap,
     each counted within `lane`."""
     if lane not in COUNTED_LANES:
@@ -128,14 +128,14 @@ def auto_reply_limit(rt, rcpt: str, ticket: Ticket | None, now: dt.datetime, lan
     return _desk_limit(rt, now, lane, automatic=True)
 
 
-def notice_limit(rt, now: dt.datetime, lane: str) -> str | None:
+def notice_limit(rt, now: dt.datetime, lane: Lane) -> str | None:
     """Staff notices that outside mail causes (vocab.COUNTED_NOTICES) have a desk-wide
     hourly cap of their own in each lane: a flood of new tickets costs the technicians'
     inboxes no more than limits.auto_replies_per_hour an hour."""
     return _desk_limit(rt, now, lane, automatic=False) if lane in COUNTED_LANES else None
 
 
-def _desk_limit(rt, now: dt.datetime, lane: str, automatic: bool) -> str | None:
+def _desk_limit(rt, now: dt.datetime, lane: Lane, automatic: bool) -> str | None:
     hour = Outbox.created_at.db_value(now - dt.timedelta(hours=1))
     n = _count(rt, ("desk", lane, automatic), f'SELECT COUNT(*) FROM "outbox" WHERE {_COUNTED}',
                (lane, automatic, "suppressed", hour))
@@ -147,9 +147,9 @@ def _desk_limit(rt, now: dt.datetime, lane: str, automatic: bool) -> str | None:
     return f"{what} {_WHOSE[lane]} paused: {n} in the last hour (limits.auto_replies_per_hour); {still} still answered"
 
 
-def _counted(rt, rcpt: str, ticket: Ticket | None, lane: str, automatic: bool) -> None:
+def _counted(rt, rcpt: str, ticket: Ticket | None, lane: Lane, automatic: bool) -> None:
     counts = rt.memo.setdefault("auto_counts", {})
-    keys = [("desk", lane, automatic)]
+    keys: list[tuple] = [("desk", lane, automatic)]
     if automatic:
         keys += [("rcpt", rcpt, lane), ("ticket", ticket.id if ticket else None, lane)]
     for key in keys:
@@ -186,7 +186,7 @@ def queue_mail(
     from_name: str | None = None,
     thread: Thread | None = None,
     inbound=None,
-    lane: str | None = None,
+    lane: Lane | None = None,
 ) -> Outbox | None:
     """Render `kind` for `rcpt` and write it to the outbox. Returns the row (which may
     be `suppressed`), or None when the recipient is the desk itself. `lane` is the
@@ -200,10 +200,10 @@ def queue_mail(
         automatic = kind in AUTO_REPLIES
     if automatic and lane is None:
         lane = Lane.UNAUTH
-    counted = lane in COUNTED_LANES and (automatic or kind in COUNTED_NOTICES)
+    counted = lane if lane in COUNTED_LANES and (automatic or kind in COUNTED_NOTICES) else None
     reason = suppression_reason(rt, rcpt, now, automatic)
     if reason is None and counted:
-        reason = auto_reply_limit(rt, rcpt, ticket, now, lane) if automatic else notice_limit(rt, now, lane)
+        reason = auto_reply_limit(rt, rcpt, ticket, now, counted) if automatic else notice_limit(rt, now, counted)
 
     values = {
         "rcpt": rcpt, "rcpt_name": rcpt_name, "ticket": ticket, "now": now,
@@ -233,5 +233,5 @@ def queue_mail(
     if reason:
         log.info("suppressed kind=%s rcpt=%s ticket=%s: %s", kind, rcpt, frozen["ref"] or "-", reason)
     elif counted:
-        _counted(rt, rcpt, ticket, lane, automatic)
+        _counted(rt, rcpt, ticket, counted, automatic)
     return row

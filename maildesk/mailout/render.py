@@ -308,9 +308,9 @@ def check_overrides(cfg) -> list[str]:
     kinds = sorted({p.name.split(".", 1)[0] for p in shipped_templates().glob("*.txt.j2") if not p.name.startswith("_")})
     context = _render_context_for(cfg, _sample())
     for kind in kinds:
-        if _render_fails(shipped, kind, context) is None and (e := _render_fails(ours, kind, context)) is not None:
+        if _render_fails(shipped, kind, context) is None and (failure := _render_fails(ours, kind, context)):
             problems.append(f"desk.templates_dir: the {kind} mail fails to render with the overrides in {folder} "
-                            f"({type(e).__name__}: {e}); it would fail at delivery")
+                            f"({type(failure).__name__}: {failure}); it would fail at delivery")
     return problems
 
 
