@@ -103,8 +103,8 @@ _COUNTED = '"lane" = ? AND "automatic" = ? AND "status" != ? AND "created_at" > 
 # The counters of automatic mail (DESIGN "A flood costs only the flooder"): a row counts
 # in the lane of the mail that caused it (vocab.Lane), so that forged mail never uses up
 # a real sender's allowance; the staff lane (authenticated staff, #for tickets) is never counted.
-_WHOSE: dict[str, str] = {Lane.AUTH: "to senders whose mail passed authentication",
-          Lane.UNAUTH: "to senders whose mail did not pass authentication"}
+_WHOSE: dict[str, str] = {Lane.AUTH: "senders whose mail passed authentication",
+                          Lane.UNAUTH: "senders whose mail did not pass authentication"}
 
 
 def auto_reply_limit(rt, rcpt: str, ticket: Ticket | None, now: dt.datetime, lane: Lane = Lane.UNAUTH) -> str | None:
@@ -117,7 +117,7 @@ def auto_reply_limit(rt, rcpt: str, ticket: Ticket | None, now: dt.datetime, lan
     n = _count(rt, ("rcpt", rcpt, lane), f'SELECT COUNT(*) FROM "outbox" WHERE "rcpt" = ? AND {_COUNTED}',
                (rcpt, lane, True, "suppressed", day))
     if n >= lim.auto_replies_per_sender_per_day:
-        return (f"{rcpt} already got {n} automatic replies in 24 hours {_WHOSE[lane]} "
+        return (f"{rcpt} already got {n} automatic replies in 24 hours as one of the {_WHOSE[lane]} "
                 "(limits.auto_replies_per_sender_per_day)")
     if ticket is not None:
         n = _count(rt, ("ticket", ticket.id, lane), f'SELECT COUNT(*) FROM "outbox" WHERE "ticket_id" = ? AND {_COUNTED}',
@@ -143,7 +143,7 @@ def _desk_limit(rt, now: dt.datetime, lane: Lane, automatic: bool) -> str | None
         return None
     _alert_pause_once(rt, now, n, lane)
     still = "staff and authenticated senders are" if lane == Lane.UNAUTH else "staff are"
-    what = "automatic replies" if automatic else "staff notices of new mail"
+    what = "automatic replies to" if automatic else "staff notices about mail from"
     return f"{what} {_WHOSE[lane]} paused: {n} in the last hour (limits.auto_replies_per_hour); {still} still answered"
 
 
@@ -190,8 +190,8 @@ def queue_mail(
 ) -> Outbox | None:
     """Render `kind` for `rcpt` and write it to the outbox. Returns the row (which may
     be `suppressed`), or None when the recipient is the desk itself. `lane` is the
-    standing of the mail that caused this one (see LANES); an automatic reply to mail
-    of unknown standing counts as "unauth"."""
+    standing of the mail that caused this one (vocab.Lane); an automatic reply to mail
+    of unknown standing counts as unauthenticated."""
     cfg = rt.cfg
     rcpt = rcpt.strip().lower()
     if len(rcpt) > 254 or not SAFE_ADDRESS.match(rcpt) or is_desk_address(rt, rcpt):  # RFC 5321 4.5.3.1.3

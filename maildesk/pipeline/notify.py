@@ -16,7 +16,7 @@ from .context import Context
 
 
 def queue_mail(ctx: Context) -> None:
-    lane = ctx.lane if ctx.intents else None  # whose allowance the answers use (mailout/queue.py LANES)
+    lane = ctx.lane if ctx.intents else None  # whose allowance the answers use (vocab.Lane)
     for intent in ctx.intents:
         automatic = intent.kind in AUTO_REPLIES if intent.automatic is None else intent.automatic
         if ctx.automatic is not None and automatic and intent.rcpt == ctx.sender:
