@@ -146,7 +146,7 @@ def run_maildesk(mails: list[bytes], new_tickets: int, database: str, desk: str 
                            {"name": "Accounts", "keywords": ["password", "locked", "account"]}],
             "priority": {"impact_keywords": {"high": ["nobody"], "medium": ["our team"]},
                          "urgency_keywords": {"high": ["urgent"], "low": ["when you can"]}},
-            "security": {"secret": "bench"},
+            "security": {"secret": "bench: a signing secret of 32 bytes or more"},
             "limits": {"auto_replies_per_sender_per_day": 1000, "auto_replies_per_ticket_per_day": 1000,
                        "auto_replies_per_hour": 1_000_000},
         }

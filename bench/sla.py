@@ -77,7 +77,7 @@ def main() -> None:
         "smtp": {"host": "127.0.0.1"},
         "groups": [{"name": "service-desk"}],
         "technicians": [{"email": "alice@example.test", "groups": ["service-desk"]}],
-        "security": {"secret": "bench"},
+        "security": {"secret": "bench: a signing secret of 32 bytes or more"},
     })
     store.open_database(cfg.database.url)
     store.migrate()

@@ -56,6 +56,19 @@ def signed_id_sender(key: bytes, message_id: str, candidates, domain: str) -> st
     return None
 
 
+def loop_value(key: bytes, address: str) -> str:
+    """The value of the desk's loop header (`vocab.LOOP_HEADER`): its address and an
+    HMAC of it. The desk knows its own mail by it; another maildesk (another address
+    or key) writes another value, and nobody without the key can make one up for a
+    desk they have not had mail from."""
+    address = address.strip().lower()
+    return f"{address} {_mac(key, 'loop', address)[:32]}"
+
+
+def is_loop_value(value: str, key: bytes, address: str) -> bool:
+    return hmac.compare_digest(" ".join(value.split()).lower().encode(), loop_value(key, address).encode())
+
+
 def make_token(key: bytes, action: str, ticket_id: int, rcpt: str) -> str:
     """`fixed-42-<mac>`: the text a one-click mailto link puts in its subject."""
     return f"{action}-{ticket_id}-{_mac(key, 'token', action, ticket_id, rcpt.lower())[:16]}"

@@ -59,6 +59,20 @@ class Role(StrEnum):
     STRANGER = "stranger"
 
 
+class Lane(StrEnum):
+    """Whose allowance mail that a message causes uses (docs/mail.md, Floods: "a flood costs only the
+    flooder"): the limits count the answers to authenticated and to unauthenticated
+    mail apart, so that forged mail never uses up a real sender's allowance; mail from
+    authenticated staff is never counted."""
+
+    STAFF = "staff"
+    AUTH = "auth"
+    UNAUTH = "unauth"
+
+
+COUNTED_LANES = (Lane.AUTH, Lane.UNAUTH)
+
+
 class MarkLevel(StrEnum):
     """The three marks of an SLA target: a reminder, the functional escalation at the
     breach, the hierarchical escalation."""
@@ -106,6 +120,10 @@ AUTO_REPLIES = frozenset({
     MailKind.ACK, MailKind.REFUSED, MailKind.HELP, MailKind.TOO_LARGE, MailKind.SURVEY_THANKS,
     MailKind.UNAUTHENTICATED,
 })
+# Staff notices that mail from outside causes: they count against the desk-wide hourly
+# cap like automatic replies (limits.auto_replies_per_hour), so that a flood of new
+# tickets does not become a flood in the technicians' inboxes (issue 12).
+COUNTED_NOTICES = frozenset({MailKind.ASSIGNED})
 # Written by a person, relayed by the desk: no Auto-Submitted at all.
 PERSONAL = frozenset({MailKind.RELAY, MailKind.RESOLUTION})
 

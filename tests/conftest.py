@@ -141,7 +141,7 @@ def base_config(tmp: Path, dovecot, smtp, user: str, db_url: str) -> dict:
             "impact_keywords": {"high": ["everyone", "all users", "outage"], "medium": ["our team"]},
             "urgency_keywords": {"high": ["urgent", "down", "cannot work"], "low": ["when you can"]},
         },
-        "security": {"trust_sender_address": True, "secret": "test-secret"},
+        "security": {"trust_sender_address": True, "secret": "test-secret, long enough to sign with (32+ bytes)"},
         "business_hours": {"holidays_country": "DE"},
     }
 

@@ -79,6 +79,8 @@ def _keys(cls) -> list[tuple[str, dataclasses.Field | None]]:
     for f in dataclasses.fields(cls):
         if "conv" in f.metadata:
             out.append((f.metadata["key"] or f.name, f))
+        elif f.metadata.get("internal"):
+            continue  # worked out by the loader, never written in the file
         elif "str" in str(f.type):
             out += [(f.name, None), (f"{f.name}_file", None)]
     return out

@@ -197,6 +197,7 @@ def load_config(path: str | os.PathLike, deep: bool = True) -> Config:
 def parse_config(data: dict, path: Path | None = None, deep: bool = True) -> Config:
     errors: list[str] = []
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    original_security = set(data["security"]) if isinstance(data.get("security"), dict) else set()
     secrets = {
         "imap": _secret(data.get("imap"), "imap", errors),
         "smtp": _secret(data.get("smtp"), "smtp", errors),
@@ -239,7 +240,8 @@ def parse_config(data: dict, path: Path | None = None, deep: bool = True) -> Con
         parts["smtp"], password=secrets["smtp"], oauth2_token=secrets["smtp_oauth2"]
     )
     parts["security"] = dataclasses.replace(
-        parts.get("security", Security()), secret=secrets["security"]
+        parts.get("security", Security()), secret=secrets["security"],
+        secret_key="security.secret_file" if "secret_file" in original_security else "security.secret",
     )
     cfg = Config(**parts, path=path)
     check_consistency(cfg, deep)
@@ -263,6 +265,7 @@ def check_consistency(cfg: Config, deep: bool = True) -> None:
     if cfg.database.url and not re.match(r"(sqlite|postgres(ql)?|postgresext)://", cfg.database.url):
         errors.append("database.url: expected sqlite:///PATH or postgresql://USER@HOST/DB")
 
+    errors.extend(_check_trust(cfg, deep))
     names = [g.name for g in cfg.groups]
     for i, g in enumerate(cfg.groups):
         if names.count(g.name) > 1 and names.index(g.name) != i:
@@ -271,6 +274,7 @@ def check_consistency(cfg: Config, deep: bool = True) -> None:
             errors.append(f'groups[{i}].escalates_to: unknown group "{g.escalates_to}"')
         if g.escalates_to == g.name:
             errors.append(f"groups[{i}].escalates_to: a group cannot escalate to itself")
+    errors.extend(_escalation_cycles(cfg))
     if cfg.desk.default_group and cfg.desk.default_group not in names:
         errors.append(f'desk.default_group: unknown group "{cfg.desk.default_group}"')
     emails = [t.email for t in cfg.technicians]
@@ -310,6 +314,51 @@ def check_consistency(cfg: Config, deep: bool = True) -> None:
         errors.append("lifecycle.closure_codes: needs at least one code")
     if errors:
         raise ConfigError(errors)
+
+
+# A signing secret shorter than this can be recovered from the desk's own Message-IDs.
+MIN_SECRET_BYTES = 32
+
+
+def _check_trust(cfg: Config, deep: bool) -> list[str]:
+    """The signing secret, the templates folder, and no staff address that is the desk's."""
+    errors = []
+    secret = cfg.security.secret
+    if secret is not None and (n := len(secret.encode())) < MIN_SECRET_BYTES:
+        errors.append(f"{cfg.security.secret_key}: the signing secret is {n} byte{'' if n == 1 else 's'}, and must be at "
+                      f"least {MIN_SECRET_BYTES} (a short one can be found from the desk's own Message-IDs); make one "
+                      "with `head -c 32 /dev/urandom | base64`")
+    folder = cfg.desk.templates_dir
+    if deep and folder is not None and not folder.is_dir():
+        errors.append(f"desk.templates_dir: {folder} is not a directory (leave the key out to use the shipped templates)")
+    staff = [(f"technicians[{i}].email", t.email) for i, t in enumerate(cfg.technicians)]
+    staff += [(f"groups[{i}].manager", g.manager) for i, g in enumerate(cfg.groups) if g.manager]
+    staff += [(f"roles.incident_managers[{i}]", a) for i, a in enumerate(cfg.roles.incident_managers)]
+    local, domain = cfg.desk.local_part.lower(), cfg.desk.domain.lower()
+    for key, address in staff:
+        mine, _, theirs = address.lower().rpartition("@")
+        if theirs == domain and (mine == local or mine.startswith(local + "+")):
+            errors.append(f"{key}: {address} is the desk's own address, and the desk never writes to itself "
+                          "(name the person's own address)")
+    return errors
+
+
+def _escalation_cycles(cfg: Config) -> list[str]:
+    """Groups that escalate round in a circle: a breached ticket would go round for ever."""
+    target = {g.name: g.escalates_to for g in cfg.groups if g.escalates_to and g.escalates_to != g.name}
+    index = {g.name: i for i, g in reversed(list(enumerate(cfg.groups)))}
+    errors, seen = [], set()
+    for start in target:
+        path, name = [start], target[start]
+        while name in target and name not in path:
+            path.append(name)
+            name = target[name]
+        if name in path and frozenset(path[path.index(name):]) not in seen:
+            cycle = path[path.index(name):]
+            seen.add(frozenset(cycle))
+            errors.append(f"groups[{index[cycle[0]]}].escalates_to: the groups escalate in a circle "
+                          f"({' -> '.join(cycle + [cycle[0]])}); end the chain at a group without escalates_to")
+    return errors
 
 
 def _check_holidays(country: str, subdivision: str | None) -> list[str]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import errno
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +30,10 @@ from .values import (
     _date_list,
     _duration,
     _fraction,
-    _int,
     _KeyedError,
     _level_keywords,
     _matrix,
+    _non_negative_int,
     _nonempty_str,
     _one_of,
     _path,
@@ -112,10 +114,28 @@ def _secret(table: object, path: str, errors: list[str], key: str = "password") 
             return None
         file_key = os.path.expandvars(file_key)
         try:
-            return Path(file_key).read_text().strip()
+            return read_regular_file(file_key).strip()
         except OSError as e:
             errors.append(f"{path}.{key}_file: cannot read {file_key}: {e.strerror}")
+        except UnicodeDecodeError:
+            errors.append(f"{path}.{key}_file: {file_key} is not UTF-8 text")
     return None
+
+
+def read_regular_file(path: str) -> str:
+    """The text of a regular file. It is opened without blocking and checked before it
+    is read: a FIFO or a device named as a password file would hang the desk and
+    `check-config` for ever, and a directory is no secret."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, a device or a directory is never read)")
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8")
 
 
 # --- sections --------------------------------------------------------------------
@@ -298,7 +318,10 @@ class Assignment:
 class Security:
     trusted_authserv_ids: tuple[str, ...] = opt((), _str_list)
     trust_sender_address: bool = opt(False, _bool)
+    microsoft365: bool = opt(False, _bool)  # Exchange Online's own signals count (docs/security.md, Authentication results)
     secret: str | None = None  # from secret / secret_file; else kept in the database
+    # the key the secret came from, for the admin's error messages (not a key of the file)
+    secret_key: str = field(default="security.secret", metadata={"internal": True})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -319,7 +342,7 @@ class Lifecycle:
 @dataclass(frozen=True, kw_only=True)
 class Survey:
     enabled: bool = opt(True, _bool)
-    min_days_between: int = opt(30, _int)
+    min_days_between: int = opt(30, _non_negative_int)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -329,9 +352,11 @@ class Limits:
     max_parts: int = opt(500, _positive_int)
     max_depth: int = opt(20, _positive_int)
     parse_seconds: int = opt(10, _positive_int)
-    auto_replies_per_sender_per_day: int = opt(10, _int)
-    auto_replies_per_ticket_per_day: int = opt(20, _int)
-    auto_replies_per_hour: int = opt(500, _int)  # desk-wide; above it automatic mail pauses
+    auto_replies_per_sender_per_day: int = opt(10, _non_negative_int)
+    auto_replies_per_ticket_per_day: int = opt(20, _non_negative_int)
+    auto_replies_per_hour: int = opt(500, _non_negative_int)  # desk-wide; above it automatic mail pauses
+    # past it a sender's new mail is held (quarantined as rate-limited), not ticketed
+    new_tickets_per_sender_per_hour: int = opt(20, _non_negative_int)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -100,6 +100,13 @@ def _int(v):
     return v
 
 
+def _non_negative_int(v):
+    v = _int(v)
+    if v < 0:
+        raise ValueError("must not be negative")
+    return v
+
+
 def _positive_int(v):
     v = _int(v)
     if v <= 0:

@@ -26,7 +26,7 @@ import jinja2
 
 from .. import signing, store
 from ..store import Outbox, Suppression, Ticket
-from ..vocab import AUTO_REPLIES
+from ..vocab import AUTO_REPLIES, COUNTED_LANES, COUNTED_NOTICES, Lane
 from .render import TemplateMissing, _render_context, snapshot
 
 if TYPE_CHECKING:
@@ -102,46 +102,73 @@ def _count(rt: Runtime, key: tuple, sql: str, params, known: int | None = None) 
     return counts[key]
 
 
-_COUNTED = '"automatic" = ? AND "status" != ? AND "created_at" > ?'
+_COUNTED = '"lane" = ? AND "automatic" = ? AND "status" != ? AND "created_at" > ?'
+
+# The counters of automatic mail (docs/mail.md, Floods): a row counts
+# in the lane of the mail that caused it (vocab.Lane), so that forged mail never uses up
+# a real sender's allowance; the staff lane (authenticated staff, #for tickets) is never counted.
+_WHOSE: dict[str, str] = {Lane.AUTH: "senders whose mail passed authentication",
+                          Lane.UNAUTH: "senders whose mail did not pass authentication"}
 
 
-def auto_reply_limit(rt: Runtime, rcpt: str, ticket: Ticket | None, now: dt.datetime) -> str | None:
-    """Sliding 24-hour windows per recipient and per ticket, and the desk-wide hourly cap."""
+def auto_reply_limit(rt: Runtime, rcpt: str, ticket: Ticket | None, now: dt.datetime, lane: Lane = Lane.UNAUTH) -> str | None:
+    """Sliding 24-hour windows per recipient and per ticket, and the desk-wide hourly cap,
+    each counted within `lane`."""
+    if lane not in COUNTED_LANES:
+        return None
     lim = rt.cfg.limits
     day = Outbox.created_at.db_value(now - dt.timedelta(days=1))
-    n = _count(rt, ("rcpt", rcpt), f'SELECT COUNT(*) FROM "outbox" WHERE "rcpt" = ? AND {_COUNTED}',
-               (rcpt, True, "suppressed", day))
+    n = _count(rt, ("rcpt", rcpt, lane), f'SELECT COUNT(*) FROM "outbox" WHERE "rcpt" = ? AND {_COUNTED}',
+               (rcpt, lane, True, "suppressed", day))
     if n >= lim.auto_replies_per_sender_per_day:
-        return f"{rcpt} already got {n} automatic replies in 24 hours (limits.auto_replies_per_sender_per_day)"
+        return (f"{rcpt} already got {n} automatic replies in 24 hours as one of the {_WHOSE[lane]} "
+                "(limits.auto_replies_per_sender_per_day)")
     if ticket is not None:
-        n = _count(rt, ("ticket", ticket.id), f'SELECT COUNT(*) FROM "outbox" WHERE "ticket_id" = ? AND {_COUNTED}',
-                   (ticket.id, True, "suppressed", day),
+        n = _count(rt, ("ticket", ticket.id, lane), f'SELECT COUNT(*) FROM "outbox" WHERE "ticket_id" = ? AND {_COUNTED}',
+                   (ticket.id, lane, True, "suppressed", day),
                    known=0 if getattr(ticket, "is_new", False) else None)  # opened by this message: none yet
         if n >= lim.auto_replies_per_ticket_per_day:
             return f"ticket already sent {n} automatic replies in 24 hours (limits.auto_replies_per_ticket_per_day)"
+    return _desk_limit(rt, now, lane, automatic=True)
+
+
+def notice_limit(rt: Runtime, now: dt.datetime, lane: Lane) -> str | None:
+    """Staff notices that outside mail causes (vocab.COUNTED_NOTICES) have a desk-wide
+    hourly cap of their own in each lane: a flood of new tickets costs the technicians'
+    inboxes no more than limits.auto_replies_per_hour an hour."""
+    return _desk_limit(rt, now, lane, automatic=False) if lane in COUNTED_LANES else None
+
+
+def _desk_limit(rt: Runtime, now: dt.datetime, lane: Lane, automatic: bool) -> str | None:
     hour = Outbox.created_at.db_value(now - dt.timedelta(hours=1))
-    n = _count(rt, ("desk",), f'SELECT COUNT(*) FROM "outbox" WHERE {_COUNTED}', (True, "suppressed", hour))
-    if n >= lim.auto_replies_per_hour:
-        _alert_pause_once(rt, now, n)
-        return f"automatic replies paused: {n} in the last hour (limits.auto_replies_per_hour)"
-    return None
+    n = _count(rt, ("desk", lane, automatic), f'SELECT COUNT(*) FROM "outbox" WHERE {_COUNTED}',
+               (lane, automatic, "suppressed", hour))
+    if n < rt.cfg.limits.auto_replies_per_hour:
+        return None
+    _alert_pause_once(rt, now, n, lane)
+    still = "staff and authenticated senders are" if lane == Lane.UNAUTH else "staff are"
+    what = "automatic replies to" if automatic else "staff notices about mail from"
+    return f"{what} {_WHOSE[lane]} paused: {n} in the last hour (limits.auto_replies_per_hour); {still} still answered"
 
 
-def _counted(rt: Runtime, rcpt: str, ticket: Ticket | None) -> None:
+def _counted(rt: Runtime, rcpt: str, ticket: Ticket | None, lane: Lane, automatic: bool) -> None:
     counts = rt.memo.setdefault("auto_counts", {})
-    for key in (("rcpt", rcpt), ("ticket", ticket.id if ticket else None), ("desk",)):
+    keys: list[tuple] = [("desk", lane, automatic)]
+    if automatic:
+        keys += [("rcpt", rcpt, lane), ("ticket", ticket.id if ticket else None, lane)]
+    for key in keys:
         if key in counts:
             counts[key] += 1
 
 
-def _alert_pause_once(rt: Runtime, now, n):
+def _alert_pause_once(rt: Runtime, now, n, lane):
     last = store.get_setting("autopause_alerted_at")
     if last and dt.datetime.fromisoformat(last) > now - dt.timedelta(hours=1):
         return
     store.put_setting("autopause_alerted_at", now.isoformat())
-    log.warning("automatic replies paused: %d in the last hour", n)
+    log.warning("automatic mail paused lane=%s: %d in the last hour", lane, n)
     for im in rt.cfg.roles.incident_managers:
-        queue_mail(rt, now, "autopause", rcpt=im, automatic=False, context={"count": n})
+        queue_mail(rt, now, "autopause", rcpt=im, automatic=False, context={"count": n, "lane": str(lane)})
 
 
 def is_desk_address(rt: Runtime, addr: str) -> bool:
@@ -163,18 +190,24 @@ def queue_mail(
     from_name: str | None = None,
     thread: Thread | None = None,
     inbound=None,
+    lane: Lane | None = None,
 ) -> Outbox | None:
     """Render `kind` for `rcpt` and write it to the outbox. Returns the row (which may
-    be `suppressed`), or None when the recipient is the desk itself."""
+    be `suppressed`), or None when the recipient is the desk itself. `lane` is the
+    standing of the mail that caused this one (vocab.Lane); an automatic reply to mail
+    of unknown standing counts as unauthenticated."""
     cfg = rt.cfg
     rcpt = rcpt.strip().lower()
-    if not SAFE_ADDRESS.match(rcpt) or is_desk_address(rt, rcpt):
+    if len(rcpt) > 254 or not SAFE_ADDRESS.match(rcpt) or is_desk_address(rt, rcpt):  # RFC 5321 4.5.3.1.3
         return None  # never write to ourselves (that is how loops start), nor to a malformed address
     if automatic is None:
         automatic = kind in AUTO_REPLIES
+    if automatic and lane is None:
+        lane = Lane.UNAUTH
+    counted = lane if lane in COUNTED_LANES and (automatic or kind in COUNTED_NOTICES) else None
     reason = suppression_reason(rt, rcpt, now, automatic)
-    if reason is None and automatic:
-        reason = auto_reply_limit(rt, rcpt, ticket, now)
+    if reason is None and counted:
+        reason = auto_reply_limit(rt, rcpt, ticket, now, counted) if automatic else notice_limit(rt, now, counted)
 
     values = {
         "rcpt": rcpt, "rcpt_name": rcpt_name, "ticket": ticket, "now": now,
@@ -199,10 +232,10 @@ def queue_mail(
         subject=subject, context=json.dumps(frozen, ensure_ascii=False, separators=(",", ":")),
         created_at=now, next_attempt_at=now,
         status="failed" if reason and reason.startswith("template") else "suppressed" if reason else "queued",
-        last_error=reason, inbound=inbound,
+        last_error=reason, inbound=inbound, lane=str(lane) if lane else None,
     )
     if reason:
         log.info("suppressed kind=%s rcpt=%s ticket=%s: %s", kind, rcpt, frozen["ref"] or "-", reason)
-    elif automatic:
-        _counted(rt, rcpt, ticket)
+    elif counted:
+        _counted(rt, rcpt, ticket, counted, automatic)
     return row

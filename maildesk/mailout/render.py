@@ -28,6 +28,7 @@ from peewee import Model
 
 from ..errors import MaildeskError
 from ..mailin.mime.text import clean_header_text
+from ..signing import loop_value
 from ..vocab import LOOP_HEADER, auto_submitted
 
 if TYPE_CHECKING:
@@ -145,21 +146,45 @@ def dumps(context: dict) -> str:
 # --- building the bytes -------------------------------------------------------------
 
 
+MAX_LINE = 998  # RFC 5322 2.1.1: octets in a line of a header, without its CRLF
+DISPLAY_NAME = 64  # characters of a display name the desk writes (a name, not a text)
+_FOLD_AT = 78  # RFC 5322 2.1.1: lines SHOULD be no longer
+
+
 def _header(name: str, value: str) -> str:
+    """A header, folded under 998 octets a line whatever the value (RFC 5322 2.1.1): at
+    spaces when it is ASCII in words that fit a line, else as RFC 2047 encoded words,
+    which may be split anywhere."""
     value = clean_header_text(value)
     if value.isascii() and len(value) + len(name) < 76:
         return f"{name}: {value}"
-    charset = "us-ascii" if value.isascii() else "utf-8"
+    fits = value.isascii() and all(len(word) < MAX_LINE - len(name) - 4 for word in value.split())
+    charset = "us-ascii" if fits else "utf-8"
     return f"{name}: " + Header(value, charset, header_name=name).encode(linesep="\r\n")
 
 
 def _address(name: str, addr: str) -> str:
+    """`Name <addr>`, the name cut to DISPLAY_NAME characters: a display name taken from
+    a mail is the sender's text, and no reason for a line too long to send."""
     name = clean_header_text(name or "")
+    if len(name) > DISPLAY_NAME:
+        name = name[: DISPLAY_NAME - 1].rstrip() + "…"
     return formataddr((name, clean_header_text(addr)), charset="utf-8")
 
 
-def _ids(ids) -> str:
-    return " ".join(f"<{i}>" for i in ids)
+def _ids(name: str, ids) -> str | None:
+    """A header of Message-IDs, one per line when they do not fit on one; an id too
+    long for any line (a hostile one) is left out. None when none is left."""
+    ids = [f"<{i}>" for i in ids if len(i) + len(name) + 4 <= MAX_LINE]
+    if not ids:
+        return None
+    lines = [f"{name}: {ids[0]}"]
+    for i in ids[1:]:
+        if len(lines[-1]) + 1 + len(i) <= _FOLD_AT:
+            lines[-1] += " " + i
+        else:
+            lines.append(" " + i)
+    return "\r\n".join(lines)
 
 
 def _part(content_type: str, text: str) -> bytes:
@@ -200,14 +225,15 @@ def build_mail(
     ]
     if reply_to:
         lines.append("Reply-To: " + _address("", reply_to))
-    if in_reply_to:
-        lines.append(f"In-Reply-To: <{in_reply_to}>")
+    if in_reply_to and (line := _ids("In-Reply-To", [in_reply_to])):
+        lines.append(line)
     if references:
         # RFC 5322 3.6.4: keep the first and the most recent ids when the list is long
         refs = list(references)
         if len(refs) > 12:
             refs = refs[:1] + refs[-11:]
-        lines.append("References: " + _ids(refs))
+        if line := _ids("References", refs):
+            lines.append(line)
     if auto_submitted:
         # RFC 3834; Exchange's own switch for its out-of-office and read receipts
         lines.append(f"Auto-Submitted: {auto_submitted}")
@@ -231,9 +257,12 @@ def build_mail(
     )
 
 
-def _render_context(rt: Runtime, frozen: dict) -> dict:
-    cfg = rt.cfg
+def _render_context_for(cfg, frozen: dict) -> dict:
     return {**frozen, "desk": cfg.desk, "cfg": cfg, "tz": cfg.desk.timezone}
+
+
+def _render_context(rt: Runtime, frozen: dict) -> dict:
+    return _render_context_for(rt.cfg, frozen)
 
 
 def row_text(rt: Runtime, row) -> str:
@@ -255,6 +284,77 @@ def render_row(rt: Runtime, row) -> bytes:
         from_addr=cfg.desk.address, from_name=display, to_addr=row.rcpt, to_name=row.rcpt_name,
         subject=row.subject, message_id=row.message_id, date=row.created_at, text=rendered.text,
         html=rendered.html, in_reply_to=in_reply_to, references=references, reply_to=cfg.desk.address,
-        auto_submitted=auto_submitted(row.kind), extra={LOOP_HEADER: cfg.desk.address},
+        auto_submitted=auto_submitted(row.kind), extra={LOOP_HEADER: loop_value(rt.key, cfg.desk.address)},
     )
+
+
+# --- checking an admin's overrides (`maildesk check-config`) ---------------------------------
+
+
+def check_overrides(cfg) -> list[str]:
+    """Problems with the template overrides in `desk.templates_dir`, one sentence each:
+    a file that does not compile, one that fails to render a sample mail which the
+    shipped template renders (it would fail its mail at delivery), and a file that
+    overrides no template the desk has."""
+    folder = cfg.desk.templates_dir
+    if folder is None or not folder.is_dir():
+        return []
+    shipped, ours = Templates(None), Templates(folder)
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".j2") and p.is_file())
+    problems = []
+    for name in names:
+        env = ours.html_env if name.endswith(".html.j2") else ours.text_env
+        try:
+            env.get_template(name)
+        except jinja2.TemplateSyntaxError as e:
+            problems.append(f"desk.templates_dir: {folder / name} line {e.lineno}: {e.message}")
+        except (jinja2.TemplateError, UnicodeDecodeError) as e:
+            problems.append(f"desk.templates_dir: {folder / name} cannot be read: {e}")
+        else:
+            if not name.startswith("_") and not (shipped_templates() / name).exists():
+                problems.append(f"desk.templates_dir: {folder / name} overrides no template of the desk "
+                                "(the names are those of templates/ in the package)")
+    if problems:
+        return problems
+    kinds = sorted({p.name.split(".", 1)[0] for p in shipped_templates().glob("*.txt.j2") if not p.name.startswith("_")})
+    context = _render_context_for(cfg, _sample())
+    for kind in kinds:
+        if _render_fails(shipped, kind, context) is None and (failure := _render_fails(ours, kind, context)):
+            problems.append(f"desk.templates_dir: the {kind} mail fails to render with the overrides in {folder} "
+                            f"({type(failure).__name__}: {failure}); it would fail at delivery")
+    return problems
+
+
+def _render_fails(templates: Templates, kind: str, context: dict) -> Exception | None:
+    try:
+        templates.subject(kind, **context)
+        templates.render(kind, **context)
+    except Exception as e:  # noqa: BLE001 - whatever an admin's template raises is the finding
+        return e
+    return None
+
+
+def _sample() -> dict:
+    """A mail's context as the queue freezes it, with what most templates ask for."""
+    at = "2026-11-27T09:00:00+00:00"
+    ticket = {
+        "id": 42, "subject": "Printer on floor 3 is broken", "requester": "jane@example.org",
+        "requester_name": "Jane Doe", "status": "open", "category": "Hardware", "impact": "medium",
+        "urgency": "medium", "priority": "medium", "group": "service-desk", "assignee": "alice@example.org",
+        "created_at": at, "sla_policy": "medium", "response_due": at, "resolution_due": at,
+        "first_response_at": None, "resolved_at": None, "closed_at": None, "closure_code": None,
+        "resolution": "The drum was replaced.", "is_major": False, "reopen_count": 0, "parent": None,
+    }
+    message = {"id": 1, "direction": "in", "from_addr": "jane@example.org", "from_name": "Jane Doe",
+               "subject": ticket["subject"], "body": "It prints blank pages.", "internal": False, "kind": "mail",
+               "created_at": at}
+    return {
+        "rcpt": "jane@example.org", "rcpt_name": "Jane Doe", "ticket": ticket, "now": at, "ref": "INC-42",
+        "tag": "[INC-42]", "message": message, "source": message, "body": "It prints blank pages.", "by": "Alice",
+        "count": 500, "lane": "unauth", "reason": "message is 30,000,000 bytes", "subject": ticket["subject"],
+        "limit": 26214400, "why": "the requester replied", "target": "response", "due": at, "role": "new",
+        "problems": [["#priority urgent", "unknown priority"]], "auth_reason": "no Authentication-Results",
+        "priority_why": "priority medium", "category_why": "keyword printer", "since": at, "auto_close_at": at,
+        "mailbox": "INBOX", "timeline": [["created", at]], "survey_count": 1, "survey_mean": 4.0,
+    }
 

@@ -142,21 +142,41 @@ def _open_database(args, migrate: bool = False):
     return cfg
 
 
+NOW_RANGE = (1970, 9000)  # the years --now may name
+ID_MAX = 2**63 - 1  # the largest id or ticket number a database holds
+
+
+def parse_id(text: str, what: str) -> int:
+    """A row id or ticket number typed by the user: ASCII digits only ("²" is a digit to
+    Python, not to us), and small enough for the database."""
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > ID_MAX:
+        raise UserError(f"{text!r} is not {what}", 2)
+    return int(text)
+
+
 def parse_now(text: str, tz) -> dt.datetime:
     try:
         t = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=tz)  # a time without offset is the desk's local time
+        t = t.astimezone(dt.UTC)
     except ValueError:
         raise UserError(f"--now: {text!r} is not an ISO-8601 time such as 2026-11-27T16:30:00+01:00", 2) from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=tz)  # a time without offset is the desk's local time
-    return t.astimezone(dt.UTC)
+    except OverflowError:
+        t = None
+    if t is None or not NOW_RANGE[0] <= t.year <= NOW_RANGE[1]:
+        # the desk computes days and weeks around it: the ends of the calendar would overflow
+        raise UserError(f"--now: {text!r} is out of range; give a time between the years {NOW_RANGE[0]} and {NOW_RANGE[1]}", 2)
+    return t
 
 
 def _ticket(rt: Runtime, ref: str):
     from ..store import Ticket
 
-    m = re.fullmatch(r"\[?\s*(?:([A-Za-z][A-Za-z0-9]*)-)?(\d+)\s*\]?", ref.strip())
-    if not m or (m.group(1) and m.group(1).lower() != rt.cfg.desk.ticket_prefix.lower()):
+    m = re.fullmatch(r"\[?\s*(?:([A-Za-z][A-Za-z0-9]*)-)?([0-9]+)\s*\]?", ref.strip(), re.ASCII)
+    if (not m or (m.group(1) and m.group(1).lower() != rt.cfg.desk.ticket_prefix.lower())
+            or len(m.group(2)) > 19 or int(m.group(2)) > ID_MAX):
         raise UserError(f"{ref!r} is not a ticket reference such as {rt.cfg.desk.ticket_prefix}-42", 2)
     t = Ticket.get_or_none_by_id(int(m.group(2)))
     if t is None:
@@ -199,7 +219,12 @@ def cmd_init(args) -> int:
 
 
 def cmd_check_config(args) -> int:
+    from ..mailout.render import check_overrides
+
     cfg = _config(args)
+    problems = check_overrides(cfg)
+    if problems:
+        raise ConfigError(problems)
     print(f"{cfg.path}: OK ({len(cfg.groups)} groups, {len(cfg.technicians)} technicians, "
           f"{len(cfg.categories)} categories, {len(cfg.sla)} SLA policies)")
     return 0
@@ -305,9 +330,10 @@ def cmd_inbound_retry(args) -> int:
     from ..store import Inbound, utcnow
 
     rt = _open(args)
-    if not args.id.isdigit() or Inbound.get_or_none(Inbound.id == int(args.id)) is None:
-        raise UserError(f"no inbound message with id {args.id} (see `maildesk inbound list --failed`)")
-    ib = Inbound.get_by_id(int(args.id))
+    inbound_id = parse_id(args.id, "an inbound message id such as 42 (see `maildesk inbound list --failed`)")
+    if Inbound.get_or_none(Inbound.id == inbound_id) is None:
+        raise UserError(f"no inbound message with id {inbound_id} (see `maildesk inbound list --failed`)")
+    ib = Inbound.get_by_id(inbound_id)
     if ib.status != "quarantined":
         raise UserError(f"inbound message {ib.id} is {ib.status}, not quarantined: nothing to retry")
     ib = retry(rt, ib.id, utcnow())

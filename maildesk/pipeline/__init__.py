@@ -89,11 +89,12 @@ def process_pending(rt: Runtime, now: dt.datetime, should_stop=lambda: False, be
 
 
 def process_one(rt: Runtime, ib: Inbound, now: dt.datetime, raw: bytes | memoryview, summary: str | None = None,
-                earlier: Sequence[str] = (), reading=None) -> bool:
+                earlier: Sequence[str] = (), reading=None, retried: bool = False) -> bool:
     """Run the stages on one message; True if processed, False if quarantined.
-    `earlier` is the decision log of an earlier attempt (a retry keeps it)."""
+    `earlier` is the decision log of an earlier attempt (a retry keeps it); a
+    `retried` message is past the per-sender cap on new tickets."""
     ctx = Context(rt=rt, now=now, inbound=ib, raw=bytes(raw), summary=summary, reading=reading,
-                  decisions=list(earlier))
+                  decisions=list(earlier), retried=retried)
     try:
         with store.savepoint():  # a failing message undoes only itself
             try:
@@ -162,14 +163,15 @@ def _tell_sender_once(rt: Runtime, ib: Inbound, head, reason: str, now: dt.datet
     if Outbox.select().where((Outbox.inbound == ib) & (Outbox.kind == "too_large")).exists():
         return
     froms = [a.lower() for _, a in getaddresses([str(v) for v in head.get_all("From", [])]) if "@" in a]
-    if len(froms) != 1 or automatic.classify_for_desk(rt.cfg.desk, head) is not None:
+    if len(froms) != 1 or automatic.classify_for_desk(rt.cfg.desk, head, rt.key) is not None:
         return
     queue_mail(rt, now, "too_large", rcpt=froms[0], inbound=ib,
                context={"reason": reason, "subject": ib.subject, "limit": rt.cfg.limits.max_message_bytes})
 
 
 def retry(rt: Runtime, inbound_id: int, now: dt.datetime) -> Inbound:
-    """Run a quarantined message through the pipeline again."""
+    """Run a quarantined message through the pipeline again; mail held by the per-sender
+    cap on new tickets goes past it."""
     with store.write_transaction():
         ib = Inbound.get_by_id(inbound_id)
         earlier = (ib.decisions.splitlines() if ib.decisions else []) + [f"retried at {now.isoformat()}:"]
@@ -177,5 +179,5 @@ def retry(rt: Runtime, inbound_id: int, now: dt.datetime) -> Inbound:
         ib.save(only=[Inbound.status, Inbound.error])
         raw = InboundRaw.get_or_none_by_id(inbound_id)
         # parsed again from the bytes: the summary was made by the code that failed
-        process_one(rt, ib, now, raw.data if raw else b"", None, earlier)
+        process_one(rt, ib, now, raw.data if raw else b"", None, earlier, retried=True)
     return Inbound.get_by_id(inbound_id)

@@ -8,7 +8,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..mailin import authentication
 from ..store import Inbound, Message, Ticket, add_event
+from ..vocab import Lane
 
 if TYPE_CHECKING:
     from ..service.runtime import Runtime
@@ -69,6 +71,8 @@ class Context:
     authenticated: bool = False
     auth_reason: str = ""
     spoofed_reference: bool = False
+    passed: authentication.Result | None = None  # whether the mail passed authentication (see `passed_authentication`)
+    retried: bool = False  # an admin ran `maildesk inbound retry`: past the per-sender cap
     token: tuple[str, int] | None = None  # (action, ticket id) of a verified one-click link
     body: str = ""  # the text after the command block, quoted history stripped
     commands: list = field(default_factory=list)
@@ -85,6 +89,29 @@ class Context:
     @property
     def ref(self) -> str:
         return self.rt.ref(self.ticket) if self.ticket else "-"
+
+    def passed_authentication(self) -> authentication.Result:
+        """Whether the mail passed authentication (mailin/authentication.py): its topmost
+        Authentication-Results, read raw, from a trusted server. Worked out once, by the
+        first stage that asks."""
+        if self.passed is None:
+            if self.mail is None:
+                self.passed = authentication.Result(False, "the mail could not be read")
+            else:
+                self.passed = authentication.check(
+                    self.sender, self.mail.raw_headers("authentication-results"),
+                    self.mail.raw_headers("x-ms-exchange-organization-authas"),
+                    authentication.Policy.of(self.cfg.security))
+        return self.passed
+
+    @property
+    def lane(self) -> Lane:
+        """Whose allowance this mail's answers use (vocab.Lane): authenticated staff are
+        never counted; authenticated and unauthenticated mail are counted apart."""
+        passed = self.passed_authentication().passed
+        if passed and self.sender and self.cfg.is_staff(self.sender):
+            return Lane.STAFF
+        return Lane.AUTH if passed else Lane.UNAUTH
 
     def decide(self, text: str) -> None:
         """One line of `maildesk why`."""

@@ -2,10 +2,13 @@
 
 A sender counts as authenticated (docs/security.md; guarantee 5) when both hold:
 
-- the topmost `Authentication-Results` header whose authserv-id is in
-  `security.trusted_authserv_ids` says `dmarc=pass`, or `dkim=pass` with a
-  `header.d` aligned to the From domain; or `security.trust_sender_address = true`
-  (an internal relay that already vouches for From);
+- the mail passed authentication (mailin/authentication.py): the topmost
+  `Authentication-Results` field, read raw, is from one of
+  `security.trusted_authserv_ids` and says `dmarc=pass` with `header.from` equal to
+  the From domain, or `dkim=pass` with a `header.d` in the From domain's
+  organizational domain; or Microsoft 365's own signals count
+  (`security.microsoft365`); or `security.trust_sender_address = true` (an internal
+  relay that already vouches for From);
 - the mail answers a desk mail that was sent to this very sender: its
   `In-Reply-To`/`References` carry a desk Message-ID whose HMAC is valid for the
   sender. A desk-domain id with a bad signature is a spoof.
@@ -14,8 +17,6 @@ A mail with more than one From address, or none, has no sender at all here.
 """
 
 from __future__ import annotations
-
-import authres
 
 from .. import signing
 from ..desk.lifecycle import is_participant
@@ -61,39 +62,10 @@ def check_sender(ctx: Context) -> tuple[bool, str]:
 
 
 def domain_authentication(ctx: Context) -> tuple[bool, str]:
-    sec = ctx.cfg.security
-    if sec.trust_sender_address:
-        return True, "security.trust_sender_address is on"
-    trusted = {a.lower() for a in sec.trusted_authserv_ids}
-    if not trusted:
-        return False, "no Authentication-Results can count: security.trusted_authserv_ids is empty"
-    from_domain = ctx.sender.rsplit("@", 1)[-1]
-    for value in ctx.mail.headers("Authentication-Results"):
-        try:
-            header = authres.AuthenticationResultsHeader.parse("Authentication-Results: " + value)
-        except Exception:  # noqa: BLE001 - authres raises several error types; a header it cannot read does not count
-            continue
-        if (header.authserv_id or "").lower() not in trusted:
-            continue
-        # RFC 8601 5: only the topmost header of a trusted server counts
-        for r in header.results:
-            if r.method == "dmarc" and r.result == "pass":
-                return True, f"dmarc=pass from {header.authserv_id}"
-        for r in header.results:
-            if r.method == "dkim" and r.result == "pass":
-                d = next((p.value for p in r.properties if p.type == "header" and p.name == "d"), "") or ""
-                if _aligned(from_domain, d.lower()):
-                    return True, f"dkim=pass header.d={d} from {header.authserv_id}"
-        summary = ", ".join(f"{r.method}={r.result}" for r in header.results) or "no results"
-        return False, f"Authentication-Results from {header.authserv_id} do not pass ({summary})"
-    return False, "no Authentication-Results header from a trusted server (security.trusted_authserv_ids)"
-
-
-def _aligned(from_domain: str, d: str) -> bool:
-    """DMARC relaxed alignment, approximated: one domain is the other or a subdomain of it."""
-    if not d:
-        return False
-    return from_domain == d or from_domain.endswith("." + d) or d.endswith("." + from_domain)
+    """The mail passed authentication (mailin/authentication.py): only the topmost
+    Authentication-Results counts, read raw, from a trusted server."""
+    result = ctx.passed_authentication()
+    return result.passed, result.reason
 
 
 def signed_reference(ctx: Context) -> tuple[bool, str]:

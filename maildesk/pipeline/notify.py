@@ -3,7 +3,9 @@ transaction as the changes that caused them (guarantee 3, docs/architecture.md).
 
 Nothing is sent here: `smtp.deliver_due` sends after the commit. The desk never
 answers automatic mail (RFC 3834), so automatic replies to such mail are dropped
-here whatever stage asked for them.
+here whatever stage asked for them. Each mail counts against the limits in the lane
+of the mail that caused it: staff, authenticated, or not (docs/mail.md, Floods: "a flood costs only
+the flooder").
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from .context import Context
 
 
 def queue_mail(ctx: Context) -> None:
+    lane = ctx.lane if ctx.intents else None  # whose allowance the answers use (vocab.Lane)
     for intent in ctx.intents:
         automatic = intent.kind in AUTO_REPLIES if intent.automatic is None else intent.automatic
         if ctx.automatic is not None and automatic and intent.rcpt == ctx.sender:
@@ -22,8 +25,8 @@ def queue_mail(ctx: Context) -> None:
         ticket = intent.ticket or ctx.ticket
         row = queue.queue_mail(
             ctx.rt, ctx.now, intent.kind, rcpt=intent.rcpt, rcpt_name=intent.rcpt_name,
-            ticket=ticket, context=intent.context, automatic=automatic,
-            from_name=intent.from_name, thread=intent.thread, inbound=ctx.inbound,
+            ticket=intent.ticket or ctx.ticket, context=intent.context, automatic=automatic,
+            from_name=intent.from_name, thread=intent.thread, inbound=ctx.inbound, lane=lane,
         )
         if row is None:
             ctx.decide(f"{intent.kind} to {intent.rcpt} not queued: that is the desk's own address")

@@ -21,6 +21,7 @@ from ..mailin.automatic import bounce_info, complaint_recipients, is_out_of_offi
 from ..mailout.queue import forget_suppressions
 from ..store import Message, Outbox, Suppression, Ticket
 from ..verp import verp_pattern
+from ..vocab import LOOP_HEADER
 from .context import Context, Discard
 
 # Automatic mail that may open a ticket of its own (without an acknowledgement).
@@ -39,7 +40,11 @@ def classify(ctx: Context) -> None:
             ctx.ticket = Ticket.get_by_id(prior)
             raise Discard("duplicate", f"Message-ID <{mail.message_id}> from the same sender is already stored "
                                        f"on {ctx.rt.ref(prior)}")
-    verdict = ctx.verdict if ctx.verdict is not False else automatic.classify_for_desk(ctx.cfg.desk, mail.tree())
+    verdict = ctx.verdict
+    if verdict is False:
+        verdict = automatic.classify_for_desk(ctx.cfg.desk, mail.tree(), ctx.rt.key)
+    if (verdict is None or verdict.kind != "own") and mail.raw_headers(LOOP_HEADER):
+        ctx.decide(f"{LOOP_HEADER} is another desk's, not this one's: the mail is judged as any other")
     if verdict is None:
         return
     ctx.automatic = verdict
@@ -58,13 +63,7 @@ def file_automatic(ctx: Context) -> None:
         _file_complaint(ctx)
     if ctx.sender and ctx.cfg.is_staff(ctx.sender):
         if verdict.kind == "auto-reply" and is_out_of_office(ctx.mail.tree()):
-            tz = ctx.cfg.desk.timezone
-            back = away.back_from_text(f"{ctx.mail.subject}\n{ctx.mail.text}", ctx.now, tz)
-            until = back or ctx.now + ctx.cfg.assignment.away_after_autoreply.total
-            routing.mark_away(ctx.rt, ctx.sender, until)
-            how = "the date in the reply" if back else "assignment.away_after_autoreply"
-            ctx.decide(f"{ctx.sender} is out of office: skipped by assignment until {until.astimezone(tz):%Y-%m-%d %H:%M} "
-                       f"({how})")
+            _mark_away(ctx)
     if ctx.ticket is not None:
         _store_automatic(ctx, kind="automatic")
         ctx.event("automatic", f"{verdict.kind} from {ctx.sender or ctx.inbound.from_addr or 'unknown sender'} threaded; "
@@ -74,6 +73,23 @@ def file_automatic(ctx: Context) -> None:
         ctx.decide(f"{verdict.kind} mail threads onto no ticket: it opens one, without acknowledgement")
         return
     raise Discard("automatic", "recorded; it threads onto no ticket")
+
+
+def _mark_away(ctx: Context) -> None:
+    """A technician's own out-of-office makes them away; a forged one must not empty
+    the queue (docs/security.md, Staff mail: only when it is authenticated; guarantee 7)."""
+    passed = ctx.passed_authentication()
+    if not passed.passed:
+        ctx.decide(f"out-of-office from {ctx.sender} is not authenticated ({passed.reason}): "
+                   "their availability is unchanged")
+        return
+    tz = ctx.cfg.desk.timezone
+    back = away.back_from_text(f"{ctx.mail.subject}\n{ctx.mail.text}", ctx.now, tz)
+    until = back or ctx.now + ctx.cfg.assignment.away_after_autoreply.total
+    routing.mark_away(ctx.rt, ctx.sender, until)
+    how = "the date in the reply" if back else "assignment.away_after_autoreply"
+    ctx.decide(f"{ctx.sender} is out of office ({passed.reason}): skipped by assignment until "
+               f"{until.astimezone(tz):%Y-%m-%d %H:%M} ({how})")
 
 
 def _store_automatic(ctx: Context, kind: str) -> None:

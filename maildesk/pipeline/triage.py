@@ -7,16 +7,20 @@ config and the mail, so that they can be tested without any I/O.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import re
 from dataclasses import dataclass
 
+from .. import store
 from ..config import Config
 from ..desk import lifecycle, routing, sla
+from ..mailin.authentication import Policy
 from ..mailout.queue import Thread, is_desk_address
+from ..mailout.render import snapshot
 from ..store import Ticket
-from ..vocab import LEVELS
-from .context import Context
+from ..vocab import COUNTED_LANES, LEVELS, Lane
+from .context import Context, Reject
 from .messages import store_message
 
 GENERAL = "General"
@@ -135,11 +139,14 @@ def open_ticket(ctx: Context) -> None:
         return
     cfg, mail, now = ctx.cfg, ctx.mail, ctx.now
     requester = ctx.logged_for or ctx.sender or next((a.addr for a in mail.from_ if a.addr), "") or "unknown"
+    lane = ctx.lane
+    hold_flood(ctx, requester, lane)
     t = Ticket(
         subject=ticket_subject(mail.subject, cfg.desk.ticket_prefix) if ctx.follows else (mail.subject or "(no subject)"),
         requester=requester, requester_name="" if ctx.logged_for else ctx.sender_name,
         status="new", created_at=now, updated_at=now, follows=ctx.follows,
         thread_root=None if ctx.logged_for else mail.message_id,  # the caller never saw the technician's mail
+        opened_lane=str(lane),
     )
     text = f"{mail.subject}\n{mail.reply_text}"  # the quoted history does not count
     cat = categorize(cfg, text)
@@ -148,6 +155,7 @@ def open_ticket(ctx: Context) -> None:
     t.group = cfg.category_group(cat.value)
     sla.apply_policy(ctx.rt, t, now)
     t.save()
+    _opened(ctx, requester, lane)
     t.is_new = True  # nothing fired, nothing sent yet: spares the lookups
     ctx.ticket, ctx.new_ticket = t, True
     lifecycle.add_participant(t, requester, "requester")
@@ -175,8 +183,52 @@ def open_ticket(ctx: Context) -> None:
     _notify_new(ctx, t, pri, cat)
 
 
+def hold_flood(ctx: Context, requester: str, lane: Lane) -> None:
+    """A flood costs only the flooder (docs/mail.md, Floods): past limits.new_tickets_per_sender_per_hour
+    a sender's new mail is held, quarantined as rate-limited and never lost, until an
+    admin's `maildesk inbound retry` takes it past the cap. Authenticated and
+    unauthenticated mail are counted apart, so that mail forged in a sender's name
+    never holds their own; staff mail is not counted."""
+    if lane not in COUNTED_LANES:
+        return
+    if ctx.retried:
+        ctx.decide("retried by an admin: past limits.new_tickets_per_sender_per_hour")
+        return
+    cap = ctx.cfg.limits.new_tickets_per_sender_per_hour
+    n = _opened_count(ctx, requester, lane)
+    if n >= cap:
+        whose = "that passed authentication" if lane == Lane.AUTH else "that did not pass authentication"
+        raise Reject(f"rate-limited: {requester} opened {n} tickets in the last hour by mail {whose} "
+                     f"(limits.new_tickets_per_sender_per_hour = {cap}); the mail is held, and "
+                     f"`maildesk inbound retry {ctx.inbound.id}` takes it past the cap")
+
+
+def _opened_count(ctx: Context, requester: str, lane: Lane) -> int:
+    """Tickets opened by this sender in the last hour, in this lane: read once a cycle,
+    then kept up to date (`_opened`)."""
+    counts = ctx.rt.memo.setdefault("opened_tickets", {})
+    key = (requester, str(lane))
+    if key not in counts:
+        hour = Ticket.created_at.db_value(ctx.now - dt.timedelta(hours=1))
+        counts[key] = store.scalar('SELECT COUNT(*) FROM "ticket" WHERE "requester" = ? AND "created_at" > ? '
+                                   'AND "opened_lane" = ?', (requester, hour, str(lane))) or 0
+    return counts[key]
+
+
+def _opened(ctx: Context, requester: str, lane: Lane) -> None:
+    counts = ctx.rt.memo.get("opened_tickets", {})
+    key = (requester, str(lane))
+    if key in counts:
+        counts[key] += 1
+
+
 def _is_desk(ctx: Context, addr: str) -> bool:
     return is_desk_address(ctx.rt, addr)
+
+
+def _withheld(ctx: Context) -> bool:
+    """Whether the acknowledgement must hold back what the mail said."""
+    return not ctx.passed_authentication().passed and Policy.of(ctx.cfg.security).has_trusted_servers
 
 
 def _notify_new(ctx: Context, t: Ticket, pri: Priority, cat: Decision) -> None:
@@ -191,6 +243,16 @@ def _notify_new(ctx: Context, t: Ticket, pri: Priority, cat: Decision) -> None:
         by = ctx.cfg.technician(ctx.sender)
         ctx.send("ack", t.requester, ticket=t, thread=Thread(), automatic=False,
                  context=context | {"logged_by": by.display_name if by else ctx.sender})
+    elif _withheld(ctx):
+        # docs/mail.md, Floods: to a sender whose mail did not pass authentication, the
+        # reference only; never the subject or text (nor the display name) an attacker
+        # wrote, reflected to the address they forged
+        ctx.decide("the mail did not pass authentication: its acknowledgement carries the reference, "
+                   "not the subject or text, and goes to the sender alone")
+        shown = {k: v for k, v in snapshot(t).items() if k in ("id", "status", "priority", "response_due", "resolution_due")}
+        ctx.send("ack", t.requester, ticket=t, context={"withheld": True, "ticket": shown},
+                 thread=Thread.after(ctx.mail.message_id, ctx.mail.references))
+
     else:
         ctx.send("ack", t.requester, rcpt_name=t.requester_name, ticket=t, context=context,
                  thread=Thread.after(ctx.mail.message_id, ctx.mail.references))

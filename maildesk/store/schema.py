@@ -100,6 +100,9 @@ class Ticket(BaseModel):
     follows = ForeignKeyField("self", null=True, backref="followers", on_delete="SET NULL")
     # threading of the requester's conversation: their first Message-ID
     thread_root = TextField(null=True)
+    # the standing of the mail that opened it (mailout/queue.py LANES, or "staff"): the
+    # per-sender cap on new tickets counts each apart (limits.new_tickets_per_sender_per_hour)
+    opened_lane = CharField(null=True)
 
     # the fields mail templates see (render.snapshot)
     SNAPSHOT = ("id", "subject", "requester", "requester_name", "status", "category", "impact", "urgency",
@@ -108,7 +111,7 @@ class Ticket(BaseModel):
                 "reopen_count", "parent")
 
     class Meta:
-        indexes = ((("sla_next_at",), False), (("status", "created_at"), False))
+        indexes = ((("sla_next_at",), False), (("status", "created_at"), False), (("requester", "created_at"), False))
 
     if TYPE_CHECKING:
         # what peewee adds for the foreign keys: their raw ids, and the backrefs
@@ -269,6 +272,8 @@ class Outbox(BaseModel):
     created_at = UtcDateTimeField()
     sent_at = UtcDateTimeField(null=True)
     inbound = ForeignKeyField(Inbound, null=True, backref="outbox", on_delete="SET NULL")
+    # the counters it counts in (mailout/queue.py LANES): the standing of the mail that caused it
+    lane = CharField(null=True)
 
     class Meta:
         indexes = (

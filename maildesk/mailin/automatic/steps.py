@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.message import Message
 
+from ...signing import loop_value
 from ...vocab import LOOP_HEADER
 from .bounces import _original_message_ids, _unique, _verp_ids, delivery_status, find_bounce
 from .view import (
@@ -37,11 +38,16 @@ class _Desk:
     locals: frozenset[str]  # local parts of the desk addresses
     domains: frozenset[str]  # their domains, and own_domain
     loop_header: str
+    loop_value: str | None  # the header's value on this desk's mail; None: any value
 
 
 def _own_mail(mail: _Mail, desk: _Desk) -> Verdict | None:
-    """The desk's own mail, come back: never answer it, or two desks answer each other forever."""
-    if mail.has(desk.loop_header):
+    """The desk's own mail, come back: never answer it, or two desks answer each other forever.
+
+    The loop header counts by its value: another maildesk's mail carries its own, and a
+    person's reply relayed by that desk is a person's mail here."""
+    if any(desk.loop_value is None or " ".join(v.split()).lower() == desk.loop_value
+           for v in mail.headers(desk.loop_header.lower())):
         return Verdict("own", f"{desk.loop_header} header (the desk's own mail)")
     text = " ".join(v for _, v in mail.sender_fields).lower()
     if not any(local in text for local in desk.locals):
@@ -201,15 +207,16 @@ STEPS: tuple[Callable[[_Mail, _Desk], Verdict | None], ...] = (
 
 def classify(msg: Message, *, desk_addresses: Iterable[str],
              own_loop_header: str = "X-Maildesk-Loop",
-             own_domain: str | None = None) -> Verdict | None:
+             own_domain: str | None = None, own_loop_value: str | None = None) -> Verdict | None:
     """The kind of automatic mail this is and why, or None for mail that a person wrote.
 
-    The desk's own mail is recognised by own_loop_header, by a From, Sender or Return-Path that
+    The desk's own mail is recognised by own_loop_header (with the value own_loop_value,
+    when given: `signing.loop_value`), by a From, Sender or Return-Path that
     is one of desk_addresses, or that is a sub-address (local+anything@domain) of one of them;
     own_domain, when given, is one more domain on which such sub-addresses (the VERP envelope
     sender) count as the desk's own.
     """
-    desk = _desk(tuple(desk_addresses), own_loop_header, own_domain)
+    desk = _desk(tuple(desk_addresses), own_loop_header, own_domain, own_loop_value)
     mail = _Mail(msg)
     for step in STEPS:
         verdict = step(mail, desk)
@@ -219,13 +226,15 @@ def classify(msg: Message, *, desk_addresses: Iterable[str],
 
 
 @functools.lru_cache(maxsize=16)
-def _desk(desk_addresses: tuple[str, ...], own_loop_header: str, own_domain: str | None) -> _Desk:
+def _desk(desk_addresses: tuple[str, ...], own_loop_header: str, own_domain: str | None,
+          own_loop_value: str | None = None) -> _Desk:
     addresses = frozenset(addr for _, addr in _addresses(desk_addresses) if "@" in addr)
     domains = {a.rsplit("@", 1)[1] for a in addresses}
     if own_domain:
         domains.add(own_domain.strip().lower())
     return _Desk(addresses=addresses, locals=frozenset(a.rsplit("@", 1)[0] for a in addresses),
-                 domains=frozenset(domains), loop_header=own_loop_header)
+                 domains=frozenset(domains), loop_header=own_loop_header,
+                 loop_value=" ".join(own_loop_value.split()).lower() if own_loop_value else None)
 
 
 def is_out_of_office(msg: Message) -> bool:
@@ -268,7 +277,9 @@ def bounce_info(msg: Message, *, verp: re.Pattern[str]) -> BounceInfo | None:
                       verp_ids=_verp_ids(mail, verp), diagnostic=bounce.diagnostic)
 
 
-def classify_for_desk(desk, msg: Message) -> Verdict | None:
+def classify_for_desk(desk, msg: Message, key: bytes | None = None) -> Verdict | None:
     """`classify` with this desk's own address, domain and loop header (`desk` is the
-    config's `Desk`)."""
-    return classify(msg, desk_addresses=[desk.address], own_loop_header=LOOP_HEADER, own_domain=desk.domain)
+    config's `Desk`); with the signing `key`, the loop header counts only with this
+    desk's own value."""
+    return classify(msg, desk_addresses=[desk.address], own_loop_header=LOOP_HEADER, own_domain=desk.domain,
+                    own_loop_value=loop_value(key, desk.address) if key is not None else None)

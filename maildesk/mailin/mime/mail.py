@@ -14,7 +14,7 @@ from datetime import datetime
 
 from ...errors import MaildeskError
 from .quotes import strip_quoted
-from .text import clean_header_text, decode_header_value
+from .text import _text_of_raw, clean_header_text, decode_header_value
 from .tree import STDLIB_PARSER as _PARSER
 
 
@@ -44,7 +44,11 @@ class AttachmentPart:
 
 # Headers a summary keeps, for the stages that read headers beyond the usual ones
 # (sender authentication, urgency); anything else is read from the MIME tree.
-SUMMARY_HEADERS = ("authentication-results", "importance", "x-priority", "priority")
+SUMMARY_HEADERS = ("importance", "x-priority", "priority")
+# Headers a summary keeps as they stand, never decoded from RFC 2047: the receiving
+# server's authentication verdicts (mailin/authentication.py), top first, and the loop
+# header (whose value says which desk wrote the mail).
+RAW_HEADERS = ("authentication-results", "x-ms-exchange-organization-authas", "x-maildesk-loop")
 
 
 @dataclass
@@ -68,6 +72,7 @@ class ParsedMail:
     size: int = 0  # len(raw)
     raw: bytes = b""  # kept by from_summary, to build the tree when it is asked for
     kept_headers: dict | None = None  # SUMMARY_HEADERS, when made from a summary
+    kept_raw: dict | None = None  # RAW_HEADERS, when made from a summary that has them
 
     def tree(self) -> email.message.Message:
         """The compat32 MIME tree, parsed now if this mail was made from a summary."""
@@ -90,6 +95,15 @@ class ParsedMail:
             if key.lower() == name
         ]
 
+    def raw_headers(self, name: str) -> list[str]:
+        """The values of the message's own fields of that name, topmost first, as they
+        stand: unfolded, control characters gone, never decoded from RFC 2047."""
+        name = name.lower()
+        if self.kept_raw is not None and name in RAW_HEADERS:
+            return list(self.kept_raw.get(name, []))
+        return [clean_header_text(_text_of_raw(str(value))) for key, value in self.tree().raw_items()
+                if key.lower() == name]
+
     def summary(self) -> dict:
         """What the desk process needs of this mail, as JSON-ready data: the mail
         process parses each message once and stores this beside its bytes."""
@@ -103,6 +117,7 @@ class ParsedMail:
             "text": self.text, "html": self.html, "defects": self.defects, "size": self.size,
             "attachments": [[p.filename, p.content_type, p.size, p.sha256] for p in self.attachments],
             "headers": {h: self.headers(h) for h in SUMMARY_HEADERS},
+            "raw_headers": {h: self.raw_headers(h) for h in RAW_HEADERS},
         }
 
     @classmethod
@@ -115,6 +130,7 @@ class ParsedMail:
             date=datetime.fromisoformat(d["date"]) if d["date"] else None, text=d["text"], html=d["html"],
             attachments=[AttachmentPart(f, t, None, n, h) for f, t, n, h in d["attachments"]],
             defects=d["defects"], size=d["size"], raw=raw, kept_headers=d["headers"],
+            kept_raw=d.get("raw_headers"),  # a summary stored before RAW_HEADERS: read from the bytes
         )
 
     @functools.cached_property
