@@ -4,7 +4,9 @@ Every mail the desk sends has a Message-ID that carries an HMAC over the ticket 
 the recipient: a reply that cites it proves which mail it answers and to whom that
 mail was sent (DESIGN section 4). One-click actions (confirm, reject, survey rating)
 are `mailto:` links whose subject carries a token signed the same way, so that a
-link-following mail scanner cannot trigger them and nobody can forge them.
+link-following mail scanner cannot trigger them and nobody can forge them. The
+envelope sender of each mail (VERP) carries a signature over the outgoing row and its
+recipient, so that only that recipient's mail system can bounce it.
 
 The key is `security.secret_file`, or a random secret kept in the database.
 """
@@ -54,6 +56,17 @@ def signed_id_sender(key: bytes, message_id: str, candidates, domain: str) -> st
         if verify_message_id(key, message_id, rcpt, domain) is not None:
             return rcpt
     return None
+
+
+def verp_signature(key: bytes, outbox_id: int, rcpt: str) -> str:
+    """The signature in the envelope sender of outbox row `outbox_id`, sent to `rcpt`
+    (16 hex digits: 64 bits, short enough for a local part, too long to guess)."""
+    return _mac(key, "verp", int(outbox_id), rcpt.lower())[:16]
+
+
+def verify_verp(key: bytes, outbox_id: int, rcpt: str, signature: str) -> bool:
+    """Whether `signature` is the VERP signature of row `outbox_id` sent to `rcpt`."""
+    return hmac.compare_digest(verp_signature(key, outbox_id, rcpt), (signature or "").lower())
 
 
 def make_token(key: bytes, action: str, ticket_id: int, rcpt: str) -> str:

@@ -2,7 +2,8 @@
 
 1. a one-click token in the subject (signed for this sender);
 2. `In-Reply-To`, then `References` from the newest, against every stored
-   Message-ID, inbound and outbound;
+   Message-ID, inbound and outbound (never the ids of automatic mail, bounces and
+   reports: NOT_ANCHORS);
 3. the subject tag `[INC-42]`, but only when the sender is a participant of that
    ticket or staff: a stranger's mail with a guessed tag starts a new ticket;
 4. otherwise a new ticket.
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 
 TAG = re.compile(r"\[\s*([A-Za-z][A-Za-z0-9]*)-(\d{1,12})\s*\]")
 MAX_IDS = 60  # a References header longer than this is not worth more queries
+# stored kinds of message whose Message-ID never threads anything: a bounce's or a
+# report's own id is the sender's to choose (a planted anchor)
+NOT_ANCHORS = ("automatic", "bounce", "complaint")
 
 
 def find_ticket(ctx: Context) -> None:
@@ -55,7 +59,9 @@ def _by_message_id(ctx: Context) -> bool:
         return False
     found: dict[str, tuple[int, str]] = {}
     marks = ", ".join("?" * len(ids))
-    for mid, tid in store.execute(f'SELECT "message_id", "ticket_id" FROM "message" WHERE "message_id" IN ({marks})', ids):
+    skip = ", ".join("?" * len(NOT_ANCHORS))
+    for mid, tid in store.execute(f'SELECT "message_id", "ticket_id" FROM "message" WHERE "message_id" IN ({marks}) '
+                                  f'AND "kind" NOT IN ({skip})', ids + list(NOT_ANCHORS)):
         found.setdefault(mid, (tid, "message"))
     for mid, tid, kind in store.execute(
         f'SELECT "message_id", "ticket_id", "kind" FROM "outbox" WHERE "message_id" IN ({marks}) AND "ticket_id" IS NOT NULL', ids
