@@ -91,6 +91,7 @@ class MailKind(StrEnum):
     TASK_ASSIGNED = "task_assigned"
     TOO_LARGE = "too_large"
     UNAUTHENTICATED = "unauthenticated"
+    UNVERIFIED = "unverified"
     WITHDRAWN = "withdrawn"
 
 
@@ -98,7 +99,7 @@ class MailKind(StrEnum):
 # automatic replies ([limits]) and say `Auto-Submitted: auto-replied` (RFC 3834).
 AUTO_REPLIES = frozenset({
     MailKind.ACK, MailKind.REFUSED, MailKind.HELP, MailKind.TOO_LARGE, MailKind.SURVEY_THANKS,
-    MailKind.UNAUTHENTICATED,
+    MailKind.UNAUTHENTICATED, MailKind.UNVERIFIED,
 })
 # Written by a person, relayed by the desk: no Auto-Submitted at all.
 PERSONAL = frozenset({MailKind.RELAY, MailKind.RESOLUTION})

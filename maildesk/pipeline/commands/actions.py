@@ -150,5 +150,6 @@ def _run_reopen(ctx, _):
 
 
 def _name(ctx) -> str:
+    """The technician's configured name; never a display name taken from the mail."""
     tech = ctx.cfg.technician(ctx.sender)
-    return tech.display_name if tech else (ctx.sender_name or ctx.sender)
+    return tech.display_name if tech else ctx.sender

@@ -72,7 +72,9 @@ def _run_all(ctx: Context, parsed) -> None:
 def _new_mail(ctx: Context) -> None:
     """A new mail runs no commands, except that a mail of just #help gets the list."""
     block, rest = split_block(ctx.mail.reply_text)
-    ctx.body = ctx.mail.text.strip()  # a new mail is kept whole: a forwarded history is the incident
+    # a new mail is kept whole: a forwarded history is the incident (a follow-up opened
+    # by a 'not fixed' link brings its comment, set by correlate)
+    ctx.body = ctx.body or ctx.mail.text.strip()
     if block and not rest and all(COMMAND_LINE.match(line).group(1).lower() == "help" for line in block):
         if ctx.sender and not ctx.automatic:
             ctx.is_staff = ctx.cfg.is_staff(ctx.sender)

@@ -112,6 +112,9 @@ def may_run(ctx: Context, command: Command) -> str | None:
         return "only technicians may use it"
     if command.who == "requester" and not (ctx.role == "requester" or ctx.is_staff):
         return f"only the requester of {ctx.ref} may use it"
+    if command.who == "requester" and ctx.role == "requester":
+        # DESIGN section 4: closing needs a verified mail (authenticated, a signed link, or a signed desk id)
+        return None if ctx.verified else f"your mail is not verified: {ctx.verified_reason}"
     if not ctx.authenticated:
         return f"you are not authenticated: {ctx.auth_reason}"
     return None
