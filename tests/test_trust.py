@@ -19,6 +19,7 @@ import pytest
 
 from maildesk import signing
 from maildesk.desk.links import MAILTO_BODY, click_comment, judge_click
+from maildesk.pipeline.commands.table import command_text, split_block
 from maildesk.pipeline.screen import Report, signed_row
 from maildesk.verp import verp_address, verp_pattern
 from tests.conftest import mail, reply_to
@@ -318,6 +319,79 @@ def test_a_reply_to_an_alert_is_recorded_and_opens_no_ticket(desk):
     assert desk.inbound()[0]["outcome"] == "recorded"
 
 
+# --- 3. staff-only mail stays staff-only ----------------------------------------------
+
+
+def test_a_staff_reply_to_an_escalation_is_an_internal_note_and_no_first_response(desk):
+    ack, notice = open_ticket(desk)
+    desk.deliver(reply_to(notice, "alice@example.test", "#escalate"))
+    desk.run()
+    escalated = desk.sent(to="carol@example.test")[-1]
+    assert "for staff only" in escalated.text
+    desk.smtp.reset()
+    desk.deliver(reply_to(escalated, "carol@example.test", "Call the CEO now, his VPN token is 4711."))
+    desk.run()
+    assert not desk.sent(to="jane@example.org")
+    note = desk.ticket("INC-1")["messages"][-1]
+    assert note["internal"] and "CEO" in note["body"]
+    assert desk.tickets()[0]["first_response_at"] is None
+    assert "staff-only mail (escalated)" in why(desk, desk.inbound()[0]["message_id"])
+    desk.deliver(reply_to(escalated, "carol@example.test", "#public\nWe are on it, Jane."))
+    desk.run()
+    (relay,) = desk.sent(to="jane@example.org")
+    assert "We are on it" in relay.text and "#public" not in relay.text and "CEO" not in relay.text
+    assert desk.tickets()[0]["first_response_at"] is not None
+
+
+def test_a_done_note_answering_a_task_mail_stays_internal(desk):
+    ack, notice = open_ticket(desk)
+    desk.deliver(reply_to(notice, "alice@example.test", "#task swap the drum @bob"))
+    desk.run()
+    task_mail = desk.sent(to="bob@example.test")[-1]
+    desk.smtp.reset()
+    desk.deliver(reply_to(task_mail, "bob@example.test", "#done 1\nSwapped; the service PIN is 0000."))
+    desk.run()
+    assert desk.ticket("INC-1")["tasks"][0]["done"]
+    assert not desk.sent(to="jane@example.org")
+
+
+def test_a_reply_to_the_major_incident_notice_stays_internal(desk):
+    ack, notice = open_ticket(desk)
+    desk.deliver(reply_to(notice, "alice@example.test", "#major"))
+    desk.run()
+    major = desk.sent(to="im@example.test")[-1]
+    desk.smtp.reset()
+    desk.deliver(reply_to(major, "im@example.test", "Call the CEO now."))
+    desk.run()
+    assert not desk.sent(to="jane@example.org")
+    assert desk.ticket("INC-1")["messages"][-1]["internal"]
+
+
+def test_resolving_in_a_reply_to_a_staff_only_mail_sends_the_templates_words_only(desk):
+    ack, notice = open_ticket(desk)
+    desk.deliver(reply_to(notice, "alice@example.test", "#escalate"))
+    desk.run()
+    escalated = desk.sent(to="carol@example.test")[-1]
+    desk.smtp.reset()
+    desk.deliver(reply_to(escalated, "carol@example.test", "#resolve fixed\nRoot cause: Bob's typo in the firewall."))
+    desk.run()
+    (res,) = desk.sent(to="jane@example.org")
+    assert "Resolved" in res.subject and "typo" not in res.text and "marked it resolved" in res.text
+    assert any(m["internal"] and "typo" in m["body"] for m in desk.ticket("INC-1")["messages"])
+
+
+@pytest.mark.parametrize("prefix", ["\uff03note", "\u200b#note", "\u200f#note", "#\uff4e\uff4f\uff54\uff45",
+                                    "\ufeff#note", "\u00a0\u200b\n#note"])
+def test_a_look_alike_note_stays_internal(desk, prefix):
+    ack, notice = open_ticket(desk)
+    desk.smtp.reset()
+    desk.deliver(reply_to(notice, "alice@example.test", f"{prefix}\nJane's manager says she is on notice."))
+    desk.run()
+    assert not desk.sent(to="jane@example.org")
+    note = desk.ticket("INC-1")["messages"][-1]
+    assert note["internal"] and note["kind"] == "note" and "on notice" in note["body"]
+
+
 # --- 4. honest attribution ------------------------------------------------------------
 
 
@@ -519,5 +593,9 @@ def test_tokens_name_their_recipient_and_resolution_and_old_ones_are_told_apart(
     assert signing.find_token("Re: fixed-1-0123456789abcdef").old
 
 
-def test_a_clicks_comment_is_what_is_written_above_the_prepared_line():
+def test_commands_are_read_after_nfkc_with_format_characters_dropped():
+    assert command_text("\uff03\uff4e\uff4f\uff54\uff45") == "#note"
+    assert command_text("\u200f\u200b#note\u200e") == "#note"
+    block, rest = split_block("\u200b\n\ufeff#note\nsecret words")
+    assert block == ["#note"] and rest == "secret words"
     assert click_comment(f"Thanks!\n\n{MAILTO_BODY}") == "Thanks!"

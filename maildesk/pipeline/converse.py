@@ -12,7 +12,8 @@
   own conversation; it is the first response for the SLA. On a major incident it
   also goes to the requester of every child ticket, each in their own thread.
   An unauthenticated technician's mail is never relayed: it is kept as an internal
-  note and its sender is told why. `#note` mail is internal and goes to nobody.
+  note and its sender is told why. `#note` mail, and a reply to a staff-only mail
+  without `#public` (the commands stage decides), is internal and goes to nobody.
 """
 
 from __future__ import annotations
