@@ -437,8 +437,9 @@ class Demo:
 
 def outbox_id(captured) -> int:
     """The outbox row of a mail the desk sent, from its VERP envelope sender
-    (helpdesk+bounce-ID@example.test: so that a bounce names the mail it answers)."""
-    match = re.search(r"\+bounce-(\d+)@", captured.envelope_from or "")
+    (helpdesk+bounce-ID-SIGNATURE@example.test: so that a bounce names the mail it
+    answers, and nobody but its recipient's mail system can bounce it)."""
+    match = re.search(r"\+bounce-(\d+)(?:-[0-9a-f]+)?@", captured.envelope_from or "")
     return int(match.group(1)) if match else 0
 
 

@@ -111,6 +111,7 @@ class MailKind(StrEnum):
     TASK_ASSIGNED = "task_assigned"
     TOO_LARGE = "too_large"
     UNAUTHENTICATED = "unauthenticated"
+    UNVERIFIED = "unverified"
     WITHDRAWN = "withdrawn"
 
 
@@ -118,7 +119,7 @@ class MailKind(StrEnum):
 # automatic replies ([limits]) and say `Auto-Submitted: auto-replied` (RFC 3834).
 AUTO_REPLIES = frozenset({
     MailKind.ACK, MailKind.REFUSED, MailKind.HELP, MailKind.TOO_LARGE, MailKind.SURVEY_THANKS,
-    MailKind.UNAUTHENTICATED,
+    MailKind.UNAUTHENTICATED, MailKind.UNVERIFIED,
 })
 # Staff notices that mail from outside causes: they count against the desk-wide hourly
 # cap like automatic replies (limits.auto_replies_per_hour), so that a flood of new
@@ -133,6 +134,25 @@ def auto_submitted(kind: str) -> str | None:
     if kind in PERSONAL:
         return None
     return "auto-replied" if kind in AUTO_REPLIES else "auto-generated"
+
+
+# Desk mail a technician may answer in public: it carries the requester's words or
+# went to the requester too (the assignment notice, relays, a reopening by the
+# requester's reply). Every other desk mail to staff is staff-only (DESIGN section 4
+# "Commands": reminders, escalations, task mails, reviews, major-incident notices,
+# answers to #history/#kb search/#help, refusals, reports, alerts, and whatever kind
+# is added later): a reply to it is an internal note unless it starts with #public.
+STAFF_REPLY_PUBLIC = frozenset({
+    MailKind.ASSIGNED, MailKind.REQUESTER_REPLY, MailKind.REOPENED, MailKind.RELAY, MailKind.ACK,
+    MailKind.RESOLUTION, MailKind.SURVEY, MailKind.SURVEY_THANKS,
+})
+
+
+def is_staff_only(kind: str) -> bool:
+    """Whether a staff member's reply to desk mail of this kind stays internal. `kind`
+    is the outbox kind of the mail answered; "message" (a mail of the conversation
+    itself) and "" (no desk mail: the subject tag) are not desk mail."""
+    return bool(kind) and kind != "message" and kind not in STAFF_REPLY_PUBLIC
 
 
 # The header by which the desk knows its own mail when it comes back (loop prevention).

@@ -83,7 +83,9 @@ def test_a_feedback_complaint_stops_automatic_mail_to_that_address(desk):
         "--F\r\nContent-Type: text/plain\r\n\r\nThis is an abuse report.\r\n"
         "--F\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nUser-Agent: ISP-FBL/1.0\r\nVersion: 1\r\n"
         "Original-Rcpt-To: grumpy@example.org\r\n"
-        f"--F\r\nContent-Type: message/rfc822\r\n\r\nFrom: helpdesk@example.test\r\nTo: grumpy@example.org\r\n"
+        # the ISP returns the original with its envelope sender: the desk's signed VERP address
+        f"--F\r\nContent-Type: message/rfc822\r\n\r\nReturn-Path: <{ack.envelope_from}>\r\n"
+        "From: helpdesk@example.test\r\nTo: grumpy@example.org\r\n"
         f"Message-ID: {ack.header('Message-ID')}\r\nSubject: x\r\n\r\nbody\r\n--F--\r\n"
     ).encode()
     desk.deliver(arf)

@@ -58,7 +58,7 @@ def test_resolution_mail_carries_the_text_and_two_signed_links(desk):
     subjects = list(links(res))
     assert any("Yes, it is fixed" in s and "[INC-1]" in s for s in subjects)
     assert any("No, it is not fixed" in s for s in subjects)
-    assert all(re.search(r"(fixed|notfixed)-1-[0-9a-f]{16}", s) for s in subjects)
+    assert all(re.search(r"(fixed|notfixed)-1-0-[0-9a-f]{16}", s) for s in subjects)  # bound to resolution 0
     assert "closes by itself in 3 days" in res.text
     assert res.message.get_content_type() == "multipart/alternative"  # text plus HTML
 
@@ -167,18 +167,19 @@ def test_survey_goes_at_most_once_per_requester_in_the_period(desk):
     assert sum(1 for t in desk.tickets() if desk.ticket(t["ref"])["survey"]) == 1
 
 
-def test_a_forged_survey_token_is_ignored_and_logged(desk):
+def test_a_forged_survey_token_is_ordinary_mail_and_someone_elses_link_changes_nothing(desk):
     ack, notice = new_ticket(desk)
     resolve(desk, notice)
     res = desk.sent(subject_has="Resolved")[0]
     click(desk, res, "Yes, it is fixed", now=at("11:00"))
-    desk.deliver(mail("jane@example.org", "[INC-1] Rating 1 - Very poor (rate1-1-0123456789abcdef)", "x"))
+    desk.deliver(mail("jane@example.org", "[INC-1] Rating 1 - Very poor (rate1-1-0-0123456789abcdef)", "Thanks!"))
     desk.deliver(mail("mallory@evil.example",
                       next(s for s in links(desk.sent(subject_has="How did we do")[0]) if "Rating 1" in s), "x"))
     desk.run(now=at("11:05"))
     assert desk.ticket("INC-1")["survey"]["rating"] is None
-    outcomes = [i["outcome"] for i in desk.inbound()[:2]]
-    assert outcomes == ["ignored", "ignored"]
+    outcomes = {i["from"]: i["outcome"] for i in desk.inbound()[:2]}
+    assert outcomes == {"mallory@evil.example": "ignored", "jane@example.org": "reply"}
+    assert any(e["kind"] == "click-refused" and "mallory@evil.example" in e["detail"] for e in desk.ticket("INC-1")["events"])
 
 
 # --- major incidents -----------------------------------------------------------------

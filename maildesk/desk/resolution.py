@@ -1,9 +1,12 @@
 """Resolution, closure and reopening, with the mail each one sends (ITIL steps 7-8).
 
 - `resolve_ticket`: the requester gets the resolution and two one-click `mailto:`
-  links ("Yes, it is fixed" / "No, it is not fixed") whose subjects carry signed
-  tokens; a major incident's children are resolved the same way, each requester
-  getting their own mail.
+  links ("Yes, it is fixed" / "No, it is not fixed") whose subjects carry tokens
+  signed for them and bound to this resolution (links.py); cc participants get the
+  resolution without links (DESIGN section 4: links go to the requester alone). A
+  major incident's children are resolved the same way, each requester getting their
+  own mail. `text` is what the requester reads; "" leaves the template's words (a
+  resolution written in a reply to a staff-only mail).
 - `close_ticket`: the survey goes out (survey.py); a major incident's children close
   with it, and the incident managers get the post-incident review.
 - `reopen_ticket`: back to open with the same assignee, who is told.
@@ -47,11 +50,13 @@ def _send_resolution(rt: Runtime, ticket, text, now, actor, by_name, inbound) ->
     for rcpt in _requester_side(ticket):
         if "@" not in rcpt:
             continue
+        links = {}
+        if rcpt == ticket.requester:  # confirm and reject are the requester's alone
+            links = {"fixed_link": mailto(rt, "fixed", ticket, rcpt, "Yes, it is fixed"),
+                     "notfixed_link": mailto(rt, "notfixed", ticket, rcpt, "No, it is not fixed")}
         queue_mail(rt, now, "resolution", rcpt=rcpt, ticket=ticket, from_name=by_name or None, inbound=inbound,
                    context={
-                       "resolution": text, "by": by_name,
-                       "fixed_link": mailto(rt, "fixed", ticket, rcpt, "Yes, it is fixed"),
-                       "notfixed_link": mailto(rt, "notfixed", ticket, rcpt, "No, it is not fixed"),
+                       "resolution": text, "by": by_name, **links,
                        "auto_close_after": rt.cfg.lifecycle.auto_close_after.words,
                        "auto_close_at": now + rt.cfg.lifecycle.auto_close_after.total,
                    })

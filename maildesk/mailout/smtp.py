@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, cast
 
 import aiosmtplib
 
-from .. import faults
+from .. import faults, signing
 from ..errors import MaildeskError
 from ..store import Outbox
 from ..verp import verp_address
@@ -190,7 +190,8 @@ async def _deliver(rt: Runtime, rows, on_results, should_stop, connections: Conn
                 if down:
                     results.append((row.id, "deferred", down[0]))
                     continue
-                envelope = verp_address(rt.cfg.desk.bounce_address, rt.cfg.desk.local_part, rt.cfg.desk.domain, row.id)
+                envelope = verp_address(rt.cfg.desk.bounce_address, rt.cfg.desk.local_part, rt.cfg.desk.domain, row.id,
+                                        signing.verp_signature(rt.key, row.id, row.rcpt))
                 try:
                     raw = render_row(rt, row)
                 except Exception as e:  # noqa: BLE001 - a broken template fails its mail, not the run

@@ -64,16 +64,24 @@ class Context:
     new_ticket: bool = False
     follows: Ticket | None = None  # the closed ticket a late reply follows up
     logged_for: str = ""  # set by commands (#for): the caller a technician logs the incident for
+    cites: Ticket | None = None  # a ticket whose mail a non-participant cited (correlate): mentioned, not joined
+    subject: str = ""  # the subject of the ticket this mail opens, when not the mail's own (a follow-up by link)
     sender: str = ""  # the one unambiguous sender address, lower case, or ""
     sender_name: str = ""
     role: str = "stranger"  # requester | staff | participant | stranger
     is_staff: bool = False  # a technician or incident manager, whatever their role here
     authenticated: bool = False
     auth_reason: str = ""
+    domain_authenticated: bool = False  # Authentication-Results (or trust_sender_address) vouch for From
+    domain_auth_reason: str = ""
+    auth_warning: str = ""  # for staff notices: requester-side mail that failed authentication (identity)
+    verified: bool = False  # requester side: authenticated, a valid one-click link, or a signed desk id for the sender
+    verified_reason: str = ""
     spoofed_reference: bool = False
     passed: authentication.Result | None = None  # whether the mail passed authentication (see `passed_authentication`)
     retried: bool = False  # an admin ran `maildesk inbound retry`: past the per-sender cap
-    token: tuple[str, int] | None = None  # (action, ticket id) of a verified one-click link
+    token: Any = None  # signing.Token of a one-click link whose signature is valid for `token_rcpt` (correlate)
+    token_rcpt: str = ""  # whom that link was made for; it acts only when they sent it
     body: str = ""  # the text after the command block, quoted history stripped
     commands: list = field(default_factory=list)
     internal: bool = False  # a #note, or a refused command mail

@@ -1,14 +1,19 @@
 """Stage 8: a reply on an existing ticket joins its conversation.
 
 - A requester's (or Cc'd participant's) reply is stored and relayed to the assignee
-  (or the group). On a resolved or closed ticket within the reopen window it
-  reopens the ticket, unless it is only a thank-you.
+  (or the group), naming its sender's address and whether the mail was verified
+  (never a display name from the mail). On a resolved or closed ticket within the
+  reopen window it reopens the ticket, unless it is only a thank-you. Those a
+  participant copies (To/Cc) on a verified reply become participants; on an
+  unverified one they do not, and the sender is told so at their own address. Nobody
+  joins a ticket by writing to it (DESIGN section 4 "Participants").
 - A technician's reply is relayed to the requester and the Cc'd participants, from
   the desk's address with the technician's name, threaded into each recipient's
   own conversation; it is the first response for the SLA. On a major incident it
   also goes to the requester of every child ticket, each in their own thread.
   An unauthenticated technician's mail is never relayed: it is kept as an internal
-  note and its sender is told why. `#note` mail is internal and goes to nobody.
+  note and its sender is told why. `#note` mail, and a reply to a staff-only mail
+  without `#public` (the commands stage decides), is internal and goes to nobody.
 """
 
 from __future__ import annotations
@@ -16,18 +21,21 @@ from __future__ import annotations
 import re
 
 from ..desk import resolution, routing, sla
-from ..desk.lifecycle import add_participant, within_reopen_window
+from ..desk.lifecycle import add_participant, is_participant, within_reopen_window
+from ..mailout.queue import is_desk_address
 from ..store import Message, Ticket
 from ..vocab import ACTIVE
 from .context import Context
-from .messages import refuse, store_message
+from .messages import attribution, refuse, store_message
+
+MAX_COPIED = 10  # participants one reply may add; the rest are refused (no relay amplifier)
 
 
 def attach(ctx: Context) -> None:
     if ctx.ticket is None or ctx.new_ticket:
         return
     if ctx.sender and ctx.sender == ctx.ticket.requester or not ctx.is_staff:
-        _from_requester_side(ctx, ctx.ticket)
+        _from_requester_side(ctx)
     else:
         _from_staff(ctx, ctx.ticket)
 
@@ -45,12 +53,13 @@ def is_thanks(text: str, phrases) -> bool:
     return False
 
 
-def _from_requester_side(ctx: Context, t: Ticket) -> None:
-    if ctx.role == "stranger" and ctx.sender:
-        add_participant(t, ctx.sender, "cc")  # answered a mail of the ticket: now part of it
-        ctx.decide(f"{ctx.sender} joins {ctx.ref} as a participant")
+def _from_requester_side(ctx: Context) -> None:
+    t = ctx.ticket
+    assert t is not None  # attach() runs on a ticket only
     ctx.message = store_message(ctx, t, internal=False, kind="reply")
-    ctx.event("reply", f"reply from {ctx.sender or ctx.inbound.from_addr}")
+    ctx.event("reply", f"reply from {ctx.sender or ctx.inbound.from_addr} "
+                       f"({'verified' if ctx.verified else 'not verified'}: {ctx.verified_reason})")
+    _copied(ctx, t)
     if t.status in ("resolved", "closed"):
         if is_thanks(ctx.body, ctx.cfg.lifecycle.thanks_phrases):
             ctx.decide(f"a thank-you: {ctx.ref} stays {t.status}")
@@ -63,8 +72,33 @@ def _from_requester_side(ctx: Context, t: Ticket) -> None:
         return
     for rcpt in routing.staff_recipients(ctx.rt, t):
         if rcpt != ctx.sender:
-            ctx.send("requester_reply", rcpt, ticket=t, from_name=ctx.sender_name or ctx.sender,
-                     context={"message": ctx.message, "body": ctx.body})
+            ctx.send("requester_reply", rcpt, ticket=t, from_name=ctx.sender or ctx.inbound.from_addr,
+                     context={"message": ctx.message, "body": ctx.body, **attribution(ctx)})
+
+
+def _copied(ctx: Context, t: Ticket) -> None:
+    """Those a participant copies on a verified reply join the ticket; on an
+    unverified one, nobody does and the sender is told at their own address."""
+    if ctx.role not in ("requester", "participant") or ctx.automatic is not None:
+        return
+    copied = [a.addr for a in ctx.mail.to + ctx.mail.cc if a.addr and "@" in a.addr]
+    new = [a for a in dict.fromkeys(copied) if a != ctx.sender and not is_desk_address(ctx.rt, a)
+           and not is_participant(t, a)]
+    if not new:
+        return
+    if not ctx.verified:
+        ctx.event("cc-refused", f"{', '.join(new[:MAX_COPIED])}{' ...' if len(new) > MAX_COPIED else ''} copied by "
+                                f"{ctx.sender}, not added: the mail is not verified ({ctx.verified_reason})")
+        ctx.send("unverified", ctx.sender, ticket=t,
+                 context={"refused": [f"adding {a} as a participant" for a in new[:MAX_COPIED]],
+                          "reason": ctx.verified_reason})
+        return
+    for addr in new[:MAX_COPIED]:
+        add_participant(t, addr, "cc")
+    ctx.event("cc-added", f"{', '.join(new[:MAX_COPIED])} copied by {ctx.sender} on a verified reply: now participants")
+    if len(new) > MAX_COPIED:
+        ctx.event("cc-refused", f"{len(new) - MAX_COPIED} more copied by {ctx.sender} not added "
+                                f"(at most {MAX_COPIED} per mail)")
 
 
 def _from_staff(ctx: Context, t: Ticket) -> None:
@@ -92,7 +126,7 @@ def _from_staff(ctx: Context, t: Ticket) -> None:
 def relay_staff_reply(ctx: Context, t: Ticket, source: Message) -> None:
     """The technician's words to the ticket's requester and Cc'd participants."""
     tech = ctx.cfg.technician(ctx.sender)
-    name = tech.display_name if tech else (ctx.sender_name or ctx.sender)
+    name = tech.display_name if tech else ctx.sender  # never a display name taken from the mail
     out = Message.create(
         ticket=t, inbound=ctx.inbound, direction="out", from_addr=ctx.sender, from_name=name,
         subject=ctx.mail.subject, body=ctx.body, internal=False, kind="reply", created_at=ctx.now,

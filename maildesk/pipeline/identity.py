@@ -13,6 +13,11 @@ A sender counts as authenticated (docs/security.md; guarantee 5) when both hold:
   `In-Reply-To`/`References` carry a desk Message-ID whose HMAC is valid for the
   sender. A desk-domain id with a bad signature is a spoof.
 
+A requester-side mail is *verified* (DESIGN section 4 "Who a sender is") when any
+one holds: the first point above, a valid one-click link made for this sender, or a
+desk Message-ID signed for this sender among the ids it cites. Closing a ticket and
+adding participants need a verified mail.
+
 A mail with more than one From address, or none, has no sender at all here.
 """
 
@@ -37,6 +42,9 @@ def authenticate(ctx: Context) -> None:
         ctx.role = "participant"
     else:
         ctx.role = "stranger"
+    if s:
+        ctx.domain_authenticated, ctx.domain_auth_reason = domain_authentication(ctx)
+        ctx.auth_warning = auth_warning(ctx)
     if t is None:
         # a new mail cites no desk mail: its sender's domain authentication is all
         # there is (what #for and the limits of automatic replies go by)
@@ -44,21 +52,43 @@ def authenticate(ctx: Context) -> None:
             ctx.authenticated, ctx.auth_reason = domain_authentication(ctx)
         return
     ctx.authenticated, ctx.auth_reason = check_sender(ctx)
+    ctx.verified, ctx.verified_reason = verify(ctx)
     ctx.decide(f"sender {s or '(ambiguous)'} is {ctx.role}{' (staff)' if ctx.is_staff and ctx.role != 'staff' else ''}; "
-               f"{'authenticated' if ctx.authenticated else 'not authenticated'}: {ctx.auth_reason}")
+               f"{'authenticated' if ctx.authenticated else 'not authenticated'}: {ctx.auth_reason}"
+               + ("" if ctx.is_staff else f"; {'verified' if ctx.verified else 'not verified'}: {ctx.verified_reason}"))
 
 
 def check_sender(ctx: Context) -> tuple[bool, str]:
     mail, s = ctx.mail, ctx.sender
     if not s:
         return False, f"the sender is ambiguous ({mail.sender_problem})"
-    ok, why = domain_authentication(ctx)
+    ok, why = ctx.domain_authenticated, ctx.domain_auth_reason
     if not ok:
         return False, why
     signed, sig_why = signed_reference(ctx)
     if not signed:
         return False, sig_why
     return True, f"{why}; {sig_why}"
+
+
+def verify(ctx: Context) -> tuple[bool, str]:
+    """Whether a requester-side mail is verified, and why (see the module docstring)."""
+    if not ctx.sender:
+        return False, f"the sender is ambiguous ({ctx.mail.sender_problem})"
+    if ctx.domain_authenticated:
+        return True, ctx.domain_auth_reason
+    signed, why = signed_reference(ctx)
+    if signed:
+        return True, why
+    return False, f"{ctx.domain_auth_reason}; {why}"
+
+
+def auth_warning(ctx: Context) -> str:
+    """What staff should be told about a requester-side mail that failed
+    authentication, when the desk has trusted servers to ask; "" otherwise."""
+    if not ctx.cfg.security.trusted_authserv_ids or ctx.domain_authenticated or not ctx.sender:
+        return ""
+    return f"this mail failed authentication: {ctx.domain_auth_reason}"
 
 
 def domain_authentication(ctx: Context) -> tuple[bool, str]:
@@ -69,7 +99,7 @@ def domain_authentication(ctx: Context) -> tuple[bool, str]:
 
 
 def signed_reference(ctx: Context) -> tuple[bool, str]:
-    if ctx.token:
+    if ctx.token and not ctx.token.old and ctx.sender == ctx.token_rcpt:
         return True, "signed one-click token"
     domain = ctx.cfg.desk.domain
     ids = [i for i in ctx.mail.in_reply_to + ctx.mail.references if signing.is_desk_id(i, domain)]

@@ -21,6 +21,14 @@ def store_message(ctx: Context, t: Ticket, *, internal: bool, kind: str, body: s
     return msg
 
 
+def attribution(ctx: Context) -> dict:
+    """Who really wrote this mail, for a staff notice (DESIGN section 4): the sender's
+    address and whether the mail was verified, never a display name from the mail;
+    and the warning for mail that failed authentication at a trusted server."""
+    return {"author": ctx.sender or ctx.inbound.from_addr or "an ambiguous sender", "verified": ctx.verified,
+            "verified_reason": ctx.verified_reason, "auth_warning": ctx.auth_warning}
+
+
 def refuse(ctx: Context, problems: list[tuple[str, str]]) -> None:
     """Nothing changes; the mail is kept as an internal note; its sender is told why."""
     unauthenticated = ctx.is_staff and not ctx.authenticated

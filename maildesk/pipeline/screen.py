@@ -1,9 +1,11 @@
 """Stages 2 and 4: what is automatic mail, what is a duplicate, and what becomes of
 the automatic mail once we know its ticket.
 
-The desk never answers automatic mail (RFC 3834; docs/mail.md, automatic mail): bounces are
-recorded on the ticket whose mail bounced and the address is marked undeliverable;
-complaints stop automatic mail to the address; out-of-office and other automatic
+The desk never answers automatic mail (RFC 3834; docs/mail.md, Automatic mail): a bounce at a
+validly signed VERP address that names that mail's recipient is recorded on the
+ticket whose mail bounced and that one address is marked undeliverable; such a
+complaint stops automatic mail to it; any other report is recorded and changes
+nothing (guarantee 7). Out-of-office and other automatic
 replies are threaded onto their ticket without changing it (and a technician's own
 out-of-office makes them away). Automatic mail that belongs to no ticket opens one
 only when it is machine-generated content a person may act on (monitoring alerts,
@@ -12,20 +14,26 @@ list and bulk mail), and never gets an acknowledgement.
 
 from __future__ import annotations
 
-import datetime as dt
+import logging
+from dataclasses import dataclass
 
-from .. import store
+from .. import signing, store
 from ..desk import away, routing
 from ..mailin import automatic
-from ..mailin.automatic import bounce_info, complaint_recipients, is_out_of_office
+from ..mailin.automatic import bounce_info, complaint_recipients, is_out_of_office, verp_addresses
 from ..mailout.queue import forget_suppressions
 from ..store import Message, Outbox, Suppression, Ticket
 from ..verp import verp_pattern
 from ..vocab import LOOP_HEADER
 from .context import Context, Discard
 
+log = logging.getLogger(__name__)
+
 # Automatic mail that may open a ticket of its own (without an acknowledgement).
 OPENS_TICKETS = ("auto-generated", "bulk", "list")
+# Reports about the desk's own mail: believed only at a signed VERP address (_file_report).
+REPORTS = ("bounce", "delay", "complaint")
+MAX_SIGNED = 10  # signed VERP addresses of one report worth a lookup
 
 
 def classify(ctx: Context) -> None:
@@ -57,10 +65,8 @@ def file_automatic(ctx: Context) -> None:
     verdict = ctx.automatic
     if verdict is None:
         return
-    if verdict.kind in ("bounce", "delay"):
-        _file_bounce(ctx)
-    if verdict.kind == "complaint":
-        _file_complaint(ctx)
+    if verdict.kind in REPORTS:
+        _file_report(ctx)
     if ctx.sender and ctx.cfg.is_staff(ctx.sender):
         if verdict.kind == "auto-reply" and is_out_of_office(ctx.mail.tree()):
             _mark_away(ctx)
@@ -93,6 +99,8 @@ def _mark_away(ctx: Context) -> None:
 
 
 def _store_automatic(ctx: Context, kind: str) -> None:
+    """Automatic mail kept on its ticket, internal. Its Message-ID is stored (a second
+    copy is then a duplicate) but is never a thread anchor: correlate skips NOT_ANCHORS."""
     mail = ctx.mail
     ctx.message = Message.create(
         ticket=ctx.ticket, inbound=ctx.inbound, direction="in", message_id=mail.message_id,
@@ -101,57 +109,108 @@ def _store_automatic(ctx: Context, kind: str) -> None:
     )
 
 
-def _file_bounce(ctx: Context) -> None:
-    desk = ctx.cfg.desk
-    info = bounce_info(ctx.mail.tree(), verp=verp_pattern(desk.bounce_address, desk.local_part, desk.domain))
+# --- bounces, delay notices, complaints (DESIGN section 4 "Bounces"; guarantee 7) ---------
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a bounce, delay notice or complaint claims, before anything is believed."""
+
+    action: str  # failed | delayed | complaint | unreadable
+    named: tuple[str, ...]  # the recipients it reports, lower case
+    diagnostic: str
+    verp: tuple[tuple[int, str], ...]  # (outbox id, signature or "") of the VERP addresses it names
+
+
+def read_report(ctx: Context) -> Report:
+    desk, tree = ctx.cfg.desk, ctx.mail.tree()
+    pattern = verp_pattern(desk.bounce_address, desk.local_part, desk.domain)
+    if ctx.automatic.kind == "complaint":
+        return Report("complaint", complaint_recipients(tree), "feedback report", verp_addresses(tree, pattern))
+    info = bounce_info(tree, verp=pattern)
     if info is None:
-        return
-    rows = []
-    if info.verp_ids:
-        rows = list(Outbox.select().where(Outbox.id.in_(list(info.verp_ids))))
-    if not rows and info.original_message_ids:
-        rows = list(Outbox.select().where(Outbox.message_id.in_(list(info.original_message_ids))))
-    if not rows and info.recipients:
-        week = ctx.now - dt.timedelta(days=7)
-        rows = list(Outbox.select().where(Outbox.rcpt.in_(list(info.recipients)) & (Outbox.created_at > week))
-                    .order_by(Outbox.id.desc()).limit(1))
-    if not rows:
-        ctx.decide(f"{info.action} report ({info.diagnostic or 'no diagnostic'}) matches no mail the desk sent")
-        raise Discard("bounce", "recorded; it is about no mail the desk sent")
-    row = rows[0]
-    ctx.ticket = ctx.ticket or row.ticket
-    ctx.how = ctx.how or f"bounce of outbox #{row.id}"
-    what = f"{row.kind} mail to {row.rcpt} (outbox #{row.id})"
-    if info.action == "failed":
-        until = ctx.now + ctx.cfg.bounces.undeliverable_for.total
-        for r in rows:
-            Outbox.update(status="bounced", last_error=f"bounced: {info.diagnostic}"[:1000]).where(Outbox.id == r.id).execute()
-            Suppression.insert(email=r.rcpt, reason="bounce", detail=info.diagnostic[:300], until=until,
-                               created_at=ctx.now, outbox=r.id).on_conflict(
-                conflict_target=[Suppression.email],
-                update={Suppression.reason: "bounce", Suppression.until: until, Suppression.detail: info.diagnostic[:300]},
-            ).execute()
-        forget_suppressions(ctx.rt)
-        detail = (f"{what} bounced: {info.diagnostic or 'no diagnostic'}; "
-                  f"{row.rcpt} marked undeliverable until {until.astimezone(desk.timezone):%Y-%m-%d}")
+        return Report("unreadable", (), "no delivery status could be read", verp_addresses(tree, pattern))
+    return Report(info.action, info.recipients, info.diagnostic, verp_addresses(tree, pattern))
+
+
+def signed_row(key: bytes, report: Report, row_of) -> tuple[Outbox | None, bool, str]:
+    """Which outgoing mail a report is provably about: (row, names_its_recipient, why).
+
+    Only a VERP address whose signature is valid for its row and that row's recipient
+    proves anything (nobody but that recipient's mail system saw it); the report must
+    also name that recipient. Unsigned addresses (forged, listed by the hundred, or of
+    mail sent before VERP was signed) and bad signatures prove nothing. `row_of(id)`
+    reads one outbox row; at most MAX_SIGNED rows are read."""
+    signed = [(i, sig) for i, sig in report.verp if sig][:MAX_SIGNED]
+    unsigned = [i for i, sig in report.verp if not sig]
+    problems = []
+    for outbox_id, sig in signed:
+        row = row_of(outbox_id)
+        if row is None or not signing.verify_verp(key, outbox_id, row.rcpt, sig):
+            problems.append(f"VERP address for #{outbox_id} has a signature that is not the desk's")
+            continue
+        if row.rcpt.lower() not in report.named:
+            return row, False, (f"its signed VERP address names outbox #{outbox_id} to {row.rcpt}, but it reports "
+                                f"{', '.join(report.named[:5]) or 'no recipient'}")
+        return row, True, f"its signed VERP address names outbox #{outbox_id} to {row.rcpt}"
+    if unsigned:
+        listed = ", ".join(f"#{i}" for i in unsigned[:5]) + (f" and {len(unsigned) - 5} more" if len(unsigned) > 5 else "")
+        problems.append(f"it names VERP address(es) {listed} without a signature")
+    return None, False, "; ".join(problems) or "it arrived at no signed VERP address of the desk"
+
+
+def _file_report(ctx: Context) -> None:
+    """A bounce, delay notice or complaint changes something only when `signed_row`
+    proves it: then the one address it names is suppressed (a bounce: all mail; a
+    complaint: automatic mail) and it is recorded on that mail's ticket. Anything else
+    is recorded and changes nothing: no suppression, no participant, no thread anchor,
+    no ticket (the ids it cites are the attacker's to choose, so the ticket correlate
+    found by them is dropped)."""
+    ctx.ticket, ctx.how = None, ""
+    report = read_report(ctx)
+    row, names_rcpt, why = signed_row(ctx.rt.key, report, Outbox.get_or_none_by_id)
+    what = {"failed": "bounce", "delayed": "delay notice", "complaint": "complaint"}.get(report.action, "delivery report")
+    about = f"{what} ({report.diagnostic or 'no diagnostic'})"
+    outcome = "complaint" if report.action == "complaint" else "bounce"
+    if row is None or not names_rcpt:
+        detail = f"{about}: {why}; nothing changed (no suppression, no participant, no thread)"
+        if row is not None and row.ticket_id is not None:
+            ctx.ticket = Ticket.get_by_id(row.ticket_id)
+            _store_automatic(ctx, kind=outcome)
+            ctx.event("report-ignored", detail, actor="desk")
+        else:
+            ctx.decide(detail)
+        log.warning("unproven %s inbound=%s msgid=<%s>: %s", what, ctx.inbound.id, ctx.mail.message_id or "", why)
+        raise Discard(outcome, detail)
+    until = ctx.now + ctx.cfg.bounces.undeliverable_for.total
+    mail_to = f"{row.kind} mail to {row.rcpt} (outbox #{row.id})"
+    if report.action == "failed":
+        Outbox.update(status="bounced", last_error=f"bounced: {report.diagnostic}"[:1000]).where(Outbox.id == row.id).execute()
+        _suppress(row, "bounce", report.diagnostic[:300], until, ctx.now)
+        detail = (f"{mail_to} bounced: {report.diagnostic or 'no diagnostic'}; "
+                  f"{row.rcpt} marked undeliverable until {until.astimezone(ctx.cfg.desk.timezone):%Y-%m-%d}")
+        kind = "bounce"
+    elif report.action == "complaint":
+        _suppress(row, "complaint", "feedback report", until, ctx.now)
+        detail = (f"feedback-loop complaint about {mail_to}: no automatic mail to {row.rcpt} "
+                  f"until {until.astimezone(ctx.cfg.desk.timezone):%Y-%m-%d}")
+        kind = "complaint"
     else:
-        detail = f"{what} is delayed: {info.diagnostic or 'no diagnostic'} (not a bounce; the server keeps trying)"
-    if ctx.ticket is not None:
-        _store_automatic(ctx, kind="bounce")
-        ctx.event("bounce" if info.action == "failed" else "delivery-delayed", detail, actor="desk")
+        detail = f"{mail_to} is delayed: {report.diagnostic or 'no diagnostic'} (not a bounce; the server keeps trying)"
+        kind = "delivery-delayed"
+    forget_suppressions(ctx.rt)
+    if row.ticket_id is not None:
+        ctx.ticket, ctx.how = Ticket.get_by_id(row.ticket_id), f"signed VERP address of outbox #{row.id}"
+        _store_automatic(ctx, kind=outcome)
+        ctx.event(kind, detail, actor="desk")
     else:
         ctx.decide(detail)
-    raise Discard("bounce", detail)
+    raise Discard(outcome, detail)
 
 
-def _file_complaint(ctx: Context) -> None:
-    until = ctx.now + ctx.cfg.bounces.undeliverable_for.total
-    who = [r for r in complaint_recipients(ctx.mail.tree()) if Outbox.select().where(Outbox.rcpt == r).exists()]
-    for rcpt in who:
-        Suppression.insert(email=rcpt, reason="complaint", detail="feedback report", until=until, created_at=ctx.now).on_conflict(
-            conflict_target=[Suppression.email], update={Suppression.until: until}
-        ).execute()
-    forget_suppressions(ctx.rt)
-    detail = (f"feedback-loop complaint about {', '.join(who)}: no automatic mail to them until {until:%Y-%m-%d}"
-              if who else "feedback-loop complaint about no address the desk wrote to")
-    raise Discard("complaint", detail)
+def _suppress(row: Outbox, reason: str, detail: str, until, now) -> None:
+    Suppression.insert(email=row.rcpt, reason=reason, detail=detail, until=until, created_at=now, outbox=row.id).on_conflict(
+        conflict_target=[Suppression.email],
+        update={Suppression.reason: reason, Suppression.until: until, Suppression.detail: detail,
+                Suppression.outbox: row.id},
+    ).execute()

@@ -139,16 +139,17 @@ def open_ticket(ctx: Context) -> None:
         return
     cfg, mail, now = ctx.cfg, ctx.mail, ctx.now
     requester = ctx.logged_for or ctx.sender or next((a.addr for a in mail.from_ if a.addr), "") or "unknown"
+    subject = ctx.subject or (ticket_subject(mail.subject, cfg.desk.ticket_prefix) if ctx.follows else mail.subject) \
+        or "(no subject)"
     lane = ctx.lane
     hold_flood(ctx, requester, lane)
     t = Ticket(
-        subject=ticket_subject(mail.subject, cfg.desk.ticket_prefix) if ctx.follows else (mail.subject or "(no subject)"),
-        requester=requester, requester_name="" if ctx.logged_for else ctx.sender_name,
+        subject=subject, requester=requester, requester_name="" if ctx.logged_for else ctx.sender_name,
         status="new", created_at=now, updated_at=now, follows=ctx.follows,
         thread_root=None if ctx.logged_for else mail.message_id,  # the caller never saw the technician's mail
         opened_lane=str(lane),
     )
-    text = f"{mail.subject}\n{mail.reply_text}"  # the quoted history does not count
+    text = f"{subject}\n{mail.reply_text}"  # the quoted history does not count
     cat = categorize(cfg, text)
     pri = prioritize(cfg, text, requester, header_urgency(mail))
     t.category, t.impact, t.urgency, t.priority = cat.value, pri.impact, pri.urgency, pri.priority
@@ -170,6 +171,13 @@ def open_ticket(ctx: Context) -> None:
               + (f"; follows {ctx.rt.ref(ctx.follows)}" if ctx.follows else ""))
     if ctx.follows is not None:
         ctx.event("linked", f"follow-up {ctx.ref} opened by a reply after the reopen window", ticket=ctx.follows)
+    if ctx.cites is not None:
+        # DESIGN section 4: a stranger who cites a ticket's mail gets a new ticket that mentions it
+        cited = ctx.rt.ref(ctx.cites)
+        ctx.event("cites", f"cites mail of {cited}, where {requester} is not a participant: not threaded there "
+                           f"(#link it if it belongs there)", actor="desk")
+        ctx.event("cited", f"{ctx.ref} from {requester} cites this ticket's mail; {requester} is not a participant "
+                           "and was not added", actor="desk", ticket=ctx.cites)
     ctx.event("category", f"category {cat.value} ({cat.why})", actor="desk")
     ctx.event("priority", pri.why, actor="desk")
     ctx.event("group", f"routed to {t.group or 'no group'} (category {cat.value})", actor="desk")
@@ -232,7 +240,9 @@ def _withheld(ctx: Context) -> bool:
 
 
 def _notify_new(ctx: Context, t: Ticket, pri: Priority, cat: Decision) -> None:
-    context = {"priority_why": pri.why, "category_why": cat.why, "message": ctx.message}
+    context = {"priority_why": pri.why, "category_why": cat.why, "message": ctx.message,
+               "author": ctx.sender or t.requester, "auth_warning": ctx.auth_warning,
+               "cites": ctx.rt.ref(ctx.cites) if ctx.cites is not None else ""}
     if ctx.automatic is not None:
         ctx.decide(f"no acknowledgement: {ctx.automatic.kind} mail")
     elif not ctx.sender:

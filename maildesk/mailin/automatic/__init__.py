@@ -17,6 +17,7 @@ clock. It works on the ``compat32`` message tree that the parse stage builds onc
         info = automatic.bounce_info(msg, verp=verp)
         # info.verp_ids name the outbox rows; info.original_message_ids the stored Message-IDs;
         # info.recipients the addresses that failed (or were only delayed: info.action).
+        automatic.verp_addresses(msg, verp)   # ((outbox id, signature or ""), ...) to verify
     elif verdict.kind == "complaint":
         automatic.complaint_recipients(msg)   # who pressed "this is spam"
     log.info("automatic kind=%s reason=%s", verdict.kind, verdict.reason)
@@ -37,9 +38,9 @@ and take seconds on a bounce that returns a large attachment. A bounce costs 0.5
 and ``bounce_info`` does that work again.
 """
 
-from .bounces import complaint_recipients
+from .bounces import complaint_recipients, verp_addresses
 from .steps import bounce_info, classify, classify_for_desk, is_out_of_office
 from .view import KINDS, BounceInfo, Verdict
 
 __all__ = ["KINDS", "BounceInfo", "Verdict", "bounce_info", "classify", "classify_for_desk", "complaint_recipients",
-           "is_out_of_office"]
+           "is_out_of_office", "verp_addresses"]

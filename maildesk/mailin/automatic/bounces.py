@@ -274,11 +274,24 @@ def _original_message_ids(mail: _Mail) -> tuple[str, ...]:
 _VERP_HEADERS = ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to", "received", "to")
 
 
-def _verp_ids(mail: _Mail, verp: re.Pattern[str]) -> tuple[int, ...]:
+def _verp_values(mail: _Mail) -> list[str]:
     values = [v for name in _VERP_HEADERS for v in mail.headers(name)]
     values += [v for original in mail.originals for v in _headers(original, "return-path")]
     values.append(mail.text)
-    return _unique(int(m.group("id")) for v in values for m in verp.finditer(v))
+    return values
+
+
+def _verp_ids(mail: _Mail, verp: re.Pattern[str]) -> tuple[int, ...]:
+    return _unique(int(m.group("id")) for v in _verp_values(mail) for m in verp.finditer(v))
+
+
+def verp_addresses(msg: Message, verp: re.Pattern[str]) -> tuple[tuple[int, str], ...]:
+    """The VERP addresses a bounce or report names, as (outbox id, signature or ""),
+    once each, in the order `bounce_info` reads them (the delivering server's headers
+    first). Anyone can write any of them: only a valid signature proves anything."""
+    mail = _Mail(msg)
+    return _unique((int(m.group("id")), (m.group("sig") or "").lower())
+                   for v in _verp_values(mail) for m in verp.finditer(v))
 
 
 def complaint_recipients(msg: Message) -> tuple[str, ...]:

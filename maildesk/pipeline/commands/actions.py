@@ -86,12 +86,21 @@ def _run_category(ctx, name):
 
 def _run_resolve(ctx, code):
     text = ctx.body
-    ctx.body = ""  # the rest of the mail is the resolution, sent by the resolution mail
+    if ctx.internal:
+        # a #note, or a reply to a staff-only mail: the requester hears of the resolution
+        # in the template's words; the technician's stay on the ticket as the internal note
+        text = ""
+    else:
+        ctx.body = ""  # the rest of the mail is the resolution, sent by the resolution mail
     resolution.resolve_ticket(ctx.rt, ctx.ticket, code, text, ctx.now, ctx.sender, ctx.inbound, by_name=_name(ctx))
 
 
 def _run_note(ctx, _):
     ctx.internal = True
+
+
+def _run_public(ctx, _):
+    """Decided before the block runs (stage.apply): only as the first line."""
 
 
 def _run_task(ctx, value):
@@ -166,5 +175,6 @@ def _run_reopen(ctx, _):
 
 
 def _name(ctx) -> str:
+    """The technician's configured name; never a display name taken from the mail."""
     tech = ctx.cfg.technician(ctx.sender)
-    return tech.display_name if tech else (ctx.sender_name or ctx.sender)
+    return tech.display_name if tech else ctx.sender

@@ -1,29 +1,69 @@
-"""One-click links: confirm, reject, survey ratings.
+"""One-click links: confirm, reject, survey ratings (DESIGN section 4 "One-click
+actions"; what each does is `links.judge_click`).
+
+A click acts only when its From is the recipient the link was made for; any other
+click, and a link of the old form (bound to no resolution), changes nothing and is
+kept on the ticket for staff. Whatever the person writes above the prepared line is
+kept on the ticket as a message and shown to the technician.
 """
 
 from __future__ import annotations
 
-from ...desk import lifecycle, resolution, survey
+from ...desk import resolution, routing, survey
+from ...desk.links import click_comment, judge_click
+from ...store import Message, Survey
 from ..context import Context, Discard
+from ..messages import attribution, store_message
 
 
 def _one_click(ctx: Context) -> None:
-    assert ctx.token is not None and ctx.ticket is not None  # correlate found the ticket by its token
-    action, _ = ctx.token
-    t = ctx.ticket
+    token, t = ctx.token, ctx.ticket
+    assert t is not None  # correlate found the ticket by its token
+    comment = click_comment(ctx.mail.reply_text)
+    if token.old or ctx.sender != ctx.token_rcpt:
+        _refuse_click(ctx, comment)
+    sent = Survey.select(Survey.sent_at).where(Survey.ticket == t).scalar() if token.action.startswith("rate") else None
+    verdict = judge_click(t, token, ctx.now, ctx.cfg.lifecycle.reopen_window.total, sent)
+    ctx.message = store_message(ctx, t, internal=False, kind="click", body=comment)
     who = ctx.sender
-    if action.startswith("rate"):
-        survey.record_answer(ctx.rt, t, int(action[4:]), None, ctx.now, who, "one-click link", ctx.inbound)
-        raise Discard("survey", f"survey rating {action[4:]} by link")
-    if action == "fixed":
-        if t.status == "resolved":
-            resolution.close_ticket(ctx.rt, t, ctx.now, who, "confirmed fixed by the requester (one-click link)", ctx.inbound)
-            raise Discard("confirmed", "the requester confirmed the resolution")
-        ctx.decide(f"'fixed' link on a {t.status} ticket: nothing to confirm")
-        raise Discard("ignored", f"'fixed' link, but {ctx.ref} is {t.status}")
-    if action == "notfixed":
-        if t.status in ("resolved", "closed") and lifecycle.within_reopen_window(ctx.rt, t, ctx.now):
-            resolution.reopen_ticket(ctx.rt, t, ctx.now, who, "the requester says it is not fixed (one-click link)", ctx.inbound)
-            raise Discard("reopened", "the requester rejected the resolution")
-        raise Discard("ignored", f"'not fixed' link, but {ctx.ref} is {t.status}"
-                      + (" and past the reopen window" if t.status in ("resolved", "closed") else ""))
+    if verdict.act == "rate":
+        survey.record_answer(ctx.rt, t, int(token.action[4:]), comment or None, ctx.now, who, "one-click link", ctx.inbound)
+        _show_comment(ctx, comment)
+        raise Discard("survey", verdict.why)
+    if verdict.act == "close":
+        resolution.close_ticket(ctx.rt, t, ctx.now, who, "confirmed fixed by the requester (one-click link)", ctx.inbound)
+        _show_comment(ctx, comment)
+        raise Discard("confirmed", verdict.why)
+    if verdict.act == "reopen":
+        resolution.reopen_ticket(ctx.rt, t, ctx.now, who, "the requester says it is not fixed (one-click link)",
+                                 ctx.inbound, body=comment)  # the reopening notice carries the comment
+        raise Discard("reopened", verdict.why)
+    ctx.event("click-ignored", f"'{token.action}' link of {who}: nothing changed: {verdict.why}")
+    _show_comment(ctx, comment)
+    raise Discard("ignored", f"'{token.action}' link: {verdict.why}")
+
+
+def _refuse_click(ctx: Context, comment: str) -> None:
+    """Someone else's link, or an old one: nothing changes; staff see it on the ticket."""
+    token, t = ctx.token, ctx.ticket
+    if token.old:
+        why = (f"a '{token.action}' link in the old form, bound to no resolution (made before an upgrade): "
+               "nothing changed; the requester may reply or use the links of a newer mail")
+    else:
+        why = (f"a '{token.action}' link made for {ctx.token_rcpt} was sent by "
+               f"{ctx.sender or 'an ambiguous sender'}: nothing changed")
+    ctx.message = Message.create(
+        ticket=t, inbound=ctx.inbound, direction="in", message_id=ctx.mail.message_id,
+        from_addr=ctx.sender or ctx.inbound.from_addr, from_name="", subject=ctx.mail.subject,
+        body=comment, internal=True, kind="click-refused", created_at=ctx.now,
+    )
+    ctx.event("click-refused", why, actor=ctx.sender or ctx.inbound.from_addr or "unknown")
+    raise Discard("ignored", why)
+
+
+def _show_comment(ctx: Context, comment: str) -> None:
+    if not comment or ctx.ticket is None:
+        return
+    for rcpt in routing.staff_recipients(ctx.rt, ctx.ticket):
+        ctx.send("requester_reply", rcpt, ticket=ctx.ticket, from_name=ctx.sender,
+                 context={"message": ctx.message, "body": comment, **attribution(ctx)})

@@ -6,6 +6,7 @@ from __future__ import annotations
 from ...desk import survey
 from ...mailout.queue import Thread, is_desk_address
 from ...store import Ticket, savepoint
+from ...vocab import is_staff_only
 from ..context import Context, Discard
 from ..messages import refuse
 from .clicks import _one_click
@@ -24,13 +25,16 @@ def apply(ctx: Context) -> None:
     if ctx.reply_to_kind == "survey" and ctx.role == "requester" and survey.answer_by_reply(ctx):
         raise Discard("survey", "survey answer by reply")
     block, ctx.body = split_block(ctx.mail.reply_text)
+    _staff_only(ctx, block)
     if not block:
         return
     lines, problems, denied = [], [], False
-    for line in block:  # first: known, allowed, authenticated
+    for i, line in enumerate(block):  # first: known, allowed, authenticated
         name, arg = _name_and_arg(line)
         command = COMMANDS.get(name)
         why_not = "unknown command (send #help for the list)" if command is None else may_run(ctx, command)
+        if why_not is None and name == "public" and i > 0:
+            why_not = "#public works only as the first line of the reply"
         denied = denied or why_not is not None
         if command is not None and why_not is None:
             try:  # its argument as the ticket stands now, to list every problem if the block is refused
@@ -41,6 +45,8 @@ def apply(ctx: Context) -> None:
         lines.append((line, command, arg))
     if denied:
         refuse(ctx, problems)
+    if any(name == "note" for name in (_name_and_arg(line)[0] for line in block)):
+        ctx.internal = True  # before any line runs: #resolve then #note keeps the words internal too
     _run_all(ctx, lines)
     ctx.decide(f"commands applied: {'; '.join(line for line, _, _ in lines)}")
 
@@ -50,6 +56,19 @@ def _name_and_arg(line: str) -> tuple[str, str]:
     m = COMMAND_LINE.match(line)
     assert m is not None  # split_block keeps only the lines that match
     return m.group(1).lower(), (m.group(2) or "").strip()
+
+
+def _staff_only(ctx: Context, block: list[str]) -> None:
+    """A staff reply to a staff-only mail (vocab.is_staff_only) is an internal note
+    unless its first line is #public (docs/mail.md, Commands)."""
+    if not ctx.is_staff or ctx.role == "requester" or not is_staff_only(ctx.reply_to_kind):
+        return
+    if block and _name_and_arg(block[0])[0] == "public":
+        ctx.decide(f"answers a staff-only mail ({ctx.reply_to_kind}) but starts with #public: it goes to the requester")
+        return
+    ctx.internal = True
+    ctx.decide(f"answers a staff-only mail ({ctx.reply_to_kind}): kept as an internal note "
+               "(start the reply with #public to reach the requester)")
 
 
 def _run_all(ctx: Context, lines) -> None:
@@ -82,7 +101,9 @@ def _run_all(ctx: Context, lines) -> None:
 def _new_mail(ctx: Context) -> None:
     """A new mail runs no commands, except that a mail of just #help gets the list."""
     block, rest = split_block(ctx.mail.reply_text)
-    ctx.body = ctx.mail.text.strip()  # a new mail is kept whole: a forwarded history is the incident
+    # a new mail is kept whole: a forwarded history is the incident (a follow-up opened
+    # by a 'not fixed' link brings its comment, set by correlate)
+    ctx.body = ctx.body or ctx.mail.text.strip()
     if block and not rest and all(_name_and_arg(line)[0] == "help" for line in block):
         if ctx.sender and not ctx.automatic:
             ctx.is_staff = ctx.cfg.is_staff(ctx.sender)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from .actions import (
     _run_major,
     _run_note,
     _run_priority,
+    _run_public,
     _run_reopen,
     _run_resolve,
     _run_status,
@@ -62,17 +64,35 @@ class Command:
     run: Callable[[Context, Any], None]  # the change; may raise CommandError
 
 
+def _visible(text: str) -> str:
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+
+
+def command_text(line: str) -> str:
+    """A line as commands are read (DESIGN section 4): Unicode NFKC, invisible format
+    characters (category Cf: zero-width space, RTL mark, BOM, ...) dropped, so that
+    `＃note`, or `#note` behind a zero-width space or an RTL mark, is `#note`."""
+    return _visible(unicodedata.normalize("NFKC", _visible(line))).strip()
+
+
 def split_block(text: str) -> tuple[list[str], str]:
-    """The command lines at the top of `text`, and the rest."""
+    """The command lines at the top of `text` (as `command_text` reads them), and the rest."""
     lines = text.replace("\r\n", "\n").split("\n")
     i = 0
-    while i < len(lines) and not lines[i].strip():
+    while i < len(lines) and not command_text(lines[i]):
         i += 1
     block = []
-    while i < len(lines) and COMMAND_LINE.match(lines[i].strip()):
-        block.append(lines[i].strip())
+    while i < len(lines) and COMMAND_LINE.match(line := command_text(lines[i])):
+        block.append(line)
         i += 1
     return block, "\n".join(lines[i:]).strip()
+
+
+def command_name(line: str) -> str:
+    """The command a line of a block names, lower case."""
+    m = COMMAND_LINE.match(line)
+    assert m is not None  # split_block keeps only the lines that match
+    return m.group(1).lower()
 
 
 def _run_help(ctx, _):
@@ -93,6 +113,8 @@ COMMANDS = {c.name: c for c in (
     Command("resolve", "staff", "#resolve CODE", "resolve; the rest of your mail is the resolution sent to the requester",
             _closure_code, _run_resolve),
     Command("note", "staff", "#note", "keep this mail internal: never sent to the requester", _none, _run_note),
+    Command("public", "staff", "#public", "as the first line: this reply to a staff-only mail goes to the requester",
+            _none, _run_public),
     Command("task", "staff", "#task TITLE [@NAME]", "add a task", _task, _run_task),
     Command("done", "staff", "#done N", "complete task N", _task_number, _run_done),
     Command("escalate", "staff", "#escalate [GROUP]", "functional escalation", _optional_group, _run_escalate),
@@ -115,6 +137,9 @@ def may_run(ctx: Context, command: Command) -> str | None:
         return "only technicians may use it"
     if command.who == "requester" and not (ctx.role == "requester" or ctx.is_staff):
         return f"only the requester of {ctx.ref} may use it"
+    if command.who == "requester" and ctx.role == "requester":
+        # DESIGN section 4: closing needs a verified mail (authenticated, a signed link, or a signed desk id)
+        return None if ctx.verified else f"your mail is not verified: {ctx.verified_reason}"
     if not ctx.authenticated:
         return f"you are not authenticated: {ctx.auth_reason}"
     return None
