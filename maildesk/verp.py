@@ -4,7 +4,7 @@ The `{id}` of the template (`desk.bounce_address`) becomes `ID-SIGNATURE`: the o
 row's id and a signature over that row and its recipient (`signing.verp_signature`),
 e.g. `helpdesk+bounce-42-0123456789abcdef@example.test`. A bounce that carries a valid
 signature was made by someone who saw that envelope: the recipient's own mail system
-(DESIGN section 4). The pattern also finds addresses without a signature, so that a
+(docs/security.md, Signed VERP). The pattern also finds addresses without a signature, so that a
 forged report that lists them can be recorded as what it is.
 """
 

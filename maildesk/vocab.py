@@ -138,7 +138,7 @@ def auto_submitted(kind: str) -> str | None:
 
 # Desk mail a technician may answer in public: it carries the requester's words or
 # went to the requester too (the assignment notice, relays, a reopening by the
-# requester's reply). Every other desk mail to staff is staff-only (DESIGN section 4
+# requester's reply). Every other desk mail to staff is staff-only (docs/mail.md, Commands
 # "Commands": reminders, escalations, task mails, reviews, major-incident notices,
 # answers to #history/#kb search/#help, refusals, reports, alerts, and whatever kind
 # is added later): a reply to it is an internal note unless it starts with #public.

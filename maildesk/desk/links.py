@@ -2,8 +2,8 @@
 (mail scanners that follow web links cannot trigger them). Used by the resolution
 mail (confirm, reject) and the survey (ratings).
 
-A link is made for one recipient (the requester: DESIGN section 4 "One-click
-actions") and bound to the resolution it answers, `about` = the ticket's
+A link is made for one recipient (the requester: docs/mail.md, "One-click
+links") and bound to the resolution it answers, `about` = the ticket's
 `reopen_count` when it was resolved: a reopening makes every older link stale.
 `judge_click` decides, without I/O, what a click by its own recipient does:
 

@@ -3,7 +3,7 @@
 - `resolve_ticket`: the requester gets the resolution and two one-click `mailto:`
   links ("Yes, it is fixed" / "No, it is not fixed") whose subjects carry tokens
   signed for them and bound to this resolution (links.py); cc participants get the
-  resolution without links (DESIGN section 4: links go to the requester alone). A
+  resolution without links (docs/mail.md: links go to the requester alone). A
   major incident's children are resolved the same way, each requester getting their
   own mail. `text` is what the requester reads; "" leaves the template's words (a
   resolution written in a reply to a staff-only mail).

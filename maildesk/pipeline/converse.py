@@ -6,7 +6,7 @@
   reopen window it reopens the ticket, unless it is only a thank-you. Those a
   participant copies (To/Cc) on a verified reply become participants; on an
   unverified one they do not, and the sender is told so at their own address. Nobody
-  joins a ticket by writing to it (DESIGN section 4 "Participants").
+  joins a ticket by writing to it (docs/mail.md, "Participants").
 - A technician's reply is relayed to the requester and the Cc'd participants, from
   the desk's address with the technician's name, threaded into each recipient's
   own conversation; it is the first response for the SLA. On a major incident it

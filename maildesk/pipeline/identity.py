@@ -13,7 +13,7 @@ A sender counts as authenticated (docs/security.md; guarantee 5) when both hold:
   `In-Reply-To`/`References` carry a desk Message-ID whose HMAC is valid for the
   sender. A desk-domain id with a bad signature is a spoof.
 
-A requester-side mail is *verified* (DESIGN section 4 "Who a sender is") when any
+A requester-side mail is *verified* (docs/mail.md, "Who a sender is") when any
 one holds: the first point above, a valid one-click link made for this sender, or a
 desk Message-ID signed for this sender among the ids it cites. Closing a ticket and
 adding participants need a verified mail.

@@ -22,7 +22,7 @@ def store_message(ctx: Context, t: Ticket, *, internal: bool, kind: str, body: s
 
 
 def attribution(ctx: Context) -> dict:
-    """Who really wrote this mail, for a staff notice (DESIGN section 4): the sender's
+    """Who really wrote this mail, for a staff notice (docs/mail.md, Participants): the sender's
     address and whether the mail was verified, never a display name from the mail;
     and the warning for mail that failed authentication at a trusted server."""
     return {"author": ctx.sender or ctx.inbound.from_addr or "an ambiguous sender", "verified": ctx.verified,

@@ -109,7 +109,7 @@ def _store_automatic(ctx: Context, kind: str) -> None:
     )
 
 
-# --- bounces, delay notices, complaints (DESIGN section 4 "Bounces"; guarantee 7) ---------
+# --- bounces, delay notices, complaints (docs/mail.md, "Bounces"; guarantee 7) ---------
 
 
 @dataclass(frozen=True)

@@ -172,7 +172,7 @@ def open_ticket(ctx: Context) -> None:
     if ctx.follows is not None:
         ctx.event("linked", f"follow-up {ctx.ref} opened by a reply after the reopen window", ticket=ctx.follows)
     if ctx.cites is not None:
-        # DESIGN section 4: a stranger who cites a ticket's mail gets a new ticket that mentions it
+        # docs/mail.md, Threading: a stranger who cites a ticket's mail gets a new ticket that mentions it
         cited = ctx.rt.ref(ctx.cites)
         ctx.event("cites", f"cites mail of {cited}, where {requester} is not a participant: not threaded there "
                            f"(#link it if it belongs there)", actor="desk")

@@ -1,5 +1,5 @@
-"""One-click links: confirm, reject, survey ratings (DESIGN section 4 "One-click
-actions"; what each does is `links.judge_click`).
+"""One-click links: confirm, reject, survey ratings (docs/mail.md, "One-click
+links"; what each does is `links.judge_click`).
 
 A click acts only when its From is the recipient the link was made for; any other
 click, and a link of the old form (bound to no resolution), changes nothing and is

@@ -69,7 +69,7 @@ def _visible(text: str) -> str:
 
 
 def command_text(line: str) -> str:
-    """A line as commands are read (DESIGN section 4): Unicode NFKC, invisible format
+    """A line as commands are read (docs/mail.md, Commands): Unicode NFKC, invisible format
     characters (category Cf: zero-width space, RTL mark, BOM, ...) dropped, so that
     `＃note`, or `#note` behind a zero-width space or an RTL mark, is `#note`."""
     return _visible(unicodedata.normalize("NFKC", _visible(line))).strip()
@@ -138,7 +138,7 @@ def may_run(ctx: Context, command: Command) -> str | None:
     if command.who == "requester" and not (ctx.role == "requester" or ctx.is_staff):
         return f"only the requester of {ctx.ref} may use it"
     if command.who == "requester" and ctx.role == "requester":
-        # DESIGN section 4: closing needs a verified mail (authenticated, a signed link, or a signed desk id)
+        # docs/security.md: closing needs a verified mail (authenticated, a signed link, or a signed desk id)
         return None if ctx.verified else f"your mail is not verified: {ctx.verified_reason}"
     if not ctx.authenticated:
         return f"you are not authenticated: {ctx.auth_reason}"
