@@ -109,7 +109,7 @@ def test_commands_that_only_read_the_database_need_no_imap_or_smtp_secret(desk, 
     _by_name(desk, _secrets_in(tmp_path / "credentials", secret="s" * 40))
     mid = desk.inbound()[0]["message_id"]
     for args in (["tickets", "list"], ["tickets", "show", "INC-1", "--json"], ["inbound", "list", "--json"],
-                 ["outbox", "list"], ["why", mid], ["report", "--json"]):
+                 ["outbox", "list"], ["why", mid], ["report", "--json"], ["status", "--json"]):
         code, out, err = desk.cli(*args)
         assert code == 0, (args, err)
     assert json.loads(desk.cli("tickets", "list", "--json")[1])[0]["subject"] == "Printer jam"
