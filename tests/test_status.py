@@ -85,3 +85,17 @@ def test_a_second_desk_on_the_same_sqlite_database_is_refused(desk):
     desk.deliver(mail("jane@example.org", "Printer jam", "Tray 2 is stuck."))
     desk.run()
     assert len(desk.tickets()) == 1
+
+
+def test_the_log_says_each_mail_sent_and_what_the_mail_processes_did(desk):
+    desk.write_config(imap={"processed_mailbox": "Processed"})
+    desk.deliver(mail("jane@example.org", "Printer jam", "Tray 2 is stuck."))
+    proc = desk.spawn("run", "--once")
+    out, err = proc.communicate(timeout=60)
+    log = err.decode()
+    assert proc.returncode == 0, log
+    assert "fetched mailbox=INBOX: stored 1 new message(s); moved 1 to Processed" in log
+    assert "sent outbox=1 kind=ack rcpt=jane@example.org ticket=INC-1 msgid=<" in log
+    assert "connected to IMAP" in log and "connected to SMTP" in log
+    assert "fetch process started" in log and "send process stopped" in log
+    assert "flagged=" not in log and "secret" not in log  # the IMAP password of the test config

@@ -47,6 +47,16 @@ class Fetched:
     def __str__(self):
         return f"stored={self.stored} duplicates={self.duplicates} flagged={self.flagged}"
 
+    def describe(self, processed_mailbox: str | None) -> str:
+        """What happened, in words: "stored 3 new message(s); moved 3 to Processed"."""
+        said = f"stored {self.stored} new message(s)"
+        if self.duplicates:
+            said += f" ({self.duplicates} already stored)"
+        if self.flagged:
+            said += f"; moved {self.flagged} to {processed_mailbox}" if processed_mailbox else \
+                f"; marked {self.flagged} \\Seen"
+        return said
+
 
 class MailboxSession:
     def __init__(self, imap_cfg):
@@ -86,7 +96,8 @@ class MailboxSession:
         except IMAPClientError as e:
             raise MailboxError(f"cannot open IMAP mailbox {c.mailbox!r}: {_text(e)} (check imap.mailbox)") from e
         self.uidvalidity = int(info[b"UIDVALIDITY"])
-        log.info("IMAP connected host=%s mailbox=%s uidvalidity=%s idle=%s", c.host, c.mailbox, self.uidvalidity, self.can_idle)
+        log.info("connected to IMAP %s:%s as %s, mailbox=%s uidvalidity=%s, %s", c.host, c.effective_port, c.username,
+                 c.mailbox, self.uidvalidity, "waiting with IDLE" if self.can_idle else f"polling every {c.poll_seconds} s")
         return self
 
     def close(self) -> None:
@@ -212,8 +223,8 @@ def fetch_new(session: MailboxSession, now: dt.datetime, batch_size: int = 200, 
     if not uids:
         with store.write_transaction():
             MailboxState.update(last_success_at=now, stall_alerted=False).where(MailboxState.mailbox == mailbox).execute()
-    if report.stored or report.duplicates:
-        log.info("fetched mailbox=%s %s", mailbox, report)
+    if report.stored or report.duplicates or report.flagged:
+        log.info("fetched mailbox=%s: %s", mailbox, report.describe(session.cfg.processed_mailbox))
     return report
 
 
@@ -297,7 +308,9 @@ def _finish_pending_flags(session: MailboxSession, mailbox: str, report: Fetched
     with store.write_transaction():
         record_flagged(mailbox, session.uidvalidity, uids)
     report.flagged += len(present)
-    log.info("finished flagging %d message(s) stored before a restart", len(present))
+    where = f"moved them to {session.cfg.processed_mailbox}" if session.cfg.processed_mailbox else "marked them \\Seen"
+    log.info("mailbox=%s: %d message(s) were stored before a restart but not yet done on the server; %s",
+             mailbox, len(present), where)
 
 
 def _batches(session: MailboxSession, uids: list[int], batch_size: int):

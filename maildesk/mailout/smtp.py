@@ -75,6 +75,8 @@ async def _connect(smtp_cfg) -> aiosmtplib.SMTP:
             await client.auth_xoauth2(smtp_cfg.username, smtp_cfg.oauth2_token)
         else:
             await client.login(smtp_cfg.username, smtp_cfg.password or "")
+    log.info("connected to SMTP %s:%s%s", smtp_cfg.host, smtp_cfg.effective_port,
+             f" as {smtp_cfg.username}" if smtp_cfg.username else "")
     return client
 
 
@@ -202,6 +204,8 @@ async def _deliver(rt, rows, on_results, should_stop, connections: Connections) 
                         await _send(client, envelope, row.rcpt, raw)
                         faults.point("after-send")
                         results.append((row.id, "sent", None))
+                        log.info("sent outbox=%s kind=%s rcpt=%s ticket=%s msgid=<%s>", row.id, row.kind, row.rcpt,
+                                 rt.ref(row.ticket_id) if row.ticket_id else "-", row.message_id)
                         break
                     except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as e:
                         client = None
@@ -210,6 +214,8 @@ async def _deliver(rt, rows, on_results, should_stop, connections: Connections) 
                     except (aiosmtplib.SMTPException, OSError) as e:
                         err = _classify_smtp_error(e)
                         results.append((row.id, "failed" if isinstance(err, _Permanent) else "deferred", str(err)))
+                        log.info("%s outbox=%s kind=%s rcpt=%s: %s", "refused" if isinstance(err, _Permanent) else
+                                 "deferred", row.id, row.kind, row.rcpt, err)
                         try:
                             await client.rset()
                         except (aiosmtplib.SMTPException, OSError):

@@ -180,7 +180,8 @@ class Mover:
         return {uid: summarize(self.rt, raw) for uid, raw in raws.items()}
 
     def _lost_session(self, why: str, error: bool = False) -> None:
-        (log.error if error else log.warning)("fetch failed: %s", why)
+        (log.error if error else log.warning)("IMAP session lost, connecting again: %s" if self.session is not None
+                                              else "cannot fetch: %s", why)
         try:
             store.put_setting("last_fetch_error", why[:500])
         except (DatabaseError, InterfaceError):
@@ -393,13 +394,14 @@ def main(cfg, pipe, desk_end, role: str, once: bool, now: dt.datetime | None) ->
 
         store.open_database(cfg.database.url)
         mover = Mover(Runtime.start(cfg), pipe, role, now)
+        log.info("%s process started (pid %d)", role, os.getpid())
         try:
             mover.run_once() if once else mover.run_forever()
         finally:
             mover.flush_notes()
             mover.close()
             store.db.obj.close()
-    log.info("%s process done: %.2f s CPU", role, time.process_time())
+    log.info("%s process stopped after %.2f s of CPU", role, time.process_time())
 
 
 PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15
