@@ -26,6 +26,7 @@ from imapclient.exceptions import IMAPClientError
 
 from .. import faults, store
 from ..errors import MaildeskError
+from ..oauth2 import AccessTokens, TokenError
 from ..store import Inbound, InboundRaw, MailboxState
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,11 @@ class Fetched:
 
 
 class MailboxSession:
-    def __init__(self, imap_cfg):
+    def __init__(self, imap_cfg, tokens: AccessTokens | None = None):
         self.cfg = imap_cfg
+        # auth = "oauth2": kept by the caller from one session to the next
+        self.tokens = tokens or AccessTokens.for_config(imap_cfg, "imap")
+        self.log_in_again_at: float | None = None  # time.time() when this session's token expires soon
         self.client: IMAPClient | None = None
         self.uidvalidity: int | None = None
         self.can_idle = self.can_move = False
@@ -80,12 +84,14 @@ class MailboxSession:
         if c.security == "starttls":
             self.client.starttls(self._tls())
         try:
-            if c.auth == "oauth2":
-                self.client.oauth2_login(c.username, c.oauth2_token)
+            if self.tokens is not None:
+                self._oauth2_login()
             else:
                 self.client.login(c.username, c.password or "")
         except IMAPClientError as e:
-            raise MailboxError(f"IMAP login as {c.username} on {c.host} refused: {_text(e)} (check imap.username and the password)") from e
+            what = "the OAuth2 token" if self.tokens is not None else "the password"
+            raise MailboxError(f"IMAP login as {c.username} on {c.host} refused: {_text(e)} "
+                               f"(check imap.username and {what})") from e
         caps = self.client.capabilities()
         self.can_idle = c.idle and b"IDLE" in caps
         self.can_move = b"MOVE" in caps
@@ -99,6 +105,28 @@ class MailboxSession:
         log.info("connected to IMAP %s:%s as %s, mailbox=%s uidvalidity=%s, %s", c.host, c.effective_port, c.username,
                  c.mailbox, self.uidvalidity, "waiting with IDLE" if self.can_idle else f"polling every {c.poll_seconds} s")
         return self
+
+    def _oauth2_login(self) -> None:
+        """XOAUTH2 with a token that is not about to expire; a refused token is
+        renewed and tried once more (it may have been revoked, or the clocks differ)."""
+        for attempt in (1, 2):
+            try:
+                token = self.tokens.current()
+            except TokenError as e:
+                raise MailboxError(str(e)) from None
+            try:
+                self.client.oauth2_login(self.cfg.username, token)
+            except IMAPClientError:
+                if attempt == 1 and self.tokens.refused(token):
+                    log.warning("imap: the server refused the OAuth2 token for %s; asking for a new one", self.cfg.username)
+                    continue
+                raise
+            self.log_in_again_at = self.tokens.renew_at()
+            return
+
+    def should_log_in_again(self) -> bool:
+        """True when the token this session logged in with is about to expire."""
+        return self.log_in_again_at is not None and time.time() >= self.log_in_again_at
 
     def close(self) -> None:
         if self.client is None:
