@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..vocab import PRIORITIES
+from .credentials import credentials_dir, secret_from
 from .sections import (
     DEFAULT_SLA,
     Alerts,
@@ -47,7 +48,6 @@ from .sections import (
     _build,
     _default_state_dir,
 )
-from .credentials import credentials_dir, secret_from
 from .values import DEFAULT_MATRIX, ConfigError, Duration, parse_duration
 
 __all__ = [
