@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import re
+import signal
 import sys
 import textwrap
 
@@ -249,6 +250,10 @@ def cmd_run(args) -> int:
 def _run(args, cfg) -> int:
     from ..service.profiling import profiled
 
+    early: list[int] = []
+    if not args.once:
+        # a SIGTERM while the desk is still starting (systemd stopping it) is a clean stop too
+        signal.signal(signal.SIGTERM, lambda signum, frame: early.append(signum))
     with profiled("desk"):
         cfg = _open_database(args, migrate=True, cfg=cfg)
         now = parse_now(args.now, cfg.desk.timezone) if args.now else None
@@ -262,6 +267,8 @@ def _run(args, cfg) -> int:
         daemon = Daemon(Runtime.start(cfg), fetcher)
         if args.once:
             return 0 if daemon.run_once(now) else 1
+        if early:
+            daemon.stop.set()
         daemon.run_forever()
     return 0
 
