@@ -434,6 +434,9 @@ class Demo:
         heading("The KPI report, as of 10:30 that Monday")
         self.maildesk("report", "--now", clock("10:30").isoformat())
 
+        heading("The desk's health at a glance, as of 10:30")
+        self.maildesk("status", "--now", clock("10:30").isoformat())
+
 
 def outbox_id(captured) -> int:
     """The outbox row of a mail the desk sent, from its VERP envelope sender

@@ -3,7 +3,7 @@ pipeline stages that do not import each other, and SMTP only in the send process
 
 The layers, bottom to top (docs/architecture.md draws them):
 
-    leaves    config, vocab, errors, businesstime, signing, verp, faults
+    leaves    config, vocab, errors, businesstime, signing, verp, faults, oauth2
     store     the database
     mailin    bytes -> ParsedMail, automatic-mail verdicts, IMAP
     mailout   the queue, templates, SMTP, results
@@ -29,7 +29,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "maildesk"
 
 LAYERS = ("leaves", "store", "mailin", "mailout", "desk", "pipeline", "service", "ops")
-LEAVES = {"config", "vocab", "errors", "businesstime", "signing", "verp", "faults"}
+LEAVES = {"config", "vocab", "errors", "businesstime", "signing", "verp", "faults", "oauth2"}
 # the stages, by module: a stage module may not import another one
 STAGES = {"parse", "screen", "correlate", "identity", "commands", "triage", "converse", "notify"}
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..vocab import PRIORITIES
+from .credentials import credentials_dir, secret_from
 from .sections import (
     DEFAULT_SLA,
     Alerts,
@@ -36,6 +37,7 @@ from .sections import (
     Imap,
     Lifecycle,
     Limits,
+    Metrics,
     Priority,
     Reports,
     Roles,
@@ -46,14 +48,14 @@ from .sections import (
     Technician,
     _build,
     _default_state_dir,
-    _secret,
 )
 from .values import DEFAULT_MATRIX, ConfigError, Duration, parse_duration
 
 __all__ = [
     "DEFAULT_MATRIX", "Alerts", "Assignment", "Attachments", "Bounces", "BusinessHours", "Category", "Config",
-    "ConfigError", "Database", "Desk", "Duration", "Escalation", "Group", "Imap", "Lifecycle", "Limits", "Priority",
-    "Reports", "Roles", "Security", "SlaPolicy", "Smtp", "Survey", "Technician", "check_consistency", "config_path",
+    "ConfigError", "Database", "Desk", "Duration", "Escalation", "Group", "Imap", "Lifecycle", "Limits", "Metrics",
+    "Priority", "Reports", "Roles", "Security", "SlaPolicy", "Smtp", "Survey", "Technician", "check_consistency",
+    "config_path",
     "load_config", "parse_config", "parse_duration",
 ]
 
@@ -79,6 +81,7 @@ class Config:
     limits: Limits = Limits()
     alerts: Alerts = Alerts()
     reports: Reports = Reports()
+    metrics: Metrics = Metrics()
     bounces: Bounces = Bounces()
     attachments: Attachments = Attachments()
     path: Path | None = None
@@ -167,7 +170,7 @@ _SECTIONS = {
     "priority": Priority, "business_hours": BusinessHours, "escalation": Escalation,
     "assignment": Assignment, "security": Security, "lifecycle": Lifecycle,
     "survey": Survey, "limits": Limits, "alerts": Alerts, "reports": Reports, "bounces": Bounces,
-    "attachments": Attachments,
+    "attachments": Attachments, "metrics": Metrics,
 }
 _ARRAYS = {"groups": Group, "technicians": Technician, "categories": Category, "sla": SlaPolicy}
 
@@ -178,8 +181,9 @@ def config_path(explicit: str | None) -> Path:
 
 
 def load_config(path: str | os.PathLike, deep: bool = True) -> Config:
-    """`deep=False` skips the checks that cost time (the holiday tables): for the
-    commands that only read the database."""
+    """`deep=False` is for the commands that only read the database: it skips the
+    checks that cost time (the holiday tables) and reads no IMAP or SMTP secret (a
+    shell may have none of them), so those fields stay None."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -194,17 +198,21 @@ def load_config(path: str | os.PathLike, deep: bool = True) -> Config:
     return parse_config(data, path, deep)
 
 
+# The secrets of [imap] and [smtp], each from `key = "..."` or `key_file = ...`
+# (credentials.py); they are left unread with deep=False.
+MAIL_SECRETS = ("password", "oauth2_token", "oauth2_client_secret", "oauth2_refresh_token")
+
+
 def parse_config(data: dict, path: Path | None = None, deep: bool = True) -> Config:
     errors: list[str] = []
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     original_security = set(data["security"]) if isinstance(data.get("security"), dict) else set()
+    base = credentials_dir(data.get("desk"))
     secrets = {
-        "imap": _secret(data.get("imap"), "imap", errors),
-        "smtp": _secret(data.get("smtp"), "smtp", errors),
-        "imap_oauth2": _secret(data.get("imap"), "imap", errors, "oauth2_token"),
-        "smtp_oauth2": _secret(data.get("smtp"), "smtp", errors, "oauth2_token"),
-        "security": _secret(data.get("security"), "security", errors, "secret"),
+        (section, key): secret_from(data.get(section), section, errors, base, key, read=deep)
+        for section in ("imap", "smtp") for key in MAIL_SECRETS
     }
+    secrets["security", "secret"] = secret_from(data.get("security"), "security", errors, base, "secret")
     parts: dict[str, Any] = {}
     for key in data:
         if key not in _SECTIONS and key not in _ARRAYS:
@@ -233,14 +241,10 @@ def parse_config(data: dict, path: Path | None = None, deep: bool = True) -> Con
     db = parts["database"]
     if not db.url:
         parts["database"] = Database(url=f"sqlite:///{state_dir / 'maildesk.db'}")
-    parts["imap"] = dataclasses.replace(
-        parts["imap"], password=secrets["imap"], oauth2_token=secrets["imap_oauth2"]
-    )
-    parts["smtp"] = dataclasses.replace(
-        parts["smtp"], password=secrets["smtp"], oauth2_token=secrets["smtp_oauth2"]
-    )
+    for section in ("imap", "smtp"):
+        parts[section] = dataclasses.replace(parts[section], **{key: secrets[section, key] for key in MAIL_SECRETS})
     parts["security"] = dataclasses.replace(
-        parts.get("security", Security()), secret=secrets["security"],
+        parts.get("security", Security()), secret=secrets["security", "secret"],
         secret_key="security.secret_file" if "secret_file" in original_security else "security.secret",
     )
     cfg = Config(**parts, path=path)
@@ -254,11 +258,10 @@ def check_consistency(cfg: Config, deep: bool = True) -> None:
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", cfg.desk.ticket_prefix):
         errors.append("desk.ticket_prefix: use letters and digits only, such as \"INC\"")
     for key, conf in (("imap", cfg.imap), ("smtp", cfg.smtp)):
-        if conf.auth == "oauth2" and not conf.oauth2_token:
-            errors.append(f"{key}.oauth2_token_file: required when {key}.auth = \"oauth2\"")
-    if cfg.imap.auth == "password" and cfg.imap.password is None:
+        errors.extend(_check_oauth2(key, conf, deep))
+    if deep and cfg.imap.auth == "password" and cfg.imap.password is None:
         errors.append("imap.password_file: required key is missing (or give imap.password)")
-    if cfg.smtp.username and cfg.smtp.auth == "password" and cfg.smtp.password is None:
+    if deep and cfg.smtp.username and cfg.smtp.auth == "password" and cfg.smtp.password is None:
         errors.append("smtp.password_file: required when smtp.username is set (or give smtp.password)")
     if "{id}" not in cfg.desk.bounce_address:
         errors.append('desk.bounce_address: must contain "{id}"')
@@ -358,6 +361,40 @@ def _escalation_cycles(cfg: Config) -> list[str]:
             seen.add(frozenset(cycle))
             errors.append(f"groups[{index[cycle[0]]}].escalates_to: the groups escalate in a circle "
                           f"({' -> '.join(cycle + [cycle[0]])}); end the chain at a group without escalates_to")
+    return errors
+
+
+def _check_oauth2(key: str, conf: Imap | Smtp, deep: bool) -> list[str]:
+    """auth = "oauth2": a static token, or a token endpoint with its client and a
+    refresh token or a scope (docs/configuration.md, OAuth2). The secrets are checked only
+    when they were read (deep)."""
+    errors = []
+    renewing = conf.oauth2_token_url is not None
+    if conf.auth != "oauth2":
+        if renewing or conf.oauth2_client_id or conf.oauth2_scope:
+            errors.append(f'{key}.auth: set auth = "oauth2" to use the {key}.oauth2_* keys')
+        return errors
+    if key == "smtp" and not conf.username:
+        errors.append('smtp.username: required when smtp.auth = "oauth2" (the account the token is for)')
+    if not renewing:
+        if conf.oauth2_client_id or conf.oauth2_scope:
+            errors.append(f"{key}.oauth2_token_url: required with {key}.oauth2_client_id and {key}.oauth2_scope")
+        elif deep and not conf.oauth2_token:
+            errors.append(f'{key}.oauth2_token_url: required when {key}.auth = "oauth2" '
+                          f"(or give {key}.oauth2_token_file, a token you renew by other means)")
+        return errors
+    if not conf.oauth2_client_id:
+        errors.append(f"{key}.oauth2_client_id: required with {key}.oauth2_token_url")
+    if not deep:
+        return errors
+    if conf.oauth2_token:
+        errors.append(f"{key}.oauth2_token_file: give either {key}.oauth2_token_file or {key}.oauth2_token_url, not both")
+    if conf.oauth2_refresh_token is None and not conf.oauth2_scope:
+        errors.append(f"{key}.oauth2_refresh_token_file: required with {key}.oauth2_token_url "
+                      f"(or give {key}.oauth2_scope for the client-credentials grant)")
+    if conf.oauth2_refresh_token is None and conf.oauth2_client_secret is None:
+        errors.append(f"{key}.oauth2_client_secret_file: required for the client-credentials grant "
+                      f"({key}.oauth2_scope without {key}.oauth2_refresh_token_file)")
     return errors
 
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import errno
 import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ..vocab import PRIORITIES
+from .credentials import DEFAULT_CREDENTIALS_DIR
 from .values import (
     CALENDARS,
     DEFAULT_MATRIX,
@@ -30,8 +29,10 @@ from .values import (
     _date_list,
     _duration,
     _fraction,
+    _http_url,
     _KeyedError,
     _level_keywords,
+    _listen_address,
     _matrix,
     _non_negative_int,
     _nonempty_str,
@@ -95,49 +96,6 @@ def _build(cls, table: Any, path: str, errors: list[str]):
         return None
 
 
-def _secret(table: object, path: str, errors: list[str], key: str = "password") -> str | None:
-    """`password = "..."` or `password_file = "/run/credentials/..."` (systemd)."""
-    if not isinstance(table, dict):
-        return None
-    inline, file_key = table.pop(key, None), table.pop(f"{key}_file", None)
-    if inline is not None and file_key is not None:
-        errors.append(f"{path}.{key}_file: give either {key} or {key}_file, not both")
-        return None
-    if inline is not None:
-        if not isinstance(inline, str):
-            errors.append(f"{path}.{key}: expected a string")
-            return None
-        return inline
-    if file_key is not None:
-        if not isinstance(file_key, str):
-            errors.append(f"{path}.{key}_file: expected a string")
-            return None
-        file_key = os.path.expandvars(file_key)
-        try:
-            return read_regular_file(file_key).strip()
-        except OSError as e:
-            errors.append(f"{path}.{key}_file: cannot read {file_key}: {e.strerror}")
-        except UnicodeDecodeError:
-            errors.append(f"{path}.{key}_file: {file_key} is not UTF-8 text")
-    return None
-
-
-def read_regular_file(path: str) -> str:
-    """The text of a regular file. It is opened without blocking and checked before it
-    is read: a FIFO or a device named as a password file would hang the desk and
-    `check-config` for ever, and a directory is no secret."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file (a FIFO, a device or a directory is never read)")
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks).decode("utf-8")
-
-
 # --- sections --------------------------------------------------------------------
 
 
@@ -157,6 +115,8 @@ class Desk:
     default_group: str | None = opt(None, _str)
     # VERP envelope sender: {local}+bounce-{id}@{domain} by default.
     bounce_address: str = opt("{local}+bounce-{id}@{domain}", _str)
+    # where a relative *_file is read from in a shell (inside the service: $CREDENTIALS_DIRECTORY)
+    credentials_dir: Path = opt(DEFAULT_CREDENTIALS_DIR, _path)
 
     @property
     def domain(self) -> str:
@@ -187,8 +147,15 @@ class Imap:
     ca_file: Path | None = opt(None, _path)  # a private CA for the server's certificate
     verify_tls: bool = opt(True, _bool)
     auth: str = opt("password", _one_of("password", "oauth2"))
+    # OAuth2 that renews itself (maildesk/oauth2.py): the token endpoint and the client,
+    # with a refresh token (delegated) or a scope (client credentials)
+    oauth2_token_url: str | None = opt(None, _http_url)
+    oauth2_client_id: str | None = opt(None, _nonempty_str)
+    oauth2_scope: str | None = opt(None, _nonempty_str)
     password: str | None = None  # from password / password_file
-    oauth2_token: str | None = None  # from oauth2_token / oauth2_token_file
+    oauth2_token: str | None = None  # from oauth2_token / oauth2_token_file: a token renewed by other means
+    oauth2_client_secret: str | None = None  # from oauth2_client_secret / oauth2_client_secret_file
+    oauth2_refresh_token: str | None = None  # from oauth2_refresh_token / oauth2_refresh_token_file
 
     @property
     def effective_port(self) -> int:
@@ -209,8 +176,13 @@ class Smtp:
     ca_file: Path | None = opt(None, _path)  # a private CA for the server's certificate
     verify_tls: bool = opt(True, _bool)
     auth: str = opt("password", _one_of("password", "oauth2"))
+    oauth2_token_url: str | None = opt(None, _http_url)  # as in [imap]
+    oauth2_client_id: str | None = opt(None, _nonempty_str)
+    oauth2_scope: str | None = opt(None, _nonempty_str)
     password: str | None = None
     oauth2_token: str | None = None
+    oauth2_client_secret: str | None = None
+    oauth2_refresh_token: str | None = None
 
     @property
     def effective_port(self) -> int:
@@ -369,6 +341,11 @@ class Reports:
 @dataclass(frozen=True, kw_only=True)
 class Alerts:
     fetch_stalled_after: Duration = opt(parse_duration("30m"), _duration)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Metrics:
+    listen: str | None = opt(None, _listen_address)  # "127.0.0.1:9464": Prometheus metrics over HTTP
 
 
 @dataclass(frozen=True, kw_only=True)

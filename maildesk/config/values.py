@@ -219,6 +219,22 @@ def _path(v):
     return Path(_str(v)).expanduser()
 
 
+def _http_url(v):
+    v = _str(v).strip()
+    if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", v):
+        raise ValueError(f'"{v}" is not an http:// or https:// URL')
+    return v
+
+
+def _listen_address(v):
+    """`HOST:PORT` (`[::1]:9464` for IPv6); the host must be given."""
+    v = _str(v).strip()
+    m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d+)", v)
+    if not m or not 0 < int(m.group(2)) < 65536:
+        raise ValueError(f'"{v}" is not an address such as "127.0.0.1:9464"')
+    return v
+
+
 def _level_keywords(v):
     if not isinstance(v, dict):
         raise ValueError("expected a table of level = [keywords]")

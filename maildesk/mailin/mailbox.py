@@ -27,6 +27,7 @@ from imapclient.exceptions import IMAPClientError
 
 from .. import faults, store
 from ..errors import MaildeskError
+from ..oauth2 import AccessTokens, TokenError
 from ..store import Inbound, InboundRaw, MailboxState
 
 if TYPE_CHECKING:
@@ -51,10 +52,23 @@ class Fetched:
     def __str__(self):
         return f"stored={self.stored} duplicates={self.duplicates} flagged={self.flagged}"
 
+    def describe(self, processed_mailbox: str | None) -> str:
+        """What happened, in words: "stored 3 new message(s); moved 3 to Processed"."""
+        said = f"stored {self.stored} new message(s)"
+        if self.duplicates:
+            said += f" ({self.duplicates} already stored)"
+        if self.flagged:
+            said += f"; moved {self.flagged} to {processed_mailbox}" if processed_mailbox else \
+                f"; marked {self.flagged} \\Seen"
+        return said
+
 
 class MailboxSession:
-    def __init__(self, imap_cfg):
+    def __init__(self, imap_cfg, tokens: AccessTokens | None = None):
         self.cfg = imap_cfg
+        # auth = "oauth2": kept by the caller from one session to the next
+        self.tokens = tokens or AccessTokens.for_config(imap_cfg, "imap")
+        self.log_in_again_at: float | None = None  # time.time() when this session's token expires soon
         self.client: IMAPClient | None = None
         self.uidvalidity: int | None = None
         self.can_idle = self.can_move = False
@@ -74,13 +88,14 @@ class MailboxSession:
         if c.security == "starttls":
             self.client.starttls(self._tls())
         try:
-            if c.auth == "oauth2":
-                self.client.oauth2_login(c.username, c.oauth2_token)
+            if self.tokens is not None:
+                self._oauth2_login()
             else:
                 self.client.login(c.username, c.password or "")
         except IMAPClientError as e:
+            what = "the OAuth2 token" if self.tokens is not None else "the password"
             raise MailboxError(f"IMAP login as {c.username} on {c.host} refused: {_text(e)} "
-                               "(check imap.username and the password)") from e
+                               f"(check imap.username and {what})") from e
         caps = self.client.capabilities()
         self.can_idle = c.idle and b"IDLE" in caps
         self.can_move = b"MOVE" in caps
@@ -91,8 +106,32 @@ class MailboxSession:
         except IMAPClientError as e:
             raise MailboxError(f"cannot open IMAP mailbox {c.mailbox!r}: {_text(e)} (check imap.mailbox)") from e
         self.uidvalidity = int(info[b"UIDVALIDITY"])
-        log.info("IMAP connected host=%s mailbox=%s uidvalidity=%s idle=%s", c.host, c.mailbox, self.uidvalidity, self.can_idle)
+        log.info("connected to IMAP %s:%s as %s, mailbox=%s uidvalidity=%s, %s", c.host, c.effective_port, c.username,
+                 c.mailbox, self.uidvalidity, "waiting with IDLE" if self.can_idle else f"polling every {c.poll_seconds} s")
         return self
+
+    def _oauth2_login(self) -> None:
+        """XOAUTH2 with a token that is not about to expire; a refused token is
+        renewed and tried once more (it may have been revoked, or the clocks differ)."""
+        assert self.tokens is not None and self.client is not None  # auth = "oauth2", connected
+        for attempt in (1, 2):
+            try:
+                token = self.tokens.current()
+            except TokenError as e:
+                raise MailboxError(str(e)) from None
+            try:
+                self.client.oauth2_login(self.cfg.username, token)
+            except IMAPClientError:
+                if attempt == 1 and self.tokens.refused(token):
+                    log.warning("imap: the server refused the OAuth2 token for %s; asking for a new one", self.cfg.username)
+                    continue
+                raise
+            self.log_in_again_at = self.tokens.renew_at()
+            return
+
+    def should_log_in_again(self) -> bool:
+        """True when the token this session logged in with is about to expire."""
+        return self.log_in_again_at is not None and time.time() >= self.log_in_again_at
 
     def close(self) -> None:
         if self.client is None:
@@ -223,8 +262,8 @@ def fetch_new(session: MailboxSession, now: dt.datetime, batch_size: int = 200, 
     if not uids:
         with store.write_transaction():
             MailboxState.update(last_success_at=now, stall_alerted=False).where(MailboxState.mailbox == mailbox).execute()
-    if report.stored or report.duplicates:
-        log.info("fetched mailbox=%s %s", mailbox, report)
+    if report.stored or report.duplicates or report.flagged:
+        log.info("fetched mailbox=%s: %s", mailbox, report.describe(session.cfg.processed_mailbox))
     return report
 
 
@@ -310,7 +349,9 @@ def _finish_pending_flags(session: MailboxSession, mailbox: str, report: Fetched
     with store.write_transaction():
         record_flagged(mailbox, session.uidvalidity, uids)
     report.flagged += len(present)
-    log.info("finished flagging %d message(s) stored before a restart", len(present))
+    where = f"moved them to {session.cfg.processed_mailbox}" if session.cfg.processed_mailbox else "marked them \\Seen"
+    log.info("mailbox=%s: %d message(s) were stored before a restart but not yet done on the server; %s",
+             mailbox, len(present), where)
 
 
 def _batches(session: MailboxSession, uids: list[int], batch_size: int):

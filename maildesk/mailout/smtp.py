@@ -17,6 +17,7 @@ import aiosmtplib
 
 from .. import faults, signing
 from ..errors import MaildeskError
+from ..oauth2 import AccessTokens, TokenError
 from ..store import Outbox
 from ..verp import verp_address
 from .render import render_row
@@ -65,7 +66,7 @@ def _ehlo_name() -> str:
     return socket.getfqdn()
 
 
-async def _connect(smtp_cfg) -> aiosmtplib.SMTP:
+async def _connect(smtp_cfg, tokens: AccessTokens | None = None) -> aiosmtplib.SMTP:
     kwargs = dict(
         hostname=smtp_cfg.host, port=smtp_cfg.effective_port, timeout=smtp_cfg.timeout_seconds,
         local_hostname=_ehlo_name(),
@@ -76,12 +77,40 @@ async def _connect(smtp_cfg) -> aiosmtplib.SMTP:
     await client.connect()
     if client.last_ehlo_response is None:
         await client.ehlo()
+    client.log_in_again_at = None  # type: ignore[attr-defined]  # time.time() when the OAuth2 token it logged in with expires soon
     if smtp_cfg.username:
         if smtp_cfg.auth == "oauth2":
-            await client.auth_xoauth2(smtp_cfg.username, smtp_cfg.oauth2_token)
+            tokens = tokens or AccessTokens.for_config(smtp_cfg, "smtp")
+            assert tokens is not None  # auth = "oauth2" has tokens
+            await _oauth2_login(client, smtp_cfg, tokens)
         else:
             await client.login(smtp_cfg.username, smtp_cfg.password or "")
+    log.info("connected to SMTP %s:%s%s", smtp_cfg.host, smtp_cfg.effective_port,
+             f" as {smtp_cfg.username}" if smtp_cfg.username else "")
     return client
+
+
+async def _oauth2_login(client: aiosmtplib.SMTP, smtp_cfg, tokens: AccessTokens) -> None:
+    """XOAUTH2 with a token that is not about to expire (asked for in a thread: the
+    other connections go on sending meanwhile); a refused token is renewed and tried
+    once more."""
+    loop = asyncio.get_running_loop()
+    for attempt in (1, 2):
+        try:
+            token = await loop.run_in_executor(None, tokens.current)
+        except TokenError as e:
+            client.close()
+            raise aiosmtplib.SMTPException(str(e)) from None
+        try:
+            await client.auth_xoauth2(smtp_cfg.username, token)
+        except aiosmtplib.SMTPAuthenticationError:
+            if attempt == 1 and tokens.refused(token):
+                log.warning("smtp: the server refused the OAuth2 token for %s; asking for a new one", smtp_cfg.username)
+                continue
+            client.close()
+            raise
+        client.log_in_again_at = tokens.renew_at()  # type: ignore[attr-defined]  # our note on the client
+        return
 
 
 async def _send(client: aiosmtplib.SMTP, sender: str, rcpt: str, raw: bytes) -> None:
@@ -101,8 +130,9 @@ class Connections:
     A connection idle for `idle` seconds is closed (servers drop idle clients, RFC
     5321 4.5.3.2.7, and a reused one that was dropped gets one fresh try anyway)."""
 
-    def __init__(self, smtp_cfg, idle: float = 30.0):
+    def __init__(self, smtp_cfg, idle: float = 30.0, tokens: AccessTokens | None = None):
         self.cfg, self.idle = smtp_cfg, idle
+        self.tokens = tokens or (AccessTokens.for_config(smtp_cfg, "smtp") if smtp_cfg.username else None)
         self.loop = asyncio.new_event_loop()
         self._free: list[tuple[aiosmtplib.SMTP, float]] = []
 
@@ -112,9 +142,16 @@ class Connections:
     async def take(self) -> aiosmtplib.SMTP:
         while self._free:
             client, _ = self._free.pop()
+            renew_at = getattr(client, "log_in_again_at", None)
+            if client.is_connected and renew_at is not None and time.time() >= renew_at:
+                await _quit(client)  # its token expires soon: a new connection logs in with a new one
+                continue
             if client.is_connected:
                 return client
-        return await _connect(self.cfg)
+        return await self.connect()
+
+    async def connect(self) -> aiosmtplib.SMTP:
+        return await _connect(self.cfg, self.tokens)
 
     def give_back(self, client: aiosmtplib.SMTP) -> None:
         self._free.append((client, time.monotonic()))
@@ -201,7 +238,7 @@ async def _deliver(rt: Runtime, rows, on_results, should_stop, connections: Conn
                 for attempt in (1, 2):  # a reused connection the server dropped gets one fresh try
                     if client is None:
                         try:
-                            client = await (connections.take() if attempt == 1 else _connect(rt.cfg.smtp))
+                            client = await (connections.take() if attempt == 1 else connections.connect())
                         except (aiosmtplib.SMTPException, OSError) as e:
                             down.append(str(_classify_smtp_error(e)))
                             results.append((row.id, "deferred", down[0]))
@@ -210,6 +247,8 @@ async def _deliver(rt: Runtime, rows, on_results, should_stop, connections: Conn
                         await _send(client, envelope, row.rcpt, raw)
                         faults.point("after-send")
                         results.append((row.id, "sent", None))
+                        log.info("sent outbox=%s kind=%s rcpt=%s ticket=%s msgid=<%s>", row.id, row.kind, row.rcpt,
+                                 rt.ref(row.ticket_id) if row.ticket_id else "-", row.message_id)
                         break
                     except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as e:
                         client = None
@@ -218,6 +257,8 @@ async def _deliver(rt: Runtime, rows, on_results, should_stop, connections: Conn
                     except (aiosmtplib.SMTPException, OSError) as e:
                         err = _classify_smtp_error(e)
                         results.append((row.id, "failed" if isinstance(err, _Permanent) else "deferred", str(err)))
+                        log.info("%s outbox=%s kind=%s rcpt=%s: %s", "refused" if isinstance(err, _Permanent) else
+                                 "deferred", row.id, row.kind, row.rcpt, err)
                         try:
                             await client.rset()
                         except (aiosmtplib.SMTPException, OSError):

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import re
+import signal
 import sys
 import textwrap
 from typing import TYPE_CHECKING
@@ -106,6 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--now", metavar="ISO-8601", help="measure against this time instead of the clock")
     report.add_argument("--json", action="store_true")
     report.set_defaults(func=cmd_report)
+
+    status = sub.add_parser("status", help="health at a glance: fetching, inbound, outbox, next SLA deadlines")
+    status.add_argument("--now", metavar="ISO-8601", help="measure ages against this time instead of the clock")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    sub.add_parser("example-config", help="print the commented example configuration shipped in the package"
+                   ).set_defaults(func=cmd_example_config)
+    sub.add_parser("systemd-unit", help="print the hardened systemd unit shipped in the package, for this install"
+                   ).set_defaults(func=cmd_systemd_unit)
     return p
 
 
@@ -124,11 +135,11 @@ def _open(args, migrate: bool = False):
     return Runtime.start(_open_database(args, migrate))
 
 
-def _open_database(args, migrate: bool = False):
+def _open_database(args, migrate: bool = False, cfg=None):
     """The config, with its database open and up to date (migrated, for `run`)."""
     from .. import store
 
-    cfg = _config(args, deep=migrate)
+    cfg = cfg or _config(args, deep=migrate)
     try:
         store.open_database(cfg.database.url)
     except store.DatabaseUnavailable as e:
@@ -199,6 +210,22 @@ def _table(rows: list[list[str]], headers: list[str]) -> None:
         print(fmt.format(*(c if len(c) <= w else c[: w - 1] + "…" for c, w in zip(row, widths, strict=True))).rstrip())
 
 
+def _short(iso_time: str | None) -> str:
+    """An ISO-8601 time of the JSON as a table shows it: to the minute, in the desk's
+    zone (the JSON keeps the offset)."""
+    return iso_time[:16].replace("T", " ") if iso_time else ""
+
+
+def _due(row: dict) -> str | None:
+    """The target a ticket works towards now: the response, until one is given;
+    then the resolution; nothing once resolved."""
+    if row["status"] in ("resolved", "closed", "cancelled"):
+        return None
+    if row["first_response_at"] is None and row["response_due"]:
+        return row["response_due"]
+    return row["resolution_due"]
+
+
 # --- commands -------------------------------------------------------------------------
 
 
@@ -231,12 +258,36 @@ def cmd_check_config(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from ..service.profiling import profiled
-
     if args.now and not args.once:
         raise UserError("--now needs --once", 2)
+    from ..service.lock import AlreadyRunning, DeskLock
+
+    cfg = _config(args)
+    lock = DeskLock.for_url(cfg.database.url or "")
+    try:
+        if lock is not None:
+            lock.acquire()  # before the database is touched: one desk per SQLite file
+    except AlreadyRunning as e:
+        raise UserError(str(e)) from None
+    except OSError as e:
+        where = lock.path if lock is not None else cfg.database.url
+        raise UserError(f"cannot lock {where}: {e.strerror} (check database.url and desk.state_dir)") from None
+    try:
+        return _run(args, cfg)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(args, cfg) -> int:
+    from ..service.profiling import profiled
+
+    early: list[int] = []
+    if not args.once:
+        # a SIGTERM while the desk is still starting (systemd stopping it) is a clean stop too
+        signal.signal(signal.SIGTERM, lambda signum, frame: early.append(signum))
     with profiled("desk"):
-        cfg = _open_database(args, migrate=True)
+        cfg = _open_database(args, migrate=True, cfg=cfg)
         now = parse_now(args.now, cfg.desk.timezone) if args.now else None
         # the fetch process starts on the mail while this one loads the rest of maildesk
         from ..service.mailprocess import MailProcess
@@ -248,6 +299,8 @@ def cmd_run(args) -> int:
         daemon = Daemon(Runtime.start(cfg), fetcher)
         if args.once:
             return 0 if daemon.run_once(now) else 1
+        if early:
+            daemon.stop.set()
         daemon.run_forever()
     return 0
 
@@ -262,9 +315,9 @@ def cmd_tickets_list(args) -> int:
     elif not rows:
         print("no tickets")
     else:
-        _table([[r["ref"], r["status"], r["priority"], r["category"], r["group"], r["assignee"], r["requester"],
-                 r["subject"]] for r in rows],
-               ["REF", "STATUS", "PRIORITY", "CATEGORY", "GROUP", "ASSIGNEE", "REQUESTER", "SUBJECT"])
+        _table([[r["ref"], r["status"], r["priority"], _short(r["created_at"]), _short(_due(r)), r["category"],
+                 r["group"], r["assignee"], r["requester"], r["subject"]] for r in rows],
+               ["REF", "STATUS", "PRIORITY", "CREATED", "DUE", "CATEGORY", "GROUP", "ASSIGNEE", "REQUESTER", "SUBJECT"])
     return 0
 
 
@@ -320,8 +373,9 @@ def cmd_inbound_list(args) -> int:
     elif not rows:
         print("no quarantined messages" if args.failed else "no inbound mail")
     else:
-        _table([[r["id"], r["status"], r["outcome"], r["ticket"], r["from"], r["subject"], r["error"]] for r in rows],
-               ["ID", "STATUS", "OUTCOME", "TICKET", "FROM", "SUBJECT", "ERROR"])
+        _table([[r["id"], _short(r["received_at"]), r["status"], r["outcome"], r["ticket"], r["from"], r["subject"],
+                 r["error"]] for r in rows],
+               ["ID", "RECEIVED", "STATUS", "OUTCOME", "TICKET", "FROM", "SUBJECT", "ERROR"])
     return 0
 
 
@@ -390,9 +444,10 @@ def cmd_outbox_list(args) -> int:
     elif not rows:
         print("the outbox is empty")
     else:
-        _table([[r["id"], r["status"], r["kind"], r["ticket"], r["to"], r["attempts"], r["subject"],
-                 r["last_error"] or r["rcpt_undeliverable"]] for r in rows],
-               ["ID", "STATUS", "KIND", "TICKET", "TO", "TRIES", "SUBJECT", "NOTE"])
+        _table([[r["id"], _short(r["created_at"]), r["status"], _short(r["sent_at"] or r["next_attempt_at"]), r["kind"],
+                 r["ticket"], r["to"], r["attempts"], r["subject"], r["last_error"] or r["rcpt_undeliverable"]]
+                for r in rows],
+               ["ID", "QUEUED", "STATUS", "SENT/NEXT TRY", "KIND", "TICKET", "TO", "TRIES", "SUBJECT", "NOTE"])
     return 0
 
 
@@ -418,6 +473,34 @@ def cmd_report(args) -> int:
         _print_json(data)
     else:
         print(report.as_text(data))
+    return 0
+
+
+def cmd_status(args) -> int:
+    from ..store import utcnow
+    from . import status
+
+    rt = _open(args)
+    now = parse_now(args.now, rt.cfg.desk.timezone) if args.now else utcnow()
+    data = status.build(rt, now)
+    if args.json:
+        _print_json(data)
+    else:
+        print(status.as_text(data))
+    return 0
+
+
+def cmd_example_config(args) -> int:
+    from . import shipped
+
+    sys.stdout.write(shipped.example_config())
+    return 0
+
+
+def cmd_systemd_unit(args) -> int:
+    from . import shipped
+
+    sys.stdout.write(shipped.systemd_unit())
     return 0
 
 

@@ -30,6 +30,7 @@ import schedule
 from peewee import DatabaseError, InterfaceError
 
 from .. import faults, store
+from ..config import ConfigError
 from ..desk import jobs
 from ..mailin.mailbox import record_flagged, store_batch
 from ..mailout.results import Delivered, record_results
@@ -38,6 +39,7 @@ from ..store import Inbound, utcnow
 from .mailprocess import MailProcess
 
 if TYPE_CHECKING:
+    from .metrics import DeskMetrics
     from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,7 @@ class Daemon:
         self.systemd = Systemd()
         self.fetcher = fetcher  # started early by `maildesk run`, while this process loads the rest
         self.sender: MailProcess | None = None
+        self.metrics: DeskMetrics | None = None  # with [metrics] listen
 
     def _start(self, once: bool, now=None) -> None:
         if self.fetcher is None:
@@ -132,6 +135,8 @@ class Daemon:
                 log.error("could not store %d fetched message(s): %s; the fetch takes them again", len(items), e)
                 stored = None
             self.fetcher.tell("committed", seq, stored)
+            if self.metrics is not None:
+                self.metrics.fetched(stored)
         if flagged:
             with store.write_transaction():
                 for _, mailbox, uidvalidity, uids in flagged:
@@ -141,6 +146,8 @@ class Daemon:
         assert self.sender is not None  # _start ran
         processed = process_pending(self.rt, now or utcnow(), self.should_stop, between=lambda: self._record(now),
                                     intake=self._take_in)
+        if self.metrics is not None:
+            self.metrics.processed(processed)
         if processed.done or processed.quarantined:
             faults.point("after-process")
             self.sender.tell("queued")
@@ -155,6 +162,8 @@ class Daemon:
             results, self.sender.results = self.sender.results, []
             report = record_results(self.rt, results, now or utcnow())
             self.delivered.add(report)
+            if self.metrics is not None:
+                self.metrics.delivered(report)
             self.sender.tell("queued")  # recorded: it may send more (mailprocess.MAX_UNRECORDED)
 
     # --- one cycle --------------------------------------------------------------------
@@ -216,6 +225,7 @@ class Daemon:
         scheduler.every(30).seconds.do(self._job, jobs.sla_sweep)
         scheduler.every(5).minutes.do(self._job, jobs.auto_close)
         scheduler.every(1).minutes.do(self._job, jobs.fetch_stalled)
+        self._serve_metrics()
         self._start(once=False)
         self.rt.warm_up()
         self.delivered = Delivered()
@@ -228,6 +238,8 @@ class Daemon:
         finally:
             self._stop_children(timeout=10)
         self._record()
+        if self.metrics is not None:
+            self.metrics.close()
         self.systemd.send("STOPPING=1")
         log.info("maildesk stopped")
 
@@ -260,6 +272,19 @@ class Daemon:
             self._wait(scheduler)
         for child in self.children:
             child.tell("stop")
+
+    def _serve_metrics(self) -> None:
+        listen = self.cfg.metrics.listen
+        if not listen:
+            return
+        from .metrics import DeskMetrics
+
+        self.metrics = DeskMetrics(self.rt)
+        try:
+            self.metrics.serve(listen)
+        except OSError as e:
+            self._stop_children(timeout=2)  # the fetch process may have started already
+            raise ConfigError([f"metrics.listen: cannot listen on {listen}: {e.strerror or e}"]) from None
 
     def _on_signal(self, signum, frame) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)

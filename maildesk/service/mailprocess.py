@@ -39,7 +39,9 @@ server only after it is committed.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import imaplib
+import json
 import logging
 import multiprocessing
 import os
@@ -56,6 +58,7 @@ from peewee import DatabaseError, InterfaceError
 
 from .. import faults, store
 from ..mailin.mailbox import MailboxError, MailboxSession, StoreFailed, fetch_new
+from ..oauth2 import AccessTokens
 from ..store import Outbox, utcnow
 from .profiling import profiled
 
@@ -143,6 +146,7 @@ class Mover:
         self.rt, self.cfg, self.pipe, self.role = rt, rt.cfg, pipe, role
         self.fixed_now = now
         self.session: MailboxSession | None = None
+        self.imap_tokens = access_tokens(self.cfg.imap, "imap") if role == "fetch" else None
         self.backoff = 1.0
         self.stopping = False
         self.desk_done = False  # --once: the desk will queue nothing more
@@ -160,8 +164,12 @@ class Mover:
 
     def fetch(self) -> bool:
         try:
+            if self.session is not None and self.session.should_log_in_again():
+                log.info("imap: logging in again before the OAuth2 token of the session expires")
+                self.session.close()
+                self.session = None
             if self.session is None:
-                self.session = MailboxSession(self.cfg.imap).connect()
+                self.session = MailboxSession(self.cfg.imap, self.imap_tokens).connect()
             report = fetch_new(self.session, self.now(), self.cfg.imap.batch_size, self.should_stop,
                                intake=self.intake, summarize=self._summarize)
             self.backoff = 1.0
@@ -187,7 +195,8 @@ class Mover:
         return {uid: summarize(self.rt, raw) for uid, raw in raws.items()}
 
     def _lost_session(self, why: str, error: bool = False) -> None:
-        (log.error if error else log.warning)("fetch failed: %s", why)
+        (log.error if error else log.warning)("IMAP session lost, connecting again: %s" if self.session is not None
+                                              else "cannot fetch: %s", why)
         try:
             store.put_setting("last_fetch_error", why[:500])
         except (DatabaseError, InterfaceError):
@@ -254,7 +263,7 @@ class Mover:
             from ..mailout.smtp import Connections, deliver_due
 
             if self.connections is None:
-                self.connections = Connections(self.cfg.smtp)
+                self.connections = Connections(self.cfg.smtp, tokens=access_tokens(self.cfg.smtp, "smtp"))
             room = MAX_UNRECORDED - len(self.in_flight)
             if room <= 0:
                 return 0  # until the desk records what was sent: a crash resends at most that many
@@ -316,8 +325,11 @@ class Mover:
             self.backoff = min(self.backoff * 2, MAX_BACKOFF)
             self._sleep(self.backoff / 2)
             return
+        seconds = float(self.cfg.imap.poll_seconds)
+        if self.session.log_in_again_at is not None:  # wake up to log in with a new token in time
+            seconds = min(seconds, max(0.05, self.session.log_in_again_at - time.time()))
         try:
-            self.session.wait(float(self.cfg.imap.poll_seconds), self.should_stop)
+            self.session.wait(seconds, self.should_stop)
         except IMAP_ERRORS as e:
             self._lost_session(f"IMAP connection lost while waiting: {type(e).__name__}: {e}")
 
@@ -345,6 +357,36 @@ class Mover:
             self.session.close()
         if self.connections is not None:
             self.connections.close()
+
+
+def access_tokens(conf, where: str) -> AccessTokens | None:
+    """The OAuth2 tokens of one account (`where`: "imap" or "smtp") for a mail process.
+    A refresh token the endpoint rotated is kept in the database, with a digest of the
+    one in the credential file it replaced: the next process renews with it, unless
+    the admin has put a new refresh token in the file since."""
+    tokens = AccessTokens.for_config(conf, where)
+    if tokens is None or not tokens.renews_itself or not conf.oauth2_refresh_token:
+        return tokens
+    key = f"oauth2_refresh_token:{where}"
+    origin = hashlib.sha256(conf.oauth2_refresh_token.encode()).hexdigest()
+    try:
+        saved = json.loads(store.get_setting(key) or "{}")
+    except (DatabaseError, InterfaceError, ValueError):
+        saved = {}
+    if saved.get("from") == origin and saved.get("token"):
+        tokens.use_refresh_token(saved["token"])
+
+    def keep(refresh_token: str) -> None:
+        try:
+            with store.write_transaction():
+                store.put_setting(key, json.dumps({"from": origin, "token": refresh_token}))
+        except (DatabaseError, InterfaceError) as e:
+            log.warning("%s: could not keep the rotated OAuth2 refresh token: %s", where, e)
+        else:
+            log.info("%s: the token endpoint rotated the OAuth2 refresh token; the new one is kept in the database", where)
+
+    tokens.on_rotate = keep
+    return tokens
 
 
 class DeskStore:
@@ -400,13 +442,14 @@ def main(cfg, pipe, desk_end, role: str, once: bool, now: dt.datetime | None) ->
 
         store.open_database(cfg.database.url)
         mover = Mover(Runtime.start(cfg), pipe, role, now)
+        log.info("%s process started (pid %d)", role, os.getpid())
         try:
             mover.run_once() if once else mover.run_forever()
         finally:
             mover.flush_notes()
             mover.close()
             store.db.obj.close()
-    log.info("%s process done: %.2f s CPU", role, time.process_time())
+    log.info("%s process stopped after %.2f s of CPU", role, time.process_time())
 
 
 PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15

@@ -1,0 +1,148 @@
+"""`maildesk status`: the desk's health at a glance (DESIGN.md section 2), read from
+the database alone: whether a desk process runs, the last successful fetch of each
+mailbox, pending and quarantined inbound mail, queued, deferred and failed outgoing
+mail with the age of the oldest of each, and the next SLA deadlines.
+
+    data = build(rt, now)      # a dict, as `status --json` prints it
+    print(as_text(data))
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from peewee import fn
+
+from .. import store
+from ..service.lock import holder
+from ..store import Inbound, MailboxState, Outbox, Ticket
+from ..vocab import ACTIVE, Status
+from .views import iso
+
+NEXT_DEADLINES = 5
+
+
+def build(rt, now: dt.datetime) -> dict:
+    tz = rt.cfg.desk.timezone
+    pid = holder(rt.cfg.database.url) if store.is_sqlite() else None
+    return {
+        "now": iso(now, tz),
+        "desk": {"running": pid is not None if store.is_sqlite() else None, "pid": pid if pid and pid > 0 else None},
+        "mailboxes": _mailboxes(rt, now),
+        "last_fetch_error": store.get_setting("last_fetch_error"),
+        "inbound": _inbound(rt, now),
+        "outbox": {status: _oldest(rt, now, Outbox, Outbox.created_at, Outbox.status == status)
+                   for status in ("queued", "deferred", "failed")},
+        "next_deadlines": next_deadlines(rt, now),
+        "workers": [],  # the processes of a PostgreSQL scale-out (section 9): none yet
+    }
+
+
+def _age(now: dt.datetime, then: dt.datetime | None) -> int | None:
+    return None if then is None else int((now - then).total_seconds())
+
+
+def _mailboxes(rt, now: dt.datetime) -> list[dict]:
+    states = {s.mailbox: s for s in MailboxState.select()}
+    names = [rt.cfg.imap.mailbox] + sorted(n for n in states if n != rt.cfg.imap.mailbox)
+    stall = rt.cfg.alerts.fetch_stalled_after.total
+    out = []
+    for name in names:
+        s = states.get(name)
+        last = s.last_success_at if s else None
+        out.append({
+            "mailbox": name,
+            "last_fetch_at": iso(last, rt.cfg.desk.timezone),
+            "last_fetch_age_seconds": _age(now, last),
+            "stalled": last is None or now - last > stall,
+            "last_uid": s.last_uid if s else None,
+        })
+    return out
+
+
+def _oldest(rt, now: dt.datetime, model, column, where) -> dict:
+    count, oldest = model.select(fn.COUNT(model.id), fn.MIN(column)).where(where).tuples().get()
+    oldest = column.python_value(oldest) if oldest is not None else None
+    return {"count": count, "oldest_at": iso(oldest, rt.cfg.desk.timezone), "oldest_age_seconds": _age(now, oldest)}
+
+
+def _inbound(rt, now: dt.datetime) -> dict:
+    pending = _oldest(rt, now, Inbound, Inbound.received_at, Inbound.status == "pending")
+    quarantined = _oldest(rt, now, Inbound, Inbound.received_at, Inbound.status == "quarantined")
+    return {"pending": pending["count"], "oldest_pending_at": pending["oldest_at"],
+            "oldest_pending_age_seconds": pending["oldest_age_seconds"],
+            "quarantined": quarantined["count"], "oldest_quarantined_at": quarantined["oldest_at"]}
+
+
+def next_deadlines(rt, now: dt.datetime, limit: int = NEXT_DEADLINES) -> list[dict]:
+    """The SLA targets due next on tickets whose clock runs (on-hold pauses it):
+    a response not yet given, a resolution not yet reached; overdue ones first."""
+    running = [s.value for s in ACTIVE if s != Status.ON_HOLD]
+    fields = (Ticket.id, Ticket.priority, Ticket.subject)
+    response = (Ticket.select(*fields, Ticket.response_due.alias("due"))
+                .where(Ticket.status.in_(running) & Ticket.first_response_at.is_null() & Ticket.response_due.is_null(False))
+                .order_by(Ticket.response_due).limit(limit))
+    resolution = (Ticket.select(*fields, Ticket.resolution_due.alias("due"))
+                  .where(Ticket.status.in_(running) & Ticket.resolution_due.is_null(False))
+                  .order_by(Ticket.resolution_due).limit(limit))
+    rows = [("response", r) for r in response] + [("resolution", r) for r in resolution]
+    rows.sort(key=lambda tr: (_due(tr[1]), tr[0] != "response"))
+    tz = rt.cfg.desk.timezone
+    out = []
+    for target, t in rows[:limit]:
+        due = _due(t)
+        out.append({"ticket": rt.ref(t.id), "priority": t.priority, "target": target, "due": iso(due, tz),
+                    "due_in_seconds": int((due - now).total_seconds()), "subject": t.subject})
+    return out
+
+
+def _ago(seconds: int | None) -> str:
+    if seconds is None:
+        return "never"
+    sign, seconds = ("in ", -seconds) if seconds < 0 else ("", seconds)
+    if seconds < 120:
+        text = f"{seconds} s"
+    elif seconds < 2 * 3600:
+        text = f"{seconds // 60} min"
+    elif seconds < 2 * 86400:
+        text = f"{seconds // 3600} h"
+    else:
+        text = f"{seconds // 86400} d"
+    return sign + text + ("" if sign else " ago")
+
+
+def as_text(d: dict) -> str:
+    lines = []
+    desk = d["desk"]
+    if desk["running"] is None:
+        lines.append("desk        (PostgreSQL: see the workers)")
+    else:
+        lines.append("desk        " + (f"running (pid {desk['pid']})" if desk["running"] else "not running"))
+    for m in d["mailboxes"]:
+        state = "STALLED" if m["stalled"] else "ok"
+        lines.append(f"mailbox     {m['mailbox']}: last fetch {_ago(m['last_fetch_age_seconds'])} ({state})")
+    if d["last_fetch_error"]:
+        lines.append(f"            last fetch error: {d['last_fetch_error']}")
+    ib = d["inbound"]
+    lines.append(f"inbound     {ib['pending']} pending"
+                 + (f" (oldest {_ago(ib['oldest_pending_age_seconds'])})" if ib["pending"] else "")
+                 + f", {ib['quarantined']} quarantined" + (" (maildesk inbound list --failed)" if ib["quarantined"] else ""))
+    parts = []
+    for status, o in d["outbox"].items():
+        parts.append(f"{o['count']} {status}" + (f" (oldest {_ago(o['oldest_age_seconds'])})" if o["count"] else ""))
+    lines.append("outbox      " + ", ".join(parts))
+    if d["next_deadlines"]:
+        lines.append("next SLA deadlines")
+        for n in d["next_deadlines"]:
+            when = _ago(-n["due_in_seconds"])
+            late = "OVERDUE " if n["due_in_seconds"] < 0 else ""
+            lines.append(f"  {n['ticket']:<10} {n['priority']:<8} {n['target']:<10} {late}{n['due']} ({when})")
+    else:
+        lines.append("next SLA deadlines: none")
+    lines.append("workers     " + (", ".join(map(str, d["workers"])) if d["workers"] else "none listed"))
+    return "\n".join(lines)
+
+
+def _due(row) -> dt.datetime:
+    """The aliased `due` column of a deadline row (peewee adds it; mypy cannot see it)."""
+    return Ticket.response_due.python_value(row.__dict__["due"])
