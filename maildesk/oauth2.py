@@ -1,4 +1,4 @@
-"""OAuth2 access tokens for the mail sessions (DESIGN.md section 3, `auth = "oauth2"`).
+"""OAuth2 access tokens for the mail sessions (docs/configuration.md, `auth = "oauth2"`).
 
 The fetch process logs in to IMAP and the send process to SMTP with XOAUTH2; each
 holds one `AccessTokens` for its account, which asks the token endpoint for a token

@@ -503,7 +503,7 @@ def test_check_config_does_not_hang_on_a_fifo_as_a_password_file(desk, tmp_path)
     imap.pop("password")
     desk.config["imap"] = imap
     code, err = check_config(desk, imap={"password_file": str(tmp_path / "imap-password")})
-    assert code == 2 and "imap.password_file: cannot read" in err and "not a regular file" in err
+    assert code == 2 and "imap.password_file:" in err and "not a regular file" in err
 
 
 def test_check_config_renders_each_template_override_as_delivery_would(desk, tmp_path):

@@ -1,5 +1,5 @@
 """Secrets that live in files: `password_file`, `secret_file`, `oauth2_*_file`
-(DESIGN.md section 3).
+(docs/configuration.md, Secrets).
 
 An absolute path is read as it is. A relative one names a systemd credential: inside
 the service it is read from `$CREDENTIALS_DIRECTORY` (where the unit's

@@ -1,4 +1,4 @@
-"""`maildesk status`: the desk's health at a glance (DESIGN.md section 2), read from
+"""`maildesk status`: the desk's health at a glance (docs/operations.md), read from
 the database alone: whether a desk process runs, the last successful fetch of each
 mailbox, pending and quarantined inbound mail, queued, deferred and failed outgoing
 mail with the age of the oldest of each, and the next SLA deadlines.

@@ -1,7 +1,7 @@
 """One desk per SQLite database: `maildesk run` holds an exclusive lock on a file
 beside the database for as long as it runs, and a second `maildesk run` on the same
 file is refused with a sentence that says so (SQLite serves one desk process,
-DESIGN.md section 9; PostgreSQL takes any number, and no lock is taken there).
+docs/operations.md, scale-out; PostgreSQL takes any number, and no lock is taken there).
 
     lock = DeskLock.for_url(cfg.database.url)   # None for PostgreSQL
     lock.acquire()                              # raises AlreadyRunning

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 INBOUND_STATES = ("pending", "quarantined")
 OUTBOX_STATES = ("queued", "deferred", "sent", "failed", "suppressed", "bounced")
-# DESIGN.md section 3, limits.new_tickets_per_sender_per_hour: held = quarantined as rate-limited
+# docs/configuration.md, limits.new_tickets_per_sender_per_hour: held = quarantined as rate-limited
 HELD = "%rate-limited%"
 
 
