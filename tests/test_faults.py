@@ -36,7 +36,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, mail, wait_until
+from tests.builders import mail
+from tests.conftest import ROOT, wait_until
 
 SEED = 20261127
 MAIL_UID = MAIL_GID = 65534  # the owner of Dovecot's maildirs (tests/sandbox.py)

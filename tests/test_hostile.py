@@ -9,11 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (
-    CORPUS,  # noqa: E402
-    mail,
-    reply_to,
-)
+from tests.builders import mail, reply_to
+from tests.conftest import CORPUS
 from tests.sandbox import free_port
 
 

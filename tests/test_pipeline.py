@@ -6,7 +6,8 @@ from __future__ import annotations
 import signal
 import time
 
-from tests.conftest import both_databases, mail, reply_to, wait_until
+from tests.builders import mail, reply_to
+from tests.conftest import both_databases, wait_until
 
 pytestmark = both_databases  # every test here runs on SQLite and on PostgreSQL
 

@@ -9,7 +9,7 @@ import pytest
 from maildesk.config import DEFAULT_MATRIX, ConfigError, parse_config
 from maildesk.pipeline.triage import categorize, prioritize
 from maildesk.vocab import LEVELS
-from tests.conftest import mail
+from tests.builders import mail
 
 
 def cfg(**sections):
