@@ -213,7 +213,7 @@ def corpus_run(tmp_path_factory, dovecot, smtp):
     uids = dovecot.append_many(desk.user, [m.raw for m in mails])
     assert len(uids) == len(mails), f"Dovecot took {len(uids)} of {len(mails)} corpus messages"
     served = {uid: raw for uid, _flags, raw in desk.imap_messages()}
-    for m, uid in zip(mails, uids):
+    for m, uid in zip(mails, uids, strict=True):
         m.uid, m.served = uid, served[uid]
         m.sha256 = hashlib.sha256(m.served).hexdigest()
     seconds["append"] = time.monotonic() - started

@@ -594,7 +594,8 @@ def test_the_daemon_rides_out_dovecot_outages_and_fetches_the_mail_delivered_mea
     assert d.proc.poll() is None, d.log()[-3000:]
     desk.dovecot.start()
     back = time.monotonic()
-    wait_until(lambda: settled(desk, len(msgs)), 60, interval=0.1, what=f"the mail delivered during the outage: {safe_snapshot(desk)}")
+    wait_until(lambda: settled(desk, len(msgs)), 60, interval=0.1,
+               what=f"the mail delivered during the outage: {safe_snapshot(desk)}")
     refetch_seconds = time.monotonic() - back
     assert d.proc.poll() is None
     log = d.log()
@@ -752,7 +753,7 @@ def test_a_database_locked_by_another_process_for_seconds_delays_the_desk_but_lo
     caught_up, log, figures = _catch_up_after_the_lock(desk, d, msgs, 60)
     assert " process died" not in log and not tracebacks(log), log[-3000:]
     print(f"\ndatabase locked {held:.0f}s: caught up {caught_up:.1f}s after the release; "
-          f"'database' lines in the log: {[l for l in log.splitlines() if 'database' in l.lower()][:5]}; "
+          f"'database' lines in the log: {[line for line in log.splitlines() if 'database' in line.lower()][:5]}; "
           f"tracebacks: {len(tracebacks(log))}; {figures}; {time.monotonic() - t0:.1f}s")
 
 
@@ -784,8 +785,9 @@ def test_a_database_locked_for_longer_than_the_busy_timeout_delays_the_desk_but_
         locker.close()
     caught_up, log, figures = _catch_up_after_the_lock(desk, d, msgs, 120)
     mail_pids = sorted({pid for _, _, pid in alive if pid})
+    noted = [line[24:200] for line in log.splitlines() if any(w in line for w in ("locked", "died", "unavailable"))]
     print(f"\ndatabase locked {held:.0f}s: caught up {caught_up:.1f}s after the release; mail processes seen {mail_pids}; "
-          f"log lines: {[l[24:200] for l in log.splitlines() if 'locked' in l or 'died' in l or 'unavailable' in l]}; "
+          f"log lines: {noted}; "
           f"{figures}; {time.monotonic() - t0:.1f}s")
     # Guards BUG-2 (fixed): "database is locked" after the busy timeout was not caught
     # in the fetch; the mail process died and was restarted every 30 s of lock.

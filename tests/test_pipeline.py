@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import time
 
-from tests.builders import mail, reply_to
+from tests.builders import answer, mail
 from tests.conftest import both_databases, wait_until
 
 pytestmark = both_databases  # every test here runs on SQLite and on PostgreSQL
@@ -44,8 +44,7 @@ def test_reply_threads_onto_the_ticket_without_second_acknowledgement(desk):
     desk.deliver(mail("jane@example.org", "VPN drops every hour", "The VPN disconnects."))
     desk.run()
     ack = _only(desk.sent(to="jane@example.org"))
-    desk.deliver(reply_to(ack, "jane@example.org", "It happened again at 11:00."))
-    desk.run()
+    answer(desk, ack, "It happened again at 11:00.", frm="jane@example.org")
     t = _only(desk.tickets())
     assert t["message_count"] == 2
     body = desk.ticket("INC-1")["messages"][1]["body"]
@@ -294,7 +293,7 @@ def test_the_send_process_keeps_its_smtp_connection_between_rounds_and_replaces_
     try:
         for i in range(3):  # three rounds of delivery, a second or so apart
             desk.deliver(mail(f"user{i}@example.org", f"Problem {i}", "Help."))
-            wait_until(lambda: desk.sent(to=f"user{i}@example.org"), 20, what=f"acknowledgement {i}")
+            wait_until(lambda i=i: desk.sent(to=f"user{i}@example.org"), 20, what=f"acknowledgement {i}")
         assert len({m.peer for m in desk.sent()}) == 1, "one connection for all three rounds"
         desk.smtp.restart()  # the server drops the idle connection
         desk.deliver(mail("late@example.org", "After the drop", "Help."))
