@@ -53,8 +53,9 @@ def mail(
     """An RFC 5322 message as a mail client writes it: text, HTML only (`body=None`),
     or both as multipart/alternative; `attachments` are (filename, bytes, "type/subtype")
     and make it multipart/mixed. In a `charset` other than UTF-8 the body is written in
-    it and the subject as an RFC 2047 word in it, as older clients do; `cte` forces the
-    body's Content-Transfer-Encoding (say "8bit" for long lines)."""
+    it (what it lacks as "?") and the subject as an RFC 2047 word in it, as older clients
+    do; `cte` forces the Content-Transfer-Encoding of the text parts (say "8bit" for long
+    lines)."""
     m = EmailMessage()
     m["From"] = frm
     m["To"] = to
@@ -73,12 +74,14 @@ def mail(
         m["References"] = " ".join(_bracketed(r) for r in refs)
     for k, v in (headers or {}).items():
         m[k] = v
+    if charset.lower() != "utf-8":
+        body, html = (t.encode(charset, "replace").decode(charset) if t is not None else None for t in (body, html))
     if html is not None and body is None:
         m.set_content(html, subtype="html", charset=charset, cte=cte)
     else:
         m.set_content(body, charset=charset, cte=cte)
         if html is not None:
-            m.add_alternative(html, subtype="html", charset=charset)
+            m.add_alternative(html, subtype="html", charset=charset, cte=cte)
     for filename, data, ctype in attachments:
         maintype, _, subtype = ctype.partition("/")
         m.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
