@@ -49,13 +49,15 @@ def mail(
     charset: str = "utf-8",
     cte: str | None = None,
     attachments: tuple | list = (),
+    linesep: str = "\n",
 ) -> bytes:
     """An RFC 5322 message as a mail client writes it: text, HTML only (`body=None`),
     or both as multipart/alternative; `attachments` are (filename, bytes, "type/subtype")
     and make it multipart/mixed. In a `charset` other than UTF-8 the body is written in
     it (what it lacks as "?") and the subject as an RFC 2047 word in it, as older clients
     do; `cte` forces the Content-Transfer-Encoding of the text parts (say "8bit" for long
-    lines)."""
+    lines). Lines end in `linesep`: LF as in a mail file, or CRLF as on the wire (Dovecot
+    hands out CRLF either way)."""
     m = EmailMessage()
     m["From"] = frm
     m["To"] = to
@@ -85,7 +87,7 @@ def mail(
     for filename, data, ctype in attachments:
         maintype, _, subtype = ctype.partition("/")
         m.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
-    return m.as_bytes()
+    return m.as_bytes(policy=m.policy.clone(linesep=linesep))
 
 
 def _bracketed(msgid: str) -> str:
