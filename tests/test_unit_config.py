@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from maildesk.config import ConfigError, load_config, parse_config, parse_duration
+from maildesk.config import DEFAULT_MATRIX, ConfigError, load_config, parse_config, parse_duration
 from tests.builders import minimal_config
 
 SLA = [{"priority": p, "response": "1h", "resolution": "8h"} for p in ("critical", "high", "medium", "low")]
@@ -37,6 +37,9 @@ def problems(data: dict) -> list[str]:
     ({"limits": {"max_parts": 0}}, "limits.max_parts"),
     ({"assignment": {"strategy": "random"}}, "assignment.strategy"),
     ({"priority": {"matrix": {"high": {"high": "urgent"}}}}, "priority.matrix.high.high"),
+    ({"priority": {"matrix": {"high": {"high": "critical", "medium": "high"}, "medium": DEFAULT_MATRIX["medium"],
+                              "low": DEFAULT_MATRIX["low"]}}}, "priority.matrix.high.low"),
+    ({"priority": {"matrix": {"high": DEFAULT_MATRIX["high"], "medium": DEFAULT_MATRIX["medium"]}}}, "priority.matrix.low"),
     # what it takes more than one key to see
     ({"desk": {"address": "helpdesk@example.test", "ticket_prefix": "INC-"}}, "desk.ticket_prefix"),
     ({"desk": {"address": "helpdesk@example.test", "bounce_address": "bounces@example.test"}}, "desk.bounce_address"),
