@@ -205,7 +205,7 @@ def desk_config(*, state_dir: Path, db_url: str, imap: dict | None = None, smtp:
             "impact_keywords": {"high": ["everyone", "all users", "outage"], "medium": ["our team"]},
             "urgency_keywords": {"high": ["urgent", "down", "cannot work"], "low": ["when you can"]},
         },
-        "security": {"trust_sender_address": True, "secret": "test-secret"},
+        "security": {"trust_sender_address": True, "secret": "test-secret, long enough to sign with (32+ bytes)"},
         "business_hours": {"holidays_country": "DE"},
     }
 
