@@ -9,7 +9,8 @@ assigned, a configuration, and a ticket row for the unit tests.
     desk.deliver(mail("joe@example.org", "Mouse broken", "Left button."))
 
 Plain functions, no fixtures (those live in conftest.py). Those that take `desk` drive
-the `Desk` of conftest.py; time is always a parameter (`now`), never the wall clock.
+the `Desk` of conftest.py; time is their `now` parameter (left out, `run --once` reads
+the machine's clock: pass it wherever a due time matters).
 Mail an attacker writes stays spelled out byte by byte in its test: these builders
 write what a well-behaved client writes.
 """
