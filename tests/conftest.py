@@ -21,6 +21,7 @@ import contextlib
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -142,6 +143,24 @@ class Desk:
         e = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
         return subprocess.Popen([sys.executable, "-m", "maildesk", "--config", str(self.config_path), *args],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e, cwd=str(ROOT))
+
+    def spawn_ready(self, *args: str, timeout: float = 30.0) -> subprocess.Popen:
+        """`spawn`, returned once the daemon has told systemd READY=1: its signal handlers
+        are in place then, however long a busy machine took to start it."""
+        path = str(self.tmp / f"notify-{uuid.uuid4().hex[:8]}.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        sock.settimeout(timeout)
+        proc = self.spawn(*args, env={"NOTIFY_SOCKET": path})
+        try:
+            while "READY=1" not in sock.recv(4096).decode():
+                pass
+        except TimeoutError:
+            proc.kill()
+            raise AssertionError(f"the daemon sent no READY=1 within {timeout}s: {proc.communicate()[1].decode()}") from None
+        finally:
+            sock.close()  # later notifications go nowhere; the daemon ignores that, as sd_notify does
+        return proc
 
 
 def wait_until(predicate, timeout: float = 15.0, interval: float = 0.1, what: str = "condition"):

@@ -196,8 +196,8 @@ def test_the_daemon_survives_an_imap_restart_and_stops_on_sigterm(desk):
 
 
 def test_sigterm_during_idle_stops_the_daemon_within_seconds(desk):
-    proc = desk.spawn("run")
-    time.sleep(2)
+    proc = desk.spawn_ready("run")
+    time.sleep(1)  # into its IDLE wait
     start = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=15)
