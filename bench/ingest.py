@@ -19,8 +19,8 @@ and prints both rates and their ratio; `--repeat` runs both in turn and prints m
 from __future__ import annotations
 
 import argparse
-import base64
 import compileall
+import datetime as dt
 import json
 import os
 import random
@@ -31,7 +31,6 @@ import sys
 import tempfile
 import time
 import uuid
-from email.header import Header
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import tomli_w  # noqa: E402
 
+from tests.builders import mail  # noqa: E402
 from tests.sandbox import Dovecot, SmtpSink  # noqa: E402
 
 PROBLEMS = [
@@ -51,18 +51,14 @@ PROBLEMS = [
     ("Shared drive is read-only", "Since the update I cannot save to the shared drive."),
 ]
 NAMES = ["Jürgen Müller", "Zoë Dupont", "Ana García", "Łukasz Nowak", "Sam Lee", "Priya Patel", "Björn Ødegaard"]
+CET = dt.timezone(dt.timedelta(hours=1))
 FILLER = ("Here is some more detail about what I tried. I restarted the computer twice, "
           "checked the cables, and asked my colleague, who has the same problem.\n") * 6
 
 
-def _subject(text: str, latin1: bool) -> str:
-    if latin1:
-        return Header(text, "iso-8859-1").encode()
-    return Header(text, "utf-8").encode() if not text.isascii() else text
-
-
 def generate(n: int, seed: int = 42) -> tuple[list[bytes], int]:
-    """N mails in about 0.4 N threads; returns them and how many start a thread."""
+    """N mails in about 0.4 N threads, as tests/builders.py writes them; returns them and
+    how many start a thread."""
     rnd = random.Random(seed)
     mails, threads = [], []
     for i in range(n):
@@ -72,48 +68,28 @@ def generate(n: int, seed: int = 42) -> tuple[list[bytes], int]:
             sender, name, subject, root = t
             subject = "Re: " + subject
             body = f"Hello again,\n\nit happened again at {rnd.randint(8, 17)}:{rnd.randint(10, 59)}.\n\n"
-            body += ("On Mon, 30 Nov 2026 at 09:00, IT Service Desk <helpdesk@example.test> wrote:\n"
-                     "> We have your message.\n> It is logged.\n")
-            extra = f"In-Reply-To: <{root}>\r\nReferences: <{root}>\r\n"
+            body += "On Mon, 30 Nov 2026 at 09:00, IT Service Desk <helpdesk@example.test> wrote:\n> We have your message.\n> It is logged.\n"
+            thread = {"in_reply_to": root, "references": root}
         else:
             title, text = rnd.choice(PROBLEMS)
             subject = title.format(n=rnd.randint(1, 9))
             name = rnd.choice(NAMES)
             sender = f"user{i}@corp.example"
             body = f"Hello,\n\n{text.format(n=rnd.randint(1, 9))}\n\n{FILLER}\nThanks,\n{name}\n"
-            extra = ""
+            thread = {}
         mid = f"{uuid.UUID(int=rnd.getrandbits(128)).hex}@corp.example"
         if not reply:
             threads.append((sender, name, subject, mid))
         latin1 = rnd.random() < 0.15
-        charset = "iso-8859-1" if latin1 else "utf-8"
-        display = Header(name, "utf-8").encode() if not name.isascii() else name
-        head = (f"From: {display} <{sender}>\r\nTo: helpdesk@example.test\r\n"
-                f"Subject: {_subject(subject, latin1)}\r\nMessage-ID: <{mid}>\r\n{extra}"
-                f"Date: Mon, 30 Nov 2026 09:{i % 60:02d}:00 +0100\r\nMIME-Version: 1.0\r\n")
         kind = rnd.random()
-        text = body.encode(charset, "replace")
-        if kind < 0.1:  # HTML only
-            html = "<html><body>" + "".join(f"<p>{line}</p>" for line in body.splitlines() if line) + "</body></html>"
-            raw = head + f"Content-Type: text/html; charset={charset}\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
-            mails.append(raw.encode() + html.encode(charset, "replace"))
-            continue
-        plain = f"Content-Type: text/plain; charset={charset}\r\nContent-Transfer-Encoding: 8bit\r\n\r\n".encode() + text
-        parts = [plain]
-        if kind < 0.3:
-            html = "<html><body>" + "".join(f"<p>{line}</p>" for line in body.splitlines() if line) + "</body></html>"
-            parts = [b"Content-Type: multipart/alternative; boundary=alt\r\n\r\n--alt\r\n" + plain + b"\r\n--alt\r\n"
-                     + f"Content-Type: text/html; charset={charset}\r\n\r\n".encode() + html.encode(charset, "replace")
-                     + b"\r\n--alt--\r\n"]
-        if rnd.random() < 0.1:
-            blob = base64.encodebytes(rnd.randbytes(rnd.randint(20_000, 60_000))).replace(b"\n", b"\r\n")
-            parts.append(b'Content-Type: application/pdf; name="screenshot.pdf"\r\nContent-Transfer-Encoding: base64\r\n'
-                         b'Content-Disposition: attachment; filename="screenshot.pdf"\r\n\r\n' + blob)
-        if len(parts) == 1 and not parts[0].startswith(b"Content-Type: multipart"):
-            mails.append(head.encode() + plain)
-        else:
-            body_bytes = b"".join(b"--mixed\r\n" + p + b"\r\n" for p in parts) + b"--mixed--\r\n"
-            mails.append(head.encode() + b"Content-Type: multipart/mixed; boundary=mixed\r\n\r\n" + body_bytes)
+        html = "<html><body>" + "".join(f"<p>{line}</p>" for line in body.splitlines() if line) + "</body></html>"
+        attachments = []
+        if kind >= 0.1 and rnd.random() < 0.1:  # HTML-only mail (kind < 0.1) comes without
+            attachments = [("screenshot.pdf", rnd.randbytes(rnd.randint(20_000, 60_000)), "application/pdf")]
+        mails.append(mail(
+            f"{name} <{sender}>", subject, None if kind < 0.1 else body, html=html if kind < 0.3 else None,
+            msgid=f"<{mid}>", date=dt.datetime(2026, 11, 30, 9, i % 60, tzinfo=CET), attachments=attachments,
+            charset="iso-8859-1" if latin1 else "utf-8", cte="8bit", **thread))
     return mails, len(threads)
 
 

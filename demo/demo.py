@@ -52,16 +52,14 @@ import sys
 import textwrap
 import time
 import traceback
-import urllib.parse
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / "demo-run"
 sys.path.insert(0, str(ROOT))
 
-from tests.sandbox import Dovecot, SmtpSink  # noqa: E402  (needs ROOT on sys.path)
+from tests.builders import mail, mailto_links, quoted, thread_after  # noqa: E402  (needs ROOT on sys.path)
+from tests.sandbox import Dovecot, SmtpSink  # noqa: E402
 
 DESK = "helpdesk@example.test"
 MAILBOX_USER = "helpdesk"
@@ -197,32 +195,15 @@ enabled = true
 
 def compose(frm: str, subject: str, text: str | None = None, *, html: str | None = None,
             at: str, agent: str = "Thunderbird/128.5.0", reply_to_mail=None) -> bytes:
-    """One RFC 5322 message: text, HTML-only, or both; a reply when `reply_to_mail` (a
-    captured mail of the desk) is given, threaded with In-Reply-To and References."""
-    m = EmailMessage()
-    m["From"] = frm
-    m["To"] = f"Example IT Service Desk <{DESK}>"
-    m["Subject"] = subject
-    m["Date"] = format_datetime(clock(at))
-    m["Message-ID"] = make_msgid(domain="mail.example.org")
-    m["User-Agent"] = agent
-    if reply_to_mail is not None:
-        parent = reply_to_mail.header("Message-ID")
-        m["In-Reply-To"] = parent
-        m["References"] = " ".join(filter(None, [reply_to_mail.header("References"), parent]))
-    if text is not None:
-        m.set_content(text)
-        if html is not None:
-            m.add_alternative(html, subtype="html")
-    else:
-        m.set_content(html, subtype="html")
-    return m.as_bytes()
+    """One RFC 5322 message (tests/builders.py): text, HTML-only, or both; a reply when
+    `reply_to_mail` (a captured mail of the desk) is given, threaded with In-Reply-To
+    and References."""
+    thread = thread_after(reply_to_mail) if reply_to_mail is not None else {}
+    return mail(frm, subject, text, html=html, to=f"Example IT Service Desk <{DESK}>", date=clock(at),
+                headers={"User-Agent": agent}, **thread)
 
 
-def quoted(captured) -> str:
-    """The quoted history a mail client puts under a reply."""
-    lines = captured.text.splitlines()
-    return "\n\nOn Mon, 30 Nov 2026, Example IT Service Desk wrote:\n" + "".join(f"> {line}\n" for line in lines)
+SAID = "On Mon, 30 Nov 2026, Example IT Service Desk wrote:"  # the line above a reply's quoted history
 
 
 def clock(hhmm: str) -> dt.datetime:
@@ -359,7 +340,7 @@ class Demo:
         self.deliver(compose(jane, f"Re: {ack.subject}",
                              "It happens on the home wifi and on my phone's hotspot, about every\n"
                              "five minutes. The VPN client (version 5.1.2) says \"peer not\n"
-                             "responding\".\n\nJane" + quoted(ack), at="09:19", reply_to_mail=ack),
+                             "responding\".\n\nJane" + quoted(ack, SAID), at="09:19", reply_to_mail=ack),
                      f"Jane: Re: {ack.subject}")
         self.run_once("09:20")
         print()
@@ -369,7 +350,7 @@ class Demo:
             carol, f"Re: {notice.subject}",
             "#status in-progress\n"
             "Hi Jane,\n\nthanks for the details. I am looking at the VPN gateway logs now;\n"
-            "please stay connected until I get back to you.\n\nCarol" + quoted(notice),
+            "please stay connected until I get back to you.\n\nCarol" + quoted(notice, SAID),
             at="09:29", reply_to_mail=notice), "Carol: #status in-progress, and a text for Jane")
         self.run_once("09:30")
         print()
@@ -382,7 +363,7 @@ class Demo:
             "#resolve fixed\n"
             "Hi Jane,\n\nVPN client 5.1.2 has a known bug with keep-alives behind some home\n"
             "routers. I have pushed version 5.3 to your laptop; after a restart the\n"
-            "VPN stays up. Let us know if it drops again.\n\nCarol" + quoted(notice),
+            "VPN stays up. Let us know if it drops again.\n\nCarol" + quoted(notice, SAID),
             at="10:09", reply_to_mail=notice), "Carol: #resolve fixed, and the resolution")
         self.run_once("10:10")
         resolution = self.sent_to("jane.doe@example.org", "Resolved", since=mark)
@@ -455,12 +436,9 @@ def in_outbox_order(messages) -> list:
 def follow_mailto(text: str, label: str) -> tuple[str, str, str]:
     """(to, subject, body) of the first mailto: link in `text` whose subject holds
     `label`: what a mail client fills in when the user clicks it."""
-    for link in re.findall(r"mailto:[^\s<>\"]+", text):
-        address, _, query = link.removeprefix("mailto:").partition("?")
-        fields = urllib.parse.parse_qs(query)
-        subject = fields.get("subject", [""])[0]
+    for to, subject, body in mailto_links(text):
         if label in subject:
-            return urllib.parse.unquote(address), subject, fields.get("body", [""])[0] + "\n"
+            return to, subject, body + "\n"
     raise DemoFailure(f"no mailto: link with {label!r} in its subject in the mail:\n{text}")
 
 

@@ -1,15 +1,18 @@
 """Fixtures: one real Dovecot and one aiosmtpd sink per test process; each test gets
 a fresh IMAP user (its own mailbox), a fresh database and a config file.
 
+    from tests.builders import mail
+
     def test_something(desk):
         desk.deliver(mail("jane@example.org", "Printer down", "It is broken."))
         desk.run()                      # maildesk run --once, in this process
         assert desk.tickets()[0]["subject"] == "Printer down"
-        assert desk.sent(kind="ack")
+        assert desk.sent(to="jane@example.org")
 
 `desk` runs on SQLite; `@both_databases` runs a test on PostgreSQL too (a fresh
 database per test on the server of MAILDESK_TEST_POSTGRES, by default the local
-one; skipped when there is none).
+one; skipped when there is none). `runtime` is the desk without servers, for the
+unit tests of its rules: a migrated SQLite store in a temporary folder.
 """
 
 from __future__ import annotations
@@ -18,21 +21,21 @@ import contextlib
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 import uuid
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 import pytest
 import tomli_w
 
+# mail, reply_to and merge lived here before tests/builders.py: new tests import them from there
+from tests.builders import DESK, desk_config, mail, merge, reply_to  # noqa: F401
 from tests.sandbox import Dovecot, SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent
-DESK = "helpdesk@example.test"
 PG_URL = os.environ.get("MAILDESK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -50,57 +53,6 @@ CORPUS = find_corpus()
 both_databases = pytest.mark.parametrize("desk", ["sqlite", "postgresql"], indirect=True)
 
 
-def mail(
-    frm: str,
-    subject: str,
-    body: str = "Hello,\nsomething is broken.\n",
-    *,
-    to: str = DESK,
-    cc: str | None = None,
-    msgid: str | None = None,
-    in_reply_to: str | None = None,
-    references: str | list | None = None,
-    headers: dict | None = None,
-    html: str | None = None,
-    date=None,
-) -> bytes:
-    """An RFC 5322 message as a mail client would write it."""
-    m = EmailMessage()
-    m["From"] = frm
-    m["To"] = to
-    if cc:
-        m["Cc"] = cc
-    m["Subject"] = subject
-    m["Message-ID"] = msgid if msgid is not None else make_msgid(domain="client.example")
-    m["Date"] = format_datetime(date) if date else "Fri, 27 Nov 2026 10:00:00 +0100"
-    if in_reply_to:
-        m["In-Reply-To"] = in_reply_to if in_reply_to.startswith("<") else f"<{in_reply_to}>"
-    if references:
-        refs = references if isinstance(references, list) else [references]
-        m["References"] = " ".join(r if r.startswith("<") else f"<{r}>" for r in refs)
-    for k, v in (headers or {}).items():
-        m[k] = v
-    if html is not None and body is None:
-        m.set_content(html, subtype="html")
-    else:
-        m.set_content(body)
-        if html is not None:
-            m.add_alternative(html, subtype="html")
-    return m.as_bytes()
-
-
-def reply_to(captured, frm: str, body: str, *, subject: str | None = None, headers: dict | None = None, quote=True) -> bytes:
-    """A reply to a mail the desk sent, with the quoted history a client adds."""
-    original = captured.text
-    text = body
-    if quote:
-        text += "\n\nOn Fri, 27 Nov 2026 at 10:05, Example IT Service Desk <helpdesk@example.test> wrote:\n"
-        text += "".join("> " + line + "\n" for line in original.splitlines())
-    refs = (captured.header("References") or "").split() + [captured.header("Message-ID")]
-    return mail(frm, subject or f"Re: {captured.subject}", text, in_reply_to=captured.header("Message-ID"),
-                references=[r for r in refs if r], headers=headers)
-
-
 @pytest.fixture(scope="session")
 def dovecot():
     with Dovecot() as server:
@@ -114,48 +66,10 @@ def smtp():
 
 
 def base_config(tmp: Path, dovecot, smtp, user: str, db_url: str) -> dict:
-    return {
-        "desk": {"name": "Example IT Service Desk", "address": DESK, "timezone": "Europe/Berlin",
-                 "state_dir": str(tmp / "state")},
-        "database": {"url": db_url},
-        "imap": {"host": dovecot.host, "port": dovecot.port, "security": "none", "username": user,
-                 "password": "secret", "poll_seconds": 1},
-        "smtp": {"host": smtp.host, "port": smtp.port, "security": "none", "retry_first": "1m"},
-        "groups": [
-            {"name": "service-desk", "tier": 1, "escalates_to": "network", "manager": "lead@example.test"},
-            {"name": "network", "tier": 2, "manager": "netlead@example.test"},
-        ],
-        "technicians": [
-            {"email": "alice@example.test", "name": "Alice", "groups": ["service-desk"]},
-            {"email": "bob@example.test", "name": "Bob", "groups": ["service-desk"]},
-            {"email": "carol@example.test", "name": "Carol", "groups": ["network"]},
-        ],
-        "roles": {"incident_managers": ["im@example.test"]},
-        "categories": [
-            {"name": "Network", "keywords": ["network", "wifi"], "group": "network"},
-            {"name": "Network/VPN", "keywords": ["vpn"]},
-            {"name": "Hardware", "keywords": ["printer", "laptop"], "group": "service-desk"},
-        ],
-        "priority": {
-            "vip": ["ceo@example.test"],
-            "impact_keywords": {"high": ["everyone", "all users", "outage"], "medium": ["our team"]},
-            "urgency_keywords": {"high": ["urgent", "down", "cannot work"], "low": ["when you can"]},
-        },
-        "security": {"trust_sender_address": True, "secret": "test-secret, long enough to sign with (32+ bytes)"},
-        "business_hours": {"holidays_country": "DE"},
-    }
-
-
-def merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        if v is None:
-            out.pop(k, None)
-        elif isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = merge(out[k], v)
-        else:
-            out[k] = v
-    return out
+    return desk_config(state_dir=tmp / "state", db_url=db_url,
+                       imap={"host": dovecot.host, "port": dovecot.port, "security": "none", "username": user,
+                             "password": "secret", "poll_seconds": 1},
+                       smtp={"host": smtp.host, "port": smtp.port, "security": "none", "retry_first": "1m"})
 
 
 class Desk:
@@ -230,6 +144,24 @@ class Desk:
         return subprocess.Popen([sys.executable, "-m", "maildesk", "--config", str(self.config_path), *args],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e, cwd=str(ROOT))
 
+    def spawn_ready(self, *args: str, timeout: float = 30.0) -> subprocess.Popen:
+        """`spawn`, returned once the daemon has told systemd READY=1: its signal handlers
+        are in place then, however long a busy machine took to start it."""
+        path = str(self.tmp / f"notify-{uuid.uuid4().hex[:8]}.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        sock.settimeout(timeout)
+        proc = self.spawn(*args, env={"NOTIFY_SOCKET": path})
+        try:
+            while "READY=1" not in sock.recv(4096).decode():
+                pass
+        except TimeoutError:
+            proc.kill()
+            raise AssertionError(f"the daemon sent no READY=1 within {timeout}s: {proc.communicate()[1].decode()}") from None
+        finally:
+            sock.close()  # later notifications go nowhere; the daemon ignores that, as sd_notify does
+        return proc
+
 
 def wait_until(predicate, timeout: float = 15.0, interval: float = 0.1, what: str = "condition"):
     deadline = time.monotonic() + timeout
@@ -275,3 +207,23 @@ def desk(request, tmp_path, dovecot, smtp):
         with conn.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         conn.close()
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    """`runtime(**config)`: the test desk's `Runtime` (tests.builders.desk_config with
+    `config` laid over it) on a fresh, migrated SQLite store in tmp_path, no servers."""
+    from maildesk import store
+    from maildesk.config import parse_config
+    from maildesk.service.runtime import Runtime
+
+    def start(**config) -> Runtime:
+        data = merge(desk_config(state_dir=tmp_path / "state", db_url=f"sqlite:///{tmp_path / 'unit.db'}"), config)
+        cfg = parse_config(data)
+        store.open_database(cfg.database.url)
+        store.migrate()
+        return Runtime.start(cfg)
+
+    yield start
+    if store.db.obj is not None:
+        store.db.obj.close()

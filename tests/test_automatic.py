@@ -51,8 +51,12 @@ PERSON = """\
     """
 
 
-def person(extra: str = "", subject: str = "Printer on floor 3 is jammed") -> str:
-    text = PERSON.replace("Printer on floor 3 is jammed", subject)
+PERSONAL_SUBJECT = "Printer on floor 3 is jammed"
+AUTOMATIC_REPLY = "Automatic reply: [INC-42] Printer on floor 3"  # Outlook's subject
+
+
+def person(extra: str = "", subject: str = PERSONAL_SUBJECT) -> str:
+    text = PERSON.replace(PERSONAL_SUBJECT, subject)
     return text.replace("    {extra}\n", "".join(f"    {line}\n" for line in extra.splitlines()))
 
 
@@ -113,22 +117,20 @@ Content-Type: message/rfc822
 # --- mail that a person wrote -------------------------------------------------------------------
 
 
-def test_mail_written_by_a_person_is_not_automatic():
-    assert verdict_of(person()) is None
-
-
-def test_outlook_mail_with_only_x_auto_response_suppress_is_not_automatic():
+@pytest.mark.parametrize("extra, subject", [
+    ("", "Printer on floor 3 is jammed"),
     # Outlook puts X-Auto-Response-Suppress on mail that people write.
-    assert verdict_of(person("X-Auto-Response-Suppress: All\nThread-Index: AdQ1b2c3")) is None
-
-
-def test_auto_submitted_no_is_not_automatic():
-    assert verdict_of(person("Auto-Submitted: no")) is None
-
-
-def test_person_reporting_a_mail_problem_in_the_subject_is_not_a_bounce():
-    assert verdict_of(person(subject="Mail delivery failed when I write to our partner")) is None
-    assert verdict_of(person(subject="Undeliverable emails to customers")) is None
+    ("X-Auto-Response-Suppress: All\nThread-Index: AdQ1b2c3", "Printer on floor 3 is jammed"),
+    ("Auto-Submitted: no", "Printer on floor 3 is jammed"),
+    # a person reporting a mail problem in the subject
+    ("", "Mail delivery failed when I write to our partner"),
+    ("", "Undeliverable emails to customers"),
+    # an out-of-office subject counts only with Outlook's headers
+    ("", "Out of Office: [INC-42] Printer on floor 3"),
+], ids=["plain", "outlook-suppress-header", "auto-submitted-no", "mail-problem-subject", "undeliverable-subject",
+        "out-of-office-subject-alone"])
+def test_mail_a_person_wrote_gets_no_verdict(extra, subject):
+    assert verdict_of(person(extra, subject=subject)) is None
 
 
 def test_forwarded_bounce_from_a_person_is_not_automatic():
@@ -157,14 +159,20 @@ def test_forwarded_bounce_from_a_person_is_not_automatic():
 # --- delivery status notifications and other bounces ---------------------------------------------
 
 
-def test_dsn_with_action_failed_is_a_bounce():
-    assert verdict_of(dsn()) == Verdict("bounce",
-                                        "delivery status notification (RFC 3464), action failed")
-
-
-def test_dsn_with_action_delayed_is_a_delay_not_a_bounce():
-    verdict = verdict_of(dsn("delayed", "4.4.1", subject="Delayed Mail (still being retried)"))
-    assert verdict == Verdict("delay", "delivery status notification (RFC 3464), action delayed")
+@pytest.mark.parametrize("action, status, subject, kind", [
+    ("failed", "5.1.1", "Undelivered Mail Returned to Sender", "bounce"),
+    ("delayed", "4.4.1", "Delayed Mail (still being retried)", "delay"),  # a delay, not a bounce
+    # success reports are auto-generated, not bounces
+    ("delivered", "2.0.0", "Successful Mail Delivery Report", "auto-generated"),
+    ("relayed", "2.0.0", "Successful Mail Delivery Report", "auto-generated"),
+    ("expanded", "2.0.0", "Successful Mail Delivery Report", "auto-generated"),
+])
+def test_a_dsn_gets_the_verdict_of_its_action_and_bounce_info_only_when_it_failed_or_is_delayed(
+        action, status, subject, kind):
+    assert verdict_of(dsn(action, status, subject=subject)) == Verdict(
+        kind, f"delivery status notification (RFC 3464), action {action}")
+    info = bounce_info(parse(dsn(action, status)), verp=VERP)
+    assert (info and info.action) == {"bounce": "failed", "delay": "delayed"}.get(kind)
 
 
 def test_dsn_with_a_failed_and_a_delayed_recipient_is_a_bounce_for_the_failed_one():
@@ -173,14 +181,6 @@ def test_dsn_with_a_failed_and_a_delayed_recipient_is_a_bounce_for_the_failed_on
     msg = parse(dsn(recipients=recipients))
     assert classify(msg, desk_addresses=DESK).kind == "bounce"
     assert bounce_info(msg, verp=VERP).recipients == ("bob@example.net",)
-
-
-@pytest.mark.parametrize("action", ["delivered", "relayed", "expanded"])
-def test_dsn_that_reports_success_is_auto_generated_not_a_bounce(action):
-    verdict = verdict_of(dsn(action, "2.0.0", subject="Successful Mail Delivery Report"))
-    assert verdict == Verdict("auto-generated",
-                              f"delivery status notification (RFC 3464), action {action}")
-    assert bounce_info(parse(dsn(action, "2.0.0")), verp=VERP) is None
 
 
 def test_dsn_is_a_bounce_even_when_it_carries_auto_submitted_and_list_headers():
@@ -295,13 +295,7 @@ def test_exim_delay_warning_is_a_delay_not_a_bounce():
     assert bounce_info(parse(EXIM_DELAY), verp=VERP).action == "delayed"
 
 
-@pytest.mark.parametrize("subject", [
-    "Delivery Status Notification (Delay)",
-    "Warning: could not send message for past 4 hours",
-    "Delayed Mail (still being retried)",
-])
-def test_delay_subjects_from_a_mail_system_are_delays(subject):
-    text = f"""\
+DELAY_TEXT = """\
     From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>
     To: helpdesk+bounce-3@example.test
     Subject: {subject}
@@ -312,28 +306,30 @@ def test_delay_subjects_from_a_mail_system_are_delays(subject):
 
     Message will be retried for 2 more day(s)
     """
-    assert verdict_of(text).kind == "delay"
-
-
-@pytest.mark.parametrize("subject", [
-    "Undelivered Mail Returned to Sender",
-    "Mail delivery failed",
-    "Delivery Status Notification (Failure)",
-    "Undeliverable: [INC-42] Printer on floor 3",
-    "failure notice",
-    "Returned mail: see transcript for details",
-])
-def test_failure_subjects_from_a_mail_system_are_bounces(subject):
-    text = f"""\
+FAILURE_TEXT = """\
     From: postmaster@mx.example.net
     To: helpdesk+bounce-3@example.test
     Subject: {subject}
 
     Your message could not be sent.
     """
-    verdict = verdict_of(text)
-    assert verdict.kind == "bounce"
-    assert verdict.reason.startswith("failure notice")
+
+
+@pytest.mark.parametrize("text, subject, kind, reason", [
+    (DELAY_TEXT, "Delivery Status Notification (Delay)", "delay", "delay warning"),
+    (DELAY_TEXT, "Warning: could not send message for past 4 hours", "delay", "delay warning"),
+    (DELAY_TEXT, "Delayed Mail (still being retried)", "delay", "delay warning"),
+    (FAILURE_TEXT, "Undelivered Mail Returned to Sender", "bounce", "failure notice"),
+    (FAILURE_TEXT, "Mail delivery failed", "bounce", "failure notice"),
+    (FAILURE_TEXT, "Delivery Status Notification (Failure)", "bounce", "failure notice"),
+    (FAILURE_TEXT, "Undeliverable: [INC-42] Printer on floor 3", "bounce", "failure notice"),
+    (FAILURE_TEXT, "failure notice", "bounce", "failure notice"),
+    (FAILURE_TEXT, "Returned mail: see transcript for details", "bounce", "failure notice"),
+])
+def test_delay_and_failure_subjects_from_a_mail_system_are_delays_and_bounces(text, subject, kind, reason):
+    verdict = verdict_of(text.format(subject=subject))
+    assert verdict.kind == kind
+    assert verdict.reason.startswith(reason)
 
 
 def test_bounce_with_8bit_from_or_without_from_is_classified_without_raising():
@@ -425,47 +421,41 @@ def test_complaint_without_original_rcpt_to_names_the_to_of_the_attached_origina
 # --- auto-replies, lists and other automatic senders ----------------------------------------------
 
 
-def test_auto_submitted_auto_replied_is_an_auto_reply():
-    verdict = verdict_of(person("Auto-Submitted: auto-replied"))
-    assert verdict == Verdict("auto-reply", "Auto-Submitted: auto-replied (RFC 3834)")
+@pytest.mark.parametrize("extra, subject, kind, reason", [
+    ("Auto-Submitted: auto-replied", PERSONAL_SUBJECT, "auto-reply", "Auto-Submitted: auto-replied (RFC 3834)"),
+    # the other Auto-Submitted values are auto-generated
+    ("Auto-Submitted: auto-generated", PERSONAL_SUBJECT, "auto-generated", "Auto-Submitted: auto-generated (RFC 3834)"),
+    ("Auto-Submitted: auto-generated (failure)", PERSONAL_SUBJECT, "auto-generated",
+     "Auto-Submitted: auto-generated (failure) (RFC 3834)"),
+    ("Auto-Submitted: auto-notified", PERSONAL_SUBJECT, "auto-generated", "Auto-Submitted: auto-notified (RFC 3834)"),
+    # Outlook's automatic reply without Auto-Submitted
+    ("X-Auto-Response-Suppress: All\nX-MS-Exchange-Inbox-Rules-Loop: alice@example.net", AUTOMATIC_REPLY,
+     "auto-reply", 'subject starts with "Automatic reply:"'),
+    # Exchange's out-of-office reply marked auto-generated
+    ("Auto-Submitted: auto-generated\nX-Auto-Response-Suppress: All", AUTOMATIC_REPLY, "auto-reply",
+     'Auto-Submitted: auto-generated (RFC 3834), subject starts with "Automatic reply:"'),
+    # an out-of-office subject with Outlook's headers
+    ("X-Auto-Response-Suppress: All", "Out of Office: [INC-42] Printer on floor 3", "auto-reply",
+     'subject starts with "Out of Office:" and Outlook headers mark it as generated'),
+    # vendors' auto-reply headers
+    ("X-Autoreply: yes", PERSONAL_SUBJECT, "auto-reply", "X-Autoreply: yes"),
+    ("X-Autorespond: Away", PERSONAL_SUBJECT, "auto-reply", "X-Autorespond: Away"),
+    ("X-Autogenerated: Reply", PERSONAL_SUBJECT, "auto-reply", "X-Autogenerated: Reply"),
+    ("Precedence: auto_reply", PERSONAL_SUBJECT, "auto-reply", "Precedence: auto_reply"),
+    # Precedence bulk and junk are bulk, list is list
+    ("Precedence: bulk", PERSONAL_SUBJECT, "bulk", "Precedence: bulk"),
+    ("Precedence: junk", PERSONAL_SUBJECT, "bulk", "Precedence: junk"),
+    ("Precedence: list", PERSONAL_SUBJECT, "list", "Precedence: list"),
+    ("Precedence: Bulk", PERSONAL_SUBJECT, "bulk", "Precedence: bulk"),
+    ("Return-Path: <>", PERSONAL_SUBJECT, "null-sender", "Return-Path: <> (null envelope sender)"),
+    ("X-Maildesk-Loop: helpdesk@example.test", PERSONAL_SUBJECT, "own", "X-Maildesk-Loop header (the desk's own mail)"),
+])
+def test_automatic_headers_and_subjects_give_their_verdict_and_reason(extra, subject, kind, reason):
+    assert verdict_of(person(extra, subject=subject)) == Verdict(kind, reason)
 
 
-@pytest.mark.parametrize("value", ["auto-generated", "auto-generated (failure)", "auto-notified"])
-def test_other_auto_submitted_values_are_auto_generated(value):
-    assert verdict_of(person(f"Auto-Submitted: {value}")) == Verdict(
-        "auto-generated", f"Auto-Submitted: {value} (RFC 3834)")
-
-
-def test_outlook_automatic_reply_without_auto_submitted_is_an_auto_reply():
-    extra = "X-Auto-Response-Suppress: All\nX-MS-Exchange-Inbox-Rules-Loop: alice@example.net"
-    verdict = verdict_of(person(extra, subject="Automatic reply: [INC-42] Printer on floor 3"))
-    assert verdict == Verdict("auto-reply", 'subject starts with "Automatic reply:"')
-
-
-def test_exchange_out_of_office_marked_auto_generated_is_an_auto_reply():
-    extra = "Auto-Submitted: auto-generated\nX-Auto-Response-Suppress: All"
-    verdict = verdict_of(person(extra, subject="Automatic reply: [INC-42] Printer on floor 3"))
-    assert verdict == Verdict("auto-reply", 'Auto-Submitted: auto-generated (RFC 3834), '
-                                            'subject starts with "Automatic reply:"')
-
-
-def test_out_of_office_subject_counts_only_with_outlook_headers():
-    subject = "Out of Office: [INC-42] Printer on floor 3"
-    assert verdict_of(person(subject=subject)) is None
-    assert verdict_of(person("X-Auto-Response-Suppress: All", subject=subject)).kind == "auto-reply"
-
-
-@pytest.mark.parametrize("header", ["X-Autoreply: yes", "X-Autorespond: Away",
-                                    "X-Autogenerated: Reply", "Precedence: auto_reply"])
-def test_vendor_auto_reply_headers_mark_an_auto_reply(header):
-    assert verdict_of(person(header)).kind == "auto-reply"
-
-
-@pytest.mark.parametrize("value, kind", [("bulk", "bulk"), ("junk", "bulk"), ("list", "list"),
-                                         ("Bulk", "bulk")])
-def test_precedence_bulk_and_junk_are_bulk_and_list_is_list(value, kind):
-    verdict = verdict_of(person(f"Precedence: {value}"))
-    assert verdict == Verdict(kind, f"Precedence: {value.lower()}")
+def test_the_loop_header_the_desk_knows_its_own_mail_by_is_configurable():
+    assert verdict_of(person("X-Other-Loop: 1"), own_loop_header="X-Other-Loop").kind == "own"
 
 
 @pytest.mark.parametrize("header", [
@@ -482,23 +472,12 @@ def test_mailing_list_headers_mark_list_mail(header):
     assert header.split(":")[0] in verdict.reason
 
 
-def test_null_return_path_is_a_null_sender():
-    assert verdict_of(person("Return-Path: <>")) == Verdict(
-        "null-sender", "Return-Path: <> (null envelope sender)")
-
-
 @pytest.mark.parametrize("sender", ["postmaster@example.net", "MAILER-DAEMON",
                                     "Mail Delivery System <>", "noreply-dmarc-support@google.com"])
 def test_mail_from_a_mail_system_that_is_no_bounce_is_mailer_daemon(sender):
     text = person(subject="Report domain: example.test").replace(
         "Alice Example <alice@example.net>", sender)
     assert verdict_of(text).kind == "mailer-daemon"
-
-
-def test_desk_loop_header_marks_the_desks_own_mail():
-    verdict = verdict_of(person("X-Maildesk-Loop: helpdesk@example.test"))
-    assert verdict == Verdict("own", "X-Maildesk-Loop header (the desk's own mail)")
-    assert verdict_of(person("X-Other-Loop: 1"), own_loop_header="X-Other-Loop").kind == "own"
 
 
 def test_mail_from_a_desk_address_is_the_desks_own_mail():

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from maildesk.businesstime import AlwaysOpen, BusinessCalendar, Calendar, calendar_for
 from maildesk.config import parse_config
+from tests.builders import minimal_config
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -250,12 +251,8 @@ def test_naive_times_and_negative_minutes_are_refused():
 
 
 def _config(**business_hours):
-    return parse_config({
-        "desk": {"address": "help@example.org", "timezone": "America/New_York"},
-        "imap": {"host": "imap.example.org", "username": "help", "password": "x"},
-        "smtp": {"host": "smtp.example.org"},
-        "business_hours": business_hours,
-    })
+    return parse_config(minimal_config(desk={"address": "help@example.org", "timezone": "America/New_York"},
+                                       business_hours=business_hours))
 
 
 def test_calendar_for_24x7_is_always_open():

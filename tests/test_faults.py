@@ -36,7 +36,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, mail, wait_until
+from tests.builders import mail
+from tests.conftest import ROOT, wait_until
 
 SEED = 20261127
 MAIL_UID = MAIL_GID = 65534  # the owner of Dovecot's maildirs (tests/sandbox.py)
@@ -784,8 +785,9 @@ def test_a_database_locked_for_longer_than_the_busy_timeout_delays_the_desk_but_
         locker.close()
     caught_up, log, figures = _catch_up_after_the_lock(desk, d, msgs, 120)
     mail_pids = sorted({pid for _, _, pid in alive if pid})
+    noted = [line[24:200] for line in log.splitlines() if any(w in line for w in ("locked", "died", "unavailable"))]
     print(f"\ndatabase locked {held:.0f}s: caught up {caught_up:.1f}s after the release; mail processes seen {mail_pids}; "
-          f"log lines: {[ln[24:200] for ln in log.splitlines() if any(w in ln for w in ('locked', 'died', 'unavailable'))]}; "
+          f"log lines: {noted}; "
           f"{figures}; {time.monotonic() - t0:.1f}s")
     # Guards BUG-2 (fixed): "database is locked" after the busy timeout was not caught
     # in the fetch; the mail process died and was restarted every 30 s of lock.

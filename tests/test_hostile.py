@@ -9,20 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (
-    CORPUS,  # noqa: E402
-    mail,
-    reply_to,
-)
+from tests.builders import answer, mail
+from tests.conftest import CORPUS
 from tests.sandbox import free_port
 
 
 def dsn(envelope_to: str, rcpt: str, original_id: str, action: str = "failed", status: str = "5.1.1") -> bytes:
     """An RFC 3464 delivery status notification as Postfix writes it."""
+    subject = "Undelivered Mail Returned to Sender" if action == "failed" else "Delayed Mail (still being retried)"
     return (
         f"Return-Path: <>\r\nDelivered-To: {envelope_to}\r\nFrom: MAILER-DAEMON@mx.example.org (Mail Delivery System)\r\n"
-        f"To: {envelope_to}\r\n"
-        f"Subject: {'Undelivered Mail Returned to Sender' if action == 'failed' else 'Delayed Mail (still being retried)'}\r\n"
+        f"To: {envelope_to}\r\nSubject: {subject}\r\n"
         f"Message-ID: <dsn-{original_id[:8]}-{action}@mx.example.org>\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
         "Content-Type: multipart/report; report-type=delivery-status; boundary=B\r\n\r\n"
         "--B\r\nContent-Type: text/plain\r\n\r\nI'm sorry to have to inform you that your message could not be delivered.\r\n"
@@ -55,8 +52,7 @@ def test_a_bounce_is_linked_to_the_mail_it_answers_and_stops_mail_to_that_addres
     assert desk.inbound()[0]["outcome"] == "bounce"
     assert len(desk.sent(to="ghost@example.org")) == 1  # the bounce got no answer
     notice = desk.sent(to="alice@example.test")[0]
-    desk.deliver(reply_to(notice, "alice@example.test", "Can you tell me which tray?"))
-    desk.run()
+    answer(desk, notice, "Can you tell me which tray?")
     assert len(desk.sent(to="ghost@example.org")) == 1  # no more mail to it
     relay = next(o for o in desk.outbox() if o["to"] == "ghost@example.org" and o["kind"] == "relay")
     assert relay["status"] == "suppressed" and "bounced" in relay["last_error"]
@@ -211,18 +207,11 @@ def test_attachments_are_stored_once_by_hash_with_safe_names(desk):
 
 @pytest.mark.skipif(not (CORPUS / "tnefparse").exists(), reason="the corpus is not here")
 def test_a_winmail_dat_is_unpacked_into_its_files(desk):
-    import base64
-
-    tnef = next(p for p in (CORPUS / "tnefparse").rglob("*.tnef") if p.stat().st_size < 200_000) \
-        if list((CORPUS / "tnefparse").rglob("*.tnef")) else None
+    tnef = next((p for p in (CORPUS / "tnefparse").rglob("*.tnef") if p.stat().st_size < 200_000), None)
     if tnef is None:
         pytest.skip("no TNEF sample in the corpus")
-    raw = (f"From: outlook@example.org\r\nTo: helpdesk@example.test\r\nSubject: from Outlook\r\nMessage-ID: <tnef@x>\r\n"
-           f"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=T\r\n\r\n--T\r\nContent-Type: text/plain\r\n\r\n"
-           f"Attached.\r\n--T\r\nContent-Type: application/ms-tnef; name=winmail.dat\r\nContent-Transfer-Encoding: base64\r\n"
-           f"Content-Disposition: attachment; filename=winmail.dat\r\n\r\n"
-           f"{base64.b64encode(tnef.read_bytes()).decode()}\r\n--T--\r\n").encode()
-    desk.deliver(raw)
+    desk.deliver(mail("outlook@example.org", "from Outlook", "Attached.",
+                      attachments=[("winmail.dat", tnef.read_bytes(), "application/ms-tnef")]))
     desk.run()
     names = [a["filename"] for m in desk.ticket("INC-1")["messages"] for a in m["attachments"]]
     assert names and names != ["winmail.dat"]

@@ -4,80 +4,67 @@
 from __future__ import annotations
 
 import re
-import urllib.parse
 
 import pytest
 
-from tests.conftest import both_databases, mail, reply_to
+from tests.builders import answer, click, mail, mailto_links, open_ticket, reply_to
+from tests.conftest import both_databases
 
 pytestmark = both_databases  # every test here runs on SQLite and on PostgreSQL
 
-MON = "2026-11-30T{}:00+01:00"
+RESOLVE = "#resolve fixed\nI replaced the drum."
 
 
 def at(hhmm: str, day: str = "2026-11-30") -> str:
     return f"{day}T{hhmm}:00+01:00"
 
 
-def links(captured) -> dict[str, str]:
-    """The one-click mailto: links of a mail, by their label."""
-    found = {}
-    for url in re.findall(r"mailto:[^\s\"<>]+", captured.text):
-        query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
-        subject = query["subject"][0]
-        found[subject] = subject
-    return found
+def subjects(captured) -> list[str]:
+    """The subjects of the one-click mailto: links of a mail."""
+    return [subject for _, subject, _ in mailto_links(captured.text)]
 
 
-def click(desk, captured, label: str, frm: str = "jane@example.org", now: str | None = None):
-    """The requester clicks a one-click link: their client sends the prepared mail."""
-    subject = next(s for s in links(captured) if label in s)
-    desk.deliver(mail(frm, subject, "Just send this mail; you can add a comment above this line."))
-    desk.run(now=now)
-
-
-def new_ticket(desk, now=at("09:00"), sender="jane@example.org", subject="Printer broken", body="It jams."):
-    desk.deliver(mail(f"Jane Doe <{sender}>", subject, body))
-    desk.run(now=now)
-    return desk.sent(to=sender)[-1], desk.sent(to="alice@example.test")[-1]
-
-
-def resolve(desk, notice, text="#resolve fixed\nI replaced the drum.", now=at("10:00"), frm="alice@example.test"):
-    desk.deliver(reply_to(notice, frm, text))
-    desk.run(now=now)
+def resolved(desk, now=at("10:00")):
+    """A ticket opened at 09:00 and resolved by alice: its resolution mail to the requester."""
+    ack, notice = open_ticket(desk, now=at("09:00"))
+    answer(desk, notice, RESOLVE, now=now)
+    return desk.sent(subject_has="Resolved")[0]
 
 
 def test_resolution_mail_carries_the_text_and_two_signed_links(desk):
-    ack, notice = new_ticket(desk)
-    resolve(desk, notice)
+    res = resolved(desk)
     t = desk.tickets()[0]
     assert t["status"] == "resolved" and t["closure_code"] == "fixed" and t["resolved_at"]
-    res = desk.sent(subject_has="Resolved")[0]
     assert res.rcpts == ["jane@example.org"]
     assert "I replaced the drum." in res.text and "#resolve" not in res.text
-    subjects = list(links(res))
-    assert any("Yes, it is fixed" in s and "[INC-1]" in s for s in subjects)
-    assert any("No, it is not fixed" in s for s in subjects)
-    assert all(re.search(r"(fixed|notfixed)-1-0-[0-9a-f]{16}", s) for s in subjects)  # bound to resolution 0
+    links = subjects(res)
+    assert any("Yes, it is fixed" in s and "[INC-1]" in s for s in links)
+    assert any("No, it is not fixed" in s for s in links)
+    assert all(re.search(r"(fixed|notfixed)-1-0-[0-9a-f]{16}", s) for s in links)  # bound to resolution 0
     assert "closes by itself in 3 days" in res.text
     assert res.message.get_content_type() == "multipart/alternative"  # text plus HTML
 
 
-def test_fixed_link_closes_and_sends_one_survey_rated_by_link_then_by_reply(desk):
-    ack, notice = new_ticket(desk)
-    resolve(desk, notice)
-    res = desk.sent(subject_has="Resolved")[0]
-    click(desk, res, "Yes, it is fixed", now=at("11:00"))
+@pytest.mark.parametrize("confirm", [
+    lambda desk, res: click(desk, res, "Yes, it is fixed", now=at("11:00")),
+    lambda desk, res: answer(desk, res, "#close", frm="jane@example.org", now=at("11:00")),
+], ids=["fixed-link", "close-command"])
+def test_the_requester_confirms_the_resolution_and_one_survey_goes_out(desk, confirm):
+    confirm(desk, resolved(desk))
     t = desk.tickets()[0]
     assert t["status"] == "closed" and t["closed_at"] and t["closure_code"] == "fixed"
     (survey,) = desk.sent(subject_has="How did we do")
-    assert len([s for s in links(survey) if "Rating" in s]) == 5
+    assert len([s for s in subjects(survey) if "Rating" in s]) == 5
     assert "reply with a number" in survey.text
+
+
+def test_a_survey_is_rated_by_link_then_by_reply_and_the_reply_replaces_the_rating(desk):
+    click(desk, resolved(desk), "Yes, it is fixed", now=at("11:00"))
+    (survey,) = desk.sent(subject_has="How did we do")
     click(desk, survey, "Rating 4", now=at("11:05"))
     s = desk.ticket("INC-1")["survey"]
     assert s["rating"] == 4 and s["answered_at"] and s["sent_at"]
-    desk.deliver(reply_to(survey, "jane@example.org", "5 - Alice was great, thanks!"))
-    desk.run(now=at("11:10"))
+    answer(desk, survey, "5 - Alice was great, thanks!", frm="jane@example.org", now=at("11:10"))
     s = desk.ticket("INC-1")["survey"]
     assert s["rating"] == 5 and "Alice was great" in s["comment"]
     assert desk.tickets()[0]["status"] == "closed"  # a survey answer reopens nothing
@@ -86,22 +73,13 @@ def test_fixed_link_closes_and_sends_one_survey_rated_by_link_then_by_reply(desk
     assert any("replaces the earlier rating 4" in e["detail"] for e in desk.ticket("INC-1")["events"])
 
 
-def test_close_command_from_the_requester_confirms_the_resolution(desk):
-    ack, notice = new_ticket(desk)
-    resolve(desk, notice)
-    res = desk.sent(subject_has="Resolved")[0]
-    desk.deliver(reply_to(res, "jane@example.org", "#close"))
-    desk.run(now=at("11:00"))
-    assert desk.tickets()[0]["status"] == "closed"
-
-
 def test_not_fixed_link_reopens_with_the_same_assignee_and_the_sla_resumed(desk):
     desk.write_config(sla=[
         {"priority": p, "response": "1h", "resolution": "8h", "calendar": "business"}
         for p in ("critical", "high", "medium", "low")])
-    ack, notice = new_ticket(desk, now=at("09:00"))
+    ack, notice = open_ticket(desk, now=at("09:00"))
     due_before = desk.tickets()[0]["resolution_due"]
-    resolve(desk, notice, now=at("10:00"))
+    answer(desk, notice, RESOLVE, now=at("10:00"))
     res = desk.sent(subject_has="Resolved")[0]
     click(desk, res, "No, it is not fixed", now=at("12:00"))
     t = desk.tickets()[0]
@@ -114,26 +92,20 @@ def test_not_fixed_link_reopens_with_the_same_assignee_and_the_sla_resumed(desk)
 
 
 def test_a_reply_with_new_content_reopens_but_thanks_and_out_of_office_do_not(desk):
-    ack, notice = new_ticket(desk)
-    resolve(desk, notice)
-    res = desk.sent(subject_has="Resolved")[0]
-    desk.deliver(reply_to(res, "jane@example.org", "Thanks a lot!\n\nJane"))
-    desk.run(now=at("11:00"))
+    res = resolved(desk)
+    answer(desk, res, "Thanks a lot!\n\nJane", frm="jane@example.org", now=at("11:00"))
     desk.deliver(mail("jane@example.org", "Out of Office: " + res.subject, "I am on holiday until Monday.",
                       in_reply_to=res.header("Message-ID"), headers={"Auto-Submitted": "auto-replied"}))
     desk.run(now=at("11:05"))
     assert desk.tickets()[0]["status"] == "resolved"
-    desk.deliver(reply_to(res, "jane@example.org", "It jams again since this morning."))
-    desk.run(now=at("11:30"))
+    answer(desk, res, "It jams again since this morning.", frm="jane@example.org", now=at("11:30"))
     assert desk.tickets()[0]["status"] == "open"
 
 
 def test_a_reply_after_the_reopen_window_opens_a_new_ticket_that_follows_the_old(desk):
-    ack, notice = new_ticket(desk)
-    resolve(desk, notice)
-    res = desk.sent(subject_has="Resolved")[0]
-    desk.deliver(reply_to(res, "jane@example.org", "It broke again."))
-    desk.run(now="2026-12-09T10:00:00+01:00")  # 9 days later; the window is 7d
+    res = resolved(desk)
+    answer(desk, res, "It broke again.", frm="jane@example.org",
+           now="2026-12-09T10:00:00+01:00")  # 9 days later; the window is 7d
     tickets = {t["ref"]: t for t in desk.tickets()}
     assert tickets["INC-1"]["status"] == "closed"  # auto-closed meanwhile, not reopened
     assert tickets["INC-2"]["follows"] == "INC-1" and tickets["INC-2"]["status"] in ("new", "open")
@@ -141,8 +113,7 @@ def test_a_reply_after_the_reopen_window_opens_a_new_ticket_that_follows_the_old
 
 
 def test_auto_close_closes_resolved_tickets_after_the_period_and_says_so(desk):
-    ack, notice = new_ticket(desk)
-    resolve(desk, notice)
+    resolved(desk)
     desk.run(now="2026-12-02T09:00:00+01:00")  # 2 days: not yet
     assert desk.tickets()[0]["status"] == "resolved"
     desk.run(now="2026-12-03T10:01:00+01:00")  # 3 days after 10:00
@@ -158,8 +129,7 @@ def test_survey_goes_at_most_once_per_requester_in_the_period(desk):
         desk.run(now=when)
     notices = [m for m in desk.smtp.messages if "Assigned to you" in (m.subject or "")]
     for n in notices:
-        tech = n.rcpts[0]
-        resolve(desk, n, frm=tech, now=at("10:00"))
+        answer(desk, n, RESOLVE, frm=n.rcpts[0], now=at("10:00"))
     for res in desk.sent(subject_has="Resolved"):
         click(desk, res, "Yes, it is fixed", now=at("11:00"))
     assert all(t["status"] == "closed" for t in desk.tickets())
@@ -168,13 +138,10 @@ def test_survey_goes_at_most_once_per_requester_in_the_period(desk):
 
 
 def test_a_forged_survey_token_is_ordinary_mail_and_someone_elses_link_changes_nothing(desk):
-    ack, notice = new_ticket(desk)
-    resolve(desk, notice)
-    res = desk.sent(subject_has="Resolved")[0]
-    click(desk, res, "Yes, it is fixed", now=at("11:00"))
+    click(desk, resolved(desk), "Yes, it is fixed", now=at("11:00"))
     desk.deliver(mail("jane@example.org", "[INC-1] Rating 1 - Very poor (rate1-1-0-0123456789abcdef)", "Thanks!"))
     desk.deliver(mail("mallory@evil.example",
-                      next(s for s in links(desk.sent(subject_has="How did we do")[0]) if "Rating 1" in s), "x"))
+                      next(s for s in subjects(desk.sent(subject_has="How did we do")[0]) if "Rating 1" in s), "x"))
     desk.run(now=at("11:05"))
     assert desk.ticket("INC-1")["survey"]["rating"] is None
     outcomes = {i["from"]: i["outcome"] for i in desk.inbound()[:2]}
@@ -188,11 +155,8 @@ def test_a_forged_survey_token_is_ordinary_mail_and_someone_elses_link_changes_n
 @pytest.fixture
 def major(desk):
     """INC-1 a major incident with three children from three requesters."""
-    desk.deliver(mail("jane@example.org", "Printers down everywhere", "No printer prints."))
-    desk.run(now=at("09:00"))
-    notice = desk.sent(to="alice@example.test")[-1]
-    desk.deliver(reply_to(notice, "alice@example.test", "#major"))
-    desk.run(now=at("09:05"))
+    ack, notice = open_ticket(desk, now=at("09:00"), subject="Printers down everywhere", body="No printer prints.")
+    answer(desk, notice, "#major", now=at("09:05"))
     for who in ("ann", "ben", "cat"):
         desk.deliver(mail(f"{who}@example.org", f"{who}: printer dead", "Cannot print.", msgid=f"<{who}-1@client.example>"))
     desk.run(now=at("09:10"))
@@ -206,8 +170,7 @@ def major(desk):
 
 def test_a_reply_on_a_major_incident_reaches_every_childs_requester_in_their_thread(major):
     desk, notice = major
-    desk.deliver(reply_to(notice, "alice@example.test", "We know; the print server is being restarted."))
-    desk.run(now=at("09:30"))
+    answer(desk, notice, "We know; the print server is being restarted.", now=at("09:30"))
     for who, ref in (("jane", "INC-1"), ("ann", "INC-2"), ("ben", "INC-3"), ("cat", "INC-4")):
         (m,) = desk.sent(to=f"{who}@example.org")
         assert f"[{ref}]" in m.subject and "print server" in m.text
@@ -218,8 +181,7 @@ def test_a_reply_on_a_major_incident_reaches_every_childs_requester_in_their_thr
 
 def test_resolving_and_closing_a_major_incident_cascades_and_sends_the_review(major):
     desk, notice = major
-    desk.deliver(reply_to(notice, "alice@example.test", "#resolve workaround\nPrint server restarted; use floor 1 meanwhile."))
-    desk.run(now=at("10:00"))
+    answer(desk, notice, "#resolve workaround\nPrint server restarted; use floor 1 meanwhile.", now=at("10:00"))
     tickets = {t["ref"]: t for t in desk.tickets()}
     assert all(t["status"] == "resolved" and t["closure_code"] == "workaround" for t in tickets.values())
     for who in ("jane", "ann", "ben", "cat"):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import signal
 import time
 
-from tests.conftest import both_databases, mail, reply_to, wait_until
+from tests.builders import answer, mail
+from tests.conftest import both_databases, wait_until
 
 pytestmark = both_databases  # every test here runs on SQLite and on PostgreSQL
 
@@ -43,8 +44,7 @@ def test_reply_threads_onto_the_ticket_without_second_acknowledgement(desk):
     desk.deliver(mail("jane@example.org", "VPN drops every hour", "The VPN disconnects."))
     desk.run()
     ack = _only(desk.sent(to="jane@example.org"))
-    desk.deliver(reply_to(ack, "jane@example.org", "It happened again at 11:00."))
-    desk.run()
+    answer(desk, ack, "It happened again at 11:00.", frm="jane@example.org")
     t = _only(desk.tickets())
     assert t["message_count"] == 2
     incoming = [m for m in desk.ticket("INC-1")["messages"] if m["direction"] == "in"]
@@ -196,8 +196,8 @@ def test_the_daemon_survives_an_imap_restart_and_stops_on_sigterm(desk):
 
 
 def test_sigterm_during_idle_stops_the_daemon_within_seconds(desk):
-    proc = desk.spawn("run")
-    time.sleep(2)
+    proc = desk.spawn_ready("run")
+    time.sleep(1)  # into its IDLE wait
     start = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=15)

@@ -8,26 +8,21 @@ import socket
 import ssl
 import threading
 import time
-from email.message import EmailMessage
 
 import aiosmtplib
 import pytest
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
+from tests.builders import mail
 from tests.sandbox import Captured, Dovecot, SmtpSink, free_port
 
 
 def make_mail(subject: str = "Printer on fire", body: str = "Hello,\nit smokes.\n",
               sender: str = "alice@example.org", to: str = "desk@example.net",
               msgid: str = "<m1@example.org>") -> bytes:
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = to
-    msg["Subject"] = subject
-    msg["Message-ID"] = msgid
-    msg.set_content(body)
-    return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+    """A mail as it travels over IMAP and SMTP: CRLF line ends."""
+    return mail(sender, subject, body, to=to, msgid=msgid, linesep="\r\n")
 
 
 @pytest.fixture(scope="module")
