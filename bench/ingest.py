@@ -68,7 +68,8 @@ def generate(n: int, seed: int = 42) -> tuple[list[bytes], int]:
             sender, name, subject, root = t
             subject = "Re: " + subject
             body = f"Hello again,\n\nit happened again at {rnd.randint(8, 17)}:{rnd.randint(10, 59)}.\n\n"
-            body += "On Mon, 30 Nov 2026 at 09:00, IT Service Desk <helpdesk@example.test> wrote:\n> We have your message.\n> It is logged.\n"
+            body += ("On Mon, 30 Nov 2026 at 09:00, IT Service Desk <helpdesk@example.test> wrote:\n"
+                     "> We have your message.\n> It is logged.\n")
             thread = {"in_reply_to": root, "references": root}
         else:
             title, text = rnd.choice(PROBLEMS)
