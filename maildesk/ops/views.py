@@ -8,7 +8,7 @@ import datetime as dt
 
 from peewee import fn
 
-from ..store import Attachment, Event, Inbound, Message, Outbox, Suppression, Survey, Task, Ticket
+from ..store import Attachment, Event, Inbound, Message, Outbox, Suppression, Survey, Task, Ticket, utcnow
 
 
 def iso(t: dt.datetime | None, tz) -> str | None:
@@ -124,7 +124,7 @@ def outbox_row(rt, o: Outbox, suppressed: dict) -> dict:
 
 def outbox_list(rt) -> list[dict]:
     rows = list(Outbox.select().order_by(Outbox.id.desc()))
-    now = dt.datetime.now(dt.UTC)
+    now = utcnow()  # the wall clock, read in one place (store.utcnow)
     suppressed = {
         s.email: f"{s.reason} until {iso(s.until, rt.cfg.desk.timezone)}"
         for s in Suppression.select().where(Suppression.until > now)
