@@ -140,9 +140,16 @@ class Desk:
     # --- the daemon as a process --------------------------------------------------
 
     def spawn(self, *args: str, env: dict | None = None) -> subprocess.Popen:
-        e = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
         return subprocess.Popen([sys.executable, "-m", "maildesk", "--config", str(self.config_path), *args],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e, cwd=str(ROOT))
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(env), cwd=str(ROOT))
+
+
+def child_env(env: dict | None = None) -> dict:
+    """The environment of a maildesk process a test starts: ours, with this checkout first
+    on PYTHONPATH and `env` on top. A PYTHONPATH we were given is kept: `make test-future`
+    puts its sitecustomize there, and the desk processes need it as much as pytest does."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, PYTHONPATH=path, **(env or {}))
 
     def spawn_ready(self, *args: str, timeout: float = 30.0) -> subprocess.Popen:
         """`spawn`, returned once the daemon has told systemd READY=1: its signal handlers

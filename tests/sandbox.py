@@ -83,6 +83,9 @@ CAPABILITY_WITHOUT_IDLE = (
     "STATUS=SIZE SAVEDATE LITERAL+ NOTIFY"
 )
 
+# Dovecot 2.3.19's default import_environment (`doveconf -d import_environment`).
+DOVECOT_ENVIRONMENT = "TZ CORE_OUTOFMEM CORE_ERROR LISTEN_PID LISTEN_FDS NOTIFY_SOCKET"
+
 # Longest socket path Dovecot makes below base_dir is about 30 characters, and a UNIX socket
 # path must fit in 108 bytes; a deeper root (pytest's tmp_path) gets its runtime dir in /tmp.
 MAX_BASE_DIR_LEN = 70
@@ -398,7 +401,7 @@ imap_capability = {CAPABILITY_WITHOUT_IDLE}
         return f"""\
 # Written by tests/sandbox.py for one test server; regenerated on every start.
 protocols = imap
-# Loopback only; the ports are in the inet_listener blocks below.
+{_faketime_environment()}# Loopback only; the ports are in the inet_listener blocks below.
 listen = {self.host}
 
 # Everything this instance writes stays under its root, so instances can run side by side.
@@ -594,6 +597,23 @@ service imap-login {{
             if lines:
                 parts.append(f"--- {path.name} ---\n" + "\n".join(lines[-n:]))
         return "\n".join(parts)
+
+
+def _faketime_environment() -> str:
+    """Under libfaketime (`make test-future`), the Dovecot setting that keeps its processes
+    on the faked clock; otherwise nothing.
+
+    Dovecot empties the environment of its master and of every process it starts, keeping
+    only `import_environment`. Its children would then run on the real clock, and the master
+    too once libfaketime looks for FAKETIME again (every 10 s): it logs "Time moved backwards
+    by 31535997 seconds" and starts no new login process for 3 minutes.
+    """
+    if "libfaketime" not in os.environ.get("LD_PRELOAD", ""):
+        return ""
+    names = sorted(n for n in os.environ if n == "LD_PRELOAD" or n.startswith("FAKETIME"))
+    return ("# The faked clock of `make test-future` for every Dovecot process (Dovecot's\n"
+            "# default list, then libfaketime's variables).\n"
+            f"import_environment = {DOVECOT_ENVIRONMENT} {' '.join(names)}\n")
 
 
 def _process_state(pid: int) -> str | None:

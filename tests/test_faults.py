@@ -37,7 +37,7 @@ from pathlib import Path
 import pytest
 
 from tests.builders import mail
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, child_env, wait_until
 
 SEED = 20261127
 MAIL_UID = MAIL_GID = 65534  # the owner of Dovecot's maildirs (tests/sandbox.py)
@@ -98,7 +98,7 @@ class Daemon:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "maildesk", "--config", str(desk.config_path), "run", *args],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT),
-                env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})), start_new_session=True)
+                env=child_env(env), start_new_session=True)
         self.pid = self.proc.pid
 
     def log(self) -> str:

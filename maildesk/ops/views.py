@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, cast
 from peewee import fn
 
 from ..mailout.render import row_text
-from ..store import Attachment, Event, Inbound, Message, Outbox, Suppression, Survey, Task, Ticket
+from ..store import Attachment, Event, Inbound, Message, Outbox, Suppression, Survey, Task, Ticket, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -147,7 +147,7 @@ def outbox_row(rt: Runtime, o: Outbox, suppressed: dict) -> dict:
 
 def outbox_list(rt: Runtime) -> list[dict]:
     rows = list(Outbox.select().order_by(Outbox.id.desc()))
-    now = dt.datetime.now(dt.UTC)
+    now = utcnow()  # the wall clock, read in one place (store.utcnow)
     suppressed = {
         s.email: f"{s.reason} until {iso(s.until, rt.cfg.desk.timezone)}"
         for s in Suppression.select().where(Suppression.until > now)

@@ -186,7 +186,7 @@ class Daemon:
     def _cycle(self, now: dt.datetime | None) -> bool:
         assert self.fetcher is not None and self.sender is not None  # _start ran
         lap = Laps()
-        self.rt.warm_up()  # while the fetch process fetches
+        self.rt.warm_up(now or utcnow())  # while the fetch process fetches
         self.delivered = Delivered()
         done = quarantined = 0
         while True:
@@ -227,7 +227,7 @@ class Daemon:
         scheduler.every(1).minutes.do(self._job, jobs.fetch_stalled)
         self._serve_metrics()
         self._start(once=False)
-        self.rt.warm_up()
+        self.rt.warm_up(utcnow())
         self.delivered = Delivered()
         self.systemd.send("READY=1")
         log.info("maildesk running: %s as %s", self.cfg.desk.name, self.cfg.desk.address)

@@ -339,7 +339,7 @@ class Mover:
         retry = Outbox.select(Outbox.next_attempt_at).where(Outbox.status.in_(("queued", "deferred"))).order_by(
             Outbox.next_attempt_at).limit(1).scalar()
         if retry is not None:
-            timeout = min(timeout, max(0.2, (retry - utcnow()).total_seconds()))
+            timeout = min(timeout, max(0.2, (retry - self.now()).total_seconds()))
         if len(self.in_flight) >= MAX_UNRECORDED:
             timeout = min(timeout, 0.2)  # the desk says "queued" when it has recorded them; this is in case
         self._sleep(timeout)

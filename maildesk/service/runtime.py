@@ -35,10 +35,11 @@ class Runtime:
     def begin_cycle(self) -> None:
         self.memo.clear()
 
-    def warm_up(self) -> None:
-        """Load what the first ticket would otherwise wait for: the holiday tables."""
+    def warm_up(self, now: dt.datetime) -> None:
+        """Load what the first ticket would otherwise wait for: the holiday tables of the
+        year of `now` (the cycle's clock: `run --once --now` works in that year)."""
         for name in {p.calendar for p in self.cfg.sla}:
-            self.calendar(name).is_open(dt.datetime.now(dt.UTC))
+            self.calendar(name).is_open(now)
 
     @classmethod
     def start(cls, cfg: Config) -> Runtime:
