@@ -160,7 +160,7 @@ def test_reopen_needs_a_resolved_ticket_within_the_window(ctx):
     ctx.ticket.status, ctx.ticket.resolved_at = "resolved", NOW - dt.timedelta(days=7)
     assert readers._reopenable(ctx, "") is None  # the window (7d) includes its last moment
     ctx.ticket.resolved_at -= dt.timedelta(seconds=1)
-    assert refused(readers._reopenable, ctx, "").startswith("INC-1 is past the reopen window (7d)")
+    assert refused(readers._reopenable, ctx, "").startswith("INC-1 is past the reopen window (7 days)")
 
 
 def test_close_is_refused_only_on_a_ticket_already_closed_or_cancelled(ctx):
@@ -183,6 +183,7 @@ def test_technician_commands_need_staff_and_authentication(ctx):
 
 def test_a_requester_may_close_and_reopen_their_own_ticket_and_nothing_of_the_staff(ctx):
     ctx.sender, ctx.role, ctx.is_staff = "jane@example.org", "requester", False
+    ctx.verified, ctx.verified_reason = True, "answers desk mail sent to jane@example.org"
     assert may_run(ctx, COMMANDS["priority"]) == "only technicians may use it"
     assert may_run(ctx, COMMANDS["close"]) is None
     assert {c.name for c in allowed_commands(ctx)} == {"help", "close", "reopen"}

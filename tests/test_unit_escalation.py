@@ -25,7 +25,7 @@ def history(t) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("minutes,text", [
-    (-5, "not late"), (0, "0m late"), (59, "59m late"), (90, "1h 30m late"), (1440, "1d 0m late"),
+    (-5, "not late"), (0, "less than a minute late"), (59, "59m late"), (90, "1h 30m late"), (1440, "1d 0m late"),
     (1440 + 125, "1d 2h 5m late"), (3 * 1440 + 60, "3d 1h 0m late"),
 ])
 def test_how_late_is_said_in_days_hours_and_minutes(minutes, text):

@@ -69,20 +69,21 @@ def test_the_signed_sender_is_the_candidate_the_id_was_sent_to():
 
 @pytest.mark.parametrize("action", ["fixed", "notfixed", "rate1", "rate5"])
 def test_a_token_is_found_in_a_subject_and_verifies_for_its_action_ticket_and_recipient(action):
-    token = signing.make_token(KEY, action, 42, "Jane@example.org")
+    token = signing.make_token(KEY, action, 42, "Jane@example.org", about=3)
     found = signing.find_token(f"[INC-42] Yes, it is fixed ({token})")
-    assert found is not None and found[:2] == (action, 42)
-    assert signing.verify_token(KEY, *found, "jane@example.org")
+    assert found is not None and (found.action, found.ticket_id, found.about) == (action, 42, "3")
+    assert signing.verify_token(KEY, found, "jane@example.org")
 
 
-@pytest.mark.parametrize("action,ticket,rcpt", [
-    ("notfixed", 42, "jane@example.org"),  # the confirm link turned into a reject
-    ("fixed", 41, "jane@example.org"),  # another ticket
-    ("fixed", 42, "mallory@evil.example"),  # clicked by someone else
+@pytest.mark.parametrize("action,ticket,about,rcpt", [
+    ("notfixed", 42, "0", "jane@example.org"),  # the confirm link turned into a reject
+    ("fixed", 41, "0", "jane@example.org"),  # another ticket
+    ("fixed", 42, "1", "jane@example.org"),  # another resolution of the same ticket
+    ("fixed", 42, "0", "mallory@evil.example"),  # clicked by someone else
 ])
-def test_a_token_does_not_verify_for_another_action_ticket_or_recipient(action, ticket, rcpt):
-    mac = signing.find_token(signing.make_token(KEY, "fixed", 42, "jane@example.org"))[2]
-    assert not signing.verify_token(KEY, action, ticket, mac, rcpt)
+def test_a_token_does_not_verify_for_another_action_ticket_resolution_or_recipient(action, ticket, about, rcpt):
+    mac = signing.find_token(signing.make_token(KEY, "fixed", 42, "jane@example.org")).mac
+    assert not signing.verify_token(KEY, signing.Token(action, ticket, about, mac), rcpt)
 
 
 @pytest.mark.parametrize("subject", [
@@ -95,5 +96,5 @@ def test_text_that_only_looks_like_a_token_is_none(subject):
 
 def test_a_token_is_read_whatever_the_case_of_the_subject():
     token = signing.make_token(KEY, "rate3", 9, "jane@example.org")
-    action, ticket, mac = signing.find_token(f"AW: {token.upper()}")
-    assert (action, ticket) == ("rate3", 9) and signing.verify_token(KEY, action, ticket, mac, "jane@example.org")
+    found = signing.find_token(f"AW: {token.upper()}")
+    assert (found.action, found.ticket_id) == ("rate3", 9) and signing.verify_token(KEY, found, "jane@example.org")
