@@ -103,7 +103,8 @@ def test_a_sender_gets_at_most_the_daily_number_of_automatic_replies_in_any_24_h
         queue_mail(rt, NOW + dt.timedelta(hours=i), "ack", rcpt="chatty@example.org", ticket=ticket_row(rt, NOW))
     assert statuses("chatty@example.org") == ["queued", "queued", "suppressed"]
     assert Outbox.select().order_by(Outbox.id.desc()).get().last_error == (
-        "chatty@example.org already got 2 automatic replies in 24 hours as one of the senders whose mail did not pass authentication (limits.auto_replies_per_sender_per_day)")
+        "chatty@example.org already got 2 automatic replies in 24 hours as one of the senders whose mail did not "
+        "pass authentication (limits.auto_replies_per_sender_per_day)")
     assert queue_mail(rt, NOW, "ack", rcpt="other@example.org", ticket=ticket_row(rt, NOW)).status == "queued"
     assert queue_mail(rt, NOW, "relay", rcpt="chatty@example.org", ticket=ticket_row(rt, NOW)).status == "queued"
     rt.begin_cycle()  # a later cycle reads the count from the store: the window slides
@@ -129,7 +130,9 @@ def test_above_the_hourly_rate_automatic_replies_pause_and_the_incident_managers
     queue_mail(rt, NOW + dt.timedelta(minutes=30), "ack", rcpt="late@example.org", ticket=ticket_row(rt, NOW))
     acks = Outbox.select().where(Outbox.kind == "ack").order_by(Outbox.id)
     assert [o.status for o in acks] == ["queued", "queued", "suppressed", "suppressed", "suppressed"]
-    assert acks[2].last_error == "automatic replies to senders whose mail did not pass authentication paused: 2 in the last hour (limits.auto_replies_per_hour); staff and authenticated senders are still answered"
+    assert acks[2].last_error == (
+        "automatic replies to senders whose mail did not pass authentication paused: 2 in the last hour "
+        "(limits.auto_replies_per_hour); staff and authenticated senders are still answered")
     (alert,) = Outbox.select().where(Outbox.kind == "autopause")
     assert (alert.rcpt, alert.status, alert.automatic) == ("im@example.test", "queued", False)
     rt.begin_cycle()
