@@ -270,8 +270,8 @@ def test_a_technicians_reply_a_forger_edited_runs_no_command(desk, security, old
 
 @pytest.mark.parametrize("cites", [
     lambda notice: re.sub(r"-[0-9a-f]{20}@", "-" + "0" * 20 + "@", notice.header("Message-ID")),
-    lambda notice: None,
-], ids=["forged-signature", "no-desk-mail"])
+    lambda notice: "CAF-not-the-desks@mail.example.org",
+], ids=["forged-signature", "someone-elses-mail"])
 def test_a_command_mail_that_cites_no_genuine_desk_mail_changes_nothing_and_says_why(desk, cites):
     ack, notice = open_ticket(desk)
     desk.smtp.reset()
@@ -280,9 +280,21 @@ def test_a_command_mail_that_cites_no_genuine_desk_mail_changes_nothing_and_says
                       in_reply_to=cited, references=[cited] if cited else None))
     desk.run()
     assert desk.tickets()[0]["status"] == "open"
-    why = "claims to be desk mail but its signature is wrong (spoofed)" if cited else "answers no desk mail"
+    why = ("claims to be desk mail but its signature is wrong (spoofed)" if "example.test" in cited
+           else "answers no desk mail")
     assert any(why in e["detail"] for e in events(desk, kind="unauthenticated"))
     assert why in desk.sent(to="alice@example.test")[0].text
+
+
+def test_staff_may_address_a_ticket_by_its_tag_in_a_new_mail_when_authenticated(desk):
+    open_ticket(desk)
+    desk.deliver(mail("alice@example.test", "Re: [INC-1] Printer", "#status in-progress"))
+    desk.run()
+    assert desk.tickets()[0]["status"] == "in-progress"  # the fixture trusts the sender address
+    desk.write_config(security={"trust_sender_address": False})
+    desk.deliver(mail("alice@example.test", "[INC-1] Printer", "#status on-hold"))
+    desk.run()
+    assert desk.tickets()[0]["status"] == "in-progress"
 
 
 def test_trust_sender_address_is_what_lets_plain_mail_through(desk):

@@ -347,3 +347,25 @@ def test_resolve_before_done_in_one_mail_is_refused_and_changes_nothing(desk):
     (refused,) = desk.sent(to="alice@example.test", subject_has="efused") or [
         m for m in desk.sent(to="alice@example.test") if "open tasks" in m.text]
     assert "open tasks" in refused.text and "not run" in refused.text
+
+
+def test_an_incident_manager_links_a_ticket_by_its_subject_tag_in_a_new_mail(desk):
+    """Issue 13 point 4: told by the desk to '#link INC-9', he could not: he was never
+    mailed about the child. Staff may address a ticket by its tag in a new mail."""
+    desk.write_config(sla=POLICIES)
+    desk.deliver(mail("jane@example.org", "Mail server down", "Nobody can send mail."))
+    desk.deliver(mail("ann@example.org", "cannot send mail", "Outlook says the server is unavailable."))
+    desk.run(now=at("09:00"))
+    notice = desk.sent(to="alice@example.test", subject_has="[INC-1]")[-1]
+    desk.deliver(reply_to(notice, "alice@example.test", "#major"))
+    desk.run(now=at("09:02"))
+    desk.deliver(mail("im@example.test", "[INC-2] cannot send mail", "#link INC-1"))
+    desk.run(now=at("09:05"))
+    assert desk.ticket("INC-2")["parent"] == "INC-1"
+
+
+def test_a_stranger_naming_a_ticket_by_its_tag_in_a_new_mail_runs_nothing(desk):
+    open_ticket(desk)
+    desk.deliver(mail("mallory@evil.example", "[INC-1] Printer jam", "#close"))
+    desk.run(now=at("09:20"))
+    assert desk.ticket("INC-1")["status"] == "open"
