@@ -117,7 +117,8 @@ def test_a_week_at_the_desk(desk):
     assert w.step(at(30, "17:00")) == []
     # --- Tuesday 1 December: the mail server is down, a major incident with three children ---
     assert got(w.write(mail("Lisa <lisa@example.org>", "Mail is down", "Mail is down for everyone in our office."),
-                       at(1, "09:00"))) == [(B, "[INC-4] Assigned to you: Mail is down"), ("lisa@example.org", "[INC-4] Mail is down")]
+                       at(1, "09:00"))) == [(B, "[INC-4] Assigned to you: Mail is down"),
+                                          ("lisa@example.org", "[INC-4] Mail is down")]
     assert desk.ticket("INC-4")["priority"] == "critical"
     n4 = desk.sent(to=B, subject_has="[INC-4]")[-1]
     assert got(w.write(reply_to(n4, B, "#major\n#status in-progress\nWe are on it."), at(1, "09:05"))) == [
@@ -198,7 +199,8 @@ def test_a_week_at_the_desk(desk):
                 assert all(word not in m.subject for word in ("Assigned", "Reminder", "Escalat", "ESCALATION", "MAJOR",
                                                                "review", "KPI", "Reopened")), (r, m.subject)
                 assert any(f"[{ref}]" in m.subject for ref in mine[r]), (r, m.subject)
-                assert "#note" not in m.text and "The drum is worn." not in m.text and "SSD fitted" not in m.text or r == "tom@example.org"
+                for note in ("The drum is worn.", "Ordered a new SSD.", "raise it"):  # notes stay with staff
+                    assert note not in m.text, (r, m.subject)
     assert {r for m in desk.smtp.messages for r in m.rcpts} == REQUESTERS | {
         A, B, C, IM, "lead@example.test", "netlead@example.test", "owner@example.test"}
     if os.environ.get("WEEK_SHOW"):
@@ -243,4 +245,3 @@ def check_report(desk, report: dict, now: str) -> None:
     rated = [t["survey"]["rating"] for t in surveyed if t["survey"]["rating"] is not None]
     assert o["survey_response_rate"] == round(len(rated) / len(surveyed), 3)
     assert o["survey_mean_rating"] == round(sum(rated) / len(rated), 2) == 5.0
-    print(json.dumps({k: o[k] for k in ("sla_response_compliance", "sla_resolution_compliance", "reopen_rate")}))
