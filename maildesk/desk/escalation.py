@@ -112,6 +112,8 @@ def escalate(rt: Runtime, ticket: Ticket, now: dt.datetime, actor: str, why: str
         lifecycle.event(ticket, now, actor, "assigned", f"stays with {previous or 'nobody'} ({how})", inbound)
     ticket.updated_at = now
     context = {"why": why, "previous": previous, "group": target, "words": requester_words(ticket)}
+    if new and new == previous:
+        return  # nobody else to take it: the same technician is not "escalated to" again
     for rcpt in ([new] if new else [t.email for t in cfg.members(target)]):
         queue_mail(rt, now, "escalated", rcpt=rcpt, ticket=ticket, context=context | {"role": "new"})
     if previous and previous != new:

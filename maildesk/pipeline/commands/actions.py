@@ -142,6 +142,9 @@ def _run_link(ctx, parent):
     t.parent = parent
     ctx.event("linked", f"child of major incident {ctx.rt.ref(parent)}; its own SLA clock is held while that is worked")
     ctx.event("linked", f"{ctx.ref} linked as a child", ticket=parent)
+    # telling the requester that the wider incident is being worked is the first response
+    sla.record_first_response(ctx.rt, t, ctx.now, f"link to major incident {ctx.rt.ref(parent)}", ctx.sender,
+                              ctx.inbound)
     sla.refresh(ctx.rt, t)
     ctx.send("linked", t.requester, rcpt_name=t.requester_name, ticket=t,
              context={"parent": parent, "parent_ref": ctx.rt.ref(parent)})
