@@ -78,6 +78,7 @@ class MailKind(StrEnum):
     ESCALATION_L2 = "escalation_l2"
     FETCH_STALLED = "fetch_stalled"
     HELP = "help"
+    KB_SEARCH = "kb_search"
     MAJOR_DECLARED = "major_declared"
     REFUSED = "refused"
     RELAY = "relay"
@@ -86,6 +87,8 @@ class MailKind(StrEnum):
     REQUESTER_REPLY = "requester_reply"
     RESOLUTION = "resolution"
     REVIEW = "review"
+    SELF_SERVICE = "self_service"
+    STATUS = "status"
     SURVEY = "survey"
     SURVEY_THANKS = "survey_thanks"
     TASK_ASSIGNED = "task_assigned"
@@ -98,7 +101,7 @@ class MailKind(StrEnum):
 # automatic replies ([limits]) and say `Auto-Submitted: auto-replied` (RFC 3834).
 AUTO_REPLIES = frozenset({
     MailKind.ACK, MailKind.REFUSED, MailKind.HELP, MailKind.TOO_LARGE, MailKind.SURVEY_THANKS,
-    MailKind.UNAUTHENTICATED,
+    MailKind.UNAUTHENTICATED, MailKind.KB_SEARCH, MailKind.STATUS,
 })
 # Written by a person, relayed by the desk: no Auto-Submitted at all.
 PERSONAL = frozenset({MailKind.RELAY, MailKind.RESOLUTION})
@@ -110,6 +113,9 @@ def auto_submitted(kind: str) -> str | None:
         return None
     return "auto-replied" if kind in AUTO_REPLIES else "auto-generated"
 
+
+# The closure code of a ticket the requester resolved with a knowledge-base article.
+CLOSURE_SELF_SERVICE = "self-service"
 
 # The header by which the desk knows its own mail when it comes back (loop prevention).
 LOOP_HEADER = "X-Maildesk-Loop"

@@ -34,6 +34,7 @@ from .sections import (
     Escalation,
     Group,
     Imap,
+    Kb,
     Lifecycle,
     Limits,
     Priority,
@@ -51,7 +52,7 @@ from .values import DEFAULT_MATRIX, ConfigError, Duration, parse_duration
 
 __all__ = [
     "DEFAULT_MATRIX", "Alerts", "Assignment", "Attachments", "Bounces", "BusinessHours", "Category", "Config",
-    "ConfigError", "Database", "Desk", "Duration", "Escalation", "Group", "Imap", "Lifecycle", "Limits", "Priority",
+    "ConfigError", "Database", "Desk", "Duration", "Escalation", "Group", "Imap", "Kb", "Lifecycle", "Limits", "Priority",
     "Roles", "Security", "SlaPolicy", "Smtp", "Survey", "Technician", "check_consistency", "config_path",
     "load_config", "parse_config", "parse_duration",
 ]
@@ -79,6 +80,7 @@ class Config:
     alerts: Alerts = Alerts()
     bounces: Bounces = Bounces()
     attachments: Attachments = Attachments()
+    kb: Kb = Kb()
     path: Path | None = None
 
     # --- lookups the rest of the code asks for ---------------------------------
@@ -155,7 +157,7 @@ _SECTIONS = {
     "priority": Priority, "business_hours": BusinessHours, "escalation": Escalation,
     "assignment": Assignment, "security": Security, "lifecycle": Lifecycle,
     "survey": Survey, "limits": Limits, "alerts": Alerts, "bounces": Bounces,
-    "attachments": Attachments,
+    "attachments": Attachments, "kb": Kb,
 }
 _ARRAYS = {"groups": Group, "technicians": Technician, "categories": Category, "sla": SlaPolicy}
 

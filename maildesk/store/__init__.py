@@ -33,6 +33,9 @@ from .schema import (
     Event,
     Inbound,
     InboundRaw,
+    KbArticle,
+    KbOffer,
+    KbVersion,
     MailboxState,
     Message,
     Outbox,
@@ -64,6 +67,7 @@ __all__ = [
     "pending_migrations", "redact", "utcnow",
     "MODELS", "Attachment", "BaseModel", "Blob", "Event", "Inbound", "InboundRaw", "MailboxState", "Message", "Outbox",
     "Participant", "Setting", "SlaMark", "StaffState", "Suppression", "Survey", "Task", "Ticket",
+    "KbArticle", "KbOffer", "KbVersion",
     "add_event", "execute", "fetch_row", "flush_events", "get_setting", "insert", "put_setting", "save_changes",
     "savepoint", "scalar", "write_transaction",
 ]
