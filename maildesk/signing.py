@@ -17,7 +17,8 @@ import re
 import secrets
 
 _MID = re.compile(r"^md-(\d+)-([0-9a-f]{8})-([0-9a-f]{20})@(.+)$", re.I)
-TOKEN = re.compile(r"\b(fixed|notfixed|rate[1-5])-(\d+)-([0-9a-f]{16})\b", re.I)
+# kbsolved7: "knowledge-base article 7 solved it" (desk/kb.py)
+TOKEN = re.compile(r"\b(fixed|notfixed|rate[1-5]|kbsolved\d{1,9})-(\d+)-([0-9a-f]{16})\b", re.I)
 
 
 def _mac(key: bytes, *parts: object) -> str:
