@@ -8,7 +8,11 @@ Definitions where the contract is silent:
   technician mail the requester got (no earlier public reply) and that was never
   reopened;
 - SLA compliance counts a target as missed when it was met late or is still unmet
-  after its due time; targets still running in time are not counted yet.
+  after its due time; targets still running in time are not counted yet;
+- self-service resolutions are the tickets resolved with closure code `self-service`
+  (the requester's "this solved it" click on an offered article); the deflection rate
+  is their share of the tickets opened; an article's uses are its clicks of all time,
+  and in the period those on tickets opened in it.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ import datetime as dt
 import statistics
 from collections import defaultdict
 
-from ..store import Message, Survey, Ticket, utcnow
-from ..vocab import ACTIVE
+from ..store import KbArticle, KbOffer, Message, Survey, Ticket, utcnow
+from ..vocab import ACTIVE, CLOSURE_SELF_SERVICE
 
 
 def _calendar(rt, t: Ticket):
@@ -67,6 +71,7 @@ def _kpis(rt, tickets: list[Ticket], replies_before: dict, surveys: dict, now: d
             fcr += 1
         reopened += t.reopen_count > 0
         escalations += t.escalation_count
+    self_service = sum(1 for t in tickets if t.closure_code == CLOSURE_SELF_SERVICE)
     sent = [surveys[t.id] for t in tickets if t.id in surveys]
     answered = [s for s in sent if s.rating is not None]
     return {
@@ -78,6 +83,8 @@ def _kpis(rt, tickets: list[Ticket], replies_before: dict, surveys: dict, now: d
         "first_contact_resolution_rate": _rate(fcr, len(resolved)),
         "reopen_rate": _rate(reopened, len(resolved)),
         "escalations": escalations,
+        "self_service_resolutions": self_service,
+        "deflection_rate": _rate(self_service, len(tickets)),
         "surveys_sent": len(sent),
         "survey_response_rate": _rate(len(answered), len(sent)),
         "survey_mean_rating": round(statistics.fmean(s.rating for s in answered), 2) if answered else None,
@@ -118,12 +125,32 @@ def build(rt, since: dt.datetime | None = None, now: dt.datetime | None = None,
         "backlog": {s: dict(p) for s, p in backlog.items()},
         "overall": _kpis(rt, tickets, replies_before, surveys, now),
     }
+    out["knowledge_base"] = _knowledge_base(ids)
     for key, attr in (("by_category", "category"), ("by_group", "group"), ("by_technician", "assignee")):
         groups: dict = defaultdict(list)
         for t in tickets:
             groups[getattr(t, attr) or "(none)"].append(t)
         out[key] = {name: _kpis(rt, ts, replies_before, surveys, now) for name, ts in sorted(groups.items())}
     return out
+
+
+def _knowledge_base(ids: list[int]) -> dict:
+    """Articles offered and taken on the period's tickets, and each article's uses."""
+    period: dict = defaultdict(lambda: [0, 0])
+    tickets_offered = set()
+    for article_id, ticket_id, taken in (KbOffer.select(KbOffer.article, KbOffer.ticket, KbOffer.taken_at)
+                                         .where(KbOffer.ticket.in_(ids)).tuples() if ids else ()):
+        period[article_id][0] += 1
+        period[article_id][1] += taken is not None
+        tickets_offered.add(ticket_id)
+    return {
+        "tickets_offered_articles": len(tickets_offered),
+        "articles": [
+            {"number": a.id, "ref": f"KB-{a.id}", "title": a.title, "retired": a.retired, "use_count": a.use_count,
+             "offered_in_period": period[a.id][0], "used_in_period": period[a.id][1]}
+            for a in KbArticle.select().order_by(KbArticle.use_count.desc(), KbArticle.id)
+        ],
+    }
 
 
 def _fmt(v) -> str:
@@ -155,7 +182,16 @@ def as_text(r: dict) -> str:
         f"escalations {o['escalations']}",
         f"Surveys sent {o['surveys_sent']}, response rate {_fmt(o['survey_response_rate'])}, "
         f"mean rating {o['survey_mean_rating'] if o['survey_mean_rating'] is not None else '-'}",
+        f"Self-service: {o['self_service_resolutions']} resolved by a knowledge-base article, "
+        f"deflection rate {_fmt(o['deflection_rate'])}; articles offered on {r['knowledge_base']['tickets_offered_articles']} "
+        f"ticket(s)",
     ]
+    articles = r["knowledge_base"]["articles"]
+    if articles:
+        lines += ["", "Knowledge base: each article's uses of all time; on this period's tickets, offered and taken"]
+        for a in articles:
+            lines.append(f"  {a['ref']:<7} uses {a['use_count']:>4}  offered {a['offered_in_period']:>4}  "
+                         f"taken {a['used_in_period']:>4}  {a['title'][:60]}{'  [retired]' if a['retired'] else ''}")
     for key, title in (("by_category", "By category"), ("by_group", "By group"), ("by_technician", "By technician")):
         lines += ["", title]
         for name, k in r[key].items():

@@ -8,7 +8,20 @@ import datetime as dt
 
 from peewee import fn
 
-from ..store import Attachment, Event, Inbound, Message, Outbox, Suppression, Survey, Task, Ticket
+from ..store import (
+    Attachment,
+    Event,
+    Inbound,
+    KbArticle,
+    KbOffer,
+    KbVersion,
+    Message,
+    Outbox,
+    Suppression,
+    Survey,
+    Task,
+    Ticket,
+)
 
 
 def iso(t: dt.datetime | None, tz) -> str | None:
@@ -130,3 +143,38 @@ def outbox_list(rt) -> list[dict]:
         for s in Suppression.select().where(Suppression.until > now)
     }
     return [outbox_row(rt, o, suppressed) for o in rows]
+
+
+# --- the knowledge base (DESIGN section 8) ---------------------------------------------
+
+
+def article_row(rt, a: KbArticle, offered: int | None = None) -> dict:
+    tz = rt.cfg.desk.timezone
+    if offered is None:
+        offered = KbOffer.select().where(KbOffer.article == a).count()
+    return {
+        "number": a.id, "ref": f"KB-{a.id}", "title": a.title, "category": a.category,
+        "ticket": rt.ref(a.ticket_id) if a.ticket_id else None, "version": a.version, "retired": a.retired,
+        "use_count": a.use_count, "offered": offered, "created_at": iso(a.created_at, tz),
+        "updated_at": iso(a.updated_at, tz), "retired_at": iso(a.retired_at, tz), "created_by": a.created_by,
+        "updated_by": a.updated_by,
+    }
+
+
+def article_list(rt) -> list[dict]:
+    """Every article, newest first, retired ones included (marked)."""
+    offered = dict(KbOffer.select(KbOffer.article, fn.COUNT(KbOffer.id)).group_by(KbOffer.article).tuples())
+    return [article_row(rt, a, offered.get(a.id, 0)) for a in KbArticle.select().order_by(KbArticle.id.desc())]
+
+
+def article_detail(rt, a: KbArticle) -> dict:
+    tz = rt.cfg.desk.timezone
+    out = article_row(rt, a)
+    out["text"] = a.text
+    out["key_terms"] = a.key_terms.split()
+    out["versions"] = [
+        {"version": v.version, "title": v.title, "text": v.text, "category": v.category,
+         "created_at": iso(v.created_at, tz), "created_by": v.created_by}
+        for v in KbVersion.select().where(KbVersion.article == a).order_by(KbVersion.version)
+    ]
+    return out

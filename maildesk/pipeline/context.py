@@ -64,6 +64,8 @@ class Context:
     is_staff: bool = False  # a technician or incident manager, whatever their role here
     authenticated: bool = False
     auth_reason: str = ""
+    passed_authentication: bool = False  # a new mail's From passed DMARC/DKIM (identity); kb offers need it
+    block: list = field(default_factory=list)  # the command lines of a reply (commands)
     spoofed_reference: bool = False
     token: tuple | None = None  # (action, ticket id, mac) of a one-click link
     body: str = ""  # the text after the command block, quoted history stripped

@@ -37,6 +37,9 @@ def authenticate(ctx: Context) -> None:
     else:
         ctx.role = "stranger"
     if t is None:
+        if s and not ctx.automatic:  # what the acknowledgement may offer depends on it (kb, DESIGN section 8)
+            ctx.passed_authentication, why = domain_authentication(ctx)
+            ctx.decide(f"sender {s} {'passed' if ctx.passed_authentication else 'did not pass'} authentication: {why}")
         return
     ctx.authenticated, ctx.auth_reason = check_sender(ctx)
     ctx.decide(f"sender {s or '(ambiguous)'} is {ctx.role}{' (staff)' if ctx.is_staff and ctx.role != 'staff' else ''}; "

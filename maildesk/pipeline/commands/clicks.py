@@ -1,9 +1,9 @@
-"""One-click links: confirm, reject, survey ratings.
+"""One-click links: confirm, reject, survey ratings, "this solved it".
 """
 
 from __future__ import annotations
 
-from ...desk import lifecycle, resolution, survey
+from ...desk import kb, lifecycle, resolution, survey
 from ..context import Context, Discard
 
 
@@ -14,6 +14,13 @@ def _one_click(ctx: Context) -> None:
     if action.startswith("rate"):
         survey.record_answer(ctx.rt, t, int(action[4:]), None, ctx.now, who, "one-click link", ctx.inbound)
         raise Discard("survey", f"survey rating {action[4:]} by link")
+    if action.startswith(kb.ACTION):
+        number = int(action[len(kb.ACTION):])
+        try:
+            kb.take(ctx.rt, t, number, who, ctx.now, ctx.inbound)
+        except kb.NotTaken as e:
+            raise Discard("ignored", f"'this solved it' link: {e}; nothing changed") from None
+        raise Discard("self-service", f"the requester resolved {ctx.ref} with {kb.ref(number)} (one-click link)")
     if action == "fixed":
         if t.status == "resolved":
             resolution.close_ticket(ctx.rt, t, ctx.now, who, "confirmed fixed by the requester (one-click link)", ctx.inbound)

@@ -9,7 +9,8 @@ from ..context import Context, Discard
 from ..messages import refuse
 from .clicks import _one_click
 from .readers import CommandError
-from .table import COMMAND_LINE, COMMANDS, allowed_commands, may_run, split_block
+from .queries import answer_query
+from .table import COMMAND_LINE, allowed_commands, find_command, may_run, split_block
 
 # --- the stage -------------------------------------------------------------------------
 
@@ -25,11 +26,12 @@ def apply(ctx: Context) -> None:
     block, ctx.body = split_block(ctx.mail.reply_text)
     if not block:
         return
+    ctx.block = block
     parsed, problems = [], []
     for line in block:
         m = COMMAND_LINE.match(line)
         name, arg = m.group(1).lower(), (m.group(2) or "").strip()
-        command = COMMANDS.get(name)
+        command = find_command(name, arg)
         try:
             if command is None:
                 raise CommandError("unknown command (send #help for the list)")
@@ -81,5 +83,7 @@ def _new_mail(ctx: Context) -> None:
             ctx.send("help", ctx.sender, rcpt_name=ctx.sender_name, context={"commands": allowed_commands(ctx)},
                      thread=Thread.after(ctx.mail.message_id, ctx.mail.references))
         raise Discard("help", "a #help mail: answered with the command list, no ticket")
+    if len(block) == 1 and not rest:
+        answer_query(ctx, block[0])  # #status, #kb search: answered, no ticket
     if block:
         ctx.decide("command lines in a new mail are not run: a new mail opens a ticket")
