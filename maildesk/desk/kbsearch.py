@@ -7,6 +7,7 @@ search server, nothing downloaded.
     ticket_fts   the tickets a technician resolved: subject, what the requester wrote
                  first, the resolution, category
 
+    reindex(language)                               # maildesk init: built anew when needed
     index_article(rt, article)                      # after a publish, a retirement
     index_ticket(rt, ticket)                        # after a technician's resolution
     search_articles(rt, subject, text, limit)       # -> [Match], best first
@@ -18,10 +19,15 @@ takes the best candidates by the engine's rank, and scores each with
 rank over the best candidate's. The score means the same whether the base holds one
 article or ten thousand, so `kb.min_score` holds from the first article on.
 
-`kb.language` is recorded in the setting `kb_language` with the index it built;
-`maildesk init` rebuilds both indexes when the configured language changed
-(`reindex`). SQLite stems English only (Porter); in another language its index
-matches whole words.
+Beside each index, the number of documents that hold each term (`kb_term`,
+`ticket_term`): a look-up takes the incident's rarest words, as many as keep the
+documents to rank within BUDGET, so that its cost stays bounded however large the
+base grows (`pick_words`).
+
+`reindex` builds the indexes and records how (`INDEX_FORMAT`, `kb.language`) in the
+setting `kb_index`; `maildesk init` runs it, so a changed `kb.language` takes effect
+there. SQLite stems English only (Porter); in another language its index matches
+whole words.
 """
 
 from __future__ import annotations
@@ -77,27 +83,50 @@ def tokenizer(lang: str) -> str:
 
 # --- writing the indexes -------------------------------------------------------------------
 
+INDEX_FORMAT = "1"  # what `reindex` builds; a new format rebuilds at the next `maildesk init`
+
 _PG_ARTICLE_VECTOR = ("setweight(to_tsvector(?::regconfig, ?), 'A') || setweight(to_tsvector(?::regconfig, ?), 'B') "
                       "|| setweight(to_tsvector(?::regconfig, ?), 'D')")
 _PG_TICKET_VECTOR = ("setweight(to_tsvector(?::regconfig, ?), 'A') || setweight(to_tsvector(?::regconfig, ?), 'C') "
                      "|| setweight(to_tsvector(?::regconfig, ?), 'B') || setweight(to_tsvector(?::regconfig, ?), 'D')")
 
 
+def _count_terms(table: str, counts: dict[str, int]) -> None:
+    """Add to the document counts of terms (`kb_term`, `ticket_term`); "" counts documents.
+    Counts only grow between two `reindex`: they guide which words a look-up leaves out,
+    and an article published again or a ticket resolved twice changes that by nothing."""
+    items = [(t[:200], n) for t, n in counts.items()]
+    for i in range(0, len(items), 400):
+        chunk = items[i:i + 400]
+        store.execute(f'INSERT INTO "{table}" ("term", "docs") VALUES ' + ", ".join(["(?, ?)"] * len(chunk))
+                      + f' ON CONFLICT ("term") DO UPDATE SET "docs" = "{table}"."docs" + excluded."docs"',
+                      [v for item in chunk for v in item])
+
+
+def _doc_terms(lang: str, *texts: str) -> dict[str, int]:
+    """1 for each distinct term of a document, and 1 for the document."""
+    found = dict.fromkeys(t for text in texts for t in kbterms.terms(text, lang))
+    return {"": 1} | dict.fromkeys(found, 1)
+
+
 def index_article(rt, article: KbArticle) -> None:
     """The article as it is now: in the index while it is not retired, out of it after."""
     lang = language(rt)
+    category = (article.category or "").replace("/", " ")
     if store.is_sqlite():
         store.execute('DELETE FROM "kb_fts" WHERE "rowid" = ?', (article.id,))
         if not article.retired:
             store.execute('INSERT INTO "kb_fts" ("rowid", "title", "text", "category") VALUES (?, ?, ?, ?)',
-                          (article.id, article.title, article.text, article.category or ""))
+                          (article.id, article.title, article.text, category))
     elif article.retired:
         store.execute('DELETE FROM "kb_fts" WHERE "article_id" = ?', (article.id,))
     else:
         store.execute(
             f'INSERT INTO "kb_fts" ("article_id", "language", "vector") VALUES (?, ?, {_PG_ARTICLE_VECTOR}) '
             'ON CONFLICT ("article_id") DO UPDATE SET "language" = excluded."language", "vector" = excluded."vector"',
-            (article.id, lang, lang, article.title, lang, (article.category or "").replace("/", " "), lang, article.text))
+            (article.id, lang, lang, article.title, lang, category, lang, article.text))
+    if not article.retired:
+        _count_terms("kb_term", _doc_terms(lang, article.title, article.text, category))
     rt.memo.pop("kb_live", None)
 
 
@@ -112,57 +141,84 @@ def index_ticket(rt, ticket: Ticket) -> None:
     A self-service resolution is the article's text again: not indexed."""
     if not (ticket.resolution or "").strip() or ticket.closure_code == CLOSURE_SELF_SERVICE:
         return
-    problem = first_words(ticket)[:PROBLEM_CHARS]
-    category = (ticket.category or "").replace("/", " ")
+    _index_tickets(language(rt), [(ticket.id, ticket.subject, first_words(ticket)[:PROBLEM_CHARS], ticket.resolution,
+                                   ticket.category)], replace=True)
+
+
+def _index_tickets(lang: str, rows, replace: bool = False) -> None:
+    """(id, subject, problem, resolution, category) rows into `ticket_fts` and `ticket_term`."""
+    counts: dict[str, int] = {}
+    params = []
+    for tid, subject, problem, resolution, category in rows:
+        category = (category or "").replace("/", " ")
+        for term in _doc_terms(lang, subject, problem, resolution, category):
+            counts[term] = counts.get(term, 0) + 1
+        params.append((tid, subject, problem or "", resolution, category))
+    if not params:
+        return
     if store.is_sqlite():
-        store.execute('DELETE FROM "ticket_fts" WHERE "rowid" = ?', (ticket.id,))
-        store.execute('INSERT INTO "ticket_fts" ("rowid", "subject", "problem", "resolution", "category") '
-                      'VALUES (?, ?, ?, ?, ?)', (ticket.id, ticket.subject, problem, ticket.resolution, category))
+        if replace:
+            store.execute(f'DELETE FROM "ticket_fts" WHERE "rowid" IN ({", ".join("?" * len(params))})',
+                          [p[0] for p in params])
+        store.db.obj.cursor().executemany(
+            'INSERT INTO "ticket_fts" ("rowid", "subject", "problem", "resolution", "category") VALUES (?, ?, ?, ?, ?)',
+            params)
     else:
-        lang = language(rt)
-        store.execute(
-            f'INSERT INTO "ticket_fts" ("ticket_id", "language", "vector") VALUES (?, ?, {_PG_TICKET_VECTOR}) '
-            'ON CONFLICT ("ticket_id") DO UPDATE SET "language" = excluded."language", "vector" = excluded."vector"',
-            (ticket.id, lang, lang, ticket.subject, lang, problem, lang, ticket.resolution, lang, category))
+        store.db.obj.cursor().executemany(
+            "INSERT INTO ticket_fts (ticket_id, language, vector) VALUES (%s, %s, "
+            "setweight(to_tsvector(%s::regconfig, %s), 'A') || setweight(to_tsvector(%s::regconfig, %s), 'C') "
+            "|| setweight(to_tsvector(%s::regconfig, %s), 'B') || setweight(to_tsvector(%s::regconfig, %s), 'D')) "
+            "ON CONFLICT (ticket_id) DO UPDATE SET language = excluded.language, vector = excluded.vector",
+            [(tid, lang, lang, s, lang, p, lang, r, lang, c) for tid, s, p, r, c in params])
+    _count_terms("ticket_term", counts)
+
+
+REINDEX_BATCH = 5000
 
 
 def reindex(lang: str) -> bool:
-    """Both indexes built again in `lang` when they were built in another one (a
-    changed `kb.language`); True if they were. Run by `maildesk init`."""
-    if store.get_setting("kb_language") == lang:
+    """Both indexes built anew, in `lang`, when they were built otherwise (a changed
+    `kb.language`, a new INDEX_FORMAT, a fresh migration); True if they were. Run by
+    `maildesk init` and by `maildesk run` after it migrated the database."""
+    wanted = f"{INDEX_FORMAT}:{lang}"
+    if store.get_setting("kb_index") == wanted:
         return False
     with store.write_transaction():
+        store.execute('DELETE FROM "kb_term"')
+        store.execute('DELETE FROM "ticket_term"')
         if store.is_sqlite():
             store.execute('DROP TABLE IF EXISTS "kb_fts"')
             store.execute('DROP TABLE IF EXISTS "ticket_fts"')
             store.execute(f"CREATE VIRTUAL TABLE kb_fts USING fts5(title, text, category, tokenize='{tokenizer(lang)}')")
             store.execute("CREATE VIRTUAL TABLE ticket_fts USING fts5(subject, problem, resolution, category, "
                           f"tokenize='{tokenizer(lang)}')")
-            store.execute('INSERT INTO "kb_fts" ("rowid", "title", "text", "category") SELECT "id", "title", "text", '
-                          'coalesce("category", \'\') FROM "kb_article" WHERE "retired" = ?', (False,))
-            store.execute(
-                'INSERT INTO "ticket_fts" ("rowid", "subject", "problem", "resolution", "category") '
-                f'SELECT t."id", t."subject", coalesce(({_FIRST_MAIL}), \'\'), t."resolution", coalesce(t."category", \'\') '
-                f'FROM "ticket" t WHERE {_RESOLVED_BY_STAFF}', (PROBLEM_CHARS, "in", CLOSURE_SELF_SERVICE))
         else:
             store.execute('DELETE FROM "kb_fts"')
             store.execute('DELETE FROM "ticket_fts"')
-            store.execute(
-                'INSERT INTO "kb_fts" ("article_id", "language", "vector") '
-                'SELECT "id", ?, setweight(to_tsvector(?::regconfig, "title"), \'A\') '
-                '|| setweight(to_tsvector(?::regconfig, replace(coalesce("category", \'\'), \'/\', \' \')), \'B\') '
-                '|| setweight(to_tsvector(?::regconfig, "text"), \'D\') FROM "kb_article" WHERE "retired" = ?',
-                (lang, lang, lang, lang, False))
-            store.execute(
-                'INSERT INTO "ticket_fts" ("ticket_id", "language", "vector") '
-                'SELECT t."id", ?, setweight(to_tsvector(?::regconfig, t."subject"), \'A\') '
-                f'|| setweight(to_tsvector(?::regconfig, coalesce(({_FIRST_MAIL}), \'\')), \'C\') '
-                '|| setweight(to_tsvector(?::regconfig, t."resolution"), \'B\') '
-                '|| setweight(to_tsvector(?::regconfig, replace(coalesce(t."category", \'\'), \'/\', \' \')), \'D\') '
-                f'FROM "ticket" t WHERE {_RESOLVED_BY_STAFF}',
-                (lang, lang, lang, PROBLEM_CHARS, "in", lang, lang, CLOSURE_SELF_SERVICE))
-        store.put_setting("kb_language", lang)
-    log.info("knowledge-base indexes rebuilt for kb.language=%s", lang)
+        counts: dict[str, int] = {}
+        for a in KbArticle.select().where(KbArticle.retired == False):  # noqa: E712
+            category = (a.category or "").replace("/", " ")
+            if store.is_sqlite():
+                store.execute('INSERT INTO "kb_fts" ("rowid", "title", "text", "category") VALUES (?, ?, ?, ?)',
+                              (a.id, a.title, a.text, category))
+            else:
+                store.execute(f'INSERT INTO "kb_fts" ("article_id", "language", "vector") VALUES (?, ?, {_PG_ARTICLE_VECTOR})',
+                              (a.id, lang, lang, a.title, lang, category, lang, a.text))
+            for term in _doc_terms(lang, a.title, a.text, category):
+                counts[term] = counts.get(term, 0) + 1
+        _count_terms("kb_term", counts)
+        last = 0
+        while True:
+            rows = store.execute(
+                f'SELECT t."id", t."subject", coalesce(({_FIRST_MAIL}), \'\'), t."resolution", t."category" '
+                f'FROM "ticket" t WHERE t."id" > ? AND {_RESOLVED_BY_STAFF} ORDER BY t."id" LIMIT ?',
+                (PROBLEM_CHARS, "in", last, CLOSURE_SELF_SERVICE, REINDEX_BATCH)).fetchall()
+            if not rows:
+                break
+            _index_tickets(lang, rows)
+            last = rows[-1][0]
+        store.put_setting("kb_index", wanted)
+    log.info("knowledge-base indexes built for kb.language=%s", lang)
     return True
 
 
@@ -173,6 +229,10 @@ _RESOLVED_BY_STAFF = 'coalesce(t."resolution", \'\') != \'\' AND coalesce(t."clo
 
 # --- searching ------------------------------------------------------------------------------
 
+BUDGET = 400  # documents the engine ranks for one look-up, at most: a few milliseconds, whatever the size of the base
+QUERY_WORDS = 12  # the rarest words of an incident that are looked up, ORed
+COMMON_WORDS = 5  # an incident of common words only: its rarest ones, ANDed, at most this many
+
 
 def has_articles(rt) -> bool:
     """Whether any article can be offered: asked once a cycle, so that a desk without a
@@ -182,10 +242,51 @@ def has_articles(rt) -> bool:
     return rt.memo["kb_live"]
 
 
-def _fts5_query(words: list[str]) -> str:
+def pick_words(rt, table: str, words: list[str], stems: list[str]) -> tuple[list[str], str]:
+    """The words to look up and how to join them (OR, AND).
+
+    The engine ranks every document that holds a word looked up, and ranking costs
+    microseconds a document: ORing the words most documents hold would rank most of
+    the base for nothing (bm25 gives such a word next to no weight anyway). So the
+    rarest words are ORed while the documents they can reach stay within BUDGET (in a
+    base of BUDGET documents or fewer, every word is). An incident whose every word is
+    common ANDs its rarest ones instead, as many as it takes to narrow them down:
+    "password reset" still finds the article "Password reset"."""
+    known = rt.memo.setdefault(("kb_docs", table), {})
+    missing = [t for t in dict.fromkeys(["", *stems]) if t not in known]
+    if missing:
+        marks = ", ".join("?" * len(missing))
+        known.update(store.execute(f'SELECT "term", "docs" FROM "{table}" WHERE "term" IN ({marks})', missing).fetchall())
+        for t in missing:
+            known.setdefault(t, 0)
+    n = known[""]
+    ranked = sorted(zip(words, stems), key=lambda ws: known[ws[1]])  # stable: the earlier word first on a tie
+    chosen: list[str] = []
+    reach = 0
+    for word, term in ranked[:QUERY_WORDS]:
+        if min(n, reach + known[term]) > BUDGET:
+            break
+        chosen.append(word)
+        reach += known[term]
+    if chosen:
+        return chosen, "OR"
+    estimate = float(max(n, 1))
+    for word, term in ranked[:COMMON_WORDS]:
+        chosen.append(word)
+        estimate *= known[term] / max(n, 1)
+        if estimate <= BUDGET:
+            break
+    return chosen, "AND"
+
+
+def _fts5_query(words: list[str], join: str) -> str:
     # each word a quoted FTS5 string (words hold letters, digits and an apostrophe
-    # only, never a quote), ORed: nothing in an incident is FTS5 syntax
-    return " OR ".join(f'"{w}"' for w in words)
+    # only, never a quote): nothing in an incident is FTS5 syntax
+    return f" {join} ".join(f'"{w}"' for w in words)
+
+
+def _websearch_query(words: list[str], join: str) -> str:
+    return (" or " if join == "OR" else " ").join(words)
 
 
 def _ranked(rows, query: frozenset[str], keys, limit: int) -> list[tuple[float, tuple, list[str], float, int]]:
@@ -213,19 +314,20 @@ def search_articles(rt, subject: str, text: str, limit: int, min_score: float = 
     words, stems = kbterms.query(subject, text, lang)
     if not words:
         return []
+    look_up, join = pick_words(rt, "kb_term", words, stems)
     if store.is_sqlite():
         rows = store.execute(
             'SELECT a."id", a."title", a."text", a."category", a."key_terms", -f."rank" FROM '
             f'(SELECT "rowid", "rank" FROM "kb_fts" WHERE "kb_fts" MATCH ? AND "rank" MATCH \'{ARTICLE_WEIGHTS}\' '
             'ORDER BY "rank" LIMIT ?) f JOIN "kb_article" a ON a."id" = f."rowid" WHERE a."retired" = ?',
-            (_fts5_query(words), CANDIDATES, False)).fetchall()
+            (_fts5_query(look_up, join), CANDIDATES, False)).fetchall()
     else:
         rows = store.execute(
             'SELECT a."id", a."title", a."text", a."category", a."key_terms", ts_rank_cd(f."vector", q.query) AS r '
             'FROM "kb_fts" f JOIN "kb_article" a ON a."id" = f."article_id", '
             '(SELECT websearch_to_tsquery(?::regconfig, ?) AS query) q '
             'WHERE f."vector" @@ q.query AND a."retired" = ? ORDER BY r DESC, a."id" LIMIT ?',
-            (lang, " or ".join(words), False, CANDIDATES)).fetchall()
+            (lang, _websearch_query(look_up, join), False, CANDIDATES)).fetchall()
     query = frozenset(stems)
     keys = lambda row: row[4].split() if row[4] else kbterms.key_terms(row[1], row[2], row[3], lang)  # noqa: E731
     return [Match("article", row[0], row[1], row[2], row[3], score, tuple(found), n, round(share, 3))
@@ -241,20 +343,21 @@ def search_tickets(rt, subject: str, text: str, limit: int, exclude: int | None 
     words, stems = kbterms.query(subject, text, lang)
     if not words:
         return []
+    look_up, join = pick_words(rt, "ticket_term", words, stems)
     if store.is_sqlite():
         rows = store.execute(
             'SELECT t."id", t."subject", t."resolution", t."category", -f."rank" FROM '
             f'(SELECT "rowid", "rank" FROM "ticket_fts" WHERE "ticket_fts" MATCH ? AND "rank" MATCH \'{TICKET_WEIGHTS}\' '
             'ORDER BY "rank" LIMIT ?) f JOIN "ticket" t ON t."id" = f."rowid" '
             'WHERE t."status" IN (?, ?) AND t."id" != ?',
-            (_fts5_query(words), CANDIDATES, "resolved", "closed", exclude or 0)).fetchall()
+            (_fts5_query(look_up, join), CANDIDATES, "resolved", "closed", exclude or 0)).fetchall()
     else:
         rows = store.execute(
             'SELECT t."id", t."subject", t."resolution", t."category", ts_rank_cd(f."vector", q.query) AS r '
             'FROM "ticket_fts" f JOIN "ticket" t ON t."id" = f."ticket_id", '
             '(SELECT websearch_to_tsquery(?::regconfig, ?) AS query) q '
             'WHERE f."vector" @@ q.query AND t."status" IN (?, ?) AND t."id" != ? ORDER BY r DESC, t."id" DESC LIMIT ?',
-            (lang, " or ".join(words), "resolved", "closed", exclude or 0, CANDIDATES)).fetchall()
+            (lang, _websearch_query(look_up, join), "resolved", "closed", exclude or 0, CANDIDATES)).fetchall()
     query = frozenset(stems)
     keys = lambda row: kbterms.key_terms(row[1], row[2] or "", row[3], lang)  # noqa: E731
     return [Match("ticket", row[0], row[1], kbterms.clean_resolution(row[2] or ""), row[3], score, tuple(found), n,

@@ -142,6 +142,9 @@ def _open_database(args, migrate: bool = False):
             raise UserError("the database is not set up or not up to date: run `maildesk init` first")
         applied = store.migrate()
         logging.getLogger("maildesk").info("database migrated: %s", ", ".join(applied))
+        from ..desk.kbsearch import reindex
+
+        reindex(cfg.kb.language)  # the knowledge base's indexes, when a migration made them anew
     return cfg
 
 
@@ -199,7 +202,7 @@ def cmd_init(args) -> int:
     from ..desk.kbsearch import reindex
 
     if reindex(cfg.kb.language):
-        print(f"knowledge-base indexes rebuilt for kb.language = {cfg.kb.language!r}")
+        print(f"knowledge-base indexes built for kb.language = {cfg.kb.language!r}")
     print(f"database ready at {store.redact(cfg.database.url)}"
           + (f": applied {', '.join(applied)}" if applied else ": already up to date"))
     return 0

@@ -353,8 +353,23 @@ class KbOffer(BaseModel):
         indexes = ((("ticket", "article"), True),)
 
 
+class KbTerm(BaseModel):
+    """How many indexed articles hold a term (a stem, desk/kbterms.py); the term ""
+    counts the articles. A look-up leaves out the words that most articles hold."""
+
+    term = CharField(primary_key=True)
+    docs = IntegerField(default=0)
+
+
+class TicketTerm(BaseModel):
+    """The same for the index of resolved tickets."""
+
+    term = CharField(primary_key=True)
+    docs = IntegerField(default=0)
+
+
 MODELS = (
     Ticket, Participant, Inbound, InboundRaw, Message, Attachment, Blob, Event, Task, Outbox,
-    MailboxState, Setting, StaffState, SlaMark, Survey, Suppression, KbArticle, KbVersion, KbOffer,
+    MailboxState, Setting, StaffState, SlaMark, Survey, Suppression, KbArticle, KbVersion, KbOffer, KbTerm, TicketTerm,
 )
 

@@ -1,10 +1,12 @@
 """The knowledge base (issue 16): articles and their versions, the articles offered in
-acknowledgements, and the full-text indexes of articles and resolved tickets.
+acknowledgements, and the full-text indexes of articles and resolved tickets with
+the document counts of their terms.
 
 A frozen copy of the models as they were; later changes go in later numbered files.
 The full-text indexes are the database's own: FTS5 tables on SQLite, tables of
-`tsvector` with a GIN index on PostgreSQL (both filled by maildesk/desk/kbsearch.py,
-in the language recorded in the setting `kb_language`)."""
+`tsvector` with a GIN index on PostgreSQL. They are created empty; `maildesk init`
+fills them (maildesk/desk/kbsearch.py `reindex`) and records how in the setting
+`kb_index`."""
 from peewee import *
 from maildesk.models import UtcDateTimeField
 
@@ -61,16 +63,27 @@ def up(migrator, db):
             indexes = ((('ticket', 'article'), True),)
     db.create_tables([KbOffer])
 
+    class KbTerm(Model):
+        term = CharField(primary_key=True)
+        docs = IntegerField(default=0)
+        class Meta:
+            database = db
+            table_name = 'kb_term'
+
+    class TicketTerm(Model):
+        term = CharField(primary_key=True)
+        docs = IntegerField(default=0)
+        class Meta:
+            database = db
+            table_name = 'ticket_term'
+    db.create_tables([KbTerm, TicketTerm])
+
+    # the full-text indexes, empty: `maildesk init` fills them (desk/kbsearch.py reindex)
     if isinstance(db, SqliteDatabase):
         tokenizer = "porter unicode61 remove_diacritics 2"
         db.execute_sql(f"CREATE VIRTUAL TABLE kb_fts USING fts5(title, text, category, tokenize='{tokenizer}')")
         db.execute_sql("CREATE VIRTUAL TABLE ticket_fts USING fts5(subject, problem, resolution, category, "
                        f"tokenize='{tokenizer}')")
-        db.execute_sql(
-            "INSERT INTO ticket_fts (rowid, subject, problem, resolution, category) "
-            "SELECT t.id, t.subject, coalesce((SELECT substr(m.body, 1, 2000) FROM message m WHERE m.ticket_id = t.id "
-            "AND m.direction = 'in' ORDER BY m.id LIMIT 1), ''), t.resolution, coalesce(t.category, '') FROM ticket t "
-            "WHERE coalesce(t.resolution, '') != '' AND coalesce(t.closure_code, '') != 'self-service'")
     else:
         db.execute_sql("CREATE TABLE kb_fts (article_id integer PRIMARY KEY REFERENCES kb_article (id) ON DELETE CASCADE, "
                        "language text NOT NULL, vector tsvector NOT NULL)")
@@ -78,21 +91,14 @@ def up(migrator, db):
         db.execute_sql("CREATE TABLE ticket_fts (ticket_id integer PRIMARY KEY REFERENCES ticket (id) ON DELETE CASCADE, "
                        "language text NOT NULL, vector tsvector NOT NULL)")
         db.execute_sql("CREATE INDEX ticket_fts_vector ON ticket_fts USING GIN (vector)")
-        db.execute_sql(
-            "INSERT INTO ticket_fts (ticket_id, language, vector) "
-            "SELECT t.id, 'english', setweight(to_tsvector('english', t.subject), 'A') "
-            "|| setweight(to_tsvector('english', coalesce((SELECT substr(m.body, 1, 2000) FROM message m "
-            "WHERE m.ticket_id = t.id AND m.direction = 'in' ORDER BY m.id LIMIT 1), '')), 'C') "
-            "|| setweight(to_tsvector('english', t.resolution), 'B') "
-            "|| setweight(to_tsvector('english', coalesce(t.category, '')), 'D') FROM ticket t "
-            "WHERE coalesce(t.resolution, '') != '' AND coalesce(t.closure_code, '') != 'self-service'")
-    db.execute_sql("INSERT INTO setting (key, value) VALUES ('kb_language', 'english')")
 
 
 def down(migrator, db):
-    db.execute_sql("DELETE FROM setting WHERE key = 'kb_language'")
+    db.execute_sql("DELETE FROM setting WHERE key = 'kb_index'")
     db.execute_sql("DROP TABLE IF EXISTS ticket_fts")
     db.execute_sql("DROP TABLE IF EXISTS kb_fts")
+    migrator.migrate(migrator.drop_table('ticket_term'))
+    migrator.migrate(migrator.drop_table('kb_term'))
     migrator.migrate(migrator.drop_table('kb_offer'))
     migrator.migrate(migrator.drop_table('kb_version'))
     migrator.migrate(migrator.drop_table('kb_article'))
