@@ -54,6 +54,25 @@ def test_relevance_means_the_same_with_one_article_as_with_many():
     assert kbterms.relevance([], {"lock"})[0] == 0.0
 
 
+def test_an_article_whose_headline_the_incident_never_mentions_counts_half():
+    stored = kbterms.key_string("Reset MFA", "Install the authenticator app on the new phone, then scan the code.", None)
+    key, headline = kbterms.parse_key(stored)
+    assert stored.startswith("reset mfa | ") and headline == 2
+    on_topic, _ = kbterms.relevance(key, {"mfa", "phone", "app"}, headline=headline)
+    off_topic, found = kbterms.relevance(key, {"phone", "app", "scan"}, headline=headline)
+    assert set(found) == {"app", "phone", "scan"}
+    assert on_topic == 0.75 and off_topic == 0.375
+
+
+def test_a_word_most_articles_hold_counts_half_and_only_in_a_large_base():
+    assert kbterms.specificity(docs=2, total=2) == 1.0  # a desk starts with one or two articles
+    assert kbterms.specificity(docs=40, total=10_000) == 1.0
+    assert kbterms.specificity(docs=10_000, total=10_000) == 0.5
+    assert 0.5 < kbterms.specificity(docs=1_000, total=10_000) < 1.0
+    common = {"password": 0.5, "account": 0.5}
+    assert kbterms.relevance(["password", "account", "reset", "portal"], common)[0] < 0.3
+
+
 def test_a_resolution_loses_its_greeting_closing_and_name():
     text = "Hi Tom,\n\nI unlocked your account.\nRemove the old password from your phone.\n\nBest regards,\nAlice\nIT"
     assert kbterms.clean_resolution(text) == "I unlocked your account.\nRemove the old password from your phone."
@@ -444,7 +463,7 @@ def kb_base(desk):
                            f"reset mail of app{i} comes within minutes.")
             if i == 599:
                 title, text = "Password reset", "Reset your password at the self-service portal."
-            a = store.KbArticle.create(title=title, text=text, key_terms=" ".join(kbterms.key_terms(title, text, None)),
+            a = store.KbArticle.create(title=title, text=text, key_terms=kbterms.key_string(title, text, None),
                                        created_at=now, updated_at=now)
             kbsearch.index_article(rt, a)
     return rt, kbsearch

@@ -71,7 +71,7 @@ def publish(rt, ticket: Ticket, title: str, text: str, now: dt.datetime, actor: 
     """The text as an article of the ticket: a new one, or the next version of the one
     already published from it."""
     lang = kbsearch.language(rt)
-    key = " ".join(kbterms.key_terms(title, text, ticket.category, lang))
+    key = kbterms.key_string(title, text, ticket.category, lang)
     article = published_from(ticket)
     if article is None:
         article = KbArticle.create(title=title, text=text, category=ticket.category, ticket=ticket, version=1,
@@ -147,9 +147,13 @@ def may_offer(cfg, *, sender: str, automatic: bool, is_major: bool, passed_authe
 def offers(rt, ticket: Ticket, matches: list[Match], rcpt: str, now: dt.datetime) -> list[dict]:
     """Offer `matches` to `rcpt` on `ticket`: each recorded (the click checks it) and
     given its one-click link; the entries the acknowledgement lists."""
+    chosen = matches[: rt.cfg.kb.suggest_in_ack]
+    if chosen:
+        at = KbOffer.offered_at.db_value(now)
+        execute('INSERT INTO "kb_offer" ("ticket_id", "article_id", "rcpt", "score", "offered_at") VALUES '
+                + ", ".join(["(?, ?, ?, ?, ?)"] * len(chosen)), [v for m in chosen for v in (ticket.id, m.id, rcpt, m.score, at)])
     out = []
-    for m in matches[: rt.cfg.kb.suggest_in_ack]:
-        KbOffer.create(ticket=ticket, article=m.id, rcpt=rcpt, score=m.score, offered_at=now)
+    for m in chosen:
         out.append({
             "ref": ref(m.id), "number": m.id, "title": m.title, "text": excerpt(m.text), "score": m.score,
             "link": mailto(rt, f"{ACTION}{m.id}", ticket, rcpt, f"This solved it: {ref(m.id)}"),

@@ -42,7 +42,7 @@ from . import kbterms
 
 log = logging.getLogger(__name__)
 
-CANDIDATES = 20  # the best of the engine's rank that are scored; the rest cannot beat them by much
+CANDIDATES = 12  # the best of the engine's rank that are scored; the rest cannot beat them by much
 ARTICLE_WEIGHTS = "bm25(4.0, 1.0, 2.0)"  # title, text, category
 TICKET_WEIGHTS = "bm25(4.0, 2.0, 1.0, 1.0)"  # subject, problem, resolution, category
 PROBLEM_CHARS = 2000  # of a ticket's first mail, in its index row
@@ -91,7 +91,7 @@ _PG_TICKET_VECTOR = ("setweight(to_tsvector(?::regconfig, ?), 'A') || setweight(
                      "|| setweight(to_tsvector(?::regconfig, ?), 'B') || setweight(to_tsvector(?::regconfig, ?), 'D')")
 
 
-def _count_terms(table: str, counts: dict[str, int]) -> None:
+def count_terms(table: str, counts: dict[str, int]) -> None:
     """Add to the document counts of terms (`kb_term`, `ticket_term`); "" counts documents.
     Counts only grow between two `reindex`: they guide which words a look-up leaves out,
     and an article published again or a ticket resolved twice changes that by nothing."""
@@ -103,7 +103,7 @@ def _count_terms(table: str, counts: dict[str, int]) -> None:
                       [v for item in chunk for v in item])
 
 
-def _doc_terms(lang: str, *texts: str) -> dict[str, int]:
+def doc_terms(lang: str, *texts: str) -> dict[str, int]:
     """1 for each distinct term of a document, and 1 for the document."""
     found = dict.fromkeys(t for text in texts for t in kbterms.terms(text, lang))
     return {"": 1} | dict.fromkeys(found, 1)
@@ -126,8 +126,10 @@ def index_article(rt, article: KbArticle) -> None:
             'ON CONFLICT ("article_id") DO UPDATE SET "language" = excluded."language", "vector" = excluded."vector"',
             (article.id, lang, lang, article.title, lang, category, lang, article.text))
     if not article.retired:
-        _count_terms("kb_term", _doc_terms(lang, article.title, article.text, category))
+        count_terms("kb_term", doc_terms(lang, article.title, article.text, category))
     rt.memo.pop("kb_live", None)
+    rt.memo.pop("kb_candidates", None)
+    rt.memo.pop("kb_keys", None)
 
 
 def first_words(ticket: Ticket) -> str:
@@ -143,6 +145,7 @@ def index_ticket(rt, ticket: Ticket) -> None:
         return
     _index_tickets(language(rt), [(ticket.id, ticket.subject, first_words(ticket)[:PROBLEM_CHARS], ticket.resolution,
                                    ticket.category)], replace=True)
+    rt.memo.pop("kb_candidates", None)
 
 
 def _index_tickets(lang: str, rows, replace: bool = False) -> None:
@@ -151,7 +154,7 @@ def _index_tickets(lang: str, rows, replace: bool = False) -> None:
     params = []
     for tid, subject, problem, resolution, category in rows:
         category = (category or "").replace("/", " ")
-        for term in _doc_terms(lang, subject, problem, resolution, category):
+        for term in doc_terms(lang, subject, problem, resolution, category):
             counts[term] = counts.get(term, 0) + 1
         params.append((tid, subject, problem or "", resolution, category))
     if not params:
@@ -170,7 +173,7 @@ def _index_tickets(lang: str, rows, replace: bool = False) -> None:
             "|| setweight(to_tsvector(%s::regconfig, %s), 'B') || setweight(to_tsvector(%s::regconfig, %s), 'D')) "
             "ON CONFLICT (ticket_id) DO UPDATE SET language = excluded.language, vector = excluded.vector",
             [(tid, lang, lang, s, lang, p, lang, r, lang, c) for tid, s, p, r, c in params])
-    _count_terms("ticket_term", counts)
+    count_terms("ticket_term", counts)
 
 
 REINDEX_BATCH = 5000
@@ -204,9 +207,9 @@ def reindex(lang: str) -> bool:
             else:
                 store.execute(f'INSERT INTO "kb_fts" ("article_id", "language", "vector") VALUES (?, ?, {_PG_ARTICLE_VECTOR})',
                               (a.id, lang, lang, a.title, lang, category, lang, a.text))
-            for term in _doc_terms(lang, a.title, a.text, category):
+            for term in doc_terms(lang, a.title, a.text, category):
                 counts[term] = counts.get(term, 0) + 1
-        _count_terms("kb_term", counts)
+        count_terms("kb_term", counts)
         last = 0
         while True:
             rows = store.execute(
@@ -229,7 +232,8 @@ _RESOLVED_BY_STAFF = 'coalesce(t."resolution", \'\') != \'\' AND coalesce(t."clo
 
 # --- searching ------------------------------------------------------------------------------
 
-BUDGET = 400  # documents the engine ranks for one look-up, at most: a few milliseconds, whatever the size of the base
+BUDGET = 200  # documents the engine ranks for one look-up, at most: a millisecond or two, whatever the size of the base
+MIN_DOCS = 50  # in a base this small every term says as much as any other (kbterms.specificity)
 QUERY_WORDS = 12  # the rarest words of an incident that are looked up, ORed
 COMMON_WORDS = 5  # an incident of common words only: its rarest ones, ANDed, at most this many
 
@@ -261,6 +265,17 @@ def pick_words(rt, table: str, words: list[str], stems: list[str]) -> tuple[list
             known.setdefault(t, 0)
     n = known[""]
     ranked = sorted(zip(words, stems), key=lambda ws: known[ws[1]])  # stable: the earlier word first on a tie
+    return _choose(ranked, known, n)
+
+
+def specificities(rt, table: str, stems: list[str]) -> dict[str, float]:
+    """Each term's `kbterms.specificity` in this index (its counts as `pick_words` read them)."""
+    known = rt.memo.get(("kb_docs", table), {})
+    n = known.get("", 0)
+    return {t: kbterms.specificity(known.get(t, 0), n, MIN_DOCS) for t in stems}
+
+
+def _choose(ranked: list[tuple[str, str]], known: dict[str, int], n: int) -> tuple[list[str], str]:
     chosen: list[str] = []
     reach = 0
     for word, term in ranked[:QUERY_WORDS]:
@@ -289,17 +304,18 @@ def _websearch_query(words: list[str], join: str) -> str:
     return (" or " if join == "OR" else " ").join(words)
 
 
-def _ranked(rows, query: frozenset[str], keys, limit: int) -> list[tuple[float, tuple, list[str], float, int]]:
-    """(score, row, found, rank share, key count) of the candidates, best first."""
+def _ranked(rows, query: dict[str, float], keys, limit: int) -> list[tuple[float, tuple, list[str], float, int]]:
+    """(score, row, found, rank share, key count) of the candidates, best first;
+    `keys(row)` is (key terms, how many are the headline's)."""
     rows = list(rows)
     if not rows:
         return []
     best = max(r[-1] for r in rows) or 1.0
     scored = []
     for row in rows:
-        key = keys(row)
+        key, headline = keys(row)
         share = (row[-1] / best) if best > 0 else 1.0
-        score, found = kbterms.relevance(key, query, share)
+        score, found = kbterms.relevance(key, query, share, headline)
         scored.append((score, row, found, share, len(key)))
     scored.sort(key=lambda s: (-s[0], -s[3], s[1][0]))
     return scored[:limit]
@@ -315,21 +331,32 @@ def search_articles(rt, subject: str, text: str, limit: int, min_score: float = 
     if not words:
         return []
     look_up, join = pick_words(rt, "kb_term", words, stems)
-    if store.is_sqlite():
-        rows = store.execute(
+    cache = rt.memo.setdefault("kb_candidates", {})
+    key = ("kb_fts", join, tuple(look_up))
+    if key in cache:  # incidents about one thing come in bursts: a cycle asks the engine once
+        rows = cache[key]
+    elif store.is_sqlite():
+        rows = cache[key] = store.execute(
             'SELECT a."id", a."title", a."text", a."category", a."key_terms", -f."rank" FROM '
             f'(SELECT "rowid", "rank" FROM "kb_fts" WHERE "kb_fts" MATCH ? AND "rank" MATCH \'{ARTICLE_WEIGHTS}\' '
             'ORDER BY "rank" LIMIT ?) f JOIN "kb_article" a ON a."id" = f."rowid" WHERE a."retired" = ?',
             (_fts5_query(look_up, join), CANDIDATES, False)).fetchall()
     else:
-        rows = store.execute(
-            'SELECT a."id", a."title", a."text", a."category", a."key_terms", ts_rank_cd(f."vector", q.query) AS r '
-            'FROM "kb_fts" f JOIN "kb_article" a ON a."id" = f."article_id", '
-            '(SELECT websearch_to_tsquery(?::regconfig, ?) AS query) q '
-            'WHERE f."vector" @@ q.query AND a."retired" = ? ORDER BY r DESC, a."id" LIMIT ?',
-            (lang, _websearch_query(look_up, join), False, CANDIDATES)).fetchall()
-    query = frozenset(stems)
-    keys = lambda row: row[4].split() if row[4] else kbterms.key_terms(row[1], row[2], row[3], lang)  # noqa: E731
+        q = _websearch_query(look_up, join)
+        rows = cache[key] = store.execute(
+            'SELECT a."id", a."title", a."text", a."category", a."key_terms", f."r" FROM '
+            '(SELECT "article_id", ts_rank_cd("vector", websearch_to_tsquery(?::regconfig, ?)) AS "r" FROM "kb_fts" '
+            'WHERE "vector" @@ websearch_to_tsquery(?::regconfig, ?) ORDER BY "r" DESC, "article_id" LIMIT ?) f '
+            'JOIN "kb_article" a ON a."id" = f."article_id" WHERE a."retired" = ?',
+            (lang, q, lang, q, CANDIDATES, False)).fetchall()
+    query = specificities(rt, "kb_term", stems)
+    parsed = rt.memo.setdefault("kb_keys", {})  # an article's key terms, parsed once a cycle
+
+    def keys(row):
+        if row[0] not in parsed:
+            parsed[row[0]] = kbterms.parse_key(row[4] or kbterms.key_string(row[1], row[2], row[3], lang))
+        return parsed[row[0]]
+
     return [Match("article", row[0], row[1], row[2], row[3], score, tuple(found), n, round(share, 3))
             for score, row, found, share, n in _ranked(rows, query, keys, limit) if score > 0 and score >= min_score]
 
@@ -344,22 +371,27 @@ def search_tickets(rt, subject: str, text: str, limit: int, exclude: int | None 
     if not words:
         return []
     look_up, join = pick_words(rt, "ticket_term", words, stems)
-    if store.is_sqlite():
-        rows = store.execute(
+    cache = rt.memo.setdefault("kb_candidates", {})
+    key = ("ticket_fts", join, tuple(look_up))
+    if key in cache:
+        rows = cache[key]
+    elif store.is_sqlite():
+        rows = cache[key] = store.execute(
             'SELECT t."id", t."subject", t."resolution", t."category", -f."rank" FROM '
             f'(SELECT "rowid", "rank" FROM "ticket_fts" WHERE "ticket_fts" MATCH ? AND "rank" MATCH \'{TICKET_WEIGHTS}\' '
-            'ORDER BY "rank" LIMIT ?) f JOIN "ticket" t ON t."id" = f."rowid" '
-            'WHERE t."status" IN (?, ?) AND t."id" != ?',
-            (_fts5_query(look_up, join), CANDIDATES, "resolved", "closed", exclude or 0)).fetchall()
+            'ORDER BY "rank" LIMIT ?) f JOIN "ticket" t ON t."id" = f."rowid" WHERE t."status" IN (?, ?)',
+            (_fts5_query(look_up, join), CANDIDATES, "resolved", "closed")).fetchall()
     else:
-        rows = store.execute(
-            'SELECT t."id", t."subject", t."resolution", t."category", ts_rank_cd(f."vector", q.query) AS r '
-            'FROM "ticket_fts" f JOIN "ticket" t ON t."id" = f."ticket_id", '
-            '(SELECT websearch_to_tsquery(?::regconfig, ?) AS query) q '
-            'WHERE f."vector" @@ q.query AND t."status" IN (?, ?) AND t."id" != ? ORDER BY r DESC, t."id" DESC LIMIT ?',
-            (lang, _websearch_query(look_up, join), "resolved", "closed", exclude or 0, CANDIDATES)).fetchall()
-    query = frozenset(stems)
-    keys = lambda row: kbterms.key_terms(row[1], row[2] or "", row[3], lang)  # noqa: E731
+        q = _websearch_query(look_up, join)
+        rows = cache[key] = store.execute(
+            'SELECT t."id", t."subject", t."resolution", t."category", f."r" FROM '
+            '(SELECT "ticket_id", ts_rank_cd("vector", websearch_to_tsquery(?::regconfig, ?)) AS "r" FROM "ticket_fts" '
+            'WHERE "vector" @@ websearch_to_tsquery(?::regconfig, ?) ORDER BY "r" DESC, "ticket_id" DESC LIMIT ?) f '
+            'JOIN "ticket" t ON t."id" = f."ticket_id" WHERE t."status" IN (?, ?)',
+            (lang, q, lang, q, CANDIDATES, "resolved", "closed")).fetchall()
+    rows = [row for row in rows if row[0] != exclude]
+    query = specificities(rt, "ticket_term", stems)
+    keys = lambda row: kbterms.parse_key(kbterms.key_string(row[1], row[2] or "", row[3], lang))  # noqa: E731
     return [Match("ticket", row[0], row[1], kbterms.clean_resolution(row[2] or ""), row[3], score, tuple(found), n,
                   round(share, 3))
             for score, row, found, share, n in _ranked(rows, query, keys, limit) if score > 0 and score >= min_score]

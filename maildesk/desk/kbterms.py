@@ -4,7 +4,7 @@ incident. Pure: no database, no I/O, so every rule here is tested on its own.
 
     terms("Locked out after the password change")   -> ["lock", "password", "chang"]
     key_terms(title, text, category)                 -> the article's stems, title first
-    relevance(key, query_terms, rank_share)          -> 0..1, compared with kb.min_score
+    relevance(key, query_terms, rank_share, headline) -> 0..1, compared with kb.min_score
     clean_resolution("Hi Jane,\\n\\nI unlocked it.\\n\\nBest regards,\\nCarol") -> "I unlocked it."
 
 Stemming is Porter's original algorithm, the one SQLite's FTS5 `porter` tokenizer
@@ -21,13 +21,14 @@ article's rank among the candidates the full-text index found.
 from __future__ import annotations
 
 import functools
+import math
 import re
 import unicodedata
 
 KEY_TERMS = 12  # the stems an article is measured by: its title's, its category's, its text's most frequent
 FULL = 4  # key terms found in an incident that make an article fully relevant
 QUERY_TERMS = 32  # distinct terms of an incident that are looked up
-QUERY_CHARS = 2000  # of an incident's text: its first lines say what it is about
+QUERY_CHARS = 1200  # of an incident's text: its first lines say what it is about
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?", re.UNICODE)
 
@@ -173,8 +174,8 @@ _STOP_STEMS = frozenset(stem(w) for w in STOPWORDS if "'" not in w) | STOPWORDS
 def words(text: str) -> list[str]:
     """The words of a text, lower case, as the full-text index sees them: letters and
     digits (an error code such as 0x80070005 is a word), no one-character words."""
-    text = unicodedata.normalize("NFKC", text or "").lower()
-    return [w.replace("’", "'") for w in _WORD.findall(text) if len(w) > 1]
+    text = (text or "") if (text or "").isascii() else unicodedata.normalize("NFKC", text).replace("’", "'")
+    return [w for w in _WORD.findall(text.lower()) if len(w) > 1]
 
 
 def terms(text: str, language: str = "english") -> list[str]:
@@ -208,28 +209,67 @@ def query(subject: str, text: str, language: str = "english") -> tuple[list[str]
     return list(seen_words), list(seen_terms)
 
 
-def key_terms(title: str, text: str, category: str | None, language: str = "english") -> list[str]:
-    """An article's key terms: its title's and category's stems, then its text's
-    most frequent ones (the earlier first on a tie), at most KEY_TERMS."""
+def _split_key(title: str, text: str, category: str | None, language: str) -> tuple[list[str], list[str]]:
     head = list(dict.fromkeys(terms(title, language) + terms((category or "").replace("/", " "), language)))
     counts: dict[str, int] = {}
     for t in terms(text, language):
         counts[t] = counts.get(t, 0) + 1
     body = sorted((t for t in counts if t not in head), key=lambda t: -counts[t])  # stable: first seen wins a tie
-    return (head + body)[:KEY_TERMS]
+    return head[:KEY_TERMS], body[: max(0, KEY_TERMS - len(head))]
 
 
-def relevance(key: list[str], query: set[str] | frozenset[str], rank_share: float = 1.0) -> tuple[float, list[str]]:
+def key_terms(title: str, text: str, category: str | None, language: str = "english") -> list[str]:
+    """An article's key terms: its title's and category's stems (its headline), then
+    its text's most frequent ones (the earlier first on a tie), at most KEY_TERMS."""
+    head, body = _split_key(title, text, category, language)
+    return head + body
+
+
+def key_string(title: str, text: str, category: str | None, language: str = "english") -> str:
+    """The key terms as an article row keeps them: "lock password chang | phone account"."""
+    head, body = _split_key(title, text, category, language)
+    return " ".join(head) + " | " + " ".join(body)
+
+
+def parse_key(stored: str) -> tuple[list[str], int]:
+    """(key terms, how many of them are the headline's) of a `key_string`."""
+    head, sep, body = stored.partition("|")
+    if not sep:
+        return stored.split(), 0
+    head_terms = head.split()
+    return head_terms + body.split(), len(head_terms)
+
+
+def specificity(docs: int, total: int, floor: int = 50, share: float = 0.02) -> float:
+    """How much finding a term says, 0.5..1: 1 for a term at most `floor` documents (or
+    `share` of them) hold, less the more documents hold it (log N/df, as IDF), 0.5 for
+    one they all hold (it is still the incident's word). In a base of `floor`
+    documents or fewer every term counts 1: the measure holds from the first article on."""
+    common = max(floor, share * total)
+    if docs <= common or total <= common:
+        return 1.0
+    return 0.5 + 0.5 * max(0.0, math.log(total / docs) / math.log(total / common))
+
+
+def relevance(key: list[str], query: set[str] | frozenset[str] | dict[str, float], rank_share: float = 1.0,
+              headline: int = 0) -> tuple[float, list[str]]:
     """How well an article answers an incident, 0..1, and the key terms found.
 
     The share of the article's key terms found among the incident's terms, where
-    FULL of them count as all (a long article is not penalized for saying more),
-    weighed by `rank_share`, the article's full-text rank over the best candidate's
-    (1.0 for the best): half of the score is the share alone."""
+    FULL of them count as all (a long article is not penalized for saying more) and
+    each counts its `specificity` when `query` maps terms to it (a word most
+    articles hold says little about which one fits), halved when none of its
+    `headline` terms (the first ones: its title's) is among them (what an article is
+    about must be what the incident is about), weighed by `rank_share`, the article's
+    full-text rank over the best candidate's (1.0 for the best): half of the score is
+    the share alone."""
     if not key:
         return 0.0, []
     found = [k for k in key if k in query]
-    coverage = min(1.0, len(found) / min(len(key), FULL))
+    weight = sum(query[k] for k in found) if isinstance(query, dict) else len(found)
+    coverage = min(1.0, weight / min(len(key), FULL))
+    if headline and not any(k in query for k in key[:headline]):
+        coverage /= 2
     share = max(0.0, min(1.0, rank_share))
     return round(coverage * (0.5 + 0.5 * share), 3), found
 
