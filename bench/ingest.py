@@ -7,11 +7,16 @@ until every message is stored, threaded, and acknowledged (or relayed) over SMTP
 to an aiosmtpd sink. Prints messages per second and the peak RSS of that process.
 
     python bench/ingest.py [--messages 2000] [--database sqlite|postgresql] [--desk ack|full]
+                           [--kb on|off|both [--kb-articles 1000]]
                            [--vs-roundup [--roundup-rounds 1000]] [--repeat 5] [--profile DIR]
 
 The default desk (`ack`) is issue 2's workload: triage, SLA and an acknowledgement
 for each new incident, as Roundup's gateway stores, threads and answers the same
 mail; `full` adds technicians, so assignment notices and relayed replies as well.
+`--kb on` (the default) publishes `--kb-articles` knowledge-base articles first, fixes
+for the very problems the mail reports among them, so that acknowledgements offer
+articles and notices list known fixes; `--kb off` sets `[kb] enabled = false`; `--kb
+both` runs each in turn and prints the cost of the knowledge base (issue 16: within 10%).
 `--vs-roundup` also feeds the same mail to Roundup's mail gateway (bench/roundup_side.py)
 and prints both rates and their ratio; `--repeat` runs both in turn and prints medians.
 """
@@ -94,7 +99,49 @@ def generate(n: int, seed: int = 42) -> tuple[list[bytes], int]:
     return mails, len(threads)
 
 
-def run_maildesk(mails: list[bytes], new_tickets: int, database: str, desk: str = "ack") -> dict:
+FIXES = [
+    "Clean the print head from the printer's maintenance menu, then print a test page.",
+    "VPN client 5.1.2 drops idle tunnels; install 5.3 from the software centre and restart.",
+    "The account locks after a password change when an old password is still saved on a phone: unlock it in "
+    "the directory and remove the old password from the phone's mail app.",
+    "Outlook keeps an old password in the credential manager: remove the entries for outlook.office365.com.",
+    "The access point of the meeting room restarted with a wrong channel: restart it from the controller.",
+    "Order monitors through the hardware catalogue; the team's manager approves.",
+    "The update reset the share's permissions: re-apply the group's write permission on the shared drive.",
+]
+
+
+def preload_articles(url: str, n: int) -> None:
+    """`n` published articles: the fixes of PROBLEMS, then articles about other things
+    (products and codes the mail never names, in the common words every article uses),
+    so that each new incident is offered its known fix from a base of `n`."""
+    from bench.kb import COMMON, NOW
+    from maildesk import store
+    from maildesk.config import parse_config
+    from maildesk.desk import kbsearch, kbterms
+    from maildesk.service.runtime import Runtime
+
+    cfg = parse_config({"desk": {"address": "helpdesk@example.test", "state_dir": "/tmp"}, "database": {"url": url},
+                        "imap": {"host": "localhost", "username": "u", "password": "p"}, "smtp": {"host": "localhost"},
+                        "security": {"secret": "bench"}})
+    store.open_database(url)
+    rt = Runtime.start(cfg)
+    rnd = random.Random(7)
+    articles = [(title.format(n="").replace("  ", " ").strip(), fix) for (title, _), fix in zip(PROBLEMS, FIXES, strict=False)]
+    while len(articles) < n:
+        topic = [f"{rnd.choice(['app', 'srv', 'lic', 'mod', 'erp'])}{rnd.randint(100, 9999)}" for _ in range(rnd.randint(2, 4))]
+        words = [rnd.choice(topic) if rnd.random() < 0.4 else rnd.choice(COMMON) for _ in range(rnd.randint(40, 120))]
+        articles.append((" ".join(topic).capitalize() + " stops responding", " ".join(words)))
+    with store.write_transaction():
+        for title, text in articles[:n]:
+            a = store.KbArticle.create(title=title, text=text, version=1, key_terms=kbterms.key_string(title, text, None),
+                                       created_at=NOW, updated_at=NOW, created_by="bench", updated_by="bench")
+            kbsearch.index_article(rt, a)
+    store.db.obj.close()
+
+
+def run_maildesk(mails: list[bytes], new_tickets: int, database: str, desk: str = "ack", kb: str = "on",
+                 kb_articles: int = 1000) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="maildesk-bench-"))
     with Dovecot() as dovecot, SmtpSink() as smtp:
         dovecot.add_user("helpdesk", "secret")
@@ -126,12 +173,15 @@ def run_maildesk(mails: list[bytes], new_tickets: int, database: str, desk: str 
             "security": {"secret": "bench: a signing secret of 32 bytes or more"},
             "limits": {"auto_replies_per_sender_per_day": 1000, "auto_replies_per_ticket_per_day": 1000,
                        "auto_replies_per_hour": 1_000_000},
+            "kb": {"enabled": kb == "on"},
         }
         cfg_path = tmp / "maildesk.toml"
         cfg_path.write_text(tomli_w.dumps(config))
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         cmd = [sys.executable, "-m", "maildesk", "--config", str(cfg_path)]
         subprocess.run(cmd + ["init"], check=True, env=env, capture_output=True)
+        if kb == "on" and kb_articles:
+            preload_articles(url, kb_articles)
         t0 = time.perf_counter()
         dovecot.append_many("helpdesk", mails)
         appended = time.perf_counter() - t0
@@ -154,10 +204,13 @@ def run_maildesk(mails: list[bytes], new_tickets: int, database: str, desk: str 
                                            capture_output=True, check=True).stdout)
         sent = len(smtp.messages)
         acks = sum(1 for m in smtp.messages if m.header("Auto-Submitted") == "auto-replied")
+        offers = sum(1 for m in smtp.messages if m.header("Auto-Submitted") == "auto-replied"
+                     and b"kbsolved" in m.data)
+        offered = sum(m.text.count("kbsolved") for m in smtp.messages if m.header("Auto-Submitted") == "auto-replied")
     return {
         "messages": len(mails), "seconds": seconds, "rate": len(mails) / seconds, "peak_rss_mb": usage.ru_maxrss / 1024,
         "tickets": len(tickets), "expected_tickets": new_tickets, "quarantined": len(failed), "smtp_sent": sent,
-        "acknowledgements": acks, "append_seconds": appended,
+        "acknowledgements": acks, "offers": offers, "offered": offered, "append_seconds": appended,
         "maildesk_cpu": usage.ru_utime + usage.ru_stime, "sink_cpu": sink_cpu,
     }
 
@@ -169,6 +222,10 @@ def main() -> None:
     ap.add_argument("--desk", choices=("ack", "full"), default="ack",
                     help="ack: triage, SLA and acknowledgements, no technicians (issue 2's workload); "
                          "full: five technicians, so assignment notices and relayed replies too")
+    ap.add_argument("--kb", choices=("on", "off", "both"), default="on",
+                    help="on: knowledge-base articles published first (--kb-articles); off: [kb] enabled = false; "
+                         "both: each in turn, and the difference")
+    ap.add_argument("--kb-articles", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=1, help="run it this many times (Roundup too) and print the medians")
     ap.add_argument("--profile", metavar="DIR", help="write a cProfile of each maildesk process to DIR")
     ap.add_argument("--vs-roundup", action="store_true", help="also time Roundup's mail gateway on the same mail")
@@ -186,11 +243,16 @@ def main() -> None:
     print(f"generated {len(mails)} mails ({size:.1f} MB), {new} threads, {len(mails) - new} replies")
     rates, ratios = [], []
     roundup_dir = Path(tempfile.mkdtemp(prefix="roundup-bench-")) if args.vs_roundup else None
-    for _ in range(args.repeat):
-        r = run_maildesk(mails, new, args.database, args.desk)
+    by_kb: dict[str, list[float]] = {"on": [], "off": []}
+    cpu_kb: dict[str, list[float]] = {"on": [], "off": []}  # ms of maildesk CPU a message: steadier on a shared machine
+    for kb in [kb for _ in range(args.repeat) for kb in (("on", "off") if args.kb == "both" else (args.kb,))]:
+        r = run_maildesk(mails, new, args.database, args.desk, kb, args.kb_articles)
         rates.append(r["rate"])
-        print(f"maildesk ({args.database}, desk={args.desk}): {r['messages']} messages in {r['seconds']:.2f} s "
-              f"= {r['rate']:.0f} msg/s end to end; peak RSS {r['peak_rss_mb']:.0f} MB")
+        by_kb[kb].append(r["rate"])
+        cpu_kb[kb].append(r["maildesk_cpu"] * 1000 / r["messages"])
+        print(f"maildesk ({args.database}, desk={args.desk}, kb {kb}): {r['messages']} messages in {r['seconds']:.2f} s = "
+              f"{r['rate']:.0f} msg/s end to end; peak RSS {r['peak_rss_mb']:.0f} MB"
+              + (f"; {r['offers']} acknowledgements offered {r['offered']} articles" if kb == "on" else ""))
         print(f"  CPU: maildesk (all its processes) {r['maildesk_cpu']:.1f} s, the SMTP sink {r['sink_cpu']:.1f} s; "
               f"this machine has {os.cpu_count()} cores")
         print(f"  tickets {r['tickets']} (expected {r['expected_tickets']}), quarantined {r['quarantined']}, "
@@ -210,6 +272,12 @@ def main() -> None:
               f"(min {min(rates):.0f}, max {max(rates):.0f})"
               + (f"; maildesk / roundup {statistics.median(ratios):.1f}x (min {min(ratios):.1f}x, max {max(ratios):.1f}x)"
                  if ratios else ""))
+    if args.kb == "both":
+        on, off = statistics.median(by_kb["on"]), statistics.median(by_kb["off"])
+        print(f"knowledge base on: {on:.0f} msg/s, off: {off:.0f} msg/s (medians of {args.repeat}): "
+              f"{(on - off) / off:+.1%} with it on ({args.kb_articles} articles)")
+        con, coff = statistics.median(cpu_kb["on"]), statistics.median(cpu_kb["off"])
+        print(f"maildesk CPU a message: on {con:.2f} ms, off {coff:.2f} ms: {(con - coff) / coff:+.1%} with it on")
     if roundup_dir:
         shutil.rmtree(roundup_dir, ignore_errors=True)
 

@@ -17,6 +17,11 @@ Monday morning at the "Example IT Service Desk":
 5. The user "clicks" "Yes, it is fixed": a mail to the desk whose subject is taken from the
    ``mailto:`` link in the resolution mail. The ticket closes and the survey goes out;
    the user rates the service with one more click.
+6. Known fixes first: the technician who unlocked Tom's account resolves it with ``#kb``
+   as well, which publishes the fix as knowledge-base article KB-1. When Sam writes in
+   with the same problem in other words, the acknowledgement offers KB-1; Sam clicks
+   "This solved it" and the incident is resolved as ``self-service``, no technician
+   bothered.
 
 Nobody answers the CEO's outage within its 15-minute response target, so along the way
 the desk also reminds and escalates it, as the SLA says.
@@ -29,7 +34,7 @@ time) so that SLA targets read the same on every run, whatever the time of day.
 
 At the end the demo prints the ticket list, the full history of the VPN ticket, the
 decision log of Carol's command mail, every mail the desk sent, the outbox and the KPI
-report. Everything it wrote stays in ``demo-run/`` for a closer look::
+report (with its self-service figures). Everything it wrote stays in ``demo-run/`` for a closer look::
 
     python -m maildesk --config demo-run/maildesk.toml tickets show INC-5
 
@@ -389,6 +394,52 @@ class Demo:
                               f"code {final['closure_code']}, survey {final['survey']}")
         return ref
 
+    def known_fixes(self) -> str:
+        """Tom's fix published with #kb, offered to Sam, taken with one click; returns
+        the reference of Sam's ticket."""
+        heading("Known fixes first: the knowledge base")
+        tom_ack = self.sent_to("tom.baker@example.org")
+        tom_ref = tom_ack.subject.split("]")[0].lstrip("[")
+        notice = next(m for m in self.smtp.messages if f"[{tom_ref}] Assigned to you" in (m.subject or ""))
+        tech = notice.rcpts[0]
+        print(f"10:40  {tech} resolves Tom's {tom_ref} and publishes the fix: #resolve fixed, #kb.")
+        self.deliver(compose(
+            tech, f"Re: {notice.subject}",
+            "#resolve fixed\n#kb\n"
+            "Hi Tom,\n\nyour account was locked because your phone kept signing in with the old password.\n"
+            "I unlocked it in the directory; remove the old password from your phone's mail app\n"
+            "(Settings > Mail > Accounts) and sign in with the new one.\n\nBest regards\n" + quoted(notice),
+            at="10:39", reply_to_mail=notice), f"{tech}: #resolve fixed, #kb")
+        self.run_once("10:40")
+        self.maildesk("kb", "list")
+
+        print("10:50  Sam writes in with the same problem, in other words.")
+        mark = len(self.smtp.messages)
+        self.deliver(compose("Sam Lee <sam.lee@example.org>", "Cannot sign in",
+                             "Hi,\n\nsince this morning I cannot log in anywhere, it says my account is locked.\n\nSam\n",
+                             at="10:49"), "Sam: cannot sign in, account locked")
+        self.run_once("10:50")
+        ack = self.sent_to("sam.lee@example.org", since=mark)
+        sam_ref = ack.subject.split("]")[0].lstrip("[")
+        if "KB-1" not in ack.text or "kbsolved" not in ack.text:
+            raise DemoFailure(f"Sam's acknowledgement should offer KB-1; it reads:\n{ack.text}")
+        print(f"\n       Sam's acknowledgement, as Sam sees it (Subject: {ack.subject}):\n")
+        for line in ack.text.rstrip().splitlines():
+            print("       | " + line)
+        print()
+
+        print('10:55  Sam clicks "This solved it" under KB-1 and sends what it opens.')
+        to, subject, body = follow_mailto(ack.text, "This solved it")
+        self.deliver(compose("Sam Lee <sam.lee@example.org>", subject, body, at="10:54"), "Sam: this solved it")
+        self.run_once("10:55")
+        final = json.loads(self.maildesk("tickets", "show", sam_ref, "--json", show=False).stdout)
+        if (final["status"], final["closure_code"]) != ("resolved", "self-service"):
+            raise DemoFailure(f"{sam_ref} should be resolved as self-service; it is {final['status']}, "
+                              f"code {final['closure_code']}")
+        print(f"       {sam_ref} is resolved, closure code self-service; its assignee was told.\n")
+        self.maildesk("kb", "show", "1")
+        return sam_ref
+
     def show(self, ref: str) -> None:
         heading("The tickets")
         self.maildesk("tickets", "list")
@@ -412,8 +463,8 @@ class Demo:
         heading("The outbox")
         self.maildesk("outbox", "list")
 
-        heading("The KPI report, as of 10:30 that Monday")
-        self.maildesk("report", "--now", clock("10:30").isoformat())
+        heading("The KPI report, as of 11:00 that Monday")
+        self.maildesk("report", "--now", clock("11:00").isoformat())
 
         heading("The desk's health at a glance, as of 10:30")
         self.maildesk("status", "--now", clock("10:30").isoformat())
@@ -458,6 +509,7 @@ def main() -> int:
             demo = Demo(imap, smtp)
             demo.setup()
             ref = demo.story()
+            demo.known_fixes()
             demo.show(ref)
     except DemoFailure as e:
         sys.stdout.flush()

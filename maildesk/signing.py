@@ -27,7 +27,8 @@ import secrets
 from typing import NamedTuple
 
 _MID = re.compile(r"^md-(\d+)-([0-9a-f]{8})-([0-9a-f]{20})@(.+)$", re.I)
-ACTIONS = r"fixed|notfixed|rate[1-5]"
+# kbsolved7: "knowledge-base article 7 solved it" (desk/kb.py)
+ACTIONS = r"fixed|notfixed|rate[1-5]|kbsolved\d{1,9}"
 TOKEN = re.compile(rf"\b({ACTIONS})-(\d{{1,12}})-([0-9a-z]{{1,12}})-([0-9a-f]{{16}})\b", re.I)
 OLD_TOKEN = re.compile(rf"\b({ACTIONS})-(\d{{1,12}})-([0-9a-f]{{16}})\b", re.I)
 

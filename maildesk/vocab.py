@@ -95,6 +95,7 @@ class MailKind(StrEnum):
     FETCH_STALLED = "fetch_stalled"
     HELP = "help"
     HISTORY = "history"
+    KB_SEARCH = "kb_search"
     LINKED = "linked"
     MAJOR_DECLARED = "major_declared"
     ON_HOLD = "on_hold"
@@ -106,6 +107,8 @@ class MailKind(StrEnum):
     REQUESTER_REPLY = "requester_reply"
     RESOLUTION = "resolution"
     REVIEW = "review"
+    SELF_SERVICE = "self_service"
+    STATUS = "status"
     SURVEY = "survey"
     SURVEY_THANKS = "survey_thanks"
     TASK_ASSIGNED = "task_assigned"
@@ -119,7 +122,7 @@ class MailKind(StrEnum):
 # automatic replies ([limits]) and say `Auto-Submitted: auto-replied` (RFC 3834).
 AUTO_REPLIES = frozenset({
     MailKind.ACK, MailKind.REFUSED, MailKind.HELP, MailKind.TOO_LARGE, MailKind.SURVEY_THANKS,
-    MailKind.UNAUTHENTICATED, MailKind.UNVERIFIED,
+    MailKind.UNAUTHENTICATED, MailKind.UNVERIFIED, MailKind.KB_SEARCH, MailKind.STATUS,
 })
 # Staff notices that mail from outside causes: they count against the desk-wide hourly
 # cap like automatic replies (limits.auto_replies_per_hour), so that a flood of new
@@ -154,6 +157,8 @@ def is_staff_only(kind: str) -> bool:
     itself) and "" (no desk mail: the subject tag) are not desk mail."""
     return bool(kind) and kind != "message" and kind not in STAFF_REPLY_PUBLIC
 
+# The closure code of a ticket the requester resolved with a knowledge-base article.
+CLOSURE_SELF_SERVICE = "self-service"
 
 # The header by which the desk knows its own mail when it comes back (loop prevention).
 LOOP_HEADER = "X-Maildesk-Loop"

@@ -35,6 +35,7 @@ from .sections import (
     Escalation,
     Group,
     Imap,
+    Kb,
     Lifecycle,
     Limits,
     Metrics,
@@ -53,9 +54,9 @@ from .values import DEFAULT_MATRIX, ConfigError, Duration, parse_duration
 
 __all__ = [
     "DEFAULT_MATRIX", "Alerts", "Assignment", "Attachments", "Bounces", "BusinessHours", "Category", "Config",
-    "ConfigError", "Database", "Desk", "Duration", "Escalation", "Group", "Imap", "Lifecycle", "Limits", "Metrics",
-    "Priority", "Reports", "Roles", "Security", "SlaPolicy", "Smtp", "Survey", "Technician", "check_consistency",
-    "config_path",
+    "ConfigError", "Database", "Desk", "Duration", "Escalation", "Group", "Imap", "Kb", "Lifecycle", "Limits",
+    "Metrics", "Priority", "Reports", "Roles", "Security", "SlaPolicy", "Smtp", "Survey", "Technician",
+    "check_consistency", "config_path",
     "load_config", "parse_config", "parse_duration",
 ]
 
@@ -84,6 +85,7 @@ class Config:
     metrics: Metrics = Metrics()
     bounces: Bounces = Bounces()
     attachments: Attachments = Attachments()
+    kb: Kb = Kb()
     path: Path | None = None
 
     # --- lookups the rest of the code asks for ---------------------------------
@@ -170,7 +172,7 @@ _SECTIONS = {
     "priority": Priority, "business_hours": BusinessHours, "escalation": Escalation,
     "assignment": Assignment, "security": Security, "lifecycle": Lifecycle,
     "survey": Survey, "limits": Limits, "alerts": Alerts, "reports": Reports, "bounces": Bounces,
-    "attachments": Attachments, "metrics": Metrics,
+    "attachments": Attachments, "metrics": Metrics, "kb": Kb,
 }
 _ARRAYS = {"groups": Group, "technicians": Technician, "categories": Category, "sla": SlaPolicy}
 

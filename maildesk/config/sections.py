@@ -42,6 +42,7 @@ from .values import (
     _positive_int,
     _str,
     _str_list,
+    _text_search_language,
     _timezone,
     _weekdays,
     _weekly,
@@ -351,6 +352,18 @@ class Metrics:
 @dataclass(frozen=True, kw_only=True)
 class Bounces:
     undeliverable_for: Duration = opt(parse_duration("60d"), _duration)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Kb:
+    """The knowledge base (docs/mail.md, Knowledge base): articles published from resolutions,
+    offered in acknowledgements and listed in assignment notices."""
+
+    enabled: bool = opt(True, _bool)
+    suggest_in_ack: int = opt(3, _non_negative_int)  # at most this many articles offered in an acknowledgement; 0: none
+    min_score: float = opt(0.3, _fraction)  # relevance (0..1) below which nothing is offered
+    language: str = opt("english", _text_search_language)  # PostgreSQL's text search configuration
+    similar_in_notice: int = opt(3, _non_negative_int)  # resolved tickets and articles listed in an assignment notice
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -215,6 +215,14 @@ def _weekdays(v):
     return tuple(sorted({WEEKDAYS.index(d.lower()[:3]) for d in days}))
 
 
+def _text_search_language(v):
+    """A text search configuration name (PostgreSQL's `regconfig`): it goes into SQL."""
+    v = _str(v).strip().lower()
+    if not re.fullmatch(r"[a-z][a-z_]{0,62}", v):
+        raise ValueError(f'"{v}" is not a text search language such as "english" or "german"')
+    return v
+
+
 def _path(v):
     return Path(_str(v)).expanduser()
 

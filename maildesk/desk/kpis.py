@@ -13,6 +13,10 @@ Definitions:
   resolution;
 - escalations: one per ticket, target and level (functional or hierarchical; a
   technician's `#escalate` is a functional escalation of target "manual");
+- self-service resolutions are the tickets resolved with closure code `self-service`
+  (the requester's "this solved it" click on an offered article); the deflection rate
+  is their share of the tickets opened; an article's uses are its clicks of all time,
+  and in the period those on tickets opened in it;
 - a technician is credited with the tickets they resolved, and charged with the
   targets missed while they held the ticket (the assignee when the breach mark
   fired, else the assignee at the time of the report).
@@ -27,8 +31,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, cast
 
-from ..store import Event, Message, SlaMark, Survey, Ticket, utcnow
-from ..vocab import ACTIVE, PRIORITIES
+from ..store import Event, KbArticle, KbOffer, Message, SlaMark, Survey, Ticket, utcnow
+from ..vocab import ACTIVE, CLOSURE_SELF_SERVICE, PRIORITIES
 
 if TYPE_CHECKING:
     from ..service.runtime import Runtime
@@ -112,6 +116,7 @@ def _kpis(rt: Runtime, tickets: list[Ticket], replies_before: dict, surveys: dic
         fcr += history.first_contact(t, replies_before.get(t.id, 0))
         reopened += t.reopen_count > 0
     escalations = [e for t in tickets for e in history.escalations.get(t.id, ())]
+    self_service = sum(1 for t in tickets if t.closure_code == CLOSURE_SELF_SERVICE)
     sent = [surveys[t.id] for t in tickets if t.id in surveys]
     answered = [s for s in sent if s.rating is not None]
     return {
@@ -126,6 +131,8 @@ def _kpis(rt: Runtime, tickets: list[Ticket], replies_before: dict, surveys: dic
         "escalated_tickets": sum(1 for t in tickets if history.escalations.get(t.id)),
         "escalations_functional": sum(1 for _, level in escalations if level == "functional"),
         "escalations_hierarchical": sum(1 for _, level in escalations if level == "hierarchical"),
+        "self_service_resolutions": self_service,
+        "deflection_rate": _rate(self_service, len(tickets)),
         "surveys_sent": len(sent),
         "survey_response_rate": _rate(len(answered), len(sent)),
         "survey_mean_rating": round(statistics.fmean(s.rating for s in answered), 2) if answered else None,
@@ -195,6 +202,7 @@ def build(rt: Runtime, since: dt.datetime | None = None, now: dt.datetime | None
         "overall": kpis(tickets),
         "by_priority": {p: kpis(ts) for p in PRIORITIES if (ts := [t for t in tickets if t.priority == p])},
         "missed_targets": missed,
+        "knowledge_base": _knowledge_base(ids),
     }
     for key, attr in (("by_category", "category"), ("by_group", "group")):
         groups: dict = defaultdict(list)
@@ -203,6 +211,26 @@ def build(rt: Runtime, since: dt.datetime | None = None, now: dt.datetime | None
         out[key] = {name: kpis(ts) for name, ts in sorted(groups.items())}
     out["by_technician"] = _by_technician(rt, tickets, history, missed, kpis)
     return out
+
+
+def _knowledge_base(ids: list[int]) -> dict:
+    """Articles offered and taken on the period's tickets, and each article's uses."""
+    period: dict = defaultdict(lambda: [0, 0])
+    tickets_offered = set()
+    rows = (KbOffer.select(KbOffer.article, KbOffer.ticket, KbOffer.taken_at)
+            .where(KbOffer.ticket.in_(ids)).tuples()) if ids else []
+    for article_id, ticket_id, taken in cast("Iterable[tuple[int, int, dt.datetime | None]]", rows):
+        period[article_id][0] += 1
+        period[article_id][1] += taken is not None
+        tickets_offered.add(ticket_id)
+    return {
+        "tickets_offered_articles": len(tickets_offered),
+        "articles": [
+            {"number": a.id, "ref": f"KB-{a.id}", "title": a.title, "retired": a.retired, "use_count": a.use_count,
+             "offered_in_period": period[a.id][0], "used_in_period": period[a.id][1]}
+            for a in KbArticle.select().order_by(KbArticle.use_count.desc(), KbArticle.id)
+        ],
+    }
 
 
 def _by_technician(rt: Runtime, tickets: list[Ticket], history: _History, missed: list[dict], kpis) -> dict:
@@ -269,6 +297,9 @@ def as_text(r: dict) -> str:
         f"{o['escalations_hierarchical']} hierarchical, on {o['escalated_tickets']} tickets)",
         f"Surveys sent {o['surveys_sent']}, response rate {_fmt(o['survey_response_rate'])}, "
         f"mean rating {o['survey_mean_rating'] if o['survey_mean_rating'] is not None else '-'}",
+        f"Self-service: {o['self_service_resolutions']} resolved by a knowledge-base article, "
+        f"deflection rate {_fmt(o['deflection_rate'])}; articles offered on "
+        f"{r['knowledge_base']['tickets_offered_articles']} ticket(s)",
         "",
         "SLA compliance by priority",
     ]
@@ -279,6 +310,12 @@ def as_text(r: dict) -> str:
     for m in r["missed_targets"]:
         lines.append(f"  {m['ref']:<10} {m['target']:<10} {m['priority']:<8} due {m['due']}  "
                      f"{'met ' + m['met_at'] if m['met_at'] else 'still open'}  held by {m['held_by'] or 'nobody'}")
+    articles = r["knowledge_base"]["articles"]
+    if articles:
+        lines += ["", "Knowledge base: each article's uses of all time; on this period's tickets, offered and taken"]
+        for a in articles:
+            lines.append(f"  {a['ref']:<7} uses {a['use_count']:>4}  offered {a['offered_in_period']:>4}  "
+                         f"taken {a['used_in_period']:>4}  {a['title'][:60]}{'  [retired]' if a['retired'] else ''}")
     for key, title in (("by_category", "By category"), ("by_group", "By group")):
         lines += ["", title]
         for name, k in r[key].items():

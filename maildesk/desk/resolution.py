@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from ..mailout.queue import queue_mail
 from ..store import Event, Message, Survey, Ticket, flush_events
 from ..vocab import ACTIVE
-from . import lifecycle, routing, survey
+from . import kbsearch, lifecycle, routing, survey
 from .links import mailto
 
 if TYPE_CHECKING:
@@ -36,10 +36,12 @@ def _requester_side(ticket: Ticket) -> list[str]:
 def resolve_ticket(rt: Runtime, ticket: Ticket, code: str, text: str, now: dt.datetime, actor: str, inbound=None,
                    by_name: str = "") -> None:
     lifecycle.resolve(rt, ticket, code, text, now, actor, inbound)
+    kbsearch.index_ticket(rt, ticket)  # a known fix for the next incident like it
     _send_resolution(rt, ticket, text, now, actor, by_name, inbound)
     for child in ticket.children.where(Ticket.status.in_(ACTIVE)):
         lifecycle.resolve(rt, child, code, text, now, actor, inbound)
         lifecycle.event(child, now, actor, "resolved", f"resolved with its major incident {rt.ref(ticket)}", inbound)
+        kbsearch.index_ticket(rt, child)
         _send_resolution(rt, child, text, now, actor, by_name, inbound)
         child.save()
 

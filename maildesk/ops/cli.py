@@ -117,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
                    ).set_defaults(func=cmd_example_config)
     sub.add_parser("systemd-unit", help="print the hardened systemd unit shipped in the package, for this install"
                    ).set_defaults(func=cmd_systemd_unit)
+
+    kb = sub.add_parser("kb", help="knowledge-base articles").add_subparsers(dest="sub", required=True, metavar="list|show")
+    kl = kb.add_parser("list", help="the articles, newest first (retired ones marked)")
+    kl.add_argument("--json", action="store_true")
+    kl.set_defaults(func=cmd_kb_list)
+    ks = kb.add_parser("show", help="one article with its text and versions")
+    ks.add_argument("number", metavar="N", help="the article's number, e.g. 7 or KB-7")
+    ks.add_argument("--json", action="store_true")
+    ks.set_defaults(func=cmd_kb_show)
     return p
 
 
@@ -150,6 +159,9 @@ def _open_database(args, migrate: bool = False, cfg=None):
             raise UserError("the database is not set up or not up to date: run `maildesk init` first")
         applied = store.migrate()
         logging.getLogger("maildesk").info("database migrated: %s", ", ".join(applied))
+        from ..desk.kbsearch import reindex
+
+        reindex(cfg.kb.language)  # the knowledge base's indexes, when a migration made them anew
     return cfg
 
 
@@ -240,6 +252,10 @@ def cmd_init(args) -> int:
         raise UserError(f"{e} (check database.url)") from None
     applied = store.migrate()
     Runtime.start(cfg)  # makes the signing secret when there is no secret_file
+    from ..desk.kbsearch import reindex
+
+    if reindex(cfg.kb.language):
+        print(f"knowledge-base indexes built for kb.language = {cfg.kb.language!r}")
     print(f"database ready at {store.redact(cfg.database.url)}"
           + (f": applied {', '.join(applied)}" if applied else ": already up to date"))
     return 0
@@ -501,6 +517,51 @@ def cmd_systemd_unit(args) -> int:
     from . import shipped
 
     sys.stdout.write(shipped.systemd_unit())
+    return 0
+
+
+def cmd_kb_list(args) -> int:
+    from .views import article_list
+
+    rt = _open(args)
+    rows = article_list(rt)
+    if args.json:
+        _print_json(rows)
+    elif not rows:
+        print("no articles: publish one with #kb in a technician's reply (with #resolve, or on a resolved ticket)")
+    else:
+        _table([[r["ref"], "retired" if r["retired"] else "live", r["version"], r["use_count"], r["offered"],
+                 r["category"], r["ticket"], r["title"]] for r in rows],
+               ["ARTICLE", "STATE", "VERSION", "USED", "OFFERED", "CATEGORY", "TICKET", "TITLE"])
+    return 0
+
+
+def cmd_kb_show(args) -> int:
+    from ..desk.kb import parse_number
+    from ..store import KbArticle
+    from .views import article_detail
+
+    rt = _open(args)
+    n = parse_number(args.number)
+    if n is None:
+        raise UserError(f"{args.number!r} is not an article number such as 7 or KB-7", 2)
+    article = KbArticle.get_or_none_by_id(n)
+    if article is None:
+        raise UserError(f"no article KB-{n} (see `maildesk kb list`)")
+    d = article_detail(rt, article)
+    if args.json:
+        _print_json(d)
+        return 0
+    print(f"{d['ref']}  {d['title']}" + ("  [retired]" if d["retired"] else ""))
+    for key in ("category", "ticket", "version", "use_count", "offered", "created_at", "created_by", "updated_at",
+                "updated_by", "retired_at"):
+        if d.get(key) is not None:
+            print(f"  {key.replace('_', ' '):<12} {d[key]}")
+    print("\n" + d["text"])
+    if len(d["versions"]) > 1:
+        print("\nVersions")
+        for v in d["versions"]:
+            print(f"  {v['version']}. {v['created_at']}  {v['created_by']:<24} {v['title']}")
     return 0
 
 

@@ -7,10 +7,24 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, cast
 
-from peewee import fn
+from peewee import SQL, fn
 
 from ..mailout.render import row_text
-from ..store import Attachment, Event, Inbound, Message, Outbox, Suppression, Survey, Task, Ticket, utcnow
+from ..store import (
+    Attachment,
+    Event,
+    Inbound,
+    KbArticle,
+    KbOffer,
+    KbVersion,
+    Message,
+    Outbox,
+    Suppression,
+    Survey,
+    Task,
+    Ticket,
+    utcnow,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -153,3 +167,39 @@ def outbox_list(rt: Runtime) -> list[dict]:
         for s in Suppression.select().where(Suppression.until > now)
     }
     return [outbox_row(rt, o, suppressed) for o in rows]
+
+
+# --- the knowledge base (docs/mail.md, Knowledge base) ---------------------------------------------
+
+
+def article_row(rt, a: KbArticle, offered: int | None = None) -> dict:
+    tz = rt.cfg.desk.timezone
+    if offered is None:
+        offered = KbOffer.select().where(KbOffer.article == a).count()
+    return {
+        "number": a.id, "ref": f"KB-{a.id}", "title": a.title, "category": a.category,
+        "ticket": rt.ref(a.ticket_id) if a.ticket_id else None, "version": a.version, "retired": a.retired,
+        "use_count": a.use_count, "offered": offered, "created_at": iso(a.created_at, tz),
+        "updated_at": iso(a.updated_at, tz), "retired_at": iso(a.retired_at, tz), "created_by": a.created_by,
+        "updated_by": a.updated_by,
+    }
+
+
+def article_list(rt) -> list[dict]:
+    """Every article, newest first, retired ones included (marked)."""
+    rows = KbOffer.select(KbOffer.article, fn.COUNT(SQL("*"))).group_by(KbOffer.article).tuples()
+    offered: dict[int, int] = dict(cast("Iterable[tuple[int, int]]", rows))
+    return [article_row(rt, a, offered.get(a.id, 0)) for a in KbArticle.select().order_by(KbArticle.id.desc())]
+
+
+def article_detail(rt, a: KbArticle) -> dict:
+    tz = rt.cfg.desk.timezone
+    out = article_row(rt, a)
+    out["text"] = a.text
+    out["key_terms"] = a.key_terms.split()
+    out["versions"] = [
+        {"version": v.version, "title": v.title, "text": v.text, "category": v.category,
+         "created_at": iso(v.created_at, tz), "created_by": v.created_by}
+        for v in KbVersion.select().where(KbVersion.article == a).order_by(KbVersion.version)
+    ]
+    return out

@@ -77,6 +77,7 @@ class Context:
     auth_warning: str = ""  # for staff notices: requester-side mail that failed authentication (identity)
     verified: bool = False  # requester side: authenticated, a valid one-click link, or a signed desk id for the sender
     verified_reason: str = ""
+    block: list = field(default_factory=list)  # the command lines of a reply (commands)
     spoofed_reference: bool = False
     passed: authentication.Result | None = None  # whether the mail passed authentication (see `passed_authentication`)
     retried: bool = False  # an admin ran `maildesk inbound retry`: past the per-sender cap

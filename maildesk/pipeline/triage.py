@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .. import store
 from ..config import Config
-from ..desk import lifecycle, routing, sla
+from ..desk import kb, lifecycle, routing, sla
 from ..mailin.authentication import Policy
 from ..mailout.queue import Thread, is_desk_address
 from ..mailout.render import snapshot
@@ -243,6 +243,10 @@ def _notify_new(ctx: Context, t: Ticket, pri: Priority, cat: Decision) -> None:
     context = {"priority_why": pri.why, "category_why": cat.why, "message": ctx.message,
                "author": ctx.sender or t.requester, "auth_warning": ctx.auth_warning,
                "cites": ctx.rt.ref(ctx.cites) if ctx.cites is not None else ""}
+    staff = routing.staff_recipients(ctx.rt, t)
+    why_not = kb.may_offer(ctx.cfg, sender=ctx.sender, automatic=ctx.automatic is not None, is_major=t.is_major,
+                           passed_authentication=ctx.passed_authentication().passed)
+    lookup = _look_up(ctx, t, staff, offering=why_not is None)
     if ctx.automatic is not None:
         ctx.decide(f"no acknowledgement: {ctx.automatic.kind} mail")
     elif not ctx.sender:
@@ -264,7 +268,38 @@ def _notify_new(ctx: Context, t: Ticket, pri: Priority, cat: Decision) -> None:
                  thread=Thread.after(ctx.mail.message_id, ctx.mail.references))
 
     else:
-        ctx.send("ack", t.requester, rcpt_name=t.requester_name, ticket=t, context=context,
+        ctx.send("ack", t.requester, rcpt_name=t.requester_name, ticket=t,
+                 context=context | {"suggestions": _offer(ctx, t, lookup, why_not)},
                  thread=Thread.after(ctx.mail.message_id, ctx.mail.references))
-    for rcpt in routing.staff_recipients(ctx.rt, t):
-        ctx.send("assigned", rcpt, ticket=t, context=context, thread=Thread())
+    fixes = kb.known_fixes(ctx.rt, lookup)
+    for rcpt in staff:
+        ctx.send("assigned", rcpt, ticket=t, context=context | fixes, thread=Thread())
+
+
+# --- known fixes (docs/mail.md, Knowledge base) ------------------------------------------------------
+
+
+def _look_up(ctx: Context, t: Ticket, staff: list[str], offering: bool) -> kb.Lookup:
+    """One search for the acknowledgement's offers and the assignment notice's list."""
+    cfg = ctx.cfg.kb
+    articles = max(cfg.suggest_in_ack if offering else 0, cfg.similar_in_notice if staff else 0)
+    lookup = kb.look_up(ctx.rt, t, ctx.mail.subject, ctx.mail.reply_text, articles=articles,
+                        tickets=cfg.similar_in_notice if staff else 0)
+    if staff and (lookup.articles or lookup.tickets):
+        listed = [kb.ref(m.id) for m in lookup.articles[: cfg.similar_in_notice]] + [ctx.rt.ref(m.id) for m in lookup.tickets]
+        ctx.decide(f"knowledge base: the assignment notice lists {', '.join(listed)}")
+    return lookup
+
+
+def _offer(ctx: Context, t: Ticket, lookup: kb.Lookup, why_not: str | None) -> list[dict]:
+    """The articles the acknowledgement offers: an explained decision on the ticket."""
+    if why_not is not None:
+        ctx.decide(f"knowledge base: no article offered: {why_not}")
+        return []
+    chosen = lookup.articles[: ctx.cfg.kb.suggest_in_ack]
+    if not chosen:
+        ctx.decide(f"knowledge base: no article offered: none scores kb.min_score = {ctx.cfg.kb.min_score} or more")
+        return []
+    ctx.event("kb-suggested", "offered " + "; ".join(m.why(kb.ref(m.id)) for m in chosen)
+              + f" (kb.min_score = {ctx.cfg.kb.min_score})", actor="desk")
+    return kb.offers(ctx.rt, t, chosen, t.requester, ctx.now)

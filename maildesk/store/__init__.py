@@ -33,6 +33,10 @@ from .schema import (
     Event,
     Inbound,
     InboundRaw,
+    KbArticle,
+    KbOffer,
+    KbTerm,
+    KbVersion,
     MailboxState,
     Message,
     Outbox,
@@ -44,6 +48,7 @@ from .schema import (
     Survey,
     Task,
     Ticket,
+    TicketTerm,
 )
 from .sql import (
     add_event,
@@ -64,6 +69,7 @@ __all__ = [
     "pending_migrations", "redact", "utcnow",
     "MODELS", "Attachment", "BaseModel", "Blob", "Event", "Inbound", "InboundRaw", "MailboxState", "Message", "Outbox",
     "Participant", "Setting", "SlaMark", "StaffState", "Suppression", "Survey", "Task", "Ticket",
+    "KbArticle", "KbOffer", "KbTerm", "KbVersion", "TicketTerm",
     "add_event", "execute", "fetch_row", "flush_events", "get_setting", "insert", "put_setting", "save_changes",
     "savepoint", "scalar", "write_transaction",
 ]

@@ -345,8 +345,78 @@ class Suppression(BaseModel):
     outbox = ForeignKeyField(Outbox, null=True, on_delete="SET NULL")
 
 
+class KbArticle(BaseModel):
+    """A knowledge-base article: a resolution published with `#kb` (docs/mail.md, Knowledge base).
+    Its id is the article's number (KB-7); its text is searched through the full-text
+    index `kb_fts` (desk/kbsearch.py), which holds the articles that are not retired."""
+
+    id = AutoField()
+    title = TextField()
+    text = TextField()
+    category = CharField(null=True)
+    ticket = ForeignKeyField(Ticket, null=True, backref="articles", on_delete="SET NULL", index=True)
+    version = IntegerField(default=1)
+    if TYPE_CHECKING:
+        ticket_id: int | None
+    retired = BooleanField(default=False)
+    retired_at = UtcDateTimeField(null=True)
+    use_count = IntegerField(default=0)  # incidents its requester resolved with it ("this solved it")
+    key_terms = TextField(default="")  # the stems its relevance is measured by, space-separated
+    created_at = UtcDateTimeField()
+    updated_at = UtcDateTimeField()
+    created_by = CharField(default="")
+    updated_by = CharField(default="")
+
+    SNAPSHOT = ("id", "title", "text", "category", "version", "retired", "use_count", "created_at", "updated_at")
+
+
+class KbVersion(BaseModel):
+    """Every version of an article, the present one included."""
+
+    article = ForeignKeyField(KbArticle, backref="versions", on_delete="CASCADE")
+    version = IntegerField()
+    title = TextField()
+    text = TextField()
+    category = CharField(null=True)
+    created_at = UtcDateTimeField()
+    created_by = CharField(default="")
+
+    class Meta:
+        indexes = ((("article", "version"), True),)
+
+
+class KbOffer(BaseModel):
+    """An article offered in a ticket's acknowledgement, and whether its one-click
+    "this solved it" link was taken."""
+
+    ticket = ForeignKeyField(Ticket, backref="kb_offers", on_delete="CASCADE")
+    article = ForeignKeyField(KbArticle, backref="offers", on_delete="CASCADE", index=True)
+    rcpt = CharField()
+    score = FloatField(default=0)
+    offered_at = UtcDateTimeField()
+    taken_at = UtcDateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("ticket", "article"), True),)
+
+
+class KbTerm(BaseModel):
+    """How many indexed articles hold a term (a stem, desk/kbterms.py); the term ""
+    counts the articles. A look-up leaves out the words that most articles hold."""
+
+    term = CharField(primary_key=True)
+    docs = IntegerField(default=0)
+
+
+class TicketTerm(BaseModel):
+    """The same for the index of resolved tickets."""
+
+    term = CharField(primary_key=True)
+    docs = IntegerField(default=0)
+
+
 MODELS = (
     Ticket, Participant, Inbound, InboundRaw, Message, Attachment, Blob, Event, Task, Outbox,
-    MailboxState, Setting, StaffState, SlaMark, Survey, Suppression,
+    MailboxState, Setting, StaffState, SlaMark, Survey, Suppression, KbArticle, KbVersion, KbOffer, KbTerm, TicketTerm,
 )
 

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from ...desk import escalation, lifecycle, resolution, routing, sla
+from ...desk import escalation, kb, kbsearch, lifecycle, resolution, routing, sla
 from ...desk.conversation import history, requester_words
-from ...store import Task
+from ...store import Task, Ticket
+from ...vocab import ACTIVE
 from .readers import CommandError
 
 # --- what each command does ----------------------------------------------------------
@@ -181,3 +182,51 @@ def _name(ctx) -> str:
     """The technician's configured name; never a display name taken from the mail."""
     tech = ctx.cfg.technician(ctx.sender)
     return tech.display_name if tech else ctx.sender
+
+
+def _run_kb(ctx, value):
+    what = value[0]
+    if what == "search":
+        _send_kb_search(ctx, value[1], ticket=ctx.ticket)
+    elif what == "retire":
+        kb.retire(ctx.rt, value[1], ctx.now, ctx.sender, ctx.ticket, ctx.inbound)
+    else:
+        _, title, text, resolving = value
+        article = kb.publish(ctx.rt, ctx.ticket, title, text, ctx.now, ctx.sender, ctx.inbound)
+        ctx.decide(f"{kb.ref(article.id)} version {article.version} published from {ctx.ref}")
+        if not resolving:
+            ctx.body = ""  # the text was for the knowledge base, not for the requester
+
+
+SEARCH_RESULTS = 5
+
+
+def _send_kb_search(ctx, words: str, ticket: Ticket | None = None, thread=None) -> None:
+    """The best articles and resolved tickets for WORDS, in a staff-only mail to the sender."""
+    articles = kbsearch.search_articles(ctx.rt, words, "", SEARCH_RESULTS)
+    tickets = kbsearch.search_tickets(ctx.rt, words, "", SEARCH_RESULTS)
+    ctx.decide(f"#kb search {words[:80]!r}: {len(articles)} article(s), {len(tickets)} resolved ticket(s)")
+    ctx.send("kb_search", ctx.sender, rcpt_name=ctx.sender_name, ticket=ticket, thread=thread, context={
+        "query": words,
+        "articles": [{"ref": kb.ref(m.id), "title": m.title, "text": kb.excerpt(m.text), "score": m.score}
+                     for m in articles],
+        "tickets": [{"ref": ctx.rt.ref(m.id), "subject": m.title, "resolution": kb.excerpt(m.text), "score": m.score}
+                    for m in tickets],
+    })
+
+
+def status_entry(rt, t: Ticket) -> dict:
+    """What `#status` tells about one ticket: its state, who has it, when it is due."""
+    tech = rt.cfg.technician(t.assignee)
+    return {
+        "ref": rt.ref(t), "subject": t.subject, "status": t.status, "priority": t.priority, "group": t.group,
+        "assignee": tech.display_name if tech else None, "created_at": t.created_at,
+        "response_due": t.response_due, "first_response_at": t.first_response_at,
+        "resolution_due": t.resolution_due, "resolved_at": t.resolved_at, "closed_at": t.closed_at,
+        "on_hold": t.status == "on-hold", "active": t.status in ACTIVE,
+    }
+
+
+def _run_status_query(ctx, _):
+    ctx.send("status", ctx.sender, rcpt_name=ctx.sender_name, ticket=ctx.ticket,
+             context={"tickets": [status_entry(ctx.rt, ctx.ticket)], "one": True})

@@ -1,4 +1,4 @@
-"""One-click links: confirm, reject, survey ratings (docs/mail.md, "One-click
+"""One-click links: confirm, reject, survey ratings, "this solved it" (docs/mail.md, "One-click
 links"; what each does is `links.judge_click`).
 
 A click acts only when its From is the recipient the link was made for; any other
@@ -9,7 +9,7 @@ kept on the ticket as a message and shown to the technician.
 
 from __future__ import annotations
 
-from ...desk import resolution, routing, survey
+from ...desk import kb, resolution, routing, survey
 from ...desk.links import click_comment, judge_click
 from ...store import Message, Survey
 from ..context import Context, Discard
@@ -22,6 +22,8 @@ def _one_click(ctx: Context) -> None:
     comment = click_comment(ctx.mail.reply_text)
     if token.old or ctx.sender != ctx.token_rcpt:
         _refuse_click(ctx, comment)
+    if token.action.startswith(kb.ACTION):
+        _kb_solved(ctx, int(token.action[len(kb.ACTION):]), comment)
     sent = Survey.select(Survey.sent_at).where(Survey.ticket == t).scalar() if token.action.startswith("rate") else None
     verdict = judge_click(t, token, ctx.now, ctx.cfg.lifecycle.reopen_window.total, sent)
     ctx.message = store_message(ctx, t, internal=False, kind="click", body=comment)
@@ -41,6 +43,19 @@ def _one_click(ctx: Context) -> None:
     ctx.event("click-ignored", f"'{token.action}' link of {who}: nothing changed: {verdict.why}")
     _show_comment(ctx, comment)
     raise Discard("ignored", f"'{token.action}' link: {verdict.why}")
+
+
+def _kb_solved(ctx: Context, number: int, comment: str) -> None:
+    """"This solved it": the requester resolves the ticket with an offered article
+    (closure code self-service); a stale or foreign offer changes nothing."""
+    assert ctx.ticket is not None
+    ctx.message = store_message(ctx, ctx.ticket, internal=False, kind="click", body=comment)
+    try:
+        kb.take(ctx.rt, ctx.ticket, number, ctx.sender, ctx.now, ctx.inbound)
+    except kb.NotTaken as e:
+        raise Discard("ignored", f"'this solved it' link: {e}; nothing changed") from None
+    _show_comment(ctx, comment)
+    raise Discard("self-service", f"the requester resolved {ctx.ref} with {kb.ref(number)} (one-click link)")
 
 
 def _refuse_click(ctx: Context, comment: str) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import re
 
-from ...desk import lifecycle
+from ...desk import kb, kbterms, lifecycle
 from ...errors import MaildeskError
-from ...store import Task, Ticket
+from ...store import KbArticle, Task, Ticket
 from ...vocab import ACTIVE
 
 _ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
@@ -157,4 +157,44 @@ def _closable(ctx, arg):
     _none(ctx, arg)
     if ctx.ticket.status in ("closed", "cancelled"):
         raise CommandError(f"{ctx.ref} is already {ctx.ticket.status}")
+    return None
+
+
+def _kb(ctx, arg):
+    """`#kb [TITLE]`, `#kb search WORDS`, `#kb retire N` (docs/mail.md, Knowledge base)."""
+    head, _, rest = (arg or "").strip().partition(" ")
+    if head.lower() == "search":
+        if not rest.strip():
+            raise CommandError("needs words to search for, e.g. #kb search vpn drops")
+        return ("search", rest.strip()[:500])
+    if head.lower() == "retire":
+        n = kb.parse_number(rest)
+        if n is None:
+            raise CommandError("needs an article number, e.g. #kb retire 7")
+        article = KbArticle.get_or_none_by_id(n)
+        if article is None:
+            raise CommandError(f"there is no article {kb.ref(n)}")
+        if article.retired:
+            raise CommandError(f"{kb.ref(n)} is already retired")
+        return ("retire", article)
+    t = ctx.ticket
+    resolving = any(_RESOLVE_LINE.match(line) for line in ctx.block)
+    if t.status not in ("resolved", "closed") and not resolving:
+        raise CommandError(f"{ctx.ref} is {t.status}: publish with #resolve in the same mail, or once it is resolved")
+    # with #resolve, the text below the commands is the resolution; else a text of its own, or the resolution
+    text = kbterms.clean_resolution(ctx.body if resolving or ctx.body.strip() else (t.resolution or ""))
+    if not text:
+        raise CommandError("nothing to publish: write the fix below the commands")
+    title = " ".join((arg or "").split())[:200] or kbterms.title_from_subject(t.subject)
+    return ("publish", title, text, resolving)
+
+
+_RESOLVE_LINE = re.compile(r"(?i)^#resolve(?:\s|$)")
+
+
+def _status_query(ctx, arg):
+    """`#status` without an argument: anyone on the ticket may ask, nobody else."""
+    _none(ctx, arg)
+    if not (ctx.role in ("requester", "participant") or ctx.is_staff):
+        raise CommandError(f"only the requester, the participants and staff of {ctx.ref} may ask for its status")
     return None

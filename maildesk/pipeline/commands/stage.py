@@ -10,8 +10,9 @@ from ...vocab import is_staff_only
 from ..context import Context, Discard
 from ..messages import refuse
 from .clicks import _one_click
+from .queries import answer_query
 from .readers import _ADDRESS, CommandError
-from .table import COMMAND_LINE, COMMANDS, allowed_commands, may_run, split_block
+from .table import COMMAND_LINE, allowed_commands, find_command, may_run, split_block
 
 # --- the stage -------------------------------------------------------------------------
 
@@ -28,10 +29,11 @@ def apply(ctx: Context) -> None:
     _staff_only(ctx, block)
     if not block:
         return
+    ctx.block = block
     lines, problems, denied = [], [], False
     for i, line in enumerate(block):  # first: known, allowed, authenticated
         name, arg = _name_and_arg(line)
-        command = COMMANDS.get(name)
+        command = find_command(name, arg)
         why_not = "unknown command (send #help for the list)" if command is None else may_run(ctx, command)
         if why_not is None and name == "public" and i > 0:
             why_not = "#public works only as the first line of the reply"
@@ -113,6 +115,8 @@ def _new_mail(ctx: Context) -> None:
     if block and _name_and_arg(block[0])[0] == "for":
         _log_for_caller(ctx, block, rest)
         return
+    if len(block) == 1 and not rest:
+        answer_query(ctx, block[0])  # #status, #kb search: answered, no ticket
     if block:
         ctx.decide("command lines in a new mail are not run: a new mail opens a ticket")
 

@@ -22,6 +22,7 @@ from .actions import (
     _run_escalate,
     _run_group,
     _run_history,
+    _run_kb,
     _run_level,
     _run_link,
     _run_major,
@@ -31,6 +32,7 @@ from .actions import (
     _run_reopen,
     _run_resolve,
     _run_status,
+    _run_status_query,
     _run_task,
 )
 from .readers import (
@@ -40,10 +42,12 @@ from .readers import (
     _closable,
     _closure_code,
     _group,
+    _kb,
     _major_ref,
     _none,
     _optional_group,
     _reopenable,
+    _status_query,
     _task,
     _task_number,
     _technician,
@@ -122,11 +126,29 @@ COMMANDS = {c.name: c for c in (
     Command("link", "staff", "#link REF", "make this ticket a child of a major incident", _major_ref, _run_link),
     Command("cc", "staff", "#cc EMAIL", "add a participant", _address, _run_cc),
     Command("history", "staff", "#history", "get the ticket's conversation and facts by mail", _none, _run_history),
+    Command("kb", "staff", "#kb [TITLE] | #kb search WORDS | #kb retire N",
+            "with #resolve, or on a resolved ticket: publish the resolution as a knowledge-base article; "
+            "search the articles; retire article N", _kb, _run_kb),
     Command("help", "anyone", "#help", "list the commands you may use", _none, _run_help),
     Command("close", "requester", "#close", "on a resolved ticket: it is fixed, close it; before that: withdraw it",
             _closable, _run_close),
     Command("reopen", "requester", "#reopen", "reopen a resolved ticket", _reopenable, _run_reopen),
 )}
+
+
+# Commands whose meaning depends on having no argument: `#status` alone asks for the
+# ticket's status and is open to everyone on the ticket; `#status open` changes it.
+QUERIES = {
+    "status": Command("status", "anyone", "#status", "the ticket's status, assignee and due times, by mail to you",
+                      _status_query, _run_status_query),
+}
+
+
+def find_command(name: str, arg: str) -> Command | None:
+    """The command a line names: a query when it has no argument and there is one."""
+    if not arg and name in QUERIES:
+        return QUERIES[name]
+    return COMMANDS.get(name)
 
 
 def may_run(ctx: Context, command: Command) -> str | None:
@@ -146,6 +168,6 @@ def may_run(ctx: Context, command: Command) -> str | None:
 
 
 def allowed_commands(ctx: Context) -> list[Command]:
-    return [c for c in COMMANDS.values()
+    return [c for c in (*COMMANDS.values(), *QUERIES.values())
             if c.who == "anyone" or (c.who == "staff" and ctx.is_staff)
             or (c.who == "requester" and (ctx.role == "requester" or ctx.is_staff))]
