@@ -13,7 +13,7 @@ stems them itself, see kbsearch.py).
 
 Why not BM25 alone: its IDF is near zero or negative while the base holds one or two
 articles (a desk starts with one), so a threshold on it offers nothing at first
-(PERF-NOTES). `relevance` is the share of the article's key terms found in the
+(bench/kb.py measures it). `relevance` is the share of the article's key terms found in the
 incident, which means the same with one article or ten thousand, weighed by the
 article's rank among the candidates the full-text index found.
 """
