@@ -210,14 +210,17 @@ def test_a_strangers_copy_of_the_link_does_nothing(desk):
     _, subject = follow_link(desk.sent(to="jane@example.org")[-1])
     desk.smtp.reset()
     desk.deliver(mail("Mallory <mallory@evil.example>", subject, "Just send this mail."))
-    forged = re.sub(r"kbsolved1-(\d+)-[0-9a-f]{16}", r"kbsolved1-\1-" + "0" * 16, subject)
+    forged = re.sub(r"kbsolved1-(\d+)-(\w+)-[0-9a-f]{16}", r"kbsolved1-\1-\2-" + "0" * 16, subject)
+    assert forged != subject
     desk.deliver(mail(JANE, forged, "Just send this mail."))
     desk.run(now=at("10:10"))
     t = desk.ticket("INC-2")
     assert t["status"] == "open" and t["closure_code"] is None
     assert cli_json(desk, "kb", "show", "1")["use_count"] == 0
     assert not desk.sent(to="mallory@evil.example")
-    assert {i["outcome"] for i in desk.inbound()[:2]} == {"ignored"}
+    # Mallory's copy is refused; a token with a bad signature is ordinary mail (a reply on INC-2)
+    assert {i["from"]: i["outcome"] for i in desk.inbound()[:2]} == {"mallory@evil.example": "ignored",
+                                                                     "jane@example.org": "reply"}
 
 
 def test_an_unrelated_incident_is_offered_nothing(desk):

@@ -263,6 +263,8 @@ def _notify_new(ctx: Context, t: Ticket, pri: Priority, cat: Decision) -> None:
         # wrote, reflected to the address they forged
         ctx.decide("the mail did not pass authentication: its acknowledgement carries the reference, "
                    "not the subject or text, and goes to the sender alone")
+        if why_not is not None:
+            ctx.decide(f"knowledge base: no article offered: {why_not}")
         shown = {k: v for k, v in snapshot(t).items() if k in ("id", "status", "priority", "response_due", "resolution_due")}
         ctx.send("ack", t.requester, ticket=t, context={"withheld": True, "ticket": shown},
                  thread=Thread.after(ctx.mail.message_id, ctx.mail.references))

@@ -54,7 +54,6 @@ def _kb_solved(ctx: Context, number: int, comment: str) -> None:
         kb.take(ctx.rt, ctx.ticket, number, ctx.sender, ctx.now, ctx.inbound)
     except kb.NotTaken as e:
         raise Discard("ignored", f"'this solved it' link: {e}; nothing changed") from None
-    _show_comment(ctx, comment)
     raise Discard("self-service", f"the requester resolved {ctx.ref} with {kb.ref(number)} (one-click link)")
 
 

@@ -181,8 +181,9 @@ def _kb(ctx, arg):
     resolving = any(_RESOLVE_LINE.match(line) for line in ctx.block)
     if t.status not in ("resolved", "closed") and not resolving:
         raise CommandError(f"{ctx.ref} is {t.status}: publish with #resolve in the same mail, or once it is resolved")
-    # with #resolve, the text below the commands is the resolution; else a text of its own, or the resolution
-    text = kbterms.clean_resolution(ctx.body if resolving or ctx.body.strip() else (t.resolution or ""))
+    # with #resolve, the text below the commands is the resolution (once #resolve has run, the
+    # ticket holds it: the block runs line by line); else a text of its own, or the resolution
+    text = kbterms.clean_resolution(ctx.body if ctx.body.strip() else (t.resolution or ""))
     if not text:
         raise CommandError("nothing to publish: write the fix below the commands")
     title = " ".join((arg or "").split())[:200] or kbterms.title_from_subject(t.subject)
