@@ -419,6 +419,18 @@ def test_hostile_words_in_an_incident_are_searched_as_words(desk):
 
 
 @both_databases
+def test_an_attackers_problem_text_cannot_break_the_resolution_that_indexes_it(desk):
+    padding = "x" * 250
+    desk.deliver(mail(JANE, "Locked " + "y" * 300, f"{padding}a {padding}b " + "z" * 5000 + " account locked"))
+    desk.run(now=at("09:00"))
+    notice = desk.sent(to="alice@example.test")[-1]
+    desk.deliver(reply_to(notice, "alice@example.test", "#resolve fixed\nUnlocked the account."))
+    desk.run(now=at("09:10"))
+    assert not desk.inbound(failed=True)
+    assert desk.ticket("INC-1")["status"] == "resolved"
+
+
+@both_databases
 def test_changing_kb_language_rebuilds_the_indexes_at_init(desk):
     publish_locked_out(desk)
     desk.write_config(kb={"language": "german"})

@@ -95,7 +95,11 @@ def count_terms(table: str, counts: dict[str, int]) -> None:
     """Add to the document counts of terms (`kb_term`, `ticket_term`); "" counts documents.
     Counts only grow between two `reindex`: they guide which words a look-up leaves out,
     and an article published again or a ticket resolved twice changes that by nothing."""
-    items = [(t[:200], n) for t, n in counts.items()]
+    merged: dict[str, int] = {}
+    for term, n in counts.items():
+        merged[term[:200]] = merged.get(term[:200], 0) + n  # one row a term: ON CONFLICT updates a row once
+    # in one order: two desk processes that count the same terms wait for each other, never deadlock
+    items = sorted(merged.items())
     for i in range(0, len(items), 400):
         chunk = items[i:i + 400]
         store.execute(f'INSERT INTO "{table}" ("term", "docs") VALUES ' + ", ".join(["(?, ?)"] * len(chunk))

@@ -29,6 +29,7 @@ KEY_TERMS = 12  # the stems an article is measured by: its title's, its category
 FULL = 4  # key terms found in an incident that make an article fully relevant
 QUERY_TERMS = 32  # distinct terms of an incident that are looked up
 QUERY_CHARS = 1200  # of an incident's text: its first lines say what it is about
+MAX_WORD = 64  # longer "words" (base64, hashes, an attacker's padding) say nothing
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?", re.UNICODE)
 
@@ -173,9 +174,10 @@ _STOP_STEMS = frozenset(stem(w) for w in STOPWORDS if "'" not in w) | STOPWORDS
 
 def words(text: str) -> list[str]:
     """The words of a text, lower case, as the full-text index sees them: letters and
-    digits (an error code such as 0x80070005 is a word), no one-character words."""
+    digits (an error code such as 0x80070005 is a word), no one-character words and
+    none longer than MAX_WORD."""
     text = (text or "") if (text or "").isascii() else unicodedata.normalize("NFKC", text).replace("’", "'")
-    return [w for w in _WORD.findall(text.lower()) if len(w) > 1]
+    return [w for w in _WORD.findall(text.lower()) if 1 < len(w) <= MAX_WORD]
 
 
 def terms(text: str, language: str = "english") -> list[str]:
