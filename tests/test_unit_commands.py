@@ -186,14 +186,14 @@ def test_a_requester_may_close_and_reopen_their_own_ticket_and_nothing_of_the_st
     ctx.verified, ctx.verified_reason = True, "answers desk mail sent to jane@example.org"
     assert may_run(ctx, COMMANDS["priority"]) == "only technicians may use it"
     assert may_run(ctx, COMMANDS["close"]) is None
-    assert {c.name for c in allowed_commands(ctx)} == {"help", "close", "reopen"}
+    assert {c.name for c in allowed_commands(ctx)} == {"help", "close", "reopen", "status"}
 
 
 def test_a_stranger_may_ask_for_help_only(ctx):
     ctx.sender, ctx.role, ctx.is_staff = "mallory@evil.example", "stranger", False
     assert may_run(ctx, COMMANDS["close"]) == "only the requester of INC-1 may use it"
-    assert [c.name for c in allowed_commands(ctx)] == ["help"]
+    assert [c.name for c in allowed_commands(ctx)] == ["help", "status"]  # #status answers nothing of others' tickets
 
 
 def test_staff_are_offered_every_command(ctx):
-    assert [c.name for c in allowed_commands(ctx)] == list(COMMANDS)
+    assert [c.name for c in allowed_commands(ctx)] == [*COMMANDS, "status"]  # and the #status query
