@@ -144,13 +144,6 @@ class Desk:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(env), cwd=str(ROOT))
 
 
-def child_env(env: dict | None = None) -> dict:
-    """The environment of a maildesk process a test starts: ours, with this checkout first
-    on PYTHONPATH and `env` on top. A PYTHONPATH we were given is kept: `make test-future`
-    puts its sitecustomize there, and the desk processes need it as much as pytest does."""
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    return dict(os.environ, PYTHONPATH=path, **(env or {}))
-
     def spawn_ready(self, *args: str, timeout: float = 30.0) -> subprocess.Popen:
         """`spawn`, returned once the daemon has told systemd READY=1: its signal handlers
         are in place then, however long a busy machine took to start it."""
@@ -168,6 +161,14 @@ def child_env(env: dict | None = None) -> dict:
         finally:
             sock.close()  # later notifications go nowhere; the daemon ignores that, as sd_notify does
         return proc
+
+
+def child_env(env: dict | None = None) -> dict:
+    """The environment of a maildesk process a test starts: ours, with this checkout first
+    on PYTHONPATH and `env` on top. A PYTHONPATH we were given is kept: `make test-future`
+    puts its sitecustomize there, and the desk processes need it as much as pytest does."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, PYTHONPATH=path, **(env or {}))
 
 
 def wait_until(predicate, timeout: float = 15.0, interval: float = 0.1, what: str = "condition"):
