@@ -1,2 +1,3 @@
-"""The incident rules: life cycle, SLA, escalation, routing, triage, resolution, survey, jobs.
+"""The incident rules: life cycle, SLA, escalation, routing, triage, resolution, survey, jobs,
+the knowledge base.
 """
