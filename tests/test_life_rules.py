@@ -369,3 +369,18 @@ def test_a_stranger_naming_a_ticket_by_its_tag_in_a_new_mail_runs_nothing(desk):
     desk.deliver(mail("mallory@evil.example", "[INC-1] Printer jam", "#close"))
     desk.run(now=at("09:20"))
     assert desk.ticket("INC-1")["status"] == "open"
+
+
+def test_the_manager_told_of_a_missed_target_may_reassign_the_ticket_by_reply(desk):
+    """Staff are technicians, group managers, incident managers and process owners; the
+    manager of the ticket's group may use the technicians' commands (docs/mail.md)."""
+    open_ticket(desk)
+    desk.write_config(groups=[{"name": "service-desk", "tier": 1, "manager": "lead@example.test"},
+                              {"name": "network", "tier": 2, "manager": "netlead@example.test"}])
+    desk.run(now=at("11:11"))  # response unmet after a second period: level 2 to lead (no escalation path now)
+    (l2,) = desk.sent(to="lead@example.test", subject_has="ESCALATION")
+    desk.deliver(reply_to(l2, "lead@example.test", "#assign bob\nBob, please take this one."))
+    desk.run(now=at("11:20"))
+    t = desk.ticket("INC-1")
+    assert t["assignee"] == "bob@example.test"
+    assert not desk.sent(to="jane@example.org", subject_has="Re:")  # a staff-only mail's answer stays internal

@@ -197,3 +197,24 @@ def test_a_stranger_may_ask_for_help_only(ctx):
 
 def test_staff_are_offered_every_command(ctx):
     assert [c.name for c in allowed_commands(ctx)] == [*COMMANDS, "status"]  # and the #status query
+
+
+def test_the_manager_of_the_tickets_group_may_run_technician_commands_and_other_managers_may_not(ctx):
+    ctx.sender, ctx.is_staff = "lead@example.test", ctx.cfg.is_staff("lead@example.test")
+    assert ctx.is_staff and ctx.ticket.group == "service-desk"
+    assert may_run(ctx, COMMANDS["priority"]) is None  # lead manages service-desk
+    ctx.sender = "netlead@example.test"  # manages network, not this ticket's group
+    assert ctx.cfg.is_staff(ctx.sender)
+    assert may_run(ctx, COMMANDS["priority"]) == (
+        "only technicians, incident managers and the manager of INC-1's group may use it")
+    assert "priority" not in {c.name for c in allowed_commands(ctx)}
+
+
+def test_a_process_owner_is_staff_but_runs_no_technician_command(runtime):
+    rt = runtime(roles={"incident_managers": ["im@example.test"], "process_owners": ["owner@example.test"]})
+    ticket = ticket_row(rt, NOW, assignee="alice@example.test")
+    c = Context(rt=rt, now=NOW, inbound=None, raw=b"", ticket=ticket, sender="owner@example.test",
+                role="staff", is_staff=rt.cfg.is_staff("owner@example.test"), authenticated=True)
+    assert c.is_staff
+    assert may_run(c, COMMANDS["resolve"]) == (
+        "only technicians, incident managers and the manager of INC-1's group may use it")

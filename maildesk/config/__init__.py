@@ -110,10 +110,25 @@ class Config:
         return [t for t in self.technicians if group in t.groups]
 
     def is_staff(self, email: str | None) -> bool:
-        """Technicians and incident managers may run technician commands."""
+        """Staff: the technicians, the groups' managers, the incident managers and the
+        process owners (docs/mail.md, Commands). Staff mail is never a requester's, and
+        a staff member's reply to a staff-only mail stays internal."""
         if not email:
             return False
-        return self.technician(email) is not None or email.lower() in self.roles.incident_managers
+        email = email.lower()
+        return (self.technician(email) is not None or email in self.roles.incident_managers
+                or email in self.roles.process_owners or any(g.manager == email for g in self.groups))
+
+    def may_command(self, email: str | None, group: str | None) -> bool:
+        """Who may run the technicians' commands on a ticket of `group`: the technicians,
+        the incident managers and that group's manager (not process owners, nor the
+        managers of other groups)."""
+        if not email:
+            return False
+        email = email.lower()
+        g = self.group(group)
+        return (self.technician(email) is not None or email in self.roles.incident_managers
+                or (g is not None and g.manager == email))
 
     def find_technician(self, who: str) -> Technician | None:
         """By address, by name, or by the local part of the address."""

@@ -128,7 +128,7 @@ def _log_for_caller(ctx: Context, block: list[str], rest: str) -> None:
     ctx.is_staff = ctx.cfg.is_staff(ctx.sender)
     problems = [(line, "only #for runs in a new mail") for line in block[1:]]
     addr = _name_and_arg(block[0])[1].lower()
-    if not ctx.is_staff:
+    if not ctx.cfg.may_command(ctx.sender, None):
         problems.insert(0, (block[0], "only technicians may use it"))
     elif not ctx.authenticated:
         problems.insert(0, (block[0], f"you are not authenticated: {ctx.auth_reason}"))

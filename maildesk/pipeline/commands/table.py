@@ -157,6 +157,8 @@ def may_run(ctx: Context, command: Command) -> str | None:
         return None
     if command.who == "staff" and not ctx.is_staff:
         return "only technicians may use it"
+    if command.who == "staff" and not ctx.cfg.may_command(ctx.sender, ctx.ticket.group if ctx.ticket else None):
+        return f"only technicians, incident managers and the manager of {ctx.ref}'s group may use it"
     if command.who == "requester" and not (ctx.role == "requester" or ctx.is_staff):
         return f"only the requester of {ctx.ref} may use it"
     if command.who == "requester" and ctx.role == "requester":
@@ -169,5 +171,6 @@ def may_run(ctx: Context, command: Command) -> str | None:
 
 def allowed_commands(ctx: Context) -> list[Command]:
     return [c for c in (*COMMANDS.values(), *QUERIES.values())
-            if c.who == "anyone" or (c.who == "staff" and ctx.is_staff)
+            if c.who == "anyone"
+            or (c.who == "staff" and ctx.cfg.may_command(ctx.sender, ctx.ticket.group if ctx.ticket else None))
             or (c.who == "requester" and (ctx.role == "requester" or ctx.is_staff))]
