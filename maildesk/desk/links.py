@@ -20,4 +20,5 @@ def mailto(rt: Runtime, action: str, ticket: Ticket, rcpt: str, label: str) -> s
     token = signing.make_token(rt.key, action, ticket.id, rcpt)
     subject = f"{rt.tag(ticket)} {label} ({token})"
     body = "Just send this mail; you can add a comment above this line."
-    return f"mailto:{rt.cfg.desk.address}?subject={urllib.parse.quote(subject)}&body={urllib.parse.quote(body)}"
+    address = rt.cfg.address_of(ticket.mailbox)  # the mailbox of the ticket, which the desk reads
+    return f"mailto:{address}?subject={urllib.parse.quote(subject)}&body={urllib.parse.quote(body)}"

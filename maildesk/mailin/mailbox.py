@@ -91,7 +91,8 @@ class MailboxSession:
         except IMAPClientError as e:
             raise MailboxError(f"cannot open IMAP mailbox {c.mailbox!r}: {_text(e)} (check imap.mailbox)") from e
         self.uidvalidity = int(info[b"UIDVALIDITY"])
-        log.info("IMAP connected host=%s mailbox=%s uidvalidity=%s idle=%s", c.host, c.mailbox, self.uidvalidity, self.can_idle)
+        log.info("IMAP connected mailbox=%s host=%s folder=%s uidvalidity=%s idle=%s", c.name, c.host, c.mailbox,
+                 self.uidvalidity, self.can_idle)
         return self
 
     def close(self) -> None:
@@ -200,7 +201,7 @@ def fetch_new(session: MailboxSession, now: dt.datetime, batch_size: int = 200, 
     assert session.uidvalidity is not None  # connected
     intake = intake or StoreHere()
     report = Fetched()
-    mailbox = session.cfg.mailbox
+    mailbox = session.cfg.name  # the checkpoint and the inbound rows go by the mailbox's name
     state = _checkpoint(mailbox, session.uidvalidity)
     _finish_pending_flags(session, mailbox, report)
     uids = session.new_uids(state.last_uid)

@@ -26,6 +26,7 @@ import jinja2
 
 from .. import signing, store
 from ..store import Outbox, Suppression, Ticket
+from ..verp import verp_pattern
 from ..vocab import AUTO_REPLIES
 from .render import TemplateMissing, _render_context, snapshot
 
@@ -145,9 +146,31 @@ def _alert_pause_once(rt: Runtime, now, n):
 
 
 def is_desk_address(rt: Runtime, addr: str) -> bool:
-    local, _, domain = addr.partition("@")
-    desk = rt.cfg.desk
-    return domain == desk.domain and (local == desk.local_part or local.startswith(desk.local_part + "+"))
+    """An address of the desk: `desk.address`, a mailbox's, a sub-address of one
+    (`helpdesk+anything@`), or a bounce address. None is ever a requester, participant
+    or technician, and the desk never writes to one."""
+    addr = addr.strip().lower()
+    local, _, domain = addr.rpartition("@")
+    for own in rt.cfg.desk_addresses:
+        own_local, _, own_domain = own.rpartition("@")
+        if domain == own_domain and (local == own_local or local.startswith(own_local + "+")):
+            return True
+    return bool(bounce_pattern(rt).fullmatch(addr))
+
+
+def bounce_pattern(rt: Runtime):
+    """The VERP envelope senders of the desk's mail: each mailbox's mail bounces to its
+    own address (smtp.deliver_due)."""
+    if "bounce_pattern" not in rt.memo:
+        pairs = [a.rpartition("@") for a in rt.cfg.desk_addresses]
+        rt.memo["bounce_pattern"] = verp_pattern(rt.cfg.desk.bounce_address, tuple(dict.fromkeys(p[0] for p in pairs)),
+                                                 tuple(dict.fromkeys(p[2] for p in pairs)))
+    return rt.memo["bounce_pattern"]
+
+
+def sender_address(rt: Runtime, ticket: Ticket | None) -> str:
+    """The From of the desk's mail: the address of the ticket's mailbox, else `desk.address`."""
+    return rt.cfg.address_of(ticket.mailbox) if ticket is not None else rt.cfg.desk.address
 
 
 def queue_mail(
@@ -193,6 +216,9 @@ def queue_mail(
     if thread is None:
         thread = thread_for(ticket, rcpt) if ticket is not None else Thread()
     frozen["_thread"] = [thread.in_reply_to, thread.references]
+    sender = sender_address(rt, ticket)
+    if sender != cfg.desk.address:
+        frozen["_from"] = sender  # the ticket's mailbox answers (render.render_row)
     row = Outbox.create(
         ticket=ticket, kind=kind, automatic=automatic, rcpt=rcpt, rcpt_name=rcpt_name, from_name=from_name or "",
         message_id=signing.new_message_id(rt.key, ticket.id if ticket else None, rcpt, cfg.desk.domain),

@@ -19,7 +19,7 @@ from .. import faults
 from ..errors import MaildeskError
 from ..store import Outbox
 from ..verp import verp_address
-from .render import render_row
+from .render import render_row, row_sender
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -190,7 +190,8 @@ async def _deliver(rt: Runtime, rows, on_results, should_stop, connections: Conn
                 if down:
                     results.append((row.id, "deferred", down[0]))
                     continue
-                envelope = verp_address(rt.cfg.desk.bounce_address, rt.cfg.desk.local_part, rt.cfg.desk.domain, row.id)
+                local, _, domain = row_sender(rt, row).rpartition("@")  # bounces come back to the mailbox that sent it
+                envelope = verp_address(rt.cfg.desk.bounce_address, local, domain, row.id)
                 try:
                     raw = render_row(rt, row)
                 except Exception as e:  # noqa: BLE001 - a broken template fails its mail, not the run

@@ -213,14 +213,14 @@ def cmd_run(args) -> int:
     with profiled("desk"):
         cfg = _open_database(args, migrate=True)
         now = parse_now(args.now, cfg.desk.timezone) if args.now else None
-        # the fetch process starts on the mail while this one loads the rest of maildesk
+        # the fetch processes start on the mail while this one loads the rest of maildesk
         from ..service.mailprocess import MailProcess
 
-        fetcher = MailProcess(cfg, "fetch", args.once, now)
+        fetchers = [MailProcess(cfg, "fetch", args.once, now, box) for box in cfg.mailboxes]
         from ..service.daemon import Daemon
         from ..service.runtime import Runtime
 
-        daemon = Daemon(Runtime.start(cfg), fetcher)
+        daemon = Daemon(Runtime.start(cfg), fetchers)
         if args.once:
             return 0 if daemon.run_once(now) else 1
         daemon.run_forever()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, cast
 
 from peewee import fn
 
-from ..mailout.render import row_text
+from ..mailout.render import row_sender, row_text
 from ..store import Attachment, Event, Inbound, Message, Outbox, Suppression, Survey, Task, Ticket
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ def ticket_summary(rt: Runtime, t: Ticket, message_count: int | None = None) -> 
         "sla_policy": t.sla_policy,
         "reopen_count": t.reopen_count,
         "follows": rt.ref(t.follows_id) if t.follows_id else None,
+        "mailbox": t.mailbox,
     }
 
 
@@ -88,7 +89,7 @@ def conversation(rt: Runtime, t: Ticket) -> list[dict]:
         except Exception as e:  # noqa: BLE001 - a broken template override shows as such, not as a crash
             body = f"(cannot render the {o.kind} template: {type(e).__name__})"
         rows.append(((o.created_at, 1, o.id), {
-            "direction": "out", "message_id": o.message_id, "from": rt.cfg.desk.address,
+            "direction": "out", "message_id": o.message_id, "from": row_sender(rt, o),
             "from_name": o.from_name or rt.cfg.desk.name, "to": o.rcpt, "subject": o.subject, "body": body,
             "internal": rt.cfg.is_staff(o.rcpt), "kind": o.kind, "created_at": iso(o.created_at, tz),
             "attachments": [], "delivery": o.status,
@@ -124,6 +125,7 @@ def inbound_row(rt: Runtime, ib: Inbound) -> dict:
         "id": ib.id, "message_id": ib.message_id, "from": ib.from_addr, "subject": ib.subject,
         "received_at": iso(ib.received_at, tz), "status": ib.status, "outcome": ib.outcome, "error": ib.error,
         "ticket": rt.ref(ib.ticket_id) if ib.ticket_id else None, "size": ib.size,
+        "mailbox": ib.mailbox, "worker": ib.worker,
     }
 
 

@@ -110,6 +110,7 @@ def process_one(rt: Runtime, ib: Inbound, now: dt.datetime, raw: bytes | memoryv
             ib.ticket = ctx.ticket
             ib.decisions = "\n".join(ctx.decisions)
             ib.processed_at = now
+            ib.worker = rt.worker
             ib.save(only=_SAVED)
         log.info("processed inbound=%s outcome=%s ticket=%s msgid=<%s>", ib.id, ctx.outcome,
                  rt.ref(ctx.ticket) if ctx.ticket else "-", ib.message_id or "")
@@ -123,7 +124,7 @@ def process_one(rt: Runtime, ib: Inbound, now: dt.datetime, raw: bytes | memoryv
 
 
 _SAVED = [Inbound.status, Inbound.outcome, Inbound.error, Inbound.ticket, Inbound.decisions, Inbound.processed_at,
-          Inbound.message_id, Inbound.subject, Inbound.from_addr]
+          Inbound.message_id, Inbound.subject, Inbound.from_addr, Inbound.worker]
 
 
 def quarantine(rt: Runtime, ib: Inbound, ctx: Context, reason: str, now: dt.datetime, tell_sender: bool = False) -> None:
@@ -134,6 +135,7 @@ def quarantine(rt: Runtime, ib: Inbound, ctx: Context, reason: str, now: dt.date
     ib.status, ib.outcome, ib.error, ib.ticket = "quarantined", "quarantined", reason, None
     ib.decisions = "\n".join(ctx.decisions)
     ib.processed_at = now
+    ib.worker = rt.worker
     ib.save(only=_SAVED)
     log.warning("quarantined inbound=%s msgid=<%s>: %s", ib.id, ib.message_id or "", reason)
     if tell_sender and head is not None:
@@ -162,7 +164,7 @@ def _tell_sender_once(rt: Runtime, ib: Inbound, head, reason: str, now: dt.datet
     if Outbox.select().where((Outbox.inbound == ib) & (Outbox.kind == "too_large")).exists():
         return
     froms = [a.lower() for _, a in getaddresses([str(v) for v in head.get_all("From", [])]) if "@" in a]
-    if len(froms) != 1 or automatic.classify_for_desk(rt.cfg.desk, head) is not None:
+    if len(froms) != 1 or automatic.classify_for_desk(rt.cfg.desk, head, rt.cfg.desk_addresses) is not None:
         return
     queue_mail(rt, now, "too_large", rcpt=froms[0], inbound=ib,
                context={"reason": reason, "subject": ib.subject, "limit": rt.cfg.limits.max_message_bytes})

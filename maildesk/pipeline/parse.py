@@ -62,7 +62,7 @@ def read_ahead(rt: Runtime, raw: bytes) -> Reading | None:
         return None
     try:
         mail = parse_mail(raw, rt.cfg.limits)
-        verdict = automatic.classify_for_desk(rt.cfg.desk, mail.tree())
+        verdict = automatic.classify_for_desk(rt.cfg.desk, mail.tree(), rt.cfg.desk_addresses)
         attachments.write_contents(rt, mail.attachments)
     except MailRejected as e:
         return Reading(rejected=str(e))

@@ -18,9 +18,8 @@ from .. import store
 from ..desk import away, routing
 from ..mailin import automatic
 from ..mailin.automatic import bounce_info, complaint_recipients, is_out_of_office
-from ..mailout.queue import forget_suppressions
+from ..mailout.queue import bounce_pattern, forget_suppressions
 from ..store import Message, Outbox, Suppression, Ticket
-from ..verp import verp_pattern
 from .context import Context, Discard
 
 # Automatic mail that may open a ticket of its own (without an acknowledgement).
@@ -39,7 +38,8 @@ def classify(ctx: Context) -> None:
             ctx.ticket = Ticket.get_by_id(prior)
             raise Discard("duplicate", f"Message-ID <{mail.message_id}> from the same sender is already stored "
                                        f"on {ctx.rt.ref(prior)}")
-    verdict = ctx.verdict if ctx.verdict is not False else automatic.classify_for_desk(ctx.cfg.desk, mail.tree())
+    verdict = (ctx.verdict if ctx.verdict is not False
+               else automatic.classify_for_desk(ctx.cfg.desk, mail.tree(), ctx.cfg.desk_addresses))
     if verdict is None:
         return
     ctx.automatic = verdict
@@ -87,7 +87,7 @@ def _store_automatic(ctx: Context, kind: str) -> None:
 
 def _file_bounce(ctx: Context) -> None:
     desk = ctx.cfg.desk
-    info = bounce_info(ctx.mail.tree(), verp=verp_pattern(desk.bounce_address, desk.local_part, desk.domain))
+    info = bounce_info(ctx.mail.tree(), verp=bounce_pattern(ctx.rt))
     if info is None:
         return
     rows = []

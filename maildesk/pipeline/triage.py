@@ -142,10 +142,15 @@ def open_ticket(ctx: Context) -> None:
         thread_root=None if ctx.logged_for else mail.message_id,  # the caller never saw the technician's mail
     )
     text = f"{mail.subject}\n{mail.reply_text}"  # the quoted history does not count
-    cat = categorize(cfg, text)
+    box = cfg.home_mailbox([a.addr for a in mail.to + mail.cc], ctx.inbound.mailbox)
+    t.mailbox = box.name if box else None
+    cat = Decision(box.category, f"mailbox {box.name}") if box and box.category else categorize(cfg, text)
     pri = prioritize(cfg, text, requester, header_urgency(mail))
     t.category, t.impact, t.urgency, t.priority = cat.value, pri.impact, pri.urgency, pri.priority
-    t.group = cfg.category_group(cat.value)
+    t.group, routed_by = cfg.category_route(cat.value), f"category {cat.value}"
+    if t.group is None and box is not None and box.group:
+        t.group, routed_by = box.group, f"mailbox {box.name}"
+    t.group = t.group or cfg.default_group
     sla.apply_policy(ctx.rt, t, now)
     t.save()
     t.is_new = True  # nothing fired, nothing sent yet: spares the lookups
@@ -164,7 +169,7 @@ def open_ticket(ctx: Context) -> None:
         ctx.event("linked", f"follow-up {ctx.ref} opened by a reply after the reopen window", ticket=ctx.follows)
     ctx.event("category", f"category {cat.value} ({cat.why})", actor="desk")
     ctx.event("priority", pri.why, actor="desk")
-    ctx.event("group", f"routed to {t.group or 'no group'} (category {cat.value})", actor="desk")
+    ctx.event("group", f"routed to {t.group or 'no group'} ({routed_by})", actor="desk")
     ctx.event("sla", sla.describe_due(ctx.rt, t), actor="desk")
     tech, how = routing.pick_assignee(ctx.rt, t.group, now)
     if tech:

@@ -84,22 +84,23 @@ class Systemd:
 
 
 class Daemon:
-    def __init__(self, rt: Runtime, fetcher: MailProcess | None = None):
+    def __init__(self, rt: Runtime, fetchers: list[MailProcess] | None = None):
         self.rt = rt
         self.cfg = rt.cfg
         self.stop = threading.Event()
         self.systemd = Systemd()
-        self.fetcher = fetcher  # started early by `maildesk run`, while this process loads the rest
+        # one fetch process per mailbox, started early by `maildesk run`, while this process loads the rest
+        self.fetchers: list[MailProcess] = fetchers or []
         self.sender: MailProcess | None = None
 
     def _start(self, once: bool, now=None) -> None:
-        if self.fetcher is None:
-            self.fetcher = MailProcess(self.cfg, "fetch", once, now)
+        if not self.fetchers:
+            self.fetchers = start_fetchers(self.cfg, once, now)
         self.sender = MailProcess(self.cfg, "send", once, now)
 
     @property
     def children(self) -> tuple[MailProcess, ...]:
-        return tuple(c for c in (self.fetcher, self.sender) if c is not None)
+        return tuple(c for c in (*self.fetchers, self.sender) if c is not None)
 
     def _listen(self, timeout: float = 0.0) -> None:
         """Read both pipes, waiting up to `timeout` for the first note."""
@@ -115,27 +116,27 @@ class Daemon:
         return self.stop.is_set()
 
     def _pending(self) -> bool:
-        assert self.fetcher is not None  # _start ran
-        return bool(self.fetcher.intake) or Inbound.select().where(Inbound.status == "pending").exists()
+        return any(f.intake for f in self.fetchers) or Inbound.select().where(Inbound.status == "pending").exists()
 
     def _take_in(self) -> None:
-        """Commit what the fetch process handed over, and tell it so: each batch in a
+        """Commit what the fetch processes handed over, and tell each so: each batch in a
         transaction of its own, then the notes of batches flagged on the server."""
-        assert self.fetcher is not None  # _start ran
         self._listen()
-        notes, self.fetcher.intake = self.fetcher.intake, []
-        flagged = [n for n in notes if n[0] == "flagged"]
-        for _, seq, mailbox, uidvalidity, after_uid, last_uid, items, received in (n for n in notes if n[0] == "batch"):
-            try:
-                stored = store_batch(mailbox, uidvalidity, after_uid, last_uid, items, received)
-            except (DatabaseError, InterfaceError) as e:
-                log.error("could not store %d fetched message(s): %s; the fetch takes them again", len(items), e)
-                stored = None
-            self.fetcher.tell("committed", seq, stored)
-        if flagged:
-            with store.write_transaction():
-                for _, mailbox, uidvalidity, uids in flagged:
-                    record_flagged(mailbox, uidvalidity, uids)
+        for fetcher in self.fetchers:
+            notes, fetcher.intake = fetcher.intake, []
+            flagged = [n for n in notes if n[0] == "flagged"]
+            for _, seq, mailbox, uidvalidity, after_uid, last_uid, items, received in (n for n in notes if n[0] == "batch"):
+                try:
+                    stored = store_batch(mailbox, uidvalidity, after_uid, last_uid, items, received)
+                except (DatabaseError, InterfaceError) as e:
+                    log.error("could not store %d fetched message(s) of mailbox=%s: %s; the fetch takes them again",
+                              len(items), mailbox, e)
+                    stored = None
+                fetcher.tell("committed", seq, stored)
+            if flagged:
+                with store.write_transaction():
+                    for _, mailbox, uidvalidity, uids in flagged:
+                        record_flagged(mailbox, uidvalidity, uids)
 
     def _process(self, now=None) -> Processed:
         assert self.sender is not None  # _start ran
@@ -175,19 +176,23 @@ class Daemon:
                 child.stop(timeout)
 
     def _cycle(self, now: dt.datetime | None) -> bool:
-        assert self.fetcher is not None and self.sender is not None  # _start ran
+        assert self.sender is not None  # _start ran
         lap = Laps()
-        self.rt.warm_up()  # while the fetch process fetches
+        self.rt.warm_up()  # while the fetch processes fetch
         self.delivered = Delivered()
         done = quarantined = 0
         while True:
             processed = self._process(now)
             done, quarantined = done + processed.done, quarantined + processed.quarantined
             self._listen()
-            if self.fetcher.fetched is not None and not self._pending():
+            fetching = [f for f in self.fetchers if f.fetched is None]
+            if not fetching and not self._pending():
                 break
-            if self.fetcher.fetched is None and not self.fetcher.alive:
-                log.error("the fetch process ended early (exit %s)", self.fetcher.process.exitcode)
+            ended = [f for f in fetching if not f.alive]
+            if ended and len(ended) == len(fetching):
+                for f in ended:
+                    log.error("the fetch process of mailbox=%s ended early (exit %s)", f.mailbox.name if f.mailbox else "-",
+                              f.process.exitcode)
                 break
             if not processed.done and not processed.quarantined:
                 self._listen(timeout=0.05)
@@ -205,7 +210,7 @@ class Daemon:
         lap("send")
         log.info("cycle: processed=%d quarantined=%d; %s; %s; %s", done, quarantined, self.delivered,
                  "; ".join(results), lap)
-        return bool(self.fetcher.fetched)
+        return all(f.fetched for f in self.fetchers)
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -253,10 +258,10 @@ class Daemon:
                 restarts = [t for t in restarts if t > time.monotonic() - 60] + [time.monotonic()]
                 log.error("the %s process died (exit %s); starting it again", child.role, child.process.exitcode)
                 self._sleep(min(2.0 ** len(restarts), MAX_BACKOFF))
-                if child is self.fetcher:
-                    self.fetcher = MailProcess(self.cfg, "fetch", False, None)
-                else:
+                if child is self.sender:
                     self.sender = MailProcess(self.cfg, "send", False, None)
+                else:
+                    self.fetchers[self.fetchers.index(child)] = MailProcess(self.cfg, "fetch", False, None, child.mailbox)
             self._wait(scheduler)
         for child in self.children:
             child.tell("stop")
@@ -274,17 +279,22 @@ class Daemon:
             log.error("job %s: database unavailable: %s", job.__name__, e)
 
     def _wait(self, scheduler) -> None:
-        """Until the fetch process stored new mail, the next job, or a second."""
+        """Until a fetch process stored new mail, the next job, or a second."""
         deadline = time.monotonic() + min(1.0, max(0.05, scheduler.idle_seconds or 1.0))
-        assert self.fetcher is not None  # _start ran
         while not self.should_stop() and time.monotonic() < deadline:
-            self.fetcher.stored = False
+            for fetcher in self.fetchers:
+                fetcher.stored = False
             self._listen(timeout=min(0.25, max(0.0, deadline - time.monotonic())))
             self._record()
-            if self.fetcher.stored:
+            if any(f.stored for f in self.fetchers):
                 return
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while not self.should_stop() and time.monotonic() < deadline:
             time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+
+
+def start_fetchers(cfg, once: bool, now: dt.datetime | None) -> list[MailProcess]:
+    """A fetch process for each mailbox."""
+    return [MailProcess(cfg, "fetch", once, now, box) for box in cfg.mailboxes]

@@ -1,9 +1,9 @@
 """The mail processes: everything that waits on a mail server.
 
-`maildesk run` is three processes. The desk process (daemon.py) makes the
-decisions; two forked children move the mail, each an instance of `Mover`:
+`maildesk run` is three processes or more. The desk process (daemon.py) makes the
+decisions; forked children move the mail, each an instance of `Mover`:
 
-- the **fetch** process keeps the IMAP session (IDLE where offered, polling
+- a **fetch** process for each mailbox keeps its IMAP session (IDLE where offered, polling
   otherwise), fetches new messages in batches and parses each one once
   (pipeline/parse.py summarize), then hands the batch to the desk, which commits
   it; only then does it flag the batch on the server (mailbox.fetch_new);
@@ -81,13 +81,14 @@ MAX_UNRECORDED = 100
 class MailProcess:
     """A forked mail process (role "fetch" or "send") and our end of its pipe."""
 
-    def __init__(self, cfg, role: str, once: bool, now: dt.datetime | None):
+    def __init__(self, cfg, role: str, once: bool, now: dt.datetime | None, mailbox=None):
         ctx = multiprocessing.get_context("fork")
         self.role = role
+        self.mailbox = mailbox  # a fetch process's config.Mailbox
         self.pipe, child_end = ctx.Pipe()
         # SQLite: no open connection may cross a fork; both sides reconnect
         store.db.obj.close()
-        self.process = ctx.Process(target=main, args=(cfg, child_end, self.pipe, role, once, now),
+        self.process = ctx.Process(target=main, args=(cfg, child_end, self.pipe, role, once, now, mailbox),
                                    name=f"maildesk-{role}", daemon=True)
         self.process.start()
         child_end.close()
@@ -139,8 +140,9 @@ class MailProcess:
 
 
 class Mover:
-    def __init__(self, rt: Runtime, pipe, role: str, now: dt.datetime | None = None):
+    def __init__(self, rt: Runtime, pipe, role: str, now: dt.datetime | None = None, mailbox=None):
         self.rt, self.cfg, self.pipe, self.role = rt, rt.cfg, pipe, role
+        self.box = mailbox or rt.cfg.imap  # the fetch process's mailbox
         self.fixed_now = now
         self.session: MailboxSession | None = None
         self.backoff = 1.0
@@ -161,15 +163,15 @@ class Mover:
     def fetch(self) -> bool:
         try:
             if self.session is None:
-                self.session = MailboxSession(self.cfg.imap).connect()
-            report = fetch_new(self.session, self.now(), self.cfg.imap.batch_size, self.should_stop,
+                self.session = MailboxSession(self.box).connect()
+            report = fetch_new(self.session, self.now(), self.box.batch_size, self.should_stop,
                                intake=self.intake, summarize=self._summarize)
             self.backoff = 1.0
             return report is not None
         except MailboxError as e:
             self._lost_session(str(e), error=True)
         except IMAP_ERRORS as e:
-            self._lost_session(f"IMAP {self.cfg.imap.host}:{self.cfg.imap.effective_port}: {type(e).__name__}: {e}")
+            self._lost_session(f"IMAP {self.box.host}:{self.box.effective_port}: {type(e).__name__}: {e}")
         except (DatabaseError, InterfaceError, StoreFailed) as e:
             # nothing uncommitted was flagged: the next fetch takes it again
             if self.stopping:
@@ -187,7 +189,9 @@ class Mover:
         return {uid: summarize(self.rt, raw) for uid, raw in raws.items()}
 
     def _lost_session(self, why: str, error: bool = False) -> None:
-        (log.error if error else log.warning)("fetch failed: %s", why)
+        (log.error if error else log.warning)("fetch failed mailbox=%s: %s", self.box.name, why)
+        if self.cfg.mailboxes_listed:
+            why = f"mailbox {self.box.name}: {why}"
         try:
             store.put_setting("last_fetch_error", why[:500])
         except (DatabaseError, InterfaceError):
@@ -317,7 +321,7 @@ class Mover:
             self._sleep(self.backoff / 2)
             return
         try:
-            self.session.wait(float(self.cfg.imap.poll_seconds), self.should_stop)
+            self.session.wait(float(self.box.poll_seconds), self.should_stop)
         except IMAP_ERRORS as e:
             self._lost_session(f"IMAP connection lost while waiting: {type(e).__name__}: {e}")
 
@@ -378,9 +382,9 @@ class DeskStore:
         self.mover.post(("flagged", mailbox, uidvalidity, uids))
 
 
-def main(cfg, pipe, desk_end, role: str, once: bool, now: dt.datetime | None) -> None:
+def main(cfg, pipe, desk_end, role: str, once: bool, now: dt.datetime | None, mailbox=None) -> None:
     """A mail process's entry point (a forked child of the desk process); `role` is
-    "fetch" or "send"."""
+    "fetch" (of `mailbox`) or "send"."""
     mover = None
 
     def on_signal(signum, frame):
@@ -399,7 +403,7 @@ def main(cfg, pipe, desk_end, role: str, once: bool, now: dt.datetime | None) ->
         from .runtime import Runtime
 
         store.open_database(cfg.database.url)
-        mover = Mover(Runtime.start(cfg), pipe, role, now)
+        mover = Mover(Runtime.start(cfg), pipe, role, now, mailbox)
         try:
             mover.run_once() if once else mover.run_forever()
         finally:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import secrets
+import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -31,6 +33,8 @@ class Runtime:
     # lookups a cycle makes again and again (suppressed addresses, staff state,
     # automatic-reply counts); emptied at the start of each cycle
     memo: dict = field(default_factory=dict)
+    # this desk process, host:pid, as it signs what it processed (inbound.worker)
+    worker: str = field(default_factory=lambda: worker_id(os.getpid()))
 
     def begin_cycle(self) -> None:
         self.memo.clear()
@@ -55,6 +59,11 @@ class Runtime:
 
     def tag(self, ticket: Ticket | int) -> str:
         return f"[{self.ref(ticket)}]"
+
+
+def worker_id(pid: int) -> str:
+    """How a desk process names itself: host:pid."""
+    return f"{socket.gethostname()}:{pid}"
 
 
 def signing_key(cfg: Config) -> bytes:

@@ -33,6 +33,7 @@ from .schema import (
     Event,
     Inbound,
     InboundRaw,
+    Lease,
     MailboxState,
     Message,
     Outbox,
@@ -44,6 +45,7 @@ from .schema import (
     Survey,
     Task,
     Ticket,
+    Worker,
 )
 from .sql import (
     add_event,
@@ -63,7 +65,7 @@ __all__ = [
     "MIGRATIONS", "UTC", "DatabaseUnavailable", "UtcDateTimeField", "db", "is_sqlite", "migrate", "open_database",
     "pending_migrations", "redact", "utcnow",
     "MODELS", "Attachment", "BaseModel", "Blob", "Event", "Inbound", "InboundRaw", "MailboxState", "Message", "Outbox",
-    "Participant", "Setting", "SlaMark", "StaffState", "Suppression", "Survey", "Task", "Ticket",
+    "Participant", "Setting", "SlaMark", "StaffState", "Suppression", "Survey", "Task", "Ticket", "Worker", "Lease",
     "add_event", "execute", "fetch_row", "flush_events", "get_setting", "insert", "put_setting", "save_changes",
     "savepoint", "scalar", "write_transaction",
 ]

@@ -100,6 +100,8 @@ class Ticket(BaseModel):
     follows = ForeignKeyField("self", null=True, backref="followers", on_delete="SET NULL")
     # threading of the requester's conversation: their first Message-ID
     thread_root = TextField(null=True)
+    # the [[mailboxes]] name it came in by: its mail goes out From that mailbox's address
+    mailbox = CharField(null=True)
 
     # the fields mail templates see (render.snapshot)
     SNAPSHOT = ("id", "subject", "requester", "requester_name", "status", "category", "impact", "urgency",
@@ -142,7 +144,7 @@ class Inbound(BaseModel):
     """A fetched message, raw and durable, with what became of it."""
 
     id = AutoField()
-    mailbox = CharField(default="INBOX")
+    mailbox = CharField(default="INBOX")  # the [[mailboxes]] name (with [imap]: its folder)
     uidvalidity = IntegerField(null=True)
     uid = IntegerField(null=True)
     sha256 = CharField(unique=True)
@@ -158,6 +160,7 @@ class Inbound(BaseModel):
     decisions = TextField(default="")  # the `maildesk why` log, one line per decision
     processed_at = UtcDateTimeField(null=True)
     server_done = BooleanField(default=False)  # flagged \Seen or moved on the IMAP server
+    worker = CharField(null=True)  # the desk process that processed it, host:pid
 
     class Meta:
         indexes = ((("server_done", "mailbox"), False),)
@@ -340,8 +343,30 @@ class Suppression(BaseModel):
     outbox = ForeignKeyField(Outbox, null=True, on_delete="SET NULL")
 
 
+class Worker(BaseModel):
+    """A desk process (`maildesk run`), as `maildesk status` lists it: alive while its
+    heartbeat is recent."""
+
+    id = CharField(primary_key=True)  # host:pid
+    host = CharField()
+    pid = IntegerField()
+    started_at = UtcDateTimeField()
+    heartbeat_at = UtcDateTimeField()
+    stopped_at = UtcDateTimeField(null=True)  # a clean stop; a killed process leaves it null
+
+
+class Lease(BaseModel):
+    """Who holds a lease (`mailbox:NAME`: fetching that mailbox), for `maildesk status`.
+    The lease itself is a PostgreSQL advisory lock (store.leases); this row only says
+    which worker took it last."""
+
+    name = CharField(primary_key=True)
+    worker = CharField()
+    since = UtcDateTimeField()
+
+
 MODELS = (
     Ticket, Participant, Inbound, InboundRaw, Message, Attachment, Blob, Event, Task, Outbox,
-    MailboxState, Setting, StaffState, SlaMark, Survey, Suppression,
+    MailboxState, Setting, StaffState, SlaMark, Survey, Suppression, Worker, Lease,
 )
 

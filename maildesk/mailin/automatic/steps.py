@@ -268,7 +268,8 @@ def bounce_info(msg: Message, *, verp: re.Pattern[str]) -> BounceInfo | None:
                       verp_ids=_verp_ids(mail, verp), diagnostic=bounce.diagnostic)
 
 
-def classify_for_desk(desk, msg: Message) -> Verdict | None:
+def classify_for_desk(desk, msg: Message, addresses: Iterable[str] = ()) -> Verdict | None:
     """`classify` with this desk's own address, domain and loop header (`desk` is the
-    config's `Desk`)."""
-    return classify(msg, desk_addresses=[desk.address], own_loop_header=LOOP_HEADER, own_domain=desk.domain)
+    config's `Desk`), and its other `addresses` (those of its mailboxes)."""
+    return classify(msg, desk_addresses=tuple(dict.fromkeys([desk.address, *addresses])), own_loop_header=LOOP_HEADER,
+                    own_domain=desk.domain)
