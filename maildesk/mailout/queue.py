@@ -20,7 +20,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import jinja2
 
@@ -31,6 +31,8 @@ from ..vocab import AUTO_REPLIES
 from .render import TemplateMissing, _render_context, snapshot
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ..service.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,27 @@ class Thread:
         if message_id:
             refs.append(message_id)
         return cls(message_id, refs)
+
+
+def claim_due(now: dt.datetime, limit: int, skip=frozenset(), claimer: int | None = None) -> list[int]:
+    """The ids of up to `limit` queued or deferred outbox rows due at `now`, oldest
+    first, except `skip`. On PostgreSQL, where the send processes of several desk
+    processes share the outbox, they are claimed for the send process whose lease is
+    `claimer` (store.claims.lease_mark): a row claimed by another send process is
+    skipped while that one lives (holds its lease), and taken over at once when it
+    died. The desk's record of the delivery (results.record_results) clears the claim."""
+    due = Outbox.status.in_(("queued", "deferred")) & (Outbox.next_attempt_at <= now)
+    if store.is_sqlite() or claimer is None:  # one desk process: it only reads here (the desk writes the results)
+        ids = cast("Iterable[tuple[int]]", Outbox.select(Outbox.id).where(due).order_by(Outbox.id)
+                   .limit(limit + len(skip)).tuples())
+        return [i for (i,) in ids if i not in skip][:limit]
+    cursor = store.execute(
+        f'UPDATE "outbox" SET "claimed_by" = ? WHERE "id" IN (SELECT "id" FROM "outbox" WHERE "status" IN (?, ?) '
+        'AND "next_attempt_at" <= ? AND NOT ("id" = ANY(?)) AND ("claimed_by" IS NULL OR "claimed_by" = ? '
+        f'OR "claimed_by" NOT IN ({store.claims.LIVE_LEASES})) '
+        'ORDER BY "id" LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING "id"',
+        (claimer, "queued", "deferred", Outbox.next_attempt_at.db_value(now), list(skip), claimer, limit))
+    return sorted(i for (i,) in cursor.fetchall())
 
 
 def thread_for(ticket: Ticket, rcpt: str) -> Thread:

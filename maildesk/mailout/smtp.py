@@ -11,7 +11,7 @@ import logging
 import socket
 import ssl
 import time
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import aiosmtplib
 
@@ -19,10 +19,10 @@ from .. import faults
 from ..errors import MaildeskError
 from ..store import Outbox
 from ..verp import verp_address
+from .queue import claim_due
 from .render import render_row, row_sender
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
 
     from ..service.runtime import Runtime
 
@@ -145,16 +145,13 @@ async def _quit(client: aiosmtplib.SMTP) -> None:
 
 
 def deliver_due(rt: Runtime, now: dt.datetime, on_results, should_stop=lambda: False, skip=frozenset(),
-                connections: Connections | None = None, limit: int = 5000) -> int:
+                connections: Connections | None = None, limit: int = 5000, claimer: int | None = None) -> int:
     """Send every queued or deferred row whose time has come, except `skip` (sent but
     not yet recorded). Results go to `on_results([(id, status, error), ...])` in
     batches; the desk process records them (`record_results`), so that one process
     writes the database. Returns how many rows were tried, at most `limit`. Without
     `connections`, the connections last this one call."""
-    ids = (Outbox.select(Outbox.id)
-           .where(Outbox.status.in_(("queued", "deferred")) & (Outbox.next_attempt_at <= now))
-           .order_by(Outbox.id).limit(limit + len(skip)).tuples())
-    due = [i for (i,) in cast("Iterable[tuple[int]]", ids) if i not in skip][:limit]
+    due = claim_due(now, limit, skip, claimer)  # on PostgreSQL, claimed for this send process
     if not due:
         return 0
     rows = list(Outbox.select().where(Outbox.id.in_(due) & Outbox.status.in_(("queued", "deferred")))

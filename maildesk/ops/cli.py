@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--now", metavar="ISO-8601", help="measure against this time instead of the clock")
     report.add_argument("--json", action="store_true")
     report.set_defaults(func=cmd_report)
+
+    status = sub.add_parser("status", help="health at a glance: mailboxes, queues, the desk processes and their leases")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
     return p
 
 
@@ -314,6 +318,9 @@ def cmd_inbound_retry(args) -> int:
     if ib.status == "quarantined":
         print(f"inbound {ib.id} is still quarantined: {ib.error}")
         return 1
+    if ib.status == "pending":
+        print(f"inbound {ib.id} is pending: a running desk process holds its ticket and processes it next")
+        return 0
     print(f"inbound {ib.id} processed: {ib.outcome}" + (f" on {rt.ref(ib.ticket_id)}" if ib.ticket_id else ""))
     return 0
 
@@ -392,6 +399,36 @@ def cmd_report(args) -> int:
         _print_json(data)
     else:
         print(report.as_text(data))
+    return 0
+
+
+def cmd_status(args) -> int:
+    """The workers part of `maildesk status` (issue 15): the desk processes, their
+    leases, and who fetches each mailbox; with the inbound and outbox queues."""
+    from ..store import Inbound, Outbox
+    from .views import mailboxes_view, workers_view
+
+    rt = _open(args)
+    seen = workers_view(rt)
+    boxes = mailboxes_view(rt, seen)
+    inbound = {s: Inbound.select().where(Inbound.status == s).count() for s in ("pending", "quarantined")}
+    outbox = {s: Outbox.select().where(Outbox.status == s).count() for s in ("queued", "deferred", "failed")}
+    if args.json:
+        _print_json({"mailboxes": boxes, "inbound": inbound, "outbox": outbox, "workers": seen})
+        return 0
+    print("Mailboxes")
+    for m in boxes:
+        print(f"  {m['name']:<16} {m['address']:<32} last fetch {m['last_success_at'] or 'never'}; "
+              f"fetched by {m['fetched_by'] or 'no live worker'}")
+    print(f"Inbound  pending {inbound['pending']}, quarantined {inbound['quarantined']}")
+    print("Outbox   " + ", ".join(f"{k} {v}" for k, v in outbox.items()))
+    print("Workers")
+    if not seen:
+        print("  none running")
+    for w in seen:
+        leases = ", ".join(lease["name"] for lease in w["leases"]) or "no leases"
+        print(f"  {w['worker']:<28} {'alive' if w['alive'] else 'gone'}; started {w['started_at']}, "
+              f"last beat {w['heartbeat_at']}; {leases}")
     return 0
 
 

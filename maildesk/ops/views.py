@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, cast
 from peewee import fn
 
 from ..mailout.render import row_sender, row_text
-from ..store import Attachment, Event, Inbound, Message, Outbox, Suppression, Survey, Task, Ticket
+from ..store import Attachment, Event, Inbound, MailboxState, Message, Outbox, Suppression, Survey, Task, Ticket, workers
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -155,3 +155,27 @@ def outbox_list(rt: Runtime) -> list[dict]:
         for s in Suppression.select().where(Suppression.until > now)
     }
     return [outbox_row(rt, o, suppressed) for o in rows]
+
+
+def workers_view(rt: Runtime) -> list[dict]:
+    """The desk processes that share the database (`maildesk status`): each with its
+    last heartbeat, whether it is alive, and the leases it holds (`mailbox:NAME`)."""
+    tz = rt.cfg.desk.timezone
+    return [{**w, "started_at": iso(w["started_at"], tz), "heartbeat_at": iso(w["heartbeat_at"], tz),
+             "leases": [{"name": lease["name"], "since": iso(lease["since"], tz)} for lease in w["leases"]]}
+            for w in workers.listing()]
+
+
+def mailboxes_view(rt: Runtime, workers_seen: list[dict]) -> list[dict]:
+    """Each configured mailbox: its last successful fetch and the live worker that
+    fetches it (null: none holds its lease now)."""
+    tz = rt.cfg.desk.timezone
+    states = {s.mailbox: s for s in MailboxState.select()}
+    holders = {lease["name"]: w["worker"] for w in workers_seen if w["alive"] for lease in w["leases"]}
+    out = []
+    for box in rt.cfg.mailboxes:
+        state = states.get(box.name)
+        out.append({"name": box.name, "address": box.address,
+                    "last_success_at": iso(state.last_success_at, tz) if state else None,
+                    "fetched_by": holders.get(f"mailbox:{box.name}")})
+    return out

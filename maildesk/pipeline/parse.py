@@ -72,10 +72,13 @@ def read_ahead(rt: Runtime, raw: bytes) -> Reading | None:
     return Reading(mail, verdict)
 
 
-def summarize(rt: Runtime, raw: bytes) -> str | None:
-    """In the fetch process: the reading as JSON, to store beside the bytes."""
+def summarize(rt: Runtime, raw: bytes) -> tuple[str | None, str | None]:
+    """In the fetch process: the reading as JSON, to store beside the bytes, and the
+    Message-ID, stored on the inbound row at once (store.claims.claim_pending)."""
     reading = read_ahead(rt, raw)
-    return reading.to_json() if reading else None
+    if reading is None:
+        return None, None
+    return reading.to_json(), reading.mail.message_id if reading.mail is not None else None
 
 
 def read(ctx: Context) -> None:

@@ -28,16 +28,17 @@ OPENS_TICKETS = ("auto-generated", "bulk", "list")
 
 def classify(ctx: Context) -> None:
     mail = ctx.mail
-    if mail.message_id:
-        # the same message again (a second copy, a re-delivery): same id, same sender. A
-        # different message that reuses the id (careless software, forgery) is not lost.
-        prior = store.scalar(
-            'SELECT "ticket_id" FROM "message" WHERE "message_id" = ? AND "direction" = ? AND "from_addr" = ? LIMIT 1',
-            (mail.message_id, "in", ctx.sender or ctx.inbound.from_addr))
-        if prior is not None:
-            ctx.ticket = Ticket.get_by_id(prior)
-            raise Discard("duplicate", f"Message-ID <{mail.message_id}> from the same sender is already stored "
-                                       f"on {ctx.rt.ref(prior)}")
+    # the same message again (a second copy, a re-delivery): same id, same sender. A
+    # different message that reuses the id (careless software, forgery) is not lost.
+    # Claimed first: another desk process may be processing a copy of it, or the mail it answers.
+    claimed, prior = store.claims.claim_message(mail.message_id, mail.in_reply_to + mail.references[-2:],
+                                                ctx.sender or ctx.inbound.from_addr)
+    if not claimed:
+        raise store.Busy(f"another desk process is processing <{mail.message_id}> or a mail it answers")
+    if prior is not None:
+        ctx.ticket = Ticket.get_by_id(prior)
+        raise Discard("duplicate", f"Message-ID <{mail.message_id}> from the same sender is already stored "
+                                   f"on {ctx.rt.ref(prior)}")
     verdict = (ctx.verdict if ctx.verdict is not False
                else automatic.classify_for_desk(ctx.cfg.desk, mail.tree(), ctx.cfg.desk_addresses))
     if verdict is None:

@@ -9,7 +9,9 @@ scheduled jobs, looks after the two mail processes (mailprocess.py), and talks t
     maildesk run                    the same, until SIGTERM or SIGINT
 
 systemd (Type=notify) hears READY once, STATUS each cycle and WATCHDOG while the
-loop is alive. A fetch or send process that dies is started again.
+loop is alive. A fetch or send process that dies is started again. The desk process
+registers itself in the `worker` table and beats there while it runs (store.workers),
+for `maildesk status` and the other desk processes on a shared PostgreSQL database.
 
 Around one cycle is one of the codebase's broad catches: a locked or unreachable
 database makes the desk wait and try again; nothing is lost, because mail is
@@ -34,7 +36,7 @@ from ..desk import jobs
 from ..mailin.mailbox import record_flagged, store_batch
 from ..mailout.results import Delivered, record_results
 from ..pipeline import Processed, process_pending
-from ..store import Inbound, utcnow
+from ..store import Inbound, utcnow, workers
 from .mailprocess import MailProcess
 
 if TYPE_CHECKING:
@@ -92,6 +94,7 @@ class Daemon:
         # one fetch process per mailbox, started early by `maildesk run`, while this process loads the rest
         self.fetchers: list[MailProcess] = fetchers or []
         self.sender: MailProcess | None = None
+        self._last_beat = 0.0
 
     def _start(self, once: bool, now=None) -> None:
         if not self.fetchers:
@@ -165,7 +168,10 @@ class Daemon:
         self.rt.begin_cycle()
         self._start(once=True, now=now)
         try:
-            return self._cycle(now)
+            workers.register(self.rt.worker)
+            done = self._cycle(now)
+            workers.stopped(self.rt.worker)
+            return done
         finally:
             self._stop_children(timeout=2)
 
@@ -224,6 +230,7 @@ class Daemon:
         self._start(once=False)
         self.rt.warm_up()
         self.delivered = Delivered()
+        self._beat(register=True)
         self.systemd.send("READY=1")
         log.info("maildesk running: %s as %s", self.cfg.desk.name, self.cfg.desk.address)
         for job in jobs.JOBS:  # a restart catches up on every job at once
@@ -233,8 +240,22 @@ class Daemon:
         finally:
             self._stop_children(timeout=10)
         self._record()
+        try:
+            workers.stopped(self.rt.worker)
+        except (DatabaseError, InterfaceError) as e:
+            log.error("could not note this desk process's stop: %s", e)
         self.systemd.send("STOPPING=1")
         log.info("maildesk stopped")
+
+    def _beat(self, register: bool = False) -> None:
+        """The worker row: this process is alive (store.workers.HEARTBEAT)."""
+        if not register and time.monotonic() - self._last_beat < workers.HEARTBEAT:
+            return
+        (workers.register if register else workers.beat)(self.rt.worker)
+        if register and store.is_sqlite():  # the one desk process fetches every mailbox itself
+            for box in self.cfg.mailboxes:
+                workers.took_lease(f"mailbox:{box.name}", self.rt.worker)
+        self._last_beat = time.monotonic()
 
     def _loop(self, scheduler) -> None:
         backoff = 1.0
@@ -242,6 +263,7 @@ class Daemon:
         while not self.stop.is_set():
             try:
                 self.rt.begin_cycle()
+                self._beat()
                 processed = self._process()
                 scheduler.run_pending()
                 backoff = 1.0

@@ -31,6 +31,11 @@ desk has recorded a delivery, the send process skips that mail. Three processes
 let the scheduler spread the work over the machine's cores, and a slow SMTP relay
 never holds up new tickets.
 
+Several desk processes on one PostgreSQL database (docs/operations.md) each start a
+fetch process for every mailbox, but a mailbox is fetched only under its lease
+(store.claims): the others look every LEASE_RETRY seconds whether its holder is
+gone. Their send processes claim the outbox rows they send (mailout.queue.claim_due).
+
 Around one IMAP session is one of the codebase's broad catches (reconnect with
 capped backoff); nothing is lost on a failure, because mail is flagged on the
 server only after it is committed.
@@ -56,7 +61,7 @@ from peewee import DatabaseError, InterfaceError
 
 from .. import faults, store
 from ..mailin.mailbox import MailboxError, MailboxSession, StoreFailed, fetch_new
-from ..store import Outbox, utcnow
+from ..store import Outbox, claims, utcnow, workers
 from .profiling import profiled
 
 if TYPE_CHECKING:
@@ -76,6 +81,9 @@ MAX_BACKOFF = 60.0
 # Sent mails the desk has not recorded yet: after a crash these are sent again (with
 # their Message-ID), so the send process lets no more than this many pile up.
 MAX_UNRECORDED = 100
+# How often a fetch process whose mailbox another desk process fetches looks whether
+# that one is gone (its lease passes at once when it dies: well within a minute).
+LEASE_RETRY = 5.0
 
 
 class MailProcess:
@@ -92,7 +100,7 @@ class MailProcess:
                                    name=f"maildesk-{role}", daemon=True)
         self.process.start()
         child_end.close()
-        faults.partner(self.process.pid, role)
+        faults.partner(self.process.pid, role if mailbox is None else f"{role}:{mailbox.name}")
         self.fetched: bool | None = None
         self.stored = False  # a batch came in
         self.intake: list[tuple] = []  # "batch" and "flagged" notes, for the desk to write
@@ -150,6 +158,10 @@ class Mover:
         self.desk_done = False  # --once: the desk will queue nothing more
         self.in_flight: dict[int, int] = {}  # outbox id -> attempts, sent but not yet recorded
         self.desk_pid = os.getppid()
+        self.leased = False  # this process holds its mailbox's lease
+        # PostgreSQL: the send process claims outbox rows under a lease of its own, so that
+        # the rows of a send process that died pass to the others at once (mailout.queue.claim_due)
+        self.send_lease = f"sender:{workers.worker_id(os.getpid())}"
         self.intake = DeskStore(self)
         self.connections: Connections | None = None  # the send process's SMTP connections
         self._posting: queue.SimpleQueue = queue.SimpleQueue()  # notes for the desk, sent by _poster
@@ -161,6 +173,8 @@ class Mover:
     # --- IMAP ------------------------------------------------------------------------
 
     def fetch(self) -> bool:
+        if not self.hold_mailbox():
+            return True  # another desk process fetches it
         try:
             if self.session is None:
                 self.session = MailboxSession(self.box).connect()
@@ -182,7 +196,31 @@ class Mover:
             self._sleep(self.backoff)
         return False
 
-    def _summarize(self, raws: dict[int, bytes]) -> dict[int, str | None]:
+    def hold_mailbox(self) -> bool:
+        """Whether this process is to fetch its mailbox: on PostgreSQL, while it holds the
+        mailbox's lease (taken now if its holder is gone); SQLite has one desk process."""
+        if store.is_sqlite():
+            return True
+        name = f"mailbox:{self.box.name}"
+        had = self.leased
+        try:
+            self.leased = (had and claims.holds_lease(name)) or claims.try_lease(name)
+            if self.leased and not had:
+                workers.took_lease(name, workers.worker_id(self.desk_pid))
+        except (DatabaseError, InterfaceError) as e:
+            log.error("fetch mailbox=%s: the database is unavailable (%s); its lease is given up", self.box.name, e)
+            store.db.obj.close()  # the lease went with the connection; a new one is opened next time
+            self.leased = False
+        if had and not self.leased:
+            log.warning("mailbox=%s: lost its lease; another desk process fetches it now", self.box.name)
+        elif self.leased and not had:
+            log.info("mailbox=%s: took its lease; this desk process fetches it", self.box.name)
+        if not self.leased and self.session is not None:
+            self.session.close()
+            self.session = None
+        return self.leased
+
+    def _summarize(self, raws: dict[int, bytes]) -> dict[int, tuple[str | None, str | None]]:
         """Parse the fetched batch here, where it costs the desk nothing."""
         from ..pipeline.parse import summarize
 
@@ -262,8 +300,12 @@ class Mover:
             room = MAX_UNRECORDED - len(self.in_flight)
             if room <= 0:
                 return 0  # until the desk records what was sent: a crash resends at most that many
+            claimer = None
+            if not store.is_sqlite():
+                claims.try_lease(self.send_lease)  # kept, or taken again on a new connection
+                claimer = claims.lease_mark(self.send_lease)
             tried = deliver_due(self.rt, self.now(), self._report, self.should_stop, skip=self.in_flight,
-                                connections=self.connections, limit=room)
+                                connections=self.connections, limit=room, claimer=claimer)
             log.debug("delivery round: %d tried, %d awaiting their record", tried, len(self.in_flight))
             return tried
         except (DatabaseError, InterfaceError) as e:
@@ -315,7 +357,10 @@ class Mover:
 
     def wait_for_mail(self) -> None:
         """Until new mail on the server or `imap.poll_seconds`; IDLE where the server
-        offers it (RFC 2177)."""
+        offers it (RFC 2177). Without the mailbox's lease, LEASE_RETRY seconds."""
+        if not self.leased and not store.is_sqlite():
+            self._sleep(LEASE_RETRY)
+            return
         if self.session is None:
             self.backoff = min(self.backoff * 2, MAX_BACKOFF)
             self._sleep(self.backoff / 2)

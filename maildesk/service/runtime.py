@@ -9,7 +9,6 @@ import datetime as dt
 import logging
 import os
 import secrets
-import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -34,7 +33,7 @@ class Runtime:
     # automatic-reply counts); emptied at the start of each cycle
     memo: dict = field(default_factory=dict)
     # this desk process, host:pid, as it signs what it processed (inbound.worker)
-    worker: str = field(default_factory=lambda: worker_id(os.getpid()))
+    worker: str = field(default_factory=lambda: store.workers.worker_id(os.getpid()))
 
     def begin_cycle(self) -> None:
         self.memo.clear()
@@ -59,11 +58,6 @@ class Runtime:
 
     def tag(self, ticket: Ticket | int) -> str:
         return f"[{self.ref(ticket)}]"
-
-
-def worker_id(pid: int) -> str:
-    """How a desk process names itself: host:pid."""
-    return f"{socket.gethostname()}:{pid}"
 
 
 def signing_key(cfg: Config) -> bytes:

@@ -12,6 +12,8 @@ built once (peewee builds SQL anew on every call); `schema` the tables;
 `attachments` the contents of attachments, stored once by hash.
 """
 
+from . import claims, workers
+from .claims import Busy
 from .connection import (
     MIGRATIONS,
     UTC,
@@ -62,6 +64,7 @@ from .sql import (
 )
 
 __all__ = [
+    "Busy", "claims", "workers",
     "MIGRATIONS", "UTC", "DatabaseUnavailable", "UtcDateTimeField", "db", "is_sqlite", "migrate", "open_database",
     "pending_migrations", "redact", "utcnow",
     "MODELS", "Attachment", "BaseModel", "Blob", "Event", "Inbound", "InboundRaw", "MailboxState", "Message", "Outbox",

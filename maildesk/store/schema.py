@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
 
 from peewee import (
     AutoField,
+    BigIntegerField,
     BlobField,
     BooleanField,
     CharField,
@@ -33,6 +34,9 @@ class BaseModel(Model):
     class Meta:
         database = db
         legacy_table_names = False
+
+    # read by get_by_id in a PostgreSQL transaction: locked for it (sql.fetch_row)
+    LOCKED_IN_TRANSACTION: ClassVar[bool] = False
 
     if TYPE_CHECKING:  # what peewee's metaclass gives every model, unknown to its stubs
         DoesNotExist: ClassVar[type[DoesNotExist]]
@@ -65,6 +69,8 @@ class BaseModel(Model):
 
 
 class Ticket(BaseModel):
+    LOCKED_IN_TRANSACTION = True  # several desk processes: one changes a ticket at a time
+
     id = AutoField()
     subject = TextField()
     requester = CharField()  # address, lower case
@@ -272,6 +278,8 @@ class Outbox(BaseModel):
     created_at = UtcDateTimeField()
     sent_at = UtcDateTimeField(null=True)
     inbound = ForeignKeyField(Inbound, null=True, backref="outbox", on_delete="SET NULL")
+    # PostgreSQL: the lease key of the send process that claimed it (mailout.queue.claim_due)
+    claimed_by = BigIntegerField(null=True)
 
     class Meta:
         indexes = (

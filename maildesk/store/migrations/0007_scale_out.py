@@ -1,6 +1,6 @@
 """Scale-out: each ticket remembers the mailbox it came in by, each inbound row the
-desk process that processed it; the worker and lease tables of several desk
-processes on one PostgreSQL database."""
+desk process that processed it, each outbox row the send process that claimed it;
+the worker and lease tables of several desk processes on one PostgreSQL database."""
 from peewee import *
 from playhouse.migrate import migrate
 
@@ -9,7 +9,8 @@ from maildesk.models import UtcDateTimeField
 
 def up(migrator, db):
     migrate(migrator.add_column("ticket", "mailbox", CharField(null=True)),
-            migrator.add_column("inbound", "worker", CharField(null=True)))
+            migrator.add_column("inbound", "worker", CharField(null=True)),
+            migrator.add_column("outbox", "claimed_by", BigIntegerField(null=True)))
 
     class Worker(Model):
         id = CharField(primary_key=True)
@@ -35,4 +36,5 @@ def up(migrator, db):
 def down(migrator, db):
     migrator.migrate(migrator.drop_table('lease'))
     migrator.migrate(migrator.drop_table('worker'))
-    migrate(migrator.drop_column("inbound", "worker"), migrator.drop_column("ticket", "mailbox"))
+    migrate(migrator.drop_column("outbox", "claimed_by"), migrator.drop_column("inbound", "worker"),
+            migrator.drop_column("ticket", "mailbox"))
