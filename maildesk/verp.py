@@ -32,17 +32,24 @@ def _verp_template(template: str) -> list[tuple[str, str | None]]:
     return pieces
 
 
-def verp_pattern(template: str, local: str, domain: str) -> re.Pattern[str]:
+def verp_pattern(template: str, local: str | tuple[str, ...], domain: str | tuple[str, ...]) -> re.Pattern[str]:
     """A pattern that finds VERP addresses made from template anywhere in a header value.
 
     It ignores case and captures the outbox id as the group "id" and the signature, when
-    there is one, as the group "sig" (None without).
+    there is one, as the group "sig" (None without). `local` and `domain` may be several
+    (a desk with several mailboxes: each answers from its own address).
     """
-    values = {"local": re.escape(local), "domain": re.escape(domain),
+    values = {"local": _any(local), "domain": _any(domain),
               "id": r"(?P<id>\d{1,18})(?:-(?P<sig>[0-9a-f]{16}))?"}
     body = "".join(re.escape(literal) + (values[field] if field else "")
                    for literal, field in _verp_template(template))
     return re.compile(r"(?<![\w.+-])" + body + r"(?!\.?[\w-])", re.IGNORECASE)
+
+
+def _any(values: str | tuple[str, ...]) -> str:
+    if isinstance(values, str):
+        return re.escape(values)
+    return "(?:" + "|".join(map(re.escape, values)) + ")"
 
 
 def verp_address(template: str, local: str, domain: str, outbox_id: int, signature: str = "") -> str:

@@ -46,8 +46,8 @@ def test_status_shows_the_last_fetch_inbound_outbox_and_the_next_deadlines(desk)
 
 def test_status_says_fetching_stalled_when_it_never_fetched(desk):
     s = _status(desk, MONDAY_10)
-    assert s["mailboxes"] == [{"mailbox": "INBOX", "last_fetch_at": None, "last_fetch_age_seconds": None,
-                               "stalled": True, "last_uid": None}]
+    assert s["mailboxes"] == [{"mailbox": "INBOX", "address": "helpdesk@example.test", "fetched_by": None,
+                               "last_fetch_at": None, "last_fetch_age_seconds": None, "stalled": True, "last_uid": None}]
     assert s["next_deadlines"] == []
 
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import os
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from ..vocab import PRIORITIES
 from .credentials import credentials_dir, secret_from
 from .sections import (
     DEFAULT_SLA,
+    MAILBOX_SHARED_KEYS,
     Alerts,
     Assignment,
     Attachments,
@@ -38,6 +41,7 @@ from .sections import (
     Kb,
     Lifecycle,
     Limits,
+    Mailbox,
     Metrics,
     Priority,
     Reports,
@@ -55,7 +59,7 @@ from .values import DEFAULT_MATRIX, ConfigError, Duration, parse_duration
 __all__ = [
     "DEFAULT_MATRIX", "Alerts", "Assignment", "Attachments", "Bounces", "BusinessHours", "Category", "Config",
     "ConfigError", "Database", "Desk", "Duration", "Escalation", "Group", "Imap", "Kb", "Lifecycle", "Limits",
-    "Metrics", "Priority", "Reports", "Roles", "Security", "SlaPolicy", "Smtp", "Survey", "Technician",
+    "Mailbox", "Metrics", "Priority", "Reports", "Roles", "Security", "SlaPolicy", "Smtp", "Survey", "Technician",
     "check_consistency", "config_path",
     "load_config", "parse_config", "parse_duration",
 ]
@@ -65,7 +69,7 @@ __all__ = [
 class Config:
     desk: Desk
     database: Database
-    imap: Imap
+    imap: Mailbox  # the first of `mailboxes`
     smtp: Smtp
     groups: tuple[Group, ...] = ()
     technicians: tuple[Technician, ...] = ()
@@ -86,6 +90,10 @@ class Config:
     bounces: Bounces = Bounces()
     attachments: Attachments = Attachments()
     kb: Kb = Kb()
+    # the mailboxes the desk reads, in their [[mailboxes]] order; `imap` is the first
+    # (with [imap], the one mailbox it describes, named after its folder)
+    mailboxes: tuple[Mailbox, ...] = ()
+    mailboxes_listed: bool = False  # the config lists [[mailboxes]]; False: the [imap] shorthand
     path: Path | None = None
 
     # --- lookups the rest of the code asks for ---------------------------------
@@ -155,12 +163,16 @@ class Config:
 
     def category_group(self, name: str | None) -> str | None:
         """A category's group, inherited from its parent category, else the default."""
+        return self.category_route(name) or self.default_group
+
+    def category_route(self, name: str | None) -> str | None:
+        """The group a category (or a parent of it) routes to, or None."""
         while name:
             c = self.category(name)
             if c and c.group:
                 return c.group
             name = c.parent if c else None
-        return self.default_group
+        return None
 
     def sla_for(self, priority: str, category: str | None = None) -> SlaPolicy:
         """The most specific policy: same priority and this category (or a parent
@@ -173,6 +185,30 @@ class Config:
                     return s
             cat = cat.rsplit("/", 1)[0] if "/" in cat else None
         return next(s for s in rows if not s.category)
+
+    # --- mailboxes and the desk's own addresses ----------------------------------
+
+    @functools.cached_property
+    def desk_addresses(self) -> tuple[str, ...]:
+        """Every address of the desk: `desk.address` and each mailbox's. None of them is
+        ever a requester, participant or technician."""
+        return tuple(dict.fromkeys([self.desk.address.lower(), *(m.address.lower() for m in self.mailboxes)]))
+
+    def mailbox(self, name: str | None) -> Mailbox | None:
+        return next((m for m in self.mailboxes if m.name == name), None) if name else None
+
+    def address_of(self, mailbox: str | None) -> str:
+        """The From of the desk's mail on a ticket of this mailbox; `desk.address` for
+        mail that belongs to no ticket, or to a mailbox no longer configured."""
+        box = self.mailbox(mailbox)
+        return box.address if box else self.desk.address
+
+    def home_mailbox(self, recipients: Iterable[str], fetched_from: str | None) -> Mailbox | None:
+        """The mailbox a new ticket belongs to: the first in [[mailboxes]] order whose
+        address the mail was written to (To/Cc), whichever copy was fetched first;
+        else the one it was fetched from (Bcc, a forward, an alias)."""
+        written_to = {a.lower() for a in recipients if a}
+        return next((m for m in self.mailboxes if m.address in written_to), None) or self.mailbox(fetched_from)
 
     @property
     def secret_bytes(self) -> bytes | None:
@@ -189,7 +225,8 @@ _SECTIONS = {
     "survey": Survey, "limits": Limits, "alerts": Alerts, "reports": Reports, "bounces": Bounces,
     "attachments": Attachments, "metrics": Metrics, "kb": Kb,
 }
-_ARRAYS = {"groups": Group, "technicians": Technician, "categories": Category, "sla": SlaPolicy}
+_ARRAYS = {"groups": Group, "technicians": Technician, "categories": Category, "sla": SlaPolicy,
+           "mailboxes": Mailbox}
 
 
 def config_path(explicit: str | None) -> Path:
@@ -234,15 +271,16 @@ def parse_config(data: dict, path: Path | None = None, deep: bool = True) -> Con
     for key in data:
         if key not in _SECTIONS and key not in _ARRAYS:
             errors.append(f"{key}: unknown section")
+    mailboxes = _mailboxes(data, errors, base, deep)
     for key, cls in _SECTIONS.items():
         if key in data:
             parts[key] = _build(cls, data[key], key, errors)
-        elif key in ("desk", "imap", "smtp"):
-            errors.append(f"{key}: required section is missing")
+        elif key in ("desk", "smtp") or (key == "imap" and mailboxes is None):
+            errors.append(f"{key}: required section is missing" + (" (or list [[mailboxes]])" if key == "imap" else ""))
         elif key == "database":
             parts[key] = Database()
     for key, cls in _ARRAYS.items():
-        if key not in data:
+        if key not in data or key == "mailboxes":
             continue
         rows = data[key]
         if not isinstance(rows, list):
@@ -258,8 +296,15 @@ def parse_config(data: dict, path: Path | None = None, deep: bool = True) -> Con
     db = parts["database"]
     if not db.url:
         parts["database"] = Database(url=f"sqlite:///{state_dir / 'maildesk.db'}")
-    for section in ("imap", "smtp"):
-        parts[section] = dataclasses.replace(parts[section], **{key: secrets[section, key] for key in MAIL_SECRETS})
+    if mailboxes is None:  # [imap]: one mailbox, named after its folder, answering from desk.address
+        imap = dataclasses.replace(parts["imap"], **{key: secrets["imap", key] for key in MAIL_SECRETS})
+        fields = {f.name: getattr(imap, f.name) for f in dataclasses.fields(imap)}
+        mailboxes = (Mailbox(**fields, name=imap.mailbox, address=parts["desk"].address),)
+    else:
+        parts["mailboxes_listed"] = True
+    parts["mailboxes"] = mailboxes
+    parts["imap"] = mailboxes[0]
+    parts["smtp"] = dataclasses.replace(parts["smtp"], **{key: secrets["smtp", key] for key in MAIL_SECRETS})
     parts["security"] = dataclasses.replace(
         parts.get("security", Security()), secret=secrets["security", "secret"],
         secret_key="security.secret_file" if "secret_file" in original_security else "security.secret",
@@ -269,15 +314,62 @@ def parse_config(data: dict, path: Path | None = None, deep: bool = True) -> Con
     return cfg
 
 
+def _mailboxes(data: dict, errors: list[str], base: tuple[Path, str], deep: bool) -> tuple[Mailbox, ...] | None:
+    """The [[mailboxes]] tables, each with its secrets; None when the config has none.
+    A later table takes the server keys it leaves out (MAILBOX_SHARED_KEYS) from the first."""
+    rows = data.get("mailboxes")
+    if rows is None:
+        return None
+    if "imap" in data:
+        errors.append("imap: a config with [[mailboxes]] has no [imap] section; move its keys into [[mailboxes]]")
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        errors.append("mailboxes: expected one or more tables ([[mailboxes]])")
+        return ()
+    shared = {k: v for k, v in rows[0].items() if k in MAILBOX_SHARED_KEYS}
+    out = []
+    for i, row in enumerate(rows):
+        path = f"mailboxes[{i}]"
+        row = shared | row
+        secrets = {key: secret_from(row, path, errors, base, key, read=deep) for key in MAIL_SECRETS}
+        box = _build(Mailbox, row, path, errors)
+        if box is not None:
+            out.append(dataclasses.replace(box, **secrets))
+    return tuple(out)
+
+
+def _check_mailboxes(cfg: Config, groups: list[str], errors: list[str], deep: bool) -> None:
+    keyed = cfg.mailboxes_listed
+    for i, box in enumerate(cfg.mailboxes):
+        key = f"mailboxes[{i}]" if keyed else "imap"
+        errors.extend(_check_oauth2(key, box, deep))
+        if deep and box.auth == "password" and box.password is None:
+            errors.append(f"{key}.password_file: required key is missing (or give {key}.password)")
+        if not keyed:
+            continue
+        earlier = cfg.mailboxes[:i]
+        if any(m.name == box.name for m in earlier):
+            errors.append(f'{key}.name: mailbox "{box.name}" is defined twice')
+        if any(m.address == box.address for m in earlier):
+            errors.append(f"{key}.address: {box.address} is the address of another mailbox")
+        if any((m.host, m.effective_port, m.username, m.mailbox) == (box.host, box.effective_port, box.username, box.mailbox)
+               for m in earlier):
+            errors.append(f"{key}.mailbox: the folder {box.mailbox!r} of {box.username} on {box.host} is read by another "
+                          "mailbox already")
+        if box.group and box.group not in groups:
+            errors.append(f'{key}.group: unknown group "{box.group}"')
+        if box.category and cfg.category(box.category) is None:
+            errors.append(f'{key}.category: unknown category "{box.category}"')
+    for i, t in enumerate(cfg.technicians):
+        if t.email in cfg.desk_addresses:
+            errors.append(f"technicians[{i}].email: {t.email} is an address of the desk itself")
+
+
 def check_consistency(cfg: Config, deep: bool = True) -> None:
     """Problems that need more than one key to see."""
     errors = []
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", cfg.desk.ticket_prefix):
         errors.append("desk.ticket_prefix: use letters and digits only, such as \"INC\"")
-    for key, conf in (("imap", cfg.imap), ("smtp", cfg.smtp)):
-        errors.extend(_check_oauth2(key, conf, deep))
-    if deep and cfg.imap.auth == "password" and cfg.imap.password is None:
-        errors.append("imap.password_file: required key is missing (or give imap.password)")
+    errors.extend(_check_oauth2("smtp", cfg.smtp, deep))
     if deep and cfg.smtp.username and cfg.smtp.auth == "password" and cfg.smtp.password is None:
         errors.append("smtp.password_file: required when smtp.username is set (or give smtp.password)")
     if "{id}" not in cfg.desk.bounce_address:
@@ -287,6 +379,7 @@ def check_consistency(cfg: Config, deep: bool = True) -> None:
 
     errors.extend(_check_trust(cfg, deep))
     names = [g.name for g in cfg.groups]
+    _check_mailboxes(cfg, names, errors, deep)
     for i, g in enumerate(cfg.groups):
         if names.count(g.name) > 1 and names.index(g.name) != i:
             errors.append(f'groups[{i}].name: group "{g.name}" is defined twice')

@@ -164,6 +164,24 @@ class Imap:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Mailbox(Imap):
+    """One mailbox the desk reads (`[[mailboxes]]`, or `[imap]` as the one-mailbox
+    shorthand): an IMAP account or folder, the address the desk answers from on the
+    tickets opened in it, and where those tickets start."""
+
+    name: str = opt(conv=_nonempty_str)  # in logs, `inbound list` and `status`; the fetch checkpoint's key
+    address: str = opt(conv=_address)
+    group: str | None = opt(None, _nonempty_str)
+    category: str | None = opt(None, _nonempty_str)
+
+
+# The keys of the server that a later [[mailboxes]] table takes from the first one when
+# it leaves them out; the account (username, secrets, folders) is each table's own.
+MAILBOX_SHARED_KEYS = ("host", "port", "security", "poll_seconds", "idle", "batch_size", "timeout_seconds",
+                       "ca_file", "verify_tls", "auth", "oauth2_token_url", "oauth2_client_id", "oauth2_scope")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Smtp:
     host: str = opt(conv=_nonempty_str)
     port: int | None = opt(None, _port)

@@ -5,17 +5,25 @@ so that `maildesk run --once --now T` can run them all as if the clock said T.
     auto_close     resolved tickets close after lifecycle.auto_close_after
     fetch_stalled  the incident managers are told once when fetching stalls
     weekly_report  the KPI report of the week before, to the process owners
+
+Several desk processes on one PostgreSQL database each run the jobs: one at a time
+runs a given job (a lease, store.claims.job_lease; the others skip that run), and
+within a run each ticket is changed under its lock and each mark, alert and report
+is claimed by a row or a setting, so that each fires once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from typing import TYPE_CHECKING, cast
 
+from peewee import DatabaseError
+
 from .. import store
 from ..mailout.queue import queue_mail
-from ..store import MailboxState, Ticket
+from ..store import MailboxState, Ticket, claims
 from . import kpis, resolution, sweep
 
 if TYPE_CHECKING:
@@ -26,36 +34,64 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def _one_at_a_time(job):
+    """The job runs under its lease: while another desk process runs it, this run is skipped."""
+
+    @functools.wraps(job)
+    def run(rt: Runtime, now: dt.datetime) -> str:
+        with claims.job_lease(f"job:{job.__name__}") as mine:
+            if not mine:
+                return f"{job.__name__}: another desk process is running it"
+            return job(rt, now)
+
+    return run
+
+
+@_one_at_a_time
 def sla_sweep(rt: Runtime, now: dt.datetime) -> str:
     fired = sweep.sweep(rt, now)
     return f"sla marks fired={fired}"
 
 
+@_one_at_a_time
 def auto_close(rt: Runtime, now: dt.datetime) -> str:
     after = rt.cfg.lifecycle.auto_close_after
     cutoff = now - after.total
     rows = Ticket.select(Ticket.id).where(
         (Ticket.status == "resolved") & (Ticket.resolved_at <= cutoff)).order_by(Ticket.id).limit(1000).tuples()
     ids = [i for (i,) in cast("Iterable[tuple[int]]", rows)]
+    closed = 0
     for tid in ids:
-        with store.write_transaction():
-            t = Ticket.get_by_id(tid)
-            if t.status != "resolved" or t.resolved_at > cutoff:
-                continue
-            resolution.close_ticket(rt, t, now, "desk",
-                                    f"closed automatically: no objection within {after.words} of the resolution")
-            t.save()
-    return f"auto-closed={len(ids)}"
+        try:
+            with store.write_transaction():
+                t = Ticket.get_by_id(tid)
+                if t.status != "resolved" or t.resolved_at > cutoff:
+                    continue
+                resolution.close_ticket(rt, t, now, "desk",
+                                        f"closed automatically: no objection within {after.words} of the resolution")
+                t.save()
+                closed += 1
+        except (claims.Busy, DatabaseError) as e:
+            if not claims.is_busy(e):
+                raise
+            log.info("auto-close: ticket=%s is being changed by another desk process; next run", rt.ref(tid))
+    return f"auto-closed={closed}"
 
 
+@_one_at_a_time
 def fetch_stalled(rt: Runtime, now: dt.datetime) -> str:
     limit = rt.cfg.alerts.fetch_stalled_after
-    for state in MailboxState.select().where(MailboxState.stall_alerted == False):  # noqa: E712
+    names = [m.name for m in rt.cfg.mailboxes]
+    for state in MailboxState.select().where((MailboxState.stall_alerted == False)  # noqa: E712
+                                             & MailboxState.mailbox.in_(names)):
         last = state.last_success_at
         if last is None or now - last < limit.total:
             continue
         with store.write_transaction():
-            MailboxState.update(stall_alerted=True).where(MailboxState.mailbox == state.mailbox).execute()
+            claimed = MailboxState.update(stall_alerted=True).where(
+                (MailboxState.mailbox == state.mailbox) & (MailboxState.stall_alerted == False)).execute()  # noqa: E712
+            if not claimed:
+                continue  # told already, by another desk process
             for im in rt.cfg.roles.incident_managers:
                 queue_mail(rt, now, "fetch_stalled", rcpt=im, automatic=False,
                            context={"mailbox": state.mailbox, "since": last, "after": limit.words,
@@ -78,6 +114,7 @@ def last_weekly_slot(rt: Runtime, now: dt.datetime) -> dt.datetime | None:
     return slot
 
 
+@_one_at_a_time
 def weekly_report(rt: Runtime, now: dt.datetime) -> str:
     """Once per `[reports] weekly` moment: the report of the tickets opened in the
     seven days before it, as text and HTML, to each process owner. Sent once per week

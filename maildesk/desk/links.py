@@ -42,7 +42,8 @@ def mailto(rt: Runtime, action: str, ticket: Ticket, rcpt: str, label: str) -> s
     token signed for `rcpt` and bound to the ticket's current resolution."""
     token = signing.make_token(rt.key, action, ticket.id, rcpt, resolution_of(ticket))
     subject = f"{rt.tag(ticket)} {label} ({token})"
-    return (f"mailto:{rt.cfg.desk.address}?subject={urllib.parse.quote(subject)}"
+    address = rt.cfg.address_of(ticket.mailbox)  # the mailbox of the ticket, which the desk reads
+    return (f"mailto:{address}?subject={urllib.parse.quote(subject)}"
             f"&body={urllib.parse.quote(MAILTO_BODY)}")
 
 

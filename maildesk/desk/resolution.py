@@ -20,7 +20,7 @@ import datetime as dt
 from typing import TYPE_CHECKING
 
 from ..mailout.queue import queue_mail
-from ..store import Event, Message, Survey, Ticket, flush_events
+from ..store import Event, Message, Survey, Ticket, claims, flush_events
 from ..vocab import ACTIVE
 from . import kbsearch, lifecycle, routing, survey
 from .links import mailto
@@ -38,7 +38,7 @@ def resolve_ticket(rt: Runtime, ticket: Ticket, code: str, text: str, now: dt.da
     lifecycle.resolve(rt, ticket, code, text, now, actor, inbound)
     kbsearch.index_ticket(rt, ticket)  # a known fix for the next incident like it
     _send_resolution(rt, ticket, text, now, actor, by_name, inbound)
-    for child in ticket.children.where(Ticket.status.in_(ACTIVE)):
+    for child in claims.locked(ticket.children.where(Ticket.status.in_(ACTIVE))):
         lifecycle.resolve(rt, child, code, text, now, actor, inbound)
         lifecycle.event(child, now, actor, "resolved", f"resolved with its major incident {rt.ref(ticket)}", inbound)
         kbsearch.index_ticket(rt, child)

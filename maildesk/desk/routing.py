@@ -1,7 +1,8 @@
 """Who gets a ticket: the assignment strategies of `[assignment]` and who is away.
 
 `round_robin` keeps a pointer per group in the database, so that the turn survives
-restarts; `least_loaded` counts open tickets, ties going to whoever waited longest
+restarts, and moves it atomically, so that desk processes sharing a PostgreSQL
+database take turns too (store.claims.take_turn); `least_loaded` counts open tickets, ties going to whoever waited longest
 since their last assignment; `none` leaves the ticket in the group's queue.
 A technician is away while `away_until` (config) has not come, or for
 `assignment.away_after_autoreply` after their own out-of-office reply reached us.
@@ -16,7 +17,7 @@ from peewee import fn
 
 from .. import store
 from ..config import Technician
-from ..store import StaffState, Ticket
+from ..store import StaffState, Ticket, claims
 from ..vocab import ACTIVE
 
 if TYPE_CHECKING:
@@ -80,17 +81,15 @@ def pick_assignee(rt: Runtime, group: str | None, now: dt.datetime, exclude=()) 
 
 
 def _round_robin(group: str, members: list[Technician], available: list[Technician]) -> Technician:
-    key = f"rr:{group}"
-    last = store.get_setting(key)
     order = [t.email for t in members]
-    start = order.index(last) + 1 if last in order else 0
-    for i in range(len(order)):
-        email = order[(start + i) % len(order)]
-        chosen = next((t for t in available if t.email == email), None)
-        if chosen:
-            store.put_setting(key, chosen.email)
-            return chosen
-    return available[0]
+    free = {t.email for t in available}
+
+    def after(last: str | None) -> str:
+        start = order.index(last) + 1 if last in order else 0
+        return next((e for i in range(len(order)) if (e := order[(start + i) % len(order)]) in free), available[0].email)
+
+    email = claims.take_turn(f"rr:{group}", after)
+    return next(t for t in available if t.email == email)
 
 
 def _least_loaded(rt: Runtime, available: list[Technician]) -> Technician:
@@ -112,16 +111,18 @@ def _least_loaded(rt: Runtime, available: list[Technician]) -> Technician:
     return min(available, key=lambda t: (loads.get(t.email, 0), last(t.email), emails.index(t.email)))
 
 
-def _upsert_staff(rt: Runtime, email: str, field: str, value: dt.datetime) -> None:
-    store.execute(f'INSERT INTO "staff_state" ("email", "{field}") VALUES (?, ?) '
-                   f'ON CONFLICT ("email") DO UPDATE SET "{field}" = excluded."{field}"',
-                   (email, StaffState.away_until.db_value(value)))
+def _upsert_staff(rt: Runtime, email: str, field: str, value: dt.datetime, at_once: bool = False) -> None:
+    (claims.write_at_once if at_once else store.execute)(
+        f'INSERT INTO "staff_state" ("email", "{field}") VALUES (?, ?) '
+        f'ON CONFLICT ("email") DO UPDATE SET "{field}" = excluded."{field}"',
+        (email, StaffState.away_until.db_value(value)))
     state = _staff(rt).setdefault(email, StaffState(email=email))
     setattr(state, field, value)
 
 
 def note_assignment(rt: Runtime, email: str, now: dt.datetime) -> None:
-    _upsert_staff(rt, email, "last_assigned_at", now)
+    # at once: another desk process assigning the same technician must not wait for this batch
+    _upsert_staff(rt, email, "last_assigned_at", now, at_once=True)
 
 
 def mark_away(rt: Runtime, email: str, until: dt.datetime) -> None:

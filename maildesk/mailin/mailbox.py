@@ -106,8 +106,9 @@ class MailboxSession:
         except IMAPClientError as e:
             raise MailboxError(f"cannot open IMAP mailbox {c.mailbox!r}: {_text(e)} (check imap.mailbox)") from e
         self.uidvalidity = int(info[b"UIDVALIDITY"])
-        log.info("connected to IMAP %s:%s as %s, mailbox=%s uidvalidity=%s, %s", c.host, c.effective_port, c.username,
-                 c.mailbox, self.uidvalidity, "waiting with IDLE" if self.can_idle else f"polling every {c.poll_seconds} s")
+        log.info("connected to IMAP %s:%s as %s, mailbox %s (folder %s) uidvalidity=%s, %s", c.host, c.effective_port,
+                 c.username, c.name, c.mailbox, self.uidvalidity,
+                 "waiting with IDLE" if self.can_idle else f"polling every {c.poll_seconds} s")
         return self
 
     def _oauth2_login(self) -> None:
@@ -233,13 +234,13 @@ def fetch_new(session: MailboxSession, now: dt.datetime, batch_size: int = 200, 
               intake=None, summarize=lambda raws: {}) -> Fetched:
     """Copy new messages into `Inbound`, committing before flagging on the server.
 
-    While one batch is being committed, the next is fetched and read (`summarize`):
-    the IMAP round trip and the parsing overlap the store. A batch is flagged only
-    once `intake` has committed it (guarantee 1)."""
+    While one batch is being committed, the next is fetched and read (`summarize`:
+    uid -> (summary JSON, Message-ID)): the IMAP round trip and the parsing overlap the
+    store. A batch is flagged only once `intake` has committed it (guarantee 1)."""
     assert session.uidvalidity is not None  # connected
     intake = intake or StoreHere()
     report = Fetched()
-    mailbox = session.cfg.mailbox
+    mailbox = session.cfg.name  # the checkpoint and the inbound rows go by the mailbox's name
     state = _checkpoint(mailbox, session.uidvalidity)
     _finish_pending_flags(session, mailbox, report)
     uids = session.new_uids(state.last_uid)
@@ -250,7 +251,7 @@ def fetch_new(session: MailboxSession, now: dt.datetime, batch_size: int = 200, 
             break
         raws = session.fetch(batch)
         summaries = summarize(raws)
-        items = [(uid, raw, summaries.get(uid)) for uid, raw in sorted(raws.items())]
+        items = [(uid, raw, *summaries.get(uid, (None, None))) for uid, raw in sorted(raws.items())]
         # the checkpoint moves past the whole batch, bodies the server no longer had included
         receipt = intake.send(mailbox, session.uidvalidity, after_uid, max(batch), items, now)
         after_uid = max(batch)
@@ -278,16 +279,16 @@ def _flag(session: MailboxSession, intake, mailbox: str, batch: list[int], recei
 
 def store_batch(mailbox: str, uidvalidity: int, after_uid: int, last_uid: int, items: list[tuple],
                 now: dt.datetime) -> int | None:
-    """Commit one fetched batch, [(uid, raw bytes, summary or None)], with the new
-    checkpoint `last_uid`; how many were new, or None if the checkpoint is no longer
-    `after_uid` (an earlier batch failed: storing this one would skip it)."""
+    """Commit one fetched batch, [(uid, raw bytes, summary or None, Message-ID or None)],
+    with the new checkpoint `last_uid`; how many were new, or None if the checkpoint is
+    no longer `after_uid` (an earlier batch failed: storing this one would skip it)."""
     with store.write_transaction():
         last = MailboxState.select(MailboxState.last_uid).where(
             (MailboxState.mailbox == mailbox) & (MailboxState.uidvalidity == uidvalidity)).scalar()
         if last != after_uid:
             log.warning("mailbox=%s: batch after UID %s not stored, the checkpoint is at %s", mailbox, after_uid, last)
             return None
-        stored = sum(_store(mailbox, uidvalidity, uid, raw, now, summary) for uid, raw, summary in items)
+        stored = sum(_store(mailbox, uidvalidity, uid, raw, now, summary, mid) for uid, raw, summary, mid in items)
         MailboxState.update(last_uid=last_uid, last_success_at=now,
                             stall_alerted=False).where(MailboxState.mailbox == mailbox).execute()
     faults.point("after-store")
@@ -299,14 +300,16 @@ def record_flagged(mailbox: str, uidvalidity: int, uids: list[int]) -> None:
         (Inbound.mailbox == mailbox) & (Inbound.uidvalidity == uidvalidity) & Inbound.uid.in_(uids)).execute()
 
 
-def _store(mailbox: str, uidvalidity: int, uid: int, raw: bytes, now: dt.datetime, summary: str | None = None) -> bool:
+def _store(mailbox: str, uidvalidity: int, uid: int, raw: bytes, now: dt.datetime, summary: str | None = None,
+           message_id: str | None = None) -> bool:
     """One message into `Inbound`; False when the same bytes are already stored."""
     digest = hashlib.sha256(raw).hexdigest()
     cursor = store.execute(
         'INSERT INTO "inbound" ("mailbox", "uidvalidity", "uid", "sha256", "size", "received_at", "status", '
-        '"decisions", "server_done", "from_addr", "subject") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) '
+        '"decisions", "server_done", "from_addr", "subject", "message_id") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) '
         'ON CONFLICT ("sha256") DO NOTHING' + ("" if store.is_sqlite() else ' RETURNING "id"'),
-        (mailbox, uidvalidity, uid, digest, len(raw), Inbound.received_at.db_value(now), "pending", "", False, "", ""))
+        (mailbox, uidvalidity, uid, digest, len(raw), Inbound.received_at.db_value(now), "pending", "", False, "", "",
+         message_id))
     if store.is_sqlite():
         new_id = cursor.lastrowid if cursor.rowcount == 1 else None
     else:

@@ -20,16 +20,19 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import jinja2
 
 from .. import signing, store
 from ..store import Outbox, Suppression, Ticket
+from ..verp import verp_pattern
 from ..vocab import AUTO_REPLIES, COUNTED_LANES, COUNTED_NOTICES, Lane
 from .render import TemplateMissing, _render_context, snapshot
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ..service.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,27 @@ class Thread:
         if message_id:
             refs.append(message_id)
         return cls(message_id, refs)
+
+
+def claim_due(now: dt.datetime, limit: int, skip=frozenset(), claimer: int | None = None) -> list[int]:
+    """The ids of up to `limit` queued or deferred outbox rows due at `now`, oldest
+    first, except `skip`. On PostgreSQL, where the send processes of several desk
+    processes share the outbox, they are claimed for the send process whose lease is
+    `claimer` (store.claims.lease_mark): a row claimed by another send process is
+    skipped while that one lives (holds its lease), and taken over at once when it
+    died. The desk's record of the delivery (results.record_results) clears the claim."""
+    due = Outbox.status.in_(("queued", "deferred")) & (Outbox.next_attempt_at <= now)
+    if store.is_sqlite() or claimer is None:  # one desk process: it only reads here (the desk writes the results)
+        ids = cast("Iterable[tuple[int]]", Outbox.select(Outbox.id).where(due).order_by(Outbox.id)
+                   .limit(limit + len(skip)).tuples())
+        return [i for (i,) in ids if i not in skip][:limit]
+    cursor = store.execute(
+        f'UPDATE "outbox" SET "claimed_by" = ? WHERE "id" IN (SELECT "id" FROM "outbox" WHERE "status" IN (?, ?) '
+        'AND "next_attempt_at" <= ? AND NOT ("id" = ANY(?)) AND ("claimed_by" IS NULL OR "claimed_by" = ? '
+        f'OR "claimed_by" NOT IN ({store.claims.LIVE_LEASES})) '
+        'ORDER BY "id" LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING "id"',
+        (claimer, "queued", "deferred", Outbox.next_attempt_at.db_value(now), list(skip), claimer, limit))
+    return sorted(i for (i,) in cursor.fetchall())
 
 
 def thread_for(ticket: Ticket, rcpt: str) -> Thread:
@@ -172,9 +196,31 @@ def _alert_pause_once(rt: Runtime, now, n, lane):
 
 
 def is_desk_address(rt: Runtime, addr: str) -> bool:
-    local, _, domain = addr.partition("@")
-    desk = rt.cfg.desk
-    return domain == desk.domain and (local == desk.local_part or local.startswith(desk.local_part + "+"))
+    """An address of the desk: `desk.address`, a mailbox's, a sub-address of one
+    (`helpdesk+anything@`), or a bounce address. None is ever a requester, participant
+    or technician, and the desk never writes to one."""
+    addr = addr.strip().lower()
+    local, _, domain = addr.rpartition("@")
+    for own in rt.cfg.desk_addresses:
+        own_local, _, own_domain = own.rpartition("@")
+        if domain == own_domain and (local == own_local or local.startswith(own_local + "+")):
+            return True
+    return bool(bounce_pattern(rt).fullmatch(addr))
+
+
+def bounce_pattern(rt: Runtime):
+    """The VERP envelope senders of the desk's mail: each mailbox's mail bounces to its
+    own address (smtp.deliver_due)."""
+    if "bounce_pattern" not in rt.memo:
+        pairs = [a.rpartition("@") for a in rt.cfg.desk_addresses]
+        rt.memo["bounce_pattern"] = verp_pattern(rt.cfg.desk.bounce_address, tuple(dict.fromkeys(p[0] for p in pairs)),
+                                                 tuple(dict.fromkeys(p[2] for p in pairs)))
+    return rt.memo["bounce_pattern"]
+
+
+def sender_address(rt: Runtime, ticket: Ticket | None) -> str:
+    """The From of the desk's mail: the address of the ticket's mailbox, else `desk.address`."""
+    return rt.cfg.address_of(ticket.mailbox) if ticket is not None else rt.cfg.desk.address
 
 
 def queue_mail(
@@ -226,6 +272,9 @@ def queue_mail(
     if thread is None:
         thread = thread_for(ticket, rcpt) if ticket is not None else Thread()
     frozen["_thread"] = [thread.in_reply_to, thread.references]
+    sender = sender_address(rt, ticket)
+    if sender != cfg.desk.address:
+        frozen["_from"] = sender  # the ticket's mailbox answers (render.render_row)
     row = Outbox.create(
         ticket=ticket, kind=kind, automatic=automatic, rcpt=rcpt, rcpt_name=rcpt_name, from_name=from_name or "",
         message_id=signing.new_message_id(rt.key, ticket.id if ticket else None, rcpt, cfg.desk.domain),

@@ -265,10 +265,18 @@ def _render_context(rt: Runtime, frozen: dict) -> dict:
     return _render_context_for(rt.cfg, frozen)
 
 
+def row_sender(rt: Runtime, row) -> str:
+    """The From of an outbox row: its ticket's mailbox, else `desk.address`."""
+    if '"_from":' not in row.context:  # most rows: no need to read the JSON
+        return rt.cfg.desk.address
+    return json.loads(row.context).get("_from") or rt.cfg.desk.address
+
+
 def row_text(rt: Runtime, row) -> str:
     """The plain-text body of an outbox row, as its recipient reads it."""
     frozen = json.loads(row.context)
     frozen.pop("_thread", None)
+    frozen.pop("_from", None)
     return rt.templates.render(row.kind, **_render_context(rt, frozen)).text
 
 
@@ -278,12 +286,13 @@ def render_row(rt: Runtime, row) -> bytes:
     cfg = rt.cfg
     frozen = json.loads(row.context)
     in_reply_to, references = frozen.pop("_thread", [None, []])
+    sender = frozen.pop("_from", None) or cfg.desk.address  # the ticket's mailbox (queue.queue_mail)
     rendered = rt.templates.render(row.kind, **_render_context(rt, frozen))
     display = f"{row.from_name} via {cfg.desk.name}" if row.from_name else cfg.desk.name
     return build_mail(
-        from_addr=cfg.desk.address, from_name=display, to_addr=row.rcpt, to_name=row.rcpt_name,
+        from_addr=sender, from_name=display, to_addr=row.rcpt, to_name=row.rcpt_name,
         subject=row.subject, message_id=row.message_id, date=row.created_at, text=rendered.text,
-        html=rendered.html, in_reply_to=in_reply_to, references=references, reply_to=cfg.desk.address,
+        html=rendered.html, in_reply_to=in_reply_to, references=references, reply_to=sender,
         auto_submitted=auto_submitted(row.kind), extra={LOOP_HEADER: loop_value(rt.key, cfg.desk.address)},
     )
 

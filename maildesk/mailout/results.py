@@ -48,7 +48,7 @@ def record_results(rt: Runtime, results: list[tuple], now: dt.datetime) -> Deliv
     with store.write_transaction():
         sent_ids = [rid for rid, status, _ in results if status == "sent"]
         if sent_ids:
-            Outbox.update(status="sent", sent_at=now, last_error=None, attempts=Outbox.attempts + 1).where(
+            Outbox.update(status="sent", sent_at=now, last_error=None, attempts=Outbox.attempts + 1, claimed_by=None).where(
                 Outbox.id.in_(sent_ids) & Outbox.status.in_(("queued", "deferred"))
             ).execute()
             report.sent += len(sent_ids)
@@ -61,11 +61,12 @@ def record_results(rt: Runtime, results: list[tuple], now: dt.datetime) -> Deliv
                 status, error = "failed", f"gave up after {rt.cfg.smtp.give_up_after.text}: {error}"
             if status == "deferred":
                 report.deferred += 1
-                Outbox.update(status="deferred", attempts=attempts, last_error=error,
+                Outbox.update(status="deferred", attempts=attempts, last_error=error, claimed_by=None,
                               next_attempt_at=now + _backoff(rt, attempts)).where(Outbox.id == row.id).execute()
             else:
                 report.failed += 1
-                Outbox.update(status="failed", attempts=attempts, last_error=error).where(Outbox.id == row.id).execute()
+                Outbox.update(status="failed", attempts=attempts, last_error=error, claimed_by=None).where(
+                    Outbox.id == row.id).execute()
                 if row.ticket_id:
                     store.add_event(row.ticket_id, now, "desk", "delivery-failed",
                                      f"{row.kind} mail to {row.rcpt} failed: {error}")

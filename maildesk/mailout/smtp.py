@@ -11,7 +11,7 @@ import logging
 import socket
 import ssl
 import time
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import aiosmtplib
 
@@ -20,11 +20,10 @@ from ..errors import MaildeskError
 from ..oauth2 import AccessTokens, TokenError
 from ..store import Outbox
 from ..verp import verp_address
-from .render import render_row
+from .queue import claim_due
+from .render import render_row, row_sender
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
     from ..service.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -182,16 +181,13 @@ async def _quit(client: aiosmtplib.SMTP) -> None:
 
 
 def deliver_due(rt: Runtime, now: dt.datetime, on_results, should_stop=lambda: False, skip=frozenset(),
-                connections: Connections | None = None, limit: int = 5000) -> int:
+                connections: Connections | None = None, limit: int = 5000, claimer: int | None = None) -> int:
     """Send every queued or deferred row whose time has come, except `skip` (sent but
     not yet recorded). Results go to `on_results([(id, status, error), ...])` in
     batches; the desk process records them (`record_results`), so that one process
     writes the database. Returns how many rows were tried, at most `limit`. Without
     `connections`, the connections last this one call."""
-    ids = (Outbox.select(Outbox.id)
-           .where(Outbox.status.in_(("queued", "deferred")) & (Outbox.next_attempt_at <= now))
-           .order_by(Outbox.id).limit(limit + len(skip)).tuples())
-    due = [i for (i,) in cast("Iterable[tuple[int]]", ids) if i not in skip][:limit]
+    due = claim_due(now, limit, skip, claimer)  # on PostgreSQL, claimed for this send process
     if not due:
         return 0
     rows = list(Outbox.select().where(Outbox.id.in_(due) & Outbox.status.in_(("queued", "deferred")))
@@ -227,7 +223,8 @@ async def _deliver(rt: Runtime, rows, on_results, should_stop, connections: Conn
                 if down:
                     results.append((row.id, "deferred", down[0]))
                     continue
-                envelope = verp_address(rt.cfg.desk.bounce_address, rt.cfg.desk.local_part, rt.cfg.desk.domain, row.id,
+                local, _, domain = row_sender(rt, row).rpartition("@")  # bounces come back to the mailbox that sent it
+                envelope = verp_address(rt.cfg.desk.bounce_address, local, domain, row.id,
                                         signing.verp_signature(rt.key, row.id, row.rcpt))
                 try:
                     raw = render_row(rt, row)

@@ -305,14 +305,14 @@ def _run(args, cfg) -> int:
     with profiled("desk"):
         cfg = _open_database(args, migrate=True, cfg=cfg)
         now = parse_now(args.now, cfg.desk.timezone) if args.now else None
-        # the fetch process starts on the mail while this one loads the rest of maildesk
+        # the fetch processes start on the mail while this one loads the rest of maildesk
         from ..service.mailprocess import MailProcess
 
-        fetcher = MailProcess(cfg, "fetch", args.once, now)
+        fetchers = [MailProcess(cfg, "fetch", args.once, now, box) for box in cfg.mailboxes]
         from ..service.daemon import Daemon
         from ..service.runtime import Runtime
 
-        daemon = Daemon(Runtime.start(cfg), fetcher)
+        daemon = Daemon(Runtime.start(cfg), fetchers)
         if args.once:
             return 0 if daemon.run_once(now) else 1
         if early:
@@ -410,6 +410,9 @@ def cmd_inbound_retry(args) -> int:
     if ib.status == "quarantined":
         print(f"inbound {ib.id} is still quarantined: {ib.error}")
         return 1
+    if ib.status == "pending":
+        print(f"inbound {ib.id} is pending: a running desk process holds its ticket and processes it next")
+        return 0
     print(f"inbound {ib.id} processed: {ib.outcome}" + (f" on {rt.ref(ib.ticket_id)}" if ib.ticket_id else ""))
     return 0
 

@@ -1,7 +1,8 @@
 """`maildesk status`: the desk's health at a glance (docs/operations.md), read from
 the database alone: whether a desk process runs, the last successful fetch of each
-mailbox, pending and quarantined inbound mail, queued, deferred and failed outgoing
-mail with the age of the oldest of each, and the next SLA deadlines.
+mailbox and who fetches it, pending and quarantined inbound mail, queued, deferred and
+failed outgoing mail with the age of the oldest of each, the next SLA deadlines, and the
+desk processes sharing the database with their leases.
 
     data = build(rt, now)      # a dict, as `status --json` prints it
     print(as_text(data))
@@ -17,24 +18,25 @@ from .. import store
 from ..service.lock import holder
 from ..store import Inbound, MailboxState, Outbox, Ticket
 from ..vocab import ACTIVE, Status
-from .views import iso
+from .views import iso, workers_view
 
 NEXT_DEADLINES = 5
 
 
 def build(rt, now: dt.datetime) -> dict:
     tz = rt.cfg.desk.timezone
+    workers = workers_view(rt)
     pid = holder(rt.cfg.database.url) if store.is_sqlite() else None
     return {
         "now": iso(now, tz),
         "desk": {"running": pid is not None if store.is_sqlite() else None, "pid": pid if pid and pid > 0 else None},
-        "mailboxes": _mailboxes(rt, now),
+        "mailboxes": _mailboxes(rt, now, workers),
         "last_fetch_error": store.get_setting("last_fetch_error"),
         "inbound": _inbound(rt, now),
         "outbox": {status: _oldest(rt, now, Outbox, Outbox.created_at, Outbox.status == status)
                    for status in ("queued", "deferred", "failed")},
         "next_deadlines": next_deadlines(rt, now),
-        "workers": [],  # the processes of a PostgreSQL scale-out (section 9): none yet
+        "workers": workers,
     }
 
 
@@ -42,9 +44,14 @@ def _age(now: dt.datetime, then: dt.datetime | None) -> int | None:
     return None if then is None else int((now - then).total_seconds())
 
 
-def _mailboxes(rt, now: dt.datetime) -> list[dict]:
+def _mailboxes(rt, now: dt.datetime, workers: list[dict]) -> list[dict]:
+    """Each configured mailbox (then any other the database remembers), its last
+    successful fetch, and the live desk process that holds its lease (None: nobody
+    fetches it now)."""
     states = {s.mailbox: s for s in MailboxState.select()}
-    names = [rt.cfg.imap.mailbox] + sorted(n for n in states if n != rt.cfg.imap.mailbox)
+    addresses = {box.name: box.address for box in rt.cfg.mailboxes}
+    names = list(addresses) + sorted(n for n in states if n not in addresses)
+    holders = {lease["name"]: w["worker"] for w in workers if w["alive"] for lease in w["leases"]}
     stall = rt.cfg.alerts.fetch_stalled_after.total
     out = []
     for name in names:
@@ -52,6 +59,8 @@ def _mailboxes(rt, now: dt.datetime) -> list[dict]:
         last = s.last_success_at if s else None
         out.append({
             "mailbox": name,
+            "address": addresses.get(name),
+            "fetched_by": holders.get(f"mailbox:{name}"),
             "last_fetch_at": iso(last, rt.cfg.desk.timezone),
             "last_fetch_age_seconds": _age(now, last),
             "stalled": last is None or now - last > stall,
@@ -120,7 +129,8 @@ def as_text(d: dict) -> str:
         lines.append("desk        " + (f"running (pid {desk['pid']})" if desk["running"] else "not running"))
     for m in d["mailboxes"]:
         state = "STALLED" if m["stalled"] else "ok"
-        lines.append(f"mailbox     {m['mailbox']}: last fetch {_ago(m['last_fetch_age_seconds'])} ({state})")
+        by = f", fetched by {m['fetched_by']}" if m["fetched_by"] else ""
+        lines.append(f"mailbox     {m['mailbox']}: last fetch {_ago(m['last_fetch_age_seconds'])} ({state}){by}")
     if d["last_fetch_error"]:
         lines.append(f"            last fetch error: {d['last_fetch_error']}")
     ib = d["inbound"]
@@ -139,7 +149,12 @@ def as_text(d: dict) -> str:
             lines.append(f"  {n['ticket']:<10} {n['priority']:<8} {n['target']:<10} {late}{n['due']} ({when})")
     else:
         lines.append("next SLA deadlines: none")
-    lines.append("workers     " + (", ".join(map(str, d["workers"])) if d["workers"] else "none listed"))
+    if not d["workers"]:
+        lines.append("workers     none registered")
+    for w in d["workers"]:
+        leases = ", ".join(lease["name"] for lease in w["leases"]) or "no leases"
+        lines.append(f"worker      {w['worker']}: {'alive' if w['alive'] else 'gone'}, started {w['started_at']}, "
+                     f"last beat {w['heartbeat_at']}; {leases}")
     return "\n".join(lines)
 
 

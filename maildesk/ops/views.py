@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, cast
 
 from peewee import SQL, fn
 
-from ..mailout.render import row_text
+from ..mailout.render import row_sender, row_text
 from ..store import (
     Attachment,
     Event,
@@ -24,6 +24,7 @@ from ..store import (
     Task,
     Ticket,
     utcnow,
+    workers,
 )
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ def ticket_summary(rt: Runtime, t: Ticket, message_count: int | None = None) -> 
         "sla_policy": t.sla_policy,
         "reopen_count": t.reopen_count,
         "follows": rt.ref(t.follows_id) if t.follows_id else None,
+        "mailbox": t.mailbox,
     }
 
 
@@ -102,7 +104,7 @@ def conversation(rt: Runtime, t: Ticket) -> list[dict]:
         except Exception as e:  # noqa: BLE001 - a broken template override shows as such, not as a crash
             body = f"(cannot render the {o.kind} template: {type(e).__name__})"
         rows.append(((o.created_at, 1, o.id), {
-            "direction": "out", "message_id": o.message_id, "from": rt.cfg.desk.address,
+            "direction": "out", "message_id": o.message_id, "from": row_sender(rt, o),
             "from_name": o.from_name or rt.cfg.desk.name, "to": o.rcpt, "subject": o.subject, "body": body,
             "internal": rt.cfg.is_staff(o.rcpt), "kind": o.kind, "created_at": iso(o.created_at, tz),
             "attachments": [], "delivery": o.status,
@@ -138,6 +140,7 @@ def inbound_row(rt: Runtime, ib: Inbound) -> dict:
         "id": ib.id, "message_id": ib.message_id, "from": ib.from_addr, "subject": ib.subject,
         "received_at": iso(ib.received_at, tz), "status": ib.status, "outcome": ib.outcome, "error": ib.error,
         "ticket": rt.ref(ib.ticket_id) if ib.ticket_id else None, "size": ib.size,
+        "mailbox": ib.mailbox, "worker": ib.worker,
     }
 
 
@@ -203,3 +206,12 @@ def article_detail(rt, a: KbArticle) -> dict:
         for v in KbVersion.select().where(KbVersion.article == a).order_by(KbVersion.version)
     ]
     return out
+
+
+def workers_view(rt: Runtime) -> list[dict]:
+    """The desk processes that share the database (`maildesk status`): each with its
+    last heartbeat, whether it is alive, and the leases it holds (`mailbox:NAME`)."""
+    tz = rt.cfg.desk.timezone
+    return [{**w, "started_at": iso(w["started_at"], tz), "heartbeat_at": iso(w["heartbeat_at"], tz),
+             "leases": [{"name": lease["name"], "since": iso(lease["since"], tz)} for lease in w["leases"]]}
+            for w in workers.listing()]

@@ -17,6 +17,13 @@ A stage stops a message with `Discard` (done, with an outcome) or `Reject`
 (quarantine, with a reason). Any other exception also quarantines the message with
 its error (one of the codebase's two broad catches, around one message): a bad message never
 blocks the others, and `maildesk inbound retry ID` runs it again.
+
+A batch of messages is one transaction and, at first, one savepoint: most batches go
+through whole. When one message of it fails (or finds its ticket held by another desk
+process, `store.Busy`), the batch is undone and run again one message at a time, each
+in a savepoint of its own, so that each commits or fails alone; a message that meets
+`Busy` then stays pending for the next round. On PostgreSQL the batch is claimed
+(`store.claims.claim_pending`), so that several desk processes share the queue.
 """
 
 from __future__ import annotations
@@ -56,75 +63,149 @@ BATCH = 100  # messages per transaction: each still commits or fails alone (save
 class Processed:
     done: int = 0
     quarantined: int = 0
+    deferred: int = 0  # held by another desk process: pending until the next round
 
     def __str__(self):
-        return f"processed={self.done} quarantined={self.quarantined}"
+        return f"processed={self.done} quarantined={self.quarantined}" + (f" deferred={self.deferred}" if self.deferred else "")
+
+    def add(self, other: Processed) -> None:
+        self.done += other.done
+        self.quarantined += other.quarantined
+        self.deferred += other.deferred
 
 
 def process_pending(rt: Runtime, now: dt.datetime, should_stop=lambda: False, between=lambda: None,
                     intake=lambda: None) -> Processed:
     """Process every pending message, BATCH to a transaction; `intake` runs before
     each batch (the desk commits newly fetched mail there), `between` after each
-    commit (the desk records delivery results there)."""
+    commit (the desk records delivery results there). Stops early when every message
+    of a batch is held by other desk processes: they are taken up in the next round."""
     report = Processed()
     while not should_stop():
         intake()
-        pending = Inbound.select(Inbound.id).where(Inbound.status == "pending").order_by(Inbound.id).limit(BATCH).tuples()
-        ids = [i for (i,) in cast("Iterable[tuple[int]]", pending)]
-        if not ids:
-            break
-        rows = InboundRaw.select(InboundRaw.inbound, InboundRaw.data, InboundRaw.summary).where(InboundRaw.inbound.in_(ids))
-        raws = {i: (data, summary, None if summary else parse.read_ahead(rt, bytes(data)))
-                for i, data, summary in cast("Iterable[tuple[int, bytes | memoryview, str | None]]", rows.tuples())}
-        # read ahead, before the write transaction: the fetch process's next commit waits for nothing
-        with store.write_transaction():
-            for ib in Inbound.select().where(Inbound.id.in_(ids)).order_by(Inbound.id):
-                raw, summary, reading = raws.get(ib.id, (b"", None, None))
-                if process_one(rt, ib, now, raw, summary, reading=reading):
-                    report.done += 1
-                else:
-                    report.quarantined += 1
+        if store.is_sqlite():
+            # the only desk process: the batch is read, and read ahead, before the write
+            # transaction, so that the fetch process's next commit waits for nothing
+            ids, _ = store.claims.claim_pending(BATCH)
+            if not ids:
+                break
+            raws = _raws(rt, ids)
+            with store.write_transaction():
+                batch = process_batch(rt, ids, raws, now)
+        else:
+            with store.write_transaction():
+                ids, waiting = store.claims.claim_pending(BATCH)  # the rows stay ours until the commit
+                batch = process_batch(rt, ids, _raws(rt, ids), now) if ids else Processed()
+                batch.deferred += waiting
+            if not ids and not waiting:
+                break
+        report.add(batch)
         between()
+        if not batch.done and not batch.quarantined:
+            break  # all held by other desk processes: the next round takes them
     return report
 
 
+def _raws(rt: Runtime, ids: list[int]) -> dict:
+    """id -> (bytes, the fetch process's summary, or what this process read ahead)."""
+    rows = InboundRaw.select(InboundRaw.inbound, InboundRaw.data, InboundRaw.summary).where(InboundRaw.inbound.in_(ids))
+    return {i: (data, summary, None if summary else parse.read_ahead(rt, bytes(data)))
+            for i, data, summary in cast("Iterable[tuple[int, bytes | memoryview, str | None]]", rows.tuples())}
+
+
+def process_batch(rt: Runtime, ids: list[int], raws: dict, now: dt.datetime) -> Processed:
+    """The messages `ids` in the open transaction: first all in one savepoint; if any
+    fails, undone and run again one at a time (module docstring)."""
+    report = Processed()
+    inbounds = list(Inbound.select().where(Inbound.id.in_(ids)).order_by(Inbound.id))
+    if len(inbounds) > 1:
+        contexts = []
+        try:
+            with store.savepoint():
+                for ib in inbounds:
+                    raw, summary, reading = raws.get(ib.id, (b"", None, None))
+                    ctx = _context(rt, ib, now, raw, summary, (), reading)
+                    _run(ctx)
+                    contexts.append(ctx)
+        except Exception as e:  # noqa: BLE001 - whatever it was, each message is run again alone
+            failed = inbounds[len(contexts)].id if len(contexts) < len(inbounds) else "-"
+            log.info("batch of %d undone at inbound=%s (%s: %s); processing it one message at a time",
+                     len(inbounds), failed, type(e).__name__, str(e)[:200])
+            rt.begin_cycle()  # what this process remembers may count what was undone
+            inbounds = list(Inbound.select().where(Inbound.id.in_(ids)).order_by(Inbound.id))
+        else:
+            for ctx in contexts:
+                _log_processed(ctx)
+            report.done = len(contexts)
+            return report
+    for ib in inbounds:
+        raw, summary, reading = raws.get(ib.id, (b"", None, None))
+        outcome = process_one(rt, ib, now, raw, summary, reading=reading)
+        if outcome is None:
+            report.deferred += 1
+        elif outcome:
+            report.done += 1
+        else:
+            report.quarantined += 1
+    return report
+
+
+def _context(rt: Runtime, ib: Inbound, now: dt.datetime, raw, summary, earlier, reading, retried: bool = False) -> Context:
+    return Context(rt=rt, now=now, inbound=ib, raw=bytes(raw), summary=summary, reading=reading, decisions=list(earlier),
+                   retried=retried)
+
+
+def _run(ctx: Context) -> None:
+    """The stages, and what they decided written down."""
+    try:
+        for stage in STAGES:
+            stage(ctx)
+        ctx.outcome = "new-ticket" if ctx.new_ticket else "reply"
+    except Discard as stop:
+        ctx.outcome = stop.outcome
+        ctx.decide(f"outcome {stop.outcome}: {stop.reason}")
+        notify.queue_mail(ctx)
+    if ctx.ticket is not None:
+        ctx.ticket.save()
+    ib = ctx.inbound
+    ib.status, ib.outcome, ib.error = "processed", ctx.outcome, None
+    ib.ticket = ctx.ticket
+    ib.decisions = "\n".join(ctx.decisions)
+    ib.processed_at = ctx.now
+    ib.worker = ctx.rt.worker
+    ib.save(only=_SAVED)
+
+
+def _log_processed(ctx: Context) -> None:
+    ib = ctx.inbound
+    log.info("processed inbound=%s outcome=%s ticket=%s msgid=<%s>", ib.id, ctx.outcome, ctx.ref, ib.message_id or "")
+
+
 def process_one(rt: Runtime, ib: Inbound, now: dt.datetime, raw: bytes | memoryview, summary: str | None = None,
-                earlier: Sequence[str] = (), reading=None, retried: bool = False) -> bool:
-    """Run the stages on one message; True if processed, False if quarantined.
-    `earlier` is the decision log of an earlier attempt (a retry keeps it); a
+                earlier: Sequence[str] = (), reading=None, retried: bool = False) -> bool | None:
+    """Run the stages on one message, in a savepoint of its own; True if processed,
+    False if quarantined, None if another desk process holds what it needs (it stays
+    pending). `earlier` is the decision log of an earlier attempt (a retry keeps it); a
     `retried` message is past the per-sender cap on new tickets."""
-    ctx = Context(rt=rt, now=now, inbound=ib, raw=bytes(raw), summary=summary, reading=reading,
-                  decisions=list(earlier), retried=retried)
+    ctx = _context(rt, ib, now, raw, summary, earlier, reading, retried)
     try:
         with store.savepoint():  # a failing message undoes only itself
-            try:
-                for stage in STAGES:
-                    stage(ctx)
-                ctx.outcome = "new-ticket" if ctx.new_ticket else "reply"
-            except Discard as stop:
-                ctx.outcome = stop.outcome
-                ctx.decide(f"outcome {stop.outcome}: {stop.reason}")
-                notify.queue_mail(ctx)
-            if ctx.ticket is not None:
-                ctx.ticket.save()
-            ib.status, ib.outcome, ib.error = "processed", ctx.outcome, None
-            ib.ticket = ctx.ticket
-            ib.decisions = "\n".join(ctx.decisions)
-            ib.processed_at = now
-            ib.save(only=_SAVED)
-        log.info("processed inbound=%s outcome=%s ticket=%s msgid=<%s>", ib.id, ctx.outcome,
-                 rt.ref(ctx.ticket) if ctx.ticket else "-", ib.message_id or "")
+            _run(ctx)
+        _log_processed(ctx)
         return True
     except Reject as r:
         quarantine(rt, ib, ctx, r.reason, now, tell_sender=r.tell_sender)
     except Exception as e:  # noqa: BLE001 - any failure quarantines this message only
+        if store.claims.is_busy(e):
+            log.info("inbound=%s msgid=<%s> waits for the next round: %s", ib.id, ib.message_id or "", e)
+            return None
         log.exception("quarantined inbound=%s after an error", ib.id)
         quarantine(rt, ib, ctx, f"{type(e).__name__}: {e}"[:2000], now)
     return False
 
 
 _SAVED = [Inbound.status, Inbound.outcome, Inbound.error, Inbound.ticket, Inbound.decisions, Inbound.processed_at,
-          Inbound.message_id, Inbound.subject, Inbound.from_addr]
+          Inbound.message_id, Inbound.subject, Inbound.from_addr, Inbound.worker]
 
 
 def quarantine(rt: Runtime, ib: Inbound, ctx: Context, reason: str, now: dt.datetime, tell_sender: bool = False) -> None:
@@ -135,6 +216,7 @@ def quarantine(rt: Runtime, ib: Inbound, ctx: Context, reason: str, now: dt.date
     ib.status, ib.outcome, ib.error, ib.ticket = "quarantined", "quarantined", reason, None
     ib.decisions = "\n".join(ctx.decisions)
     ib.processed_at = now
+    ib.worker = rt.worker
     ib.save(only=_SAVED)
     log.warning("quarantined inbound=%s msgid=<%s>: %s", ib.id, ib.message_id or "", reason)
     if tell_sender and head is not None:
@@ -163,7 +245,7 @@ def _tell_sender_once(rt: Runtime, ib: Inbound, head, reason: str, now: dt.datet
     if Outbox.select().where((Outbox.inbound == ib) & (Outbox.kind == "too_large")).exists():
         return
     froms = [a.lower() for _, a in getaddresses([str(v) for v in head.get_all("From", [])]) if "@" in a]
-    if len(froms) != 1 or automatic.classify_for_desk(rt.cfg.desk, head, rt.key) is not None:
+    if len(froms) != 1 or automatic.classify_for_desk(rt.cfg.desk, head, rt.key, rt.cfg.desk_addresses) is not None:
         return
     queue_mail(rt, now, "too_large", rcpt=froms[0], inbound=ib,
                context={"reason": reason, "subject": ib.subject, "limit": rt.cfg.limits.max_message_bytes})

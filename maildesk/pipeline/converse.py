@@ -23,7 +23,7 @@ import re
 from ..desk import resolution, routing, sla
 from ..desk.lifecycle import add_participant, is_participant, within_reopen_window
 from ..mailout.queue import is_desk_address
-from ..store import Message, Ticket
+from ..store import Message, Ticket, claims
 from ..vocab import ACTIVE
 from .context import Context
 from .messages import attribution, refuse, store_message
@@ -116,7 +116,7 @@ def _from_staff(ctx: Context, t: Ticket) -> None:
     relay_staff_reply(ctx, t, ctx.message)
     if t.status in ACTIVE:
         sla.record_first_response(ctx.rt, t, ctx.now, f"public reply of {ctx.sender}", ctx.sender, ctx.inbound)
-    for child in (t.children.where(Ticket.status.not_in(("closed", "cancelled"))) if t.is_major else ()):
+    for child in (claims.locked(t.children.where(Ticket.status.not_in(("closed", "cancelled")))) if t.is_major else ()):
         relay_staff_reply(ctx, child, ctx.message)
         if child.first_response_at is None and child.status in ACTIVE:
             sla.record_first_response(ctx.rt, child, ctx.now, f"reply on major incident {ctx.ref}", ctx.sender, ctx.inbound)

@@ -62,7 +62,7 @@ def read_ahead(rt: Runtime, raw: bytes) -> Reading | None:
         return None
     try:
         mail = parse_mail(raw, rt.cfg.limits)
-        verdict = automatic.classify_for_desk(rt.cfg.desk, mail.tree(), rt.key)
+        verdict = automatic.classify_for_desk(rt.cfg.desk, mail.tree(), rt.key, rt.cfg.desk_addresses)
         attachments.write_contents(rt, mail.attachments)
     except MailRejected as e:
         return Reading(rejected=str(e))
@@ -72,10 +72,13 @@ def read_ahead(rt: Runtime, raw: bytes) -> Reading | None:
     return Reading(mail, verdict)
 
 
-def summarize(rt: Runtime, raw: bytes) -> str | None:
-    """In the fetch process: the reading as JSON, to store beside the bytes."""
+def summarize(rt: Runtime, raw: bytes) -> tuple[str | None, str | None]:
+    """In the fetch process: the reading as JSON, to store beside the bytes, and the
+    Message-ID, stored on the inbound row at once (store.claims.claim_pending)."""
     reading = read_ahead(rt, raw)
-    return reading.to_json() if reading else None
+    if reading is None:
+        return None, None
+    return reading.to_json(), reading.mail.message_id if reading.mail is not None else None
 
 
 def read(ctx: Context) -> None:

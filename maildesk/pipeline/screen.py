@@ -21,9 +21,8 @@ from .. import signing, store
 from ..desk import away, routing
 from ..mailin import automatic
 from ..mailin.automatic import bounce_info, complaint_recipients, is_out_of_office, verp_addresses
-from ..mailout.queue import forget_suppressions
+from ..mailout.queue import bounce_pattern, forget_suppressions
 from ..store import Message, Outbox, Suppression, Ticket
-from ..verp import verp_pattern
 from ..vocab import LOOP_HEADER
 from .context import Context, Discard
 
@@ -38,19 +37,20 @@ MAX_SIGNED = 10  # signed VERP addresses of one report worth a lookup
 
 def classify(ctx: Context) -> None:
     mail = ctx.mail
-    if mail.message_id:
-        # the same message again (a second copy, a re-delivery): same id, same sender. A
-        # different message that reuses the id (careless software, forgery) is not lost.
-        prior = store.scalar(
-            'SELECT "ticket_id" FROM "message" WHERE "message_id" = ? AND "direction" = ? AND "from_addr" = ? LIMIT 1',
-            (mail.message_id, "in", ctx.sender or ctx.inbound.from_addr))
-        if prior is not None:
-            ctx.ticket = Ticket.get_by_id(prior)
-            raise Discard("duplicate", f"Message-ID <{mail.message_id}> from the same sender is already stored "
-                                       f"on {ctx.rt.ref(prior)}")
+    # the same message again (a second copy, a re-delivery): same id, same sender. A
+    # different message that reuses the id (careless software, forgery) is not lost.
+    # Claimed first: another desk process may be processing a copy of it, or the mail it answers.
+    claimed, prior = store.claims.claim_message(mail.message_id, mail.in_reply_to + mail.references[-2:],
+                                                ctx.sender or ctx.inbound.from_addr)
+    if not claimed:
+        raise store.Busy(f"another desk process is processing <{mail.message_id}> or a mail it answers")
+    if prior is not None:
+        ctx.ticket = Ticket.get_by_id(prior)
+        raise Discard("duplicate", f"Message-ID <{mail.message_id}> from the same sender is already stored "
+                                   f"on {ctx.rt.ref(prior)}")
     verdict = ctx.verdict
     if verdict is False:
-        verdict = automatic.classify_for_desk(ctx.cfg.desk, mail.tree(), ctx.rt.key)
+        verdict = automatic.classify_for_desk(ctx.cfg.desk, mail.tree(), ctx.rt.key, ctx.cfg.desk_addresses)
     if (verdict is None or verdict.kind != "own") and mail.raw_headers(LOOP_HEADER):
         ctx.decide(f"{LOOP_HEADER} is another desk's, not this one's: the mail is judged as any other")
     if verdict is None:
@@ -123,8 +123,7 @@ class Report:
 
 
 def read_report(ctx: Context) -> Report:
-    desk, tree = ctx.cfg.desk, ctx.mail.tree()
-    pattern = verp_pattern(desk.bounce_address, desk.local_part, desk.domain)
+    tree, pattern = ctx.mail.tree(), bounce_pattern(ctx.rt)
     if ctx.automatic.kind == "complaint":
         return Report("complaint", complaint_recipients(tree), "feedback report", verp_addresses(tree, pattern))
     info = bounce_info(tree, verp=pattern)

@@ -150,10 +150,15 @@ def open_ticket(ctx: Context) -> None:
         opened_lane=str(lane),
     )
     text = f"{subject}\n{mail.reply_text}"  # the quoted history does not count
-    cat = categorize(cfg, text)
+    box = cfg.home_mailbox([a.addr for a in mail.to + mail.cc], ctx.inbound.mailbox)
+    t.mailbox = box.name if box else None
+    cat = Decision(box.category, f"mailbox {box.name}") if box and box.category else categorize(cfg, text)
     pri = prioritize(cfg, text, requester, header_urgency(mail))
     t.category, t.impact, t.urgency, t.priority = cat.value, pri.impact, pri.urgency, pri.priority
-    t.group = cfg.category_group(cat.value)
+    t.group, routed_by = cfg.category_route(cat.value), f"category {cat.value}"
+    if t.group is None and box is not None and box.group:
+        t.group, routed_by = box.group, f"mailbox {box.name}"
+    t.group = t.group or cfg.default_group
     sla.apply_policy(ctx.rt, t, now)
     t.save()
     _opened(ctx, requester, lane)
@@ -180,7 +185,7 @@ def open_ticket(ctx: Context) -> None:
                            "and was not added", actor="desk", ticket=ctx.cites)
     ctx.event("category", f"category {cat.value} ({cat.why})", actor="desk")
     ctx.event("priority", pri.why, actor="desk")
-    ctx.event("group", f"routed to {t.group or 'no group'} (category {cat.value})", actor="desk")
+    ctx.event("group", f"routed to {t.group or 'no group'} ({routed_by})", actor="desk")
     ctx.event("sla", sla.describe_due(ctx.rt, t), actor="desk")
     tech, how = routing.pick_assignee(ctx.rt, t.group, now)
     if tech:

@@ -9,7 +9,9 @@ scheduled jobs, looks after the two mail processes (mailprocess.py), and talks t
     maildesk run                    the same, until SIGTERM or SIGINT
 
 systemd (Type=notify) hears READY once, STATUS each cycle and WATCHDOG while the
-loop is alive. A fetch or send process that dies is started again.
+loop is alive. A fetch or send process that dies is started again. The desk process
+registers itself in the `worker` table and beats there while it runs (store.workers),
+for `maildesk status` and the other desk processes on a shared PostgreSQL database.
 
 Around one cycle is one of the codebase's broad catches: a locked or unreachable
 database makes the desk wait and try again; nothing is lost, because mail is
@@ -35,7 +37,7 @@ from ..desk import jobs
 from ..mailin.mailbox import record_flagged, store_batch
 from ..mailout.results import Delivered, record_results
 from ..pipeline import Processed, process_pending
-from ..store import Inbound, utcnow
+from ..store import Inbound, utcnow, workers
 from .mailprocess import MailProcess
 
 if TYPE_CHECKING:
@@ -86,23 +88,25 @@ class Systemd:
 
 
 class Daemon:
-    def __init__(self, rt: Runtime, fetcher: MailProcess | None = None):
+    def __init__(self, rt: Runtime, fetchers: list[MailProcess] | None = None):
         self.rt = rt
         self.cfg = rt.cfg
         self.stop = threading.Event()
         self.systemd = Systemd()
-        self.fetcher = fetcher  # started early by `maildesk run`, while this process loads the rest
+        # one fetch process per mailbox, started early by `maildesk run`, while this process loads the rest
+        self.fetchers: list[MailProcess] = fetchers or []
         self.sender: MailProcess | None = None
         self.metrics: DeskMetrics | None = None  # with [metrics] listen
+        self._last_beat = 0.0
 
     def _start(self, once: bool, now=None) -> None:
-        if self.fetcher is None:
-            self.fetcher = MailProcess(self.cfg, "fetch", once, now)
+        if not self.fetchers:
+            self.fetchers = start_fetchers(self.cfg, once, now)
         self.sender = MailProcess(self.cfg, "send", once, now)
 
     @property
     def children(self) -> tuple[MailProcess, ...]:
-        return tuple(c for c in (self.fetcher, self.sender) if c is not None)
+        return tuple(c for c in (*self.fetchers, self.sender) if c is not None)
 
     def _listen(self, timeout: float = 0.0) -> None:
         """Read both pipes, waiting up to `timeout` for the first note."""
@@ -118,29 +122,29 @@ class Daemon:
         return self.stop.is_set()
 
     def _pending(self) -> bool:
-        assert self.fetcher is not None  # _start ran
-        return bool(self.fetcher.intake) or Inbound.select().where(Inbound.status == "pending").exists()
+        return any(f.intake for f in self.fetchers) or Inbound.select().where(Inbound.status == "pending").exists()
 
     def _take_in(self) -> None:
-        """Commit what the fetch process handed over, and tell it so: each batch in a
+        """Commit what the fetch processes handed over, and tell each so: each batch in a
         transaction of its own, then the notes of batches flagged on the server."""
-        assert self.fetcher is not None  # _start ran
         self._listen()
-        notes, self.fetcher.intake = self.fetcher.intake, []
-        flagged = [n for n in notes if n[0] == "flagged"]
-        for _, seq, mailbox, uidvalidity, after_uid, last_uid, items, received in (n for n in notes if n[0] == "batch"):
-            try:
-                stored = store_batch(mailbox, uidvalidity, after_uid, last_uid, items, received)
-            except (DatabaseError, InterfaceError) as e:
-                log.error("could not store %d fetched message(s): %s; the fetch takes them again", len(items), e)
-                stored = None
-            self.fetcher.tell("committed", seq, stored)
-            if self.metrics is not None:
-                self.metrics.fetched(stored)
-        if flagged:
-            with store.write_transaction():
-                for _, mailbox, uidvalidity, uids in flagged:
-                    record_flagged(mailbox, uidvalidity, uids)
+        for fetcher in self.fetchers:
+            notes, fetcher.intake = fetcher.intake, []
+            flagged = [n for n in notes if n[0] == "flagged"]
+            for _, seq, mailbox, uidvalidity, after_uid, last_uid, items, received in (n for n in notes if n[0] == "batch"):
+                try:
+                    stored = store_batch(mailbox, uidvalidity, after_uid, last_uid, items, received)
+                except (DatabaseError, InterfaceError) as e:
+                    log.error("could not store %d fetched message(s) of mailbox=%s: %s; the fetch takes them again",
+                              len(items), mailbox, e)
+                    stored = None
+                fetcher.tell("committed", seq, stored)
+                if self.metrics is not None:
+                    self.metrics.fetched(stored)
+            if flagged:
+                with store.write_transaction():
+                    for _, mailbox, uidvalidity, uids in flagged:
+                        record_flagged(mailbox, uidvalidity, uids)
 
     def _process(self, now=None) -> Processed:
         assert self.sender is not None  # _start ran
@@ -173,7 +177,10 @@ class Daemon:
         self.rt.begin_cycle()
         self._start(once=True, now=now)
         try:
-            return self._cycle(now)
+            workers.register(self.rt.worker)
+            done = self._cycle(now)
+            workers.stopped(self.rt.worker)
+            return done
         finally:
             self._stop_children(timeout=2)
 
@@ -184,19 +191,23 @@ class Daemon:
                 child.stop(timeout)
 
     def _cycle(self, now: dt.datetime | None) -> bool:
-        assert self.fetcher is not None and self.sender is not None  # _start ran
+        assert self.sender is not None  # _start ran
         lap = Laps()
-        self.rt.warm_up(now or utcnow())  # while the fetch process fetches
+        self.rt.warm_up(now or utcnow())  # while the fetch processes fetch
         self.delivered = Delivered()
         done = quarantined = 0
         while True:
             processed = self._process(now)
             done, quarantined = done + processed.done, quarantined + processed.quarantined
             self._listen()
-            if self.fetcher.fetched is not None and not self._pending():
+            fetching = [f for f in self.fetchers if f.fetched is None]
+            if not fetching and not self._pending():
                 break
-            if self.fetcher.fetched is None and not self.fetcher.alive:
-                log.error("the fetch process ended early (exit %s)", self.fetcher.process.exitcode)
+            ended = [f for f in fetching if not f.alive]
+            if ended and len(ended) == len(fetching):
+                for f in ended:
+                    log.error("the fetch process of mailbox=%s ended early (exit %s)", f.mailbox.name if f.mailbox else "-",
+                              f.process.exitcode)
                 break
             if not processed.done and not processed.quarantined:
                 self._listen(timeout=0.05)
@@ -214,7 +225,7 @@ class Daemon:
         lap("send")
         log.info("cycle: processed=%d quarantined=%d; %s; %s; %s", done, quarantined, self.delivered,
                  "; ".join(results), lap)
-        return bool(self.fetcher.fetched)
+        return all(f.fetched for f in self.fetchers)
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -229,6 +240,7 @@ class Daemon:
         self._start(once=False)
         self.rt.warm_up(utcnow())
         self.delivered = Delivered()
+        self._beat(register=True)
         self.systemd.send("READY=1")
         log.info("maildesk running: %s as %s", self.cfg.desk.name, self.cfg.desk.address)
         for job in jobs.JOBS:  # a restart catches up on every job at once
@@ -240,8 +252,22 @@ class Daemon:
         self._record()
         if self.metrics is not None:
             self.metrics.close()
+        try:
+            workers.stopped(self.rt.worker)
+        except (DatabaseError, InterfaceError) as e:
+            log.error("could not note this desk process's stop: %s", e)
         self.systemd.send("STOPPING=1")
         log.info("maildesk stopped")
+
+    def _beat(self, register: bool = False) -> None:
+        """The worker row: this process is alive (store.workers.HEARTBEAT)."""
+        if not register and time.monotonic() - self._last_beat < workers.HEARTBEAT:
+            return
+        (workers.register if register else workers.beat)(self.rt.worker)
+        if register and store.is_sqlite():  # the one desk process fetches every mailbox itself
+            for box in self.cfg.mailboxes:
+                workers.took_lease(f"mailbox:{box.name}", self.rt.worker)
+        self._last_beat = time.monotonic()
 
     def _loop(self, scheduler) -> None:
         backoff = 1.0
@@ -249,6 +275,7 @@ class Daemon:
         while not self.stop.is_set():
             try:
                 self.rt.begin_cycle()
+                self._beat()
                 processed = self._process()
                 scheduler.run_pending()
                 backoff = 1.0
@@ -265,10 +292,10 @@ class Daemon:
                 restarts = [t for t in restarts if t > time.monotonic() - 60] + [time.monotonic()]
                 log.error("the %s process died (exit %s); starting it again", child.role, child.process.exitcode)
                 self._sleep(min(2.0 ** len(restarts), MAX_BACKOFF))
-                if child is self.fetcher:
-                    self.fetcher = MailProcess(self.cfg, "fetch", False, None)
-                else:
+                if child is self.sender:
                     self.sender = MailProcess(self.cfg, "send", False, None)
+                else:
+                    self.fetchers[self.fetchers.index(child)] = MailProcess(self.cfg, "fetch", False, None, child.mailbox)
             self._wait(scheduler)
         for child in self.children:
             child.tell("stop")
@@ -299,17 +326,22 @@ class Daemon:
             log.error("job %s: database unavailable: %s", job.__name__, e)
 
     def _wait(self, scheduler) -> None:
-        """Until the fetch process stored new mail, the next job, or a second."""
+        """Until a fetch process stored new mail, the next job, or a second."""
         deadline = time.monotonic() + min(1.0, max(0.05, scheduler.idle_seconds or 1.0))
-        assert self.fetcher is not None  # _start ran
         while not self.should_stop() and time.monotonic() < deadline:
-            self.fetcher.stored = False
+            for fetcher in self.fetchers:
+                fetcher.stored = False
             self._listen(timeout=min(0.25, max(0.0, deadline - time.monotonic())))
             self._record()
-            if self.fetcher.stored:
+            if any(f.stored for f in self.fetchers):
                 return
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while not self.should_stop() and time.monotonic() < deadline:
             time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+
+
+def start_fetchers(cfg, once: bool, now: dt.datetime | None) -> list[MailProcess]:
+    """A fetch process for each mailbox."""
+    return [MailProcess(cfg, "fetch", once, now, box) for box in cfg.mailboxes]

@@ -1,9 +1,9 @@
 """The mail processes: everything that waits on a mail server.
 
-`maildesk run` is three processes. The desk process (daemon.py) makes the
-decisions; two forked children move the mail, each an instance of `Mover`:
+`maildesk run` is three processes or more. The desk process (daemon.py) makes the
+decisions; forked children move the mail, each an instance of `Mover`:
 
-- the **fetch** process keeps the IMAP session (IDLE where offered, polling
+- a **fetch** process for each mailbox keeps its IMAP session (IDLE where offered, polling
   otherwise), fetches new messages in batches and parses each one once
   (pipeline/parse.py summarize), then hands the batch to the desk, which commits
   it; only then does it flag the batch on the server (mailbox.fetch_new);
@@ -30,6 +30,11 @@ the desk commits one batch the fetch process fetches and parses the next. Until 
 desk has recorded a delivery, the send process skips that mail. Three processes
 let the scheduler spread the work over the machine's cores, and a slow SMTP relay
 never holds up new tickets.
+
+Several desk processes on one PostgreSQL database (docs/operations.md) each start a
+fetch process for every mailbox, but a mailbox is fetched only under its lease
+(store.claims): the others look every LEASE_RETRY seconds whether its holder is
+gone. Their send processes claim the outbox rows they send (mailout.queue.claim_due).
 
 Around one IMAP session is one of the codebase's broad catches (reconnect with
 capped backoff); nothing is lost on a failure, because mail is flagged on the
@@ -59,7 +64,7 @@ from peewee import DatabaseError, InterfaceError
 from .. import faults, store
 from ..mailin.mailbox import MailboxError, MailboxSession, StoreFailed, fetch_new
 from ..oauth2 import AccessTokens
-from ..store import Outbox, utcnow
+from ..store import Outbox, claims, utcnow, workers
 from .profiling import profiled
 
 if TYPE_CHECKING:
@@ -79,22 +84,26 @@ MAX_BACKOFF = 60.0
 # Sent mails the desk has not recorded yet: after a crash these are sent again (with
 # their Message-ID), so the send process lets no more than this many pile up.
 MAX_UNRECORDED = 100
+# How often a fetch process whose mailbox another desk process fetches looks whether
+# that one is gone (its lease passes at once when it dies: well within a minute).
+LEASE_RETRY = 5.0
 
 
 class MailProcess:
     """A forked mail process (role "fetch" or "send") and our end of its pipe."""
 
-    def __init__(self, cfg, role: str, once: bool, now: dt.datetime | None):
+    def __init__(self, cfg, role: str, once: bool, now: dt.datetime | None, mailbox=None):
         ctx = multiprocessing.get_context("fork")
         self.role = role
+        self.mailbox = mailbox  # a fetch process's config.Mailbox
         self.pipe, child_end = ctx.Pipe()
         # SQLite: no open connection may cross a fork; both sides reconnect
         store.db.obj.close()
-        self.process = ctx.Process(target=main, args=(cfg, child_end, self.pipe, role, once, now),
+        self.process = ctx.Process(target=main, args=(cfg, child_end, self.pipe, role, once, now, mailbox),
                                    name=f"maildesk-{role}", daemon=True)
         self.process.start()
         child_end.close()
-        faults.partner(self.process.pid, role)
+        faults.partner(self.process.pid, role if mailbox is None else f"{role}:{mailbox.name}")
         self.fetched: bool | None = None
         self.stored = False  # a batch came in
         self.intake: list[tuple] = []  # "batch" and "flagged" notes, for the desk to write
@@ -142,16 +151,22 @@ class MailProcess:
 
 
 class Mover:
-    def __init__(self, rt: Runtime, pipe, role: str, now: dt.datetime | None = None):
+    def __init__(self, rt: Runtime, pipe, role: str, now: dt.datetime | None = None, mailbox=None):
         self.rt, self.cfg, self.pipe, self.role = rt, rt.cfg, pipe, role
+        self.box = mailbox or rt.cfg.imap  # the fetch process's mailbox
         self.fixed_now = now
         self.session: MailboxSession | None = None
-        self.imap_tokens = access_tokens(self.cfg.imap, "imap") if role == "fetch" else None
+        where = f"mailboxes[{self.cfg.mailboxes.index(self.box)}]" if self.cfg.mailboxes_listed else "imap"
+        self.imap_tokens = access_tokens(self.box, where) if role == "fetch" else None
         self.backoff = 1.0
         self.stopping = False
         self.desk_done = False  # --once: the desk will queue nothing more
         self.in_flight: dict[int, int] = {}  # outbox id -> attempts, sent but not yet recorded
         self.desk_pid = os.getppid()
+        self.leased = False  # this process holds its mailbox's lease
+        # PostgreSQL: the send process claims outbox rows under a lease of its own, so that
+        # the rows of a send process that died pass to the others at once (mailout.queue.claim_due)
+        self.send_lease = f"sender:{workers.worker_id(os.getpid())}"
         self.intake = DeskStore(self)
         self.connections: Connections | None = None  # the send process's SMTP connections
         self._posting: queue.SimpleQueue = queue.SimpleQueue()  # notes for the desk, sent by _poster
@@ -163,21 +178,23 @@ class Mover:
     # --- IMAP ------------------------------------------------------------------------
 
     def fetch(self) -> bool:
+        if not self.hold_mailbox():
+            return True  # another desk process fetches it
         try:
             if self.session is not None and self.session.should_log_in_again():
                 log.info("imap: logging in again before the OAuth2 token of the session expires")
                 self.session.close()
                 self.session = None
             if self.session is None:
-                self.session = MailboxSession(self.cfg.imap, self.imap_tokens).connect()
-            report = fetch_new(self.session, self.now(), self.cfg.imap.batch_size, self.should_stop,
+                self.session = MailboxSession(self.box, self.imap_tokens).connect()
+            report = fetch_new(self.session, self.now(), self.box.batch_size, self.should_stop,
                                intake=self.intake, summarize=self._summarize)
             self.backoff = 1.0
             return report is not None
         except MailboxError as e:
             self._lost_session(str(e), error=True)
         except IMAP_ERRORS as e:
-            self._lost_session(f"IMAP {self.cfg.imap.host}:{self.cfg.imap.effective_port}: {type(e).__name__}: {e}")
+            self._lost_session(f"IMAP {self.box.host}:{self.box.effective_port}: {type(e).__name__}: {e}")
         except (DatabaseError, InterfaceError, StoreFailed) as e:
             # nothing uncommitted was flagged: the next fetch takes it again
             if self.stopping:
@@ -188,15 +205,41 @@ class Mover:
             self._sleep(self.backoff)
         return False
 
-    def _summarize(self, raws: dict[int, bytes]) -> dict[int, str | None]:
+    def hold_mailbox(self) -> bool:
+        """Whether this process is to fetch its mailbox: on PostgreSQL, while it holds the
+        mailbox's lease (taken now if its holder is gone); SQLite has one desk process."""
+        if store.is_sqlite():
+            return True
+        name = f"mailbox:{self.box.name}"
+        had = self.leased
+        try:
+            self.leased = (had and claims.holds_lease(name)) or claims.try_lease(name)
+            if self.leased and not had:
+                workers.took_lease(name, workers.worker_id(self.desk_pid))
+        except (DatabaseError, InterfaceError) as e:
+            log.error("fetch mailbox=%s: the database is unavailable (%s); its lease is given up", self.box.name, e)
+            store.db.obj.close()  # the lease went with the connection; a new one is opened next time
+            self.leased = False
+        if had and not self.leased:
+            log.warning("mailbox=%s: lost its lease; another desk process fetches it now", self.box.name)
+        elif self.leased and not had:
+            log.info("mailbox=%s: took its lease; this desk process fetches it", self.box.name)
+        if not self.leased and self.session is not None:
+            self.session.close()
+            self.session = None
+        return self.leased
+
+    def _summarize(self, raws: dict[int, bytes]) -> dict[int, tuple[str | None, str | None]]:
         """Parse the fetched batch here, where it costs the desk nothing."""
         from ..pipeline.parse import summarize
 
         return {uid: summarize(self.rt, raw) for uid, raw in raws.items()}
 
     def _lost_session(self, why: str, error: bool = False) -> None:
-        (log.error if error else log.warning)("IMAP session lost, connecting again: %s" if self.session is not None
-                                              else "cannot fetch: %s", why)
+        (log.error if error else log.warning)("mailbox %s: IMAP session lost, connecting again: %s" if self.session is not None
+                                              else "mailbox %s: cannot fetch: %s", self.box.name, why)
+        if self.cfg.mailboxes_listed:
+            why = f"mailbox {self.box.name}: {why}"
         try:
             store.put_setting("last_fetch_error", why[:500])
         except (DatabaseError, InterfaceError):
@@ -267,8 +310,12 @@ class Mover:
             room = MAX_UNRECORDED - len(self.in_flight)
             if room <= 0:
                 return 0  # until the desk records what was sent: a crash resends at most that many
+            claimer = None
+            if not store.is_sqlite():
+                claims.try_lease(self.send_lease)  # kept, or taken again on a new connection
+                claimer = claims.lease_mark(self.send_lease)
             tried = deliver_due(self.rt, self.now(), self._report, self.should_stop, skip=self.in_flight,
-                                connections=self.connections, limit=room)
+                                connections=self.connections, limit=room, claimer=claimer)
             log.debug("delivery round: %d tried, %d awaiting their record", tried, len(self.in_flight))
             return tried
         except (DatabaseError, InterfaceError) as e:
@@ -320,12 +367,15 @@ class Mover:
 
     def wait_for_mail(self) -> None:
         """Until new mail on the server or `imap.poll_seconds`; IDLE where the server
-        offers it (RFC 2177)."""
+        offers it (RFC 2177). Without the mailbox's lease, LEASE_RETRY seconds."""
+        if not self.leased and not store.is_sqlite():
+            self._sleep(LEASE_RETRY)
+            return
         if self.session is None:
             self.backoff = min(self.backoff * 2, MAX_BACKOFF)
             self._sleep(self.backoff / 2)
             return
-        seconds = float(self.cfg.imap.poll_seconds)
+        seconds = float(self.box.poll_seconds)
         if self.session.log_in_again_at is not None:  # wake up to log in with a new token in time
             seconds = min(seconds, max(0.05, self.session.log_in_again_at - time.time()))
         try:
@@ -420,9 +470,9 @@ class DeskStore:
         self.mover.post(("flagged", mailbox, uidvalidity, uids))
 
 
-def main(cfg, pipe, desk_end, role: str, once: bool, now: dt.datetime | None) -> None:
+def main(cfg, pipe, desk_end, role: str, once: bool, now: dt.datetime | None, mailbox=None) -> None:
     """A mail process's entry point (a forked child of the desk process); `role` is
-    "fetch" or "send"."""
+    "fetch" (of `mailbox`) or "send"."""
     mover = None
 
     def on_signal(signum, frame):
@@ -441,8 +491,8 @@ def main(cfg, pipe, desk_end, role: str, once: bool, now: dt.datetime | None) ->
         from .runtime import Runtime
 
         store.open_database(cfg.database.url)
-        mover = Mover(Runtime.start(cfg), pipe, role, now)
-        log.info("%s process started (pid %d)", role, os.getpid())
+        mover = Mover(Runtime.start(cfg), pipe, role, now, mailbox)
+        log.info("%s process started (pid %d)%s", role, os.getpid(), f" for mailbox {mailbox.name}" if mailbox else "")
         try:
             mover.run_once() if once else mover.run_forever()
         finally:

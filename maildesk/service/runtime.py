@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -31,6 +32,8 @@ class Runtime:
     # lookups a cycle makes again and again (suppressed addresses, staff state,
     # automatic-reply counts); emptied at the start of each cycle
     memo: dict = field(default_factory=dict)
+    # this desk process, host:pid, as it signs what it processed (inbound.worker)
+    worker: str = field(default_factory=lambda: store.workers.worker_id(os.getpid()))
 
     def begin_cycle(self) -> None:
         self.memo.clear()

@@ -12,6 +12,8 @@ built once (peewee builds SQL anew on every call); `schema` the tables;
 `attachments` the contents of attachments, stored once by hash.
 """
 
+from . import claims, workers
+from .claims import Busy
 from .connection import (
     MIGRATIONS,
     UTC,
@@ -37,6 +39,7 @@ from .schema import (
     KbOffer,
     KbTerm,
     KbVersion,
+    Lease,
     MailboxState,
     Message,
     Outbox,
@@ -49,6 +52,7 @@ from .schema import (
     Task,
     Ticket,
     TicketTerm,
+    Worker,
 )
 from .sql import (
     add_event,
@@ -65,11 +69,12 @@ from .sql import (
 )
 
 __all__ = [
+    "Busy", "claims", "workers",
     "MIGRATIONS", "UTC", "DatabaseUnavailable", "UtcDateTimeField", "db", "is_sqlite", "migrate", "open_database",
     "pending_migrations", "redact", "utcnow",
     "MODELS", "Attachment", "BaseModel", "Blob", "Event", "Inbound", "InboundRaw", "MailboxState", "Message", "Outbox",
     "Participant", "Setting", "SlaMark", "StaffState", "Suppression", "Survey", "Task", "Ticket",
-    "KbArticle", "KbOffer", "KbTerm", "KbVersion", "TicketTerm",
+    "KbArticle", "KbOffer", "KbTerm", "KbVersion", "TicketTerm", "Worker", "Lease",
     "add_event", "execute", "fetch_row", "flush_events", "get_setting", "insert", "put_setting", "save_changes",
     "savepoint", "scalar", "write_transaction",
 ]

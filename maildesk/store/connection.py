@@ -2,8 +2,11 @@
 stored time type, and the migrations runner.
 
 SQLite runs in WAL mode with `synchronous=NORMAL`; PostgreSQL from a `postgresql://`
-URL runs the same code. The schema is created and changed only by the numbered
-scripts in `maildesk/store/migrations/` (`migrate()`), never by `create_tables` at run time.
+URL runs the same code, each connection named in `pg_stat_activity` after its process
+(`maildesk host:pid`), with a lock timeout, and with TCP keepalives that make the server
+drop the connection of a dead host, and with it its leases (claims.py), within a minute.
+The schema is created and changed only by the numbered scripts in
+`maildesk/store/migrations/` (`migrate()`), never by `create_tables` at run time.
 Times are stored as UTC and handed back as aware UTC datetimes.
 """
 
@@ -11,6 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import socket
 from pathlib import Path
 
 from peewee import (
@@ -96,7 +101,8 @@ def open_database(url: str):
             url = "postgresql://" + url[len("postgres://"):]
         from playhouse.db_url import connect as url_connect
 
-        database = url_connect(url, autorollback=False)
+        database = url_connect(url, autorollback=False, **_PG_SESSION,
+                               application_name=f"maildesk {socket.gethostname()}:{os.getpid()}"[:63])
         if not isinstance(database, PostgresqlDatabase):
             raise DatabaseUnavailable(f"database.url: unsupported database {url.split(':', 1)[0]}")
     db.initialize(database)
@@ -105,6 +111,15 @@ def open_database(url: str):
     except Exception as e:  # the driver's own error type varies
         raise DatabaseUnavailable(f"cannot open the database at {redact(url)}: {e}".strip()) from e
     return database
+
+
+# A lock wait this long is given up (claims.Busy): the work waits for the next round.
+# The keepalives (server side: the options; client side: libpq's own) detect a peer
+# that is gone without closing its connection within 20 + 3 x 10 seconds.
+_PG_SESSION = {
+    "options": "-c lock_timeout=10s -c tcp_keepalives_idle=20 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3",
+    "keepalives": 1, "keepalives_idle": 20, "keepalives_interval": 10, "keepalives_count": 3,
+}
 
 
 def redact(url: str) -> str:
@@ -119,10 +134,20 @@ def is_sqlite() -> bool:
 
 
 def migrate() -> list[str]:
-    """Create or bring the schema up to date; returns the names applied."""
+    """Create or bring the schema up to date; returns the names applied. Desk
+    processes that start together on one PostgreSQL database migrate one at a time."""
     from playhouse.migrations import Runner
 
-    return Runner(db.obj, str(MIGRATIONS)).up()
+    if is_sqlite():
+        return Runner(db.obj, str(MIGRATIONS)).up()
+    db.obj.execute_sql("SELECT pg_advisory_lock(%s, 0)", (_MIGRATION_LOCK,))
+    try:
+        return Runner(db.obj, str(MIGRATIONS)).up()
+    finally:
+        db.obj.execute_sql("SELECT pg_advisory_unlock(%s, 0)", (_MIGRATION_LOCK,))
+
+
+_MIGRATION_LOCK = 0x6D640004  # an advisory lock key of maildesk's own (claims.py has the others)
 
 
 def pending_migrations() -> list[str]:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
 
 from peewee import (
     AutoField,
+    BigIntegerField,
     BlobField,
     BooleanField,
     CharField,
@@ -33,6 +34,9 @@ class BaseModel(Model):
     class Meta:
         database = db
         legacy_table_names = False
+
+    # read by get_by_id in a PostgreSQL transaction: locked for it (sql.fetch_row)
+    LOCKED_IN_TRANSACTION: ClassVar[bool] = False
 
     if TYPE_CHECKING:  # what peewee's metaclass gives every model, unknown to its stubs
         DoesNotExist: ClassVar[type[DoesNotExist]]
@@ -65,6 +69,8 @@ class BaseModel(Model):
 
 
 class Ticket(BaseModel):
+    LOCKED_IN_TRANSACTION = True  # several desk processes: one changes a ticket at a time
+
     id = AutoField()
     subject = TextField()
     requester = CharField()  # address, lower case
@@ -103,6 +109,8 @@ class Ticket(BaseModel):
     # the standing of the mail that opened it (mailout/queue.py LANES, or "staff"): the
     # per-sender cap on new tickets counts each apart (limits.new_tickets_per_sender_per_hour)
     opened_lane = CharField(null=True)
+    # the [[mailboxes]] name it came in by: its mail goes out From that mailbox's address
+    mailbox = CharField(null=True)
 
     # the fields mail templates see (render.snapshot)
     SNAPSHOT = ("id", "subject", "requester", "requester_name", "status", "category", "impact", "urgency",
@@ -145,7 +153,7 @@ class Inbound(BaseModel):
     """A fetched message, raw and durable, with what became of it."""
 
     id = AutoField()
-    mailbox = CharField(default="INBOX")
+    mailbox = CharField(default="INBOX")  # the [[mailboxes]] name (with [imap]: its folder)
     uidvalidity = IntegerField(null=True)
     uid = IntegerField(null=True)
     sha256 = CharField(unique=True)
@@ -161,6 +169,7 @@ class Inbound(BaseModel):
     decisions = TextField(default="")  # the `maildesk why` log, one line per decision
     processed_at = UtcDateTimeField(null=True)
     server_done = BooleanField(default=False)  # flagged \Seen or moved on the IMAP server
+    worker = CharField(null=True)  # the desk process that processed it, host:pid
 
     class Meta:
         indexes = ((("server_done", "mailbox"), False),)
@@ -274,6 +283,8 @@ class Outbox(BaseModel):
     inbound = ForeignKeyField(Inbound, null=True, backref="outbox", on_delete="SET NULL")
     # the counters it counts in (mailout/queue.py LANES): the standing of the mail that caused it
     lane = CharField(null=True)
+    # PostgreSQL: the lease key of the send process that claimed it (mailout.queue.claim_due)
+    claimed_by = BigIntegerField(null=True)
 
     class Meta:
         indexes = (
@@ -415,8 +426,31 @@ class TicketTerm(BaseModel):
     docs = IntegerField(default=0)
 
 
+class Worker(BaseModel):
+    """A desk process (`maildesk run`), as `maildesk status` lists it: alive while its
+    heartbeat is recent."""
+
+    id = CharField(primary_key=True)  # host:pid
+    host = CharField()
+    pid = IntegerField()
+    started_at = UtcDateTimeField()
+    heartbeat_at = UtcDateTimeField()
+    stopped_at = UtcDateTimeField(null=True)  # a clean stop; a killed process leaves it null
+
+
+class Lease(BaseModel):
+    """Who holds a lease (`mailbox:NAME`: fetching that mailbox), for `maildesk status`.
+    The lease itself is a PostgreSQL advisory lock (store.leases); this row only says
+    which worker took it last."""
+
+    name = CharField(primary_key=True)
+    worker = CharField()
+    since = UtcDateTimeField()
+
+
 MODELS = (
     Ticket, Participant, Inbound, InboundRaw, Message, Attachment, Blob, Event, Task, Outbox,
     MailboxState, Setting, StaffState, SlaMark, Survey, Suppression, KbArticle, KbVersion, KbOffer, KbTerm, TicketTerm,
+    Worker, Lease,
 )
 

@@ -11,10 +11,12 @@ from peewee import (
     AutoField,
     BooleanField,
     CharField,
+    DatabaseError,
     IntegerField,
     TextField,
 )
 
+from . import claims
 from .connection import UtcDateTimeField, db, is_sqlite
 
 
@@ -105,18 +107,28 @@ def _plain(field):
 
 
 def fetch_row(model, pk):
-    """SELECT one row by primary key into a model instance."""
+    """SELECT one row by primary key into a model instance. On PostgreSQL a model that
+    asks for it (`LOCKED_IN_TRANSACTION`: a ticket) is locked for the transaction that
+    reads it, or `claims.Busy` is raised if another desk process holds it: two
+    processes never change one ticket from two stale copies."""
     sqlite = is_sqlite()
-    key = (model, "get", sqlite)
+    lock = not sqlite and model.LOCKED_IN_TRANSACTION and db.obj.in_transaction()
+    key = (model, "get", sqlite, lock)
     statement = _STATEMENTS.get(key)
     if statement is None:
         meta = model._meta
         fields = meta.sorted_fields
         columns = ", ".join(f'"{f.column_name}"' for f in fields)
         statement = _STATEMENTS[key] = (
-            _sql(f'SELECT {columns} FROM "{meta.table_name}" WHERE "{meta.primary_key.column_name}" = ?'), fields)
+            _sql(f'SELECT {columns} FROM "{meta.table_name}" WHERE "{meta.primary_key.column_name}" = ?'
+                 + (" FOR UPDATE NOWAIT" if lock else "")), fields)
     text, fields = statement
-    row = db.obj.execute_sql(text, (pk,)).fetchone()
+    try:
+        row = db.obj.execute_sql(text, (pk,)).fetchone()
+    except DatabaseError as e:
+        if lock and claims.is_busy(e):
+            raise claims.Busy(f"{model.__name__.lower()} {pk} is being changed by another desk process") from None
+        raise
     if row is None:
         return None
     instance = model(__no_default__=1, **{f.name: f.python_value(v) for f, v in zip(fields, row, strict=True)})

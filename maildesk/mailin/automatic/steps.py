@@ -277,9 +277,10 @@ def bounce_info(msg: Message, *, verp: re.Pattern[str]) -> BounceInfo | None:
                       verp_ids=_verp_ids(mail, verp), diagnostic=bounce.diagnostic)
 
 
-def classify_for_desk(desk, msg: Message, key: bytes | None = None) -> Verdict | None:
+def classify_for_desk(desk, msg: Message, key: bytes | None = None, addresses: Iterable[str] = ()) -> Verdict | None:
     """`classify` with this desk's own address, domain and loop header (`desk` is the
-    config's `Desk`); with the signing `key`, the loop header counts only with this
-    desk's own value."""
-    return classify(msg, desk_addresses=[desk.address], own_loop_header=LOOP_HEADER, own_domain=desk.domain,
+    config's `Desk`) and its other `addresses` (those of its mailboxes); with the signing
+    `key`, the loop header counts only with this desk's own value."""
+    return classify(msg, desk_addresses=tuple(dict.fromkeys([desk.address, *addresses])), own_loop_header=LOOP_HEADER,
+                    own_domain=desk.domain,
                     own_loop_value=loop_value(key, desk.address) if key is not None else None)

@@ -8,6 +8,7 @@ import re
 
 from ...desk import kb, kbterms, lifecycle
 from ...errors import MaildeskError
+from ...mailout.queue import is_desk_address
 from ...store import KbArticle, Task, Ticket
 from ...vocab import ACTIVE
 
@@ -139,6 +140,8 @@ def _address(ctx, arg):
     addr = (arg or "").strip().strip("<>").lower()
     if not _ADDRESS.match(addr):
         raise CommandError("needs a mail address")
+    if is_desk_address(ctx.rt, addr):
+        raise CommandError(f"{addr} is an address of the desk itself")
     return addr
 
 

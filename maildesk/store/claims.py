@@ -1,0 +1,252 @@
+"""Several desk processes on one PostgreSQL database (docs/operations.md, scale-out):
+who works on what, so that each piece of work is done once.
+
+SQLite serves one desk process: there, every claim below is granted at once. On
+PostgreSQL:
+
+- a **lease** (`try_lease`) is a session advisory lock held by the connection of
+  the process that took it, and given up with that connection: the leases of a
+  killed process pass to the others at once, those of a dead host once PostgreSQL's
+  TCP keepalive (set on every connection, connection.py) gives up on it, within a
+  minute. A mailbox is fetched, and a scheduled job run, under a lease;
+- a **claim** lasts until its transaction ends: pending inbound rows are claimed
+  `FOR UPDATE SKIP LOCKED` (`claim_pending`), a ticket `FOR UPDATE NOWAIT` whenever it
+  is read in a transaction (sql.fetch_row), and a Message-ID by a transaction
+  advisory lock (`claim_message`): the copies of one message are processed one after
+  the other, and a reply waits until the mail it cites is committed;
+- what another process holds raises `Busy`: the message it was for stays pending and
+  is taken up again in the next round, the job skips that ticket until its next run.
+
+    if claims.try_lease("mailbox:it"): ...fetch it...
+    with claims.job_lease("job:sla_sweep") as mine:
+        if mine: ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+
+from peewee import DatabaseError
+
+from ..errors import MaildeskError
+from .connection import db, is_sqlite
+
+log = logging.getLogger(__name__)
+
+# the first key of every advisory lock maildesk takes ("md" and a kind), so that
+# another application's locks on the same database never collide with ours
+# (connection.py takes 0x6D640004 while it migrates)
+LEASE, MESSAGE = 0x6D640001, 0x6D640003
+
+# SQLSTATEs of a lock another transaction holds: lock_not_available (NOWAIT,
+# lock_timeout), deadlock_detected, serialization_failure
+_BUSY_STATES = {"55P03", "40P01", "40001"}
+
+
+class Busy(MaildeskError):
+    """Another desk process holds what this one needs; try again in a while."""
+
+
+def is_busy(error: BaseException) -> bool:
+    """A database error that says another transaction holds a lock we waited for."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, Busy) or getattr(e, "pgcode", None) in _BUSY_STATES:
+            return True
+        inner = e.args[0] if e.args and isinstance(e.args[0], BaseException) else None  # peewee wraps the driver's
+        e = inner or e.__cause__ or e.__context__
+    return False
+
+
+def key(name: str) -> int:
+    """A lock's second key: a stable signed 32-bit hash of its name."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big", signed=True)
+
+
+def lease_mark(name: str) -> int:
+    """The lease `name` as a row can name it (outbox.claimed_by), and as pg_locks shows it."""
+    return key(name) & 0xFFFFFFFF
+
+
+# the leases held now on this database, as lease_mark numbers: SQL for a sub-select
+LIVE_LEASES = ("SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
+               f"AND classid = {LEASE}::bigint::oid "
+               "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+
+
+# --- leases --------------------------------------------------------------------------
+
+
+def try_lease(name: str) -> bool:
+    """Take the lease `name` for this process's connection, or keep it; False when
+    another process holds it."""
+    if is_sqlite():
+        return True
+    return bool(db.obj.execute_sql("SELECT pg_try_advisory_lock(%s, %s)", (LEASE, key(name))).fetchone()[0])
+
+
+def holds_lease(name: str) -> bool:
+    """Whether this connection still holds the lease (a connection that was lost and
+    opened again holds nothing)."""
+    if is_sqlite():
+        return True
+    row = db.obj.execute_sql(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted "
+        "AND classid = %s::bigint::oid AND objid = %s::bigint::oid AND objsubid = 2",
+        (LEASE, lease_mark(name))).fetchone()
+    return bool(row and row[0])
+
+
+def release_lease(name: str) -> None:
+    if is_sqlite():
+        return
+    while db.obj.execute_sql("SELECT pg_advisory_unlock(%s, %s)", (LEASE, key(name))).fetchone()[0]:
+        pass  # taken more than once (try_lease again): unlock each
+
+
+@contextlib.contextmanager
+def job_lease(name: str) -> Iterator[bool]:
+    """A scheduled job's lease for one run: True when this process is to run it,
+    False when another one is running it now."""
+    mine = try_lease(name)
+    try:
+        yield mine
+    finally:
+        if mine:
+            with contextlib.suppress(DatabaseError):  # a lost connection has given it up anyway
+                release_lease(name)
+
+
+# --- claims, for one transaction ---------------------------------------------------------
+
+
+def claim_pending(limit: int) -> tuple[list[int], int]:
+    """The ids of up to `limit` pending inbound rows, oldest first, for this
+    transaction alone, and how many more it claimed but must leave pending. On
+    PostgreSQL rows another desk process is working on are skipped, and each row's
+    Message-ID (stored when it was fetched) is claimed with it (`claim_message`): a row
+    whose Message-ID another process holds (a copy of a message it is processing) is
+    left for the next round, and no other process can process a reply to one of these
+    before this transaction commits."""
+    sql = 'SELECT "id" FROM "inbound" WHERE "status" = %s ORDER BY "id" LIMIT %s'
+    if is_sqlite():
+        return [i for (i,) in db.obj.execute_sql(sql.replace("%s", "?"), ("pending", limit))], 0
+    rows = db.obj.execute_sql(
+        'WITH c AS (SELECT "id", "message_id" FROM "inbound" WHERE "status" = %s ORDER BY "id" LIMIT %s '
+        'FOR UPDATE SKIP LOCKED) '
+        'SELECT "id", "message_id" IS NULL OR pg_try_advisory_xact_lock(%s, hashtext("message_id")) FROM c ORDER BY "id"',
+        ("pending", limit, MESSAGE)).fetchall()
+    ids = [i for i, mine in rows if mine]
+    return ids, len(rows) - len(ids)
+
+
+def claim_message(message_id: str | None, cited: Sequence[str], sender: str) -> tuple[bool, int | None]:
+    """Claim a message for this transaction and look for an earlier copy of it: the
+    ticket on which a message of this Message-ID from this sender is stored, if any.
+
+    On PostgreSQL the claim is a transaction advisory lock on the Message-ID
+    (exclusive) and on each id it cites (shared): two copies of one message are not
+    processed at once, and a reply is not processed while the mail it cites is being
+    processed by another desk process (it would start a ticket of its own). False:
+    another process holds one of them."""
+    sql = ('SELECT "ticket_id" FROM "message" WHERE "message_id" = ? AND "direction" = ? AND "from_addr" = ? LIMIT 1')
+    if is_sqlite():
+        if not message_id:
+            return True, None
+        row = db.obj.execute_sql(sql, (message_id, "in", sender)).fetchone()
+        return True, row[0] if row else None
+    locks = ["pg_try_advisory_xact_lock(%s, hashtext(%s))"] if message_id else []
+    params: list = [MESSAGE, message_id] if message_id else []
+    for cited_id in dict.fromkeys(c for c in cited if c and c != message_id):
+        locks.append("pg_try_advisory_xact_lock_shared(%s, hashtext(%s))")
+        params += [MESSAGE, cited_id]
+    if not locks:
+        return True, None
+    prior = "NULL"
+    if message_id:
+        prior = "(" + sql.replace("?", "%s") + ")"
+        params += [message_id, "in", sender]
+    got, ticket_id = db.obj.execute_sql(f"SELECT {' AND '.join(locks)}, {prior}", params).fetchone()
+    return bool(got), ticket_id
+
+
+# --- state every process must see at once ------------------------------------------------
+# A write in a batch's transaction holds its row until the batch commits: a second
+# desk process that wants the same row (the round-robin turn of a group, the time a
+# technician was last assigned) would wait for the whole batch, or deadlock with it.
+# On PostgreSQL these few writes go through a connection of their own, in autocommit.
+
+_side: list = []  # [(database, connection)]
+
+
+def _side_connection():
+    database = db.obj
+    if _side and (_side[0][0] is not database or _side[0][1].closed):
+        _close_side()
+    if not _side:
+        _side.append((database, database._connect()))  # peewee's own connect: autocommit
+    return _side[0][1]
+
+
+def _close_side() -> None:
+    while _side:
+        _, conn = _side.pop()
+        with contextlib.suppress(Exception):  # noqa: BLE001 - a connection being thrown away
+            conn.close()
+
+
+# no connection crosses a fork (the mail processes are forked from the desk process)
+os.register_at_fork(before=_close_side)
+
+
+def write_at_once(sql: str, params: Sequence = ()) -> None:
+    """Run a write (with `?` placeholders) that other desk processes must see at once,
+    outside this process's transaction (SQLite: inside it; it has one writer)."""
+    if is_sqlite():
+        db.obj.execute_sql(sql, params)
+        return
+    with _side_connection().cursor() as cursor:
+        cursor.execute(sql.replace("?", "%s"), params)
+
+
+def take_turn(name: str, choose: Callable[[str | None], str]) -> str:
+    """Advance a turn kept in the settings (round robin): `choose(last)` names the
+    next one, which is stored unless another process took a turn meanwhile, in which
+    case it is asked again with the turn that one took. Returns the one stored."""
+    sql = 'SELECT "value" FROM "setting" WHERE "key" = ?'
+    if is_sqlite():
+        row = db.obj.execute_sql(sql, (name,)).fetchone()
+        chosen = choose(row[0] if row else None)
+        db.obj.execute_sql('INSERT INTO "setting" ("key", "value") VALUES (?, ?) '
+                           'ON CONFLICT ("key") DO UPDATE SET "value" = excluded."value"', (name, chosen))
+        return chosen
+    with _side_connection().cursor() as cursor:
+        for _ in range(50):
+            cursor.execute(sql.replace("?", "%s"), (name,))
+            row = cursor.fetchone()
+            last = row[0] if row else None
+            chosen = choose(last)
+            if last is None:
+                cursor.execute('INSERT INTO "setting" ("key", "value") VALUES (%s, %s) ON CONFLICT ("key") DO NOTHING',
+                               (name, chosen))
+            else:  # compare and set: only if the turn is still the one read
+                cursor.execute('UPDATE "setting" SET "value" = %s WHERE "key" = %s AND "value" = %s', (chosen, name, last))
+            if cursor.rowcount == 1:
+                return chosen
+    log.warning("turn %s: taken by other processes 50 times in a row; taking %s anyway", name, chosen)
+    return chosen
+
+
+def locked(query):
+    """A select of rows this transaction is about to change (the children of a major
+    incident): on PostgreSQL, locked for it, NOWAIT (another process holding one of
+    them makes the work wait for the next round, is_busy)."""
+    if is_sqlite() or not db.obj.in_transaction():
+        return query
+    return query.for_update(nowait=True)

@@ -1,0 +1,495 @@
+"""Several desk processes on one PostgreSQL database (issue 15; guarantee 8;
+docs/operations.md, scale-out): the claims themselves, raced by two transactions on
+two connections (threads here: peewee gives each thread a connection of its own),
+and then `maildesk run` processes sharing two mailboxes while one of them is killed."""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import json
+import multiprocessing
+import threading
+import time
+
+import pytest
+
+from maildesk import store
+from tests.conftest import wait_until
+from tests.test_mailboxes import IT, SEC, two_mailboxes
+
+pytestmark = pytest.mark.parametrize("desk", ["postgresql"], indirect=True)
+
+NOW = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def pg(desk):
+    store.open_database(desk.db_url)
+    yield desk
+    store.db.obj.close()
+
+
+def in_thread(fn, *args):
+    """Run fn on a connection of its own; returns (thread, result box)."""
+    box: dict = {}
+
+    def run():
+        try:
+            box["result"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            box["error"] = e
+        finally:
+            store.db.obj.close()
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, box
+
+
+def result(thread_and_box):
+    thread, box = thread_and_box
+    thread.join(30)
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def pending_rows(n: int) -> list[int]:
+    with store.write_transaction():
+        return [store.Inbound.create(mailbox="INBOX", sha256=f"{i:064x}", received_at=NOW, status="pending").id
+                for i in range(n)]
+
+
+def a_ticket() -> int:
+    with store.write_transaction():
+        return store.Ticket.create(subject="s", requester="jane@example.org", created_at=NOW, updated_at=NOW).id
+
+
+# --- claims raced by two transactions -----------------------------------------------------
+
+
+def test_two_transactions_claim_disjoint_pending_inbound_rows(pg):
+    pending_rows(10)
+    first_claimed, second_done = threading.Event(), threading.Event()
+
+    def first():
+        with store.write_transaction():
+            ids, _ = store.claims.claim_pending(6)
+            first_claimed.set()
+            second_done.wait(20)  # the rows stay claimed while the other one claims
+        return ids
+
+    a = in_thread(first)
+    first_claimed.wait(20)
+    b = result(in_thread(lambda: _claim_in_transaction(6)))
+    second_done.set()
+    a = result(a)
+    assert len(a) == 6 and len(b) == 4 and not set(a) & set(b)
+    assert sorted(a + b) == sorted(_claim_in_transaction(10))  # committed without processing: all pending again
+
+
+def _claim_in_transaction(n):
+    with store.write_transaction():
+        return store.claims.claim_pending(n)[0]
+
+
+def test_a_ticket_read_in_a_transaction_is_held_until_it_ends(pg):
+    tid = a_ticket()
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        with store.write_transaction():
+            t = store.Ticket.get_by_id(tid)
+            t.status = "open"
+            t.save()
+            holding.set()
+            release.wait(20)
+
+    held = in_thread(hold)
+    holding.wait(20)
+
+    def read_in_transaction():
+        with store.write_transaction():
+            return store.Ticket.get_by_id(tid).status
+
+    with pytest.raises(store.Busy):
+        result(in_thread(read_in_transaction))
+    assert store.Ticket.get_by_id(tid).status == "new"  # outside a transaction: read, not locked
+    release.set()
+    result(held)
+    assert result(in_thread(read_in_transaction)) == "open"
+
+
+def test_a_message_id_is_claimed_by_one_transaction_and_a_reply_waits_for_the_mail_it_cites(pg):
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        with store.write_transaction():
+            got = store.claims.claim_message("orig@x", [], "jane@example.org")
+            holding.set()
+            release.wait(20)
+        return got
+
+    held = in_thread(hold)
+    holding.wait(20)
+
+    def claim(mid, cited):
+        with store.write_transaction():
+            return store.claims.claim_message(mid, cited, "jane@example.org")[0]
+
+    assert result(in_thread(claim, "orig@x", [])) is False  # a second copy of it waits
+    assert result(in_thread(claim, "reply@x", ["orig@x"])) is False  # so does a reply to it
+    assert result(in_thread(claim, "other@x", ["older@x"])) is True
+    assert result(held) == (True, None)
+    release.set()
+
+    def two_replies_to_one_mail():
+        with store.write_transaction():
+            first = store.claims.claim_message("r1@x", ["older@x"], "a@example.org")[0]
+            return first, result(in_thread(claim, "r2@x", ["older@x"]))
+
+    assert result(in_thread(two_replies_to_one_mail)) == (True, True)  # citing is shared
+
+
+def _turns(url: str, n: int, out) -> None:
+    store.open_database(url)
+    choices = ["a", "b", "c", "d"]
+    taken = [store.claims.take_turn("rr:g", lambda last: choices[(choices.index(last) + 1) % 4] if last else "a")
+             for _ in range(n)]
+    out.put(taken)
+
+
+def test_round_robin_turns_taken_by_two_processes_at_once_go_round_exactly(pg):
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    store.db.obj.close()
+    procs = [ctx.Process(target=_turns, args=(pg.db_url, 60, out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    taken = out.get(timeout=60) + out.get(timeout=60)
+    for p in procs:
+        p.join(30)
+    assert {c: taken.count(c) for c in "abcd"} == {"a": 30, "b": 30, "c": 30, "d": 30}
+
+
+def test_a_turn_taken_meanwhile_by_another_process_is_not_taken_again(pg):
+    asked = []
+
+    def choose(last):
+        asked.append(last)
+        if len(asked) == 1:  # another desk process takes "b" between our read and our write
+            result(in_thread(lambda: store.claims.take_turn("rr:x", lambda _: "b")))
+        return {"a": "b", "b": "c", None: "a"}[last]
+
+    store.claims.take_turn("rr:x", lambda _: "a")
+    assert store.claims.take_turn("rr:x", choose) == "c"
+    assert asked == ["a", "b"]
+
+
+def test_outbox_rows_are_claimed_by_one_live_send_process_and_taken_over_when_it_dies(pg):
+    with store.write_transaction():
+        ids = [store.Outbox.create(kind="ack", rcpt=f"u{i}@example.org", message_id=f"m{i}@x", created_at=NOW,
+                                   next_attempt_at=NOW).id for i in range(6)]
+    from maildesk.mailout.queue import claim_due
+
+    a_claimed, a_dies = threading.Event(), threading.Event()
+
+    def sender_a():
+        store.claims.try_lease("sender:a")
+        got = claim_due(NOW, 4, claimer=store.claims.lease_mark("sender:a"))
+        a_claimed.set()
+        a_dies.wait(20)  # then its connection closes: a killed send process
+        return got
+
+    a = in_thread(sender_a)
+    a_claimed.wait(20)
+
+    def sender_b():
+        store.claims.try_lease("sender:b")
+        return claim_due(NOW, 10, claimer=store.claims.lease_mark("sender:b"))
+
+    assert result(in_thread(sender_b)) == ids[4:]
+    a_dies.set()
+    assert result(a) == ids[:4]
+    assert result(in_thread(sender_b)) == ids  # a's rows at once, b's own again (not yet recorded)
+
+
+def test_a_lease_is_held_by_one_connection_and_passes_when_it_closes(pg):
+    taken, closing = threading.Event(), threading.Event()
+
+    def holder():
+        got = store.claims.try_lease("mailbox:it")
+        held = store.claims.holds_lease("mailbox:it")
+        taken.set()
+        closing.wait(20)
+        return got, held
+
+    h = in_thread(holder)
+    taken.wait(20)
+    assert result(in_thread(store.claims.try_lease, "mailbox:it")) is False
+    assert result(in_thread(store.claims.holds_lease, "mailbox:it")) is False
+
+    def job():
+        with store.claims.job_lease("job:sla_sweep") as mine:
+            return mine
+
+    assert result(in_thread(job)) is True
+    closing.set()
+    assert result(h) == (True, True)
+    assert result(in_thread(store.claims.try_lease, "mailbox:it")) is True
+
+
+def test_a_copy_or_a_reply_of_a_message_another_process_is_processing_waits_for_the_next_round(pg):
+    from maildesk.config import load_config
+    from maildesk.pipeline import process_batch, process_pending
+    from maildesk.pipeline.parse import summarize
+    from maildesk.service.runtime import Runtime
+    from tests.conftest import mail
+
+    rt = Runtime.start(load_config(pg.config_path))
+    original = mail("jane@example.org", "Printer jam", "Tray 2.", msgid="<orig@client.example>")
+    raws = [b"Received: by mx1\r\n" + original, b"Received: by mx2\r\n" + original,
+            mail("jane@example.org", "Re: Printer jam", "And tray 3.", msgid="<re@client.example>",
+                 in_reply_to="orig@client.example", references="orig@client.example")]
+    with store.write_transaction():
+        for i, raw in enumerate(raws):
+            summary, mid = summarize(rt, raw)
+            ib = store.Inbound.create(mailbox="INBOX", sha256=f"{i:064x}", received_at=NOW, message_id=mid)
+            store.insert(store.InboundRaw, inbound=ib.id, data=raw, summary=summary)
+    processing, commit = threading.Event(), threading.Event()
+
+    def first_process():  # takes the first copy, and holds its transaction open
+        from maildesk.pipeline import _raws
+
+        with store.write_transaction():
+            ids, _ = store.claims.claim_pending(1)
+            done = process_batch(rt, ids, _raws(rt, ids), NOW)
+            store.flush_events()  # (one process's buffer; two threads here share it)
+            processing.set()
+            commit.wait(20)
+        return done
+
+    first = in_thread(first_process)
+    processing.wait(20)
+    second = process_pending(rt, NOW)  # the other copy and the reply: both must wait
+    assert (second.done, second.quarantined, second.deferred) == (0, 0, 2)
+    commit.set()
+    assert result(first).done == 1
+    again = process_pending(rt, NOW)
+    assert (again.done, again.deferred) == (2, 0)
+    outcomes = {i.id: (i.outcome, i.ticket_id) for i in store.Inbound.select()}
+    assert sorted(o for o, _ in outcomes.values()) == ["duplicate", "new-ticket", "reply"]
+    assert {t for _, t in outcomes.values()} == {1}  # one ticket, the reply on it
+
+
+# --- maildesk run processes sharing the work ----------------------------------------------
+
+
+def _run_together(desk, now: str, n: int = 2) -> None:
+    procs = [desk.spawn("run", "--once", "--now", now) for _ in range(n)]
+    for p in procs:
+        out, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err.decode()[-3000:]
+
+
+def test_desk_processes_run_at_once_number_tickets_once_and_fire_each_sla_mark_once(desk):
+    from tests.conftest import mail
+
+    desk.write_config(imap={"batch_size": 5})  # many small batches: both processes take some
+    desk.dovecot.append_many(desk.user, [mail(f"user{i}@example.org", f"Printer {i} is broken", "It prints nothing.")
+                                         for i in range(40)])
+    _run_together(desk, "2026-11-30T09:00:00+01:00")  # a Monday morning
+    tickets = desk.tickets()
+    assert len(tickets) == 40 and len({t["ref"] for t in tickets}) == 40
+    by = collections.Counter(t["assignee"] for t in tickets)
+    assert by == {"alice@example.test": 20, "bob@example.test": 20}  # turns taken atomically
+    print(f"\nprocessed by {collections.Counter(i['worker'] for i in desk.inbound())}")
+    desk.smtp.reset()
+    _run_together(desk, "2026-12-02T17:00:00+01:00", 3)  # two days on: every target missed
+    marks = _rows(desk, 'SELECT ticket_id, target, level, count(*) FROM sla_mark GROUP BY 1, 2, 3')
+    assert marks and all(n == 1 for *_, n in marks) and len({m[0] for m in marks}) == 40
+    rows = collections.Counter((o["ticket"], o["kind"], o["to"], o["subject"]) for o in desk.outbox()
+                               if o["kind"] in ("reminder", "escalated", "escalation_l2"))
+    assert rows and max(rows.values()) == 1
+    sent = collections.Counter(m.message_id for m in desk.smtp.messages)
+    assert sent and max(sent.values()) == 1
+
+
+
+
+def _rows(desk, sql: str) -> list[tuple]:
+    import psycopg2
+
+    with psycopg2.connect(desk.db_url) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetchall()
+
+
+def _count(desk, where: str = "") -> int:
+    return _rows(desk, f'SELECT count(*) FROM "inbound" {where}')[0][0]
+
+
+def _holder(desk, lease: str) -> str | None:
+    code, out, err = desk.cli("status", "--json")
+    assert code == 0, err
+    return next((w["worker"] for w in json.loads(out)["workers"] if w["alive"]
+                 for held in w["leases"] if held["name"] == lease), None)
+
+
+def _deliver(desk, sec_user: str, msgs: list[dict]) -> None:
+    """Each message to its mailbox, replies to their parent's; a message for both
+    mailboxes to each (the copies differ by a Received line, as a real MTA's would)."""
+    for m in msgs:
+        if m["box"] in ("it", "both"):
+            desk.dovecot.append(desk.user, b"Received: by mx for it-help\r\n" + m["raw"])
+        if m["box"] in ("security", "both"):
+            desk.dovecot.append(sec_user, b"Received: by mx for security\r\n" + m["raw"])
+
+
+def copies(msgs: list[dict]) -> int:
+    """How many inbound rows the messages make: a message to both mailboxes is two."""
+    return sum(2 if m["box"] == "both" else 1 for m in msgs)
+
+
+def _settled(desk) -> bool:
+    return not _rows(desk, "SELECT id FROM inbound WHERE status = 'pending' OR NOT server_done UNION ALL "
+                           "SELECT id FROM outbox WHERE status IN ('queued', 'deferred')")
+
+
+def _corpus(n: int) -> list[dict]:
+    """`n` messages from tests/test_faults.py's corpus, spread over the two mailboxes:
+    a new message to "it", to "security" or to both (To and Cc), a reply to the
+    mailbox its parent went to."""
+    import random
+
+    from tests.test_faults import corpus
+
+    rng = random.Random(15)
+    msgs = corpus(15, n)
+    box_of: dict[str, str] = {}
+    for m in msgs:
+        m["box"] = box_of[m["parent"]] if m["parent"] else rng.choice(["it", "it", "security", "both"])
+        box_of[m["msgid"]] = m["box"]
+        to = {"it": IT, "security": SEC, "both": SEC}[m["box"]]
+        m["raw"] = m["raw"].replace(b"To: helpdesk@example.test", f"To: {to}".encode()
+                                    + (f"\r\nCc: {IT}".encode() if m["box"] == "both" else b""))
+    return msgs
+
+
+def test_two_desk_processes_share_two_mailboxes_and_one_killed_midway_loses_and_duplicates_nothing(desk, tmp_path):
+    from tests.test_faults import Daemon
+
+    sec_user = two_mailboxes(desk)
+    desk.write_config(limits={"auto_replies_per_hour": 100000})
+    msgs = _corpus(300)
+    waves = [msgs[:100], msgs[100:200], msgs[200:]]
+    a, b = Daemon(desk, log=tmp_path / "a.log"), Daemon(desk, log=tmp_path / "b.log")
+    try:
+        a.wait_ready(60)
+        b.wait_ready(60)
+        _deliver(desk, sec_user, waves[0])
+        wait_until(lambda: _count(desk, "WHERE status = 'processed'") >= copies(waves[0]), 120, what="the first wave")
+        victim = a if _holder(desk, "mailbox:it") == f"{_host()}:{a.pid}" else b
+        survivor = b if victim is a else a
+        _deliver(desk, sec_user, waves[1])
+        wait_until(lambda: _count(desk) > copies(waves[0]) + 20, 60, interval=0.01, what="the second wave to arrive")
+        victim.kill_all()  # a power cut, mid-wave
+        _deliver(desk, sec_user, waves[2])
+        # the dead process's mailbox is taken over within a minute, and its work goes on
+        wait_until(lambda: _holder(desk, "mailbox:it") == f"{_host()}:{survivor.pid}", 60, what="the lease of mailbox it")
+        wait_until(lambda: _count(desk, "WHERE status = 'processed'") >= copies(msgs), 180, interval=0.5,
+                   what=f"every message processed; survivor's log:\n{survivor.log()[-3000:]}")
+        again = Daemon(desk, log=tmp_path / "again.log")  # restarted: it takes a share of the work again
+        again.wait_ready(60)
+        wait_until(lambda: _settled(desk), 180, interval=0.5, what="every mail sent and every message flagged")
+        assert survivor.terminate() == 0 and again.terminate() == 0
+    finally:
+        for d in (a, b):
+            d.cleanup()
+
+    _check_exactly_once(desk, sec_user, msgs)
+    # the round-robin turn went round across both processes: a kill or an undone batch
+    # may skip a turn (the turn is taken at once, the assignment commits with the batch)
+    by = collections.Counter(t["assignee"] for t in desk.tickets() if t["group"] == "service-desk")
+    assert set(by) == {"alice@example.test", "bob@example.test"} and abs(by["alice@example.test"] - by["bob@example.test"]) <= 3
+
+
+@pytest.mark.slow
+def test_three_desk_processes_killed_at_random_ten_times_over_a_thousand_mails(desk, tmp_path):
+    """Issue 15's run: three `maildesk run` on one database and two mailboxes, 1000
+    mails arriving in waves, one process SIGKILLed at a random moment ten times and
+    started again; then everything is in exactly one place."""
+    import random
+
+    from tests.test_faults import Daemon
+
+    sec_user = two_mailboxes(desk)
+    desk.write_config(limits={"auto_replies_per_hour": 100000})
+    msgs = _corpus(1000)
+    rng = random.Random(20261205)
+    daemons = [Daemon(desk, log=tmp_path / f"d{i}.log") for i in range(3)]
+    started = list(daemons)
+    try:
+        for d in daemons:
+            d.wait_ready(60)
+        for wave in range(10):
+            _deliver(desk, sec_user, msgs[wave * 100:(wave + 1) * 100])
+            time.sleep(rng.uniform(0.0, 3.0))
+            i = rng.randrange(3)
+            daemons[i].kill_all()
+            daemons[i] = Daemon(desk, log=tmp_path / f"d{i}.log")
+            started.append(daemons[i])
+            daemons[i].wait_ready(60)
+        wait_until(lambda: _settled(desk) and _count(desk, "WHERE status = 'processed'") >= copies(msgs), 600,
+                   interval=1, what="every message processed, flagged and answered")
+        for d in daemons:
+            assert d.terminate(60) == 0
+    finally:
+        for d in started:
+            d.cleanup()
+    _check_exactly_once(desk, sec_user, msgs)
+
+
+def _check_exactly_once(desk, sec_user: str, msgs: list[dict]) -> None:
+    from tests.test_faults import acknowledgements, bare, resends
+
+    # every message stored once per copy, processed once: one ticket per new incident,
+    # each reply on its parent's ticket, copies recognized as one message
+    inbound = desk.inbound()
+    assert len(inbound) == copies(msgs) and {i["status"] for i in inbound} == {"processed"}
+    news = [m for m in msgs if m["parent"] is None]
+    tickets = desk.tickets()
+    assert len(tickets) == len(news) and len({t["ref"] for t in tickets}) == len(news)  # no number twice
+    assert sorted(t["requester"] for t in tickets) == sorted(m["from"] for m in news)
+    ticket_of = {}
+    for i in inbound:
+        if i["outcome"] != "duplicate":
+            assert bare(i["message_id"]) not in ticket_of, f"{i['message_id']} processed twice"
+            ticket_of[bare(i["message_id"])] = i["ticket"]
+    assert sum(1 for i in inbound if i["outcome"] == "duplicate") == sum(1 for m in msgs if m["box"] == "both")
+    for m in msgs:
+        if m["parent"]:
+            assert ticket_of[bare(m["msgid"])] == ticket_of[bare(m["parent"])], f"{m['msgid']} not on its parent's ticket"
+    assert sum(t["message_count"] for t in tickets) == len(msgs)
+    boxes = {t["requester"]: t["mailbox"] for t in tickets}
+    assert all(boxes[m["from"]] == ("security" if m["box"] == "security" else "it") for m in news)
+    # one acknowledgement per ticket, with one Message-ID (a copy resent after the kill has the same one)
+    acks = acknowledgements(desk)
+    assert all(len(set(acks.get(bare(m["msgid"]), []))) == 1 for m in news), "an acknowledgement missing or with two ids"
+    assert not [m for m in msgs if m["parent"] and acks.get(bare(m["msgid"]))]
+    outbox = desk.outbox()
+    assert {o["status"] for o in outbox} == {"sent"}
+    known = {o["message_id"] for o in outbox}
+    assert all(bare(m.message_id) in known for m in desk.smtp.messages)
+    # work done by more than one process, every mail flagged on both servers
+    assert len({i["worker"] for i in inbound}) >= 2
+    for user in (desk.user, sec_user):
+        assert all(b"\\Seen" in flags for _, flags, _ in desk.dovecot.fetch_all(user))
+    print(f"\nworkers {collections.Counter(i['worker'] for i in inbound)}; resent {resends(desk)}")
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
