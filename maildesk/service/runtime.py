@@ -6,7 +6,6 @@ to every stage and job.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -19,8 +18,6 @@ from ..mailout.render import Templates
 
 if TYPE_CHECKING:
     from ..store import Ticket
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,10 +65,11 @@ def signing_key(cfg: Config) -> bytes:
         return cfg.secret_bytes
     value = store.get_setting("secret")
     if value is None:
+        # the first of several processes starting at once (the desk and its mail
+        # processes; on PostgreSQL other desk hosts) stores it; the others read that one
         with store.write_transaction():
-            value = store.get_setting("secret")
-            if value is None:
-                value = secrets.token_hex(32)
-                store.put_setting("secret", value)
-                log.info("generated the signing secret and stored it in the database")
+            store.execute('INSERT INTO "setting" ("key", "value") VALUES (?, ?) ON CONFLICT ("key") DO NOTHING',
+                          ("secret", secrets.token_hex(32)))
+        value = store.get_setting("secret")
+        assert value is not None  # stored just now, by this process or another
     return value.encode()

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 HEARTBEAT = 15  # seconds between two beats of a running desk process
 ALIVE = 60  # a worker whose last beat is older than this is gone
+LISTED = 86400  # a gone worker is listed this long after its last beat, then forgotten
 
 
 def worker_id(pid: int) -> str:
@@ -65,14 +66,16 @@ def took_lease(name: str, worker: str) -> None:
 
 
 def listing() -> list[dict]:
-    """Every worker not stopped cleanly, newest first, with `alive` (its last beat is
-    recent) and the leases it holds (`mailbox:NAME`, ...)."""
+    """Every worker not stopped cleanly and heard of in the last day (LISTED), newest
+    first, with `alive` (its last beat is recent) and the leases it holds
+    (`mailbox:NAME`, ...)."""
     now = execute("SELECT (now() AT TIME ZONE 'UTC')").fetchone()[0] if not is_sqlite() else None
     now = now.replace(tzinfo=UTC) if now is not None else utcnow()
     leases: dict[str, list[tuple[str, dt.datetime]]] = {}
     for lease in Lease.select().order_by(Lease.name):
         leases.setdefault(lease.worker, []).append((lease.name, lease.since))
-    rows = cast("Iterable[Worker]", Worker.select().where(Worker.stopped_at.is_null()).order_by(Worker.started_at.desc()))
+    recent = Worker.stopped_at.is_null() & (Worker.heartbeat_at > now - dt.timedelta(seconds=LISTED))
+    rows = cast("Iterable[Worker]", Worker.select().where(recent).order_by(Worker.started_at.desc()))
     return [{"worker": w.id, "host": w.host, "pid": w.pid, "started_at": w.started_at, "heartbeat_at": w.heartbeat_at,
              "alive": (now - w.heartbeat_at).total_seconds() <= ALIVE,
              "leases": [{"name": n, "since": since} for n, since in leases.get(w.id, [])]}
