@@ -149,8 +149,8 @@ def as_text(d: dict) -> str:
             lines.append(f"  {n['ticket']:<10} {n['priority']:<8} {n['target']:<10} {late}{n['due']} ({when})")
     else:
         lines.append("next SLA deadlines: none")
-    if not d["workers"]:
-        lines.append("workers     none registered")
+    if not d["workers"] and desk["running"] is None:  # SQLite has one desk process, shown above
+        lines.append("workers     none running")
     for w in d["workers"]:
         leases = ", ".join(lease["name"] for lease in w["leases"]) or "no leases"
         lines.append(f"worker      {w['worker']}: {'alive' if w['alive'] else 'gone'}, started {w['started_at']}, "
