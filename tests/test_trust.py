@@ -409,6 +409,30 @@ def test_staff_notices_name_the_real_sender_never_a_borrowed_display_name(desk):
     assert "mallory@evil.example wrote" in new.text and "IT Security Team" not in new.text
 
 
+def test_a_reply_to_that_names_someone_else_is_shown_to_staff_and_never_written_to(desk):
+    ack, notice = open_ticket(desk, headers={"Reply-To": "Jane <jane@evil.example>"})
+    assert "jane@evil.example" not in {r for m in desk.smtp.messages for r in m.rcpts}
+    assert "Note: Reply-To jane@evil.example differs from the sender jane@example.org" in notice.text
+    assert "jane@evil.example" not in ack.text  # the requester's own mail says nothing of it
+    desk.smtp.reset()
+    desk.deliver(reply_to(ack, "jane@example.org", "Still blank.", headers={"Reply-To": "drop@evil.example"}))
+    desk.run()
+    (told,) = desk.sent(to="alice@example.test")
+    assert "Reply-To drop@evil.example differs from the sender" in told.text
+    assert not [m for m in desk.smtp.messages if "drop@evil.example" in m.rcpts]
+    assert [e["detail"] for e in events(desk, kind="reply-to")] == [
+        "Reply-To jane@evil.example differs from the sender jane@example.org; the desk writes only to the sender's "
+        "stored address",
+        "Reply-To drop@evil.example differs from the sender jane@example.org; the desk writes only to the sender's "
+        "stored address"]
+    assert "jane@evil.example" not in participants(desk) and "drop@evil.example" not in participants(desk)
+    desk.smtp.reset()
+    desk.deliver(reply_to(ack, "jane@example.org", "Same as before.", headers={"Reply-To": "Jane <JANE@example.org>"}))
+    desk.run()
+    (told,) = desk.sent(to="alice@example.test")
+    assert "Reply-To" not in told.text  # her own address is no news
+
+
 def test_a_relay_carries_the_technicians_configured_name(desk):
     ack, notice = open_ticket(desk)
     desk.smtp.reset()

@@ -18,15 +18,30 @@ def store_message(ctx: Context, t: Ticket, *, internal: bool, kind: str, body: s
         internal=internal, kind=kind, created_at=ctx.now,
     )
     attachments.store_all(ctx.rt, msg, mail.attachments)
+    if note := reply_to_note(ctx):
+        ctx.event("reply-to", note, actor="desk", ticket=t)
     return msg
+
+
+def reply_to_note(ctx: Context) -> str:
+    """The Reply-To of a mail when it names someone other than its sender: shown to staff,
+    never written to (docs/mail.md, Participants); "" when there is none or it is the sender."""
+    others = list(dict.fromkeys(a.addr.lower() for a in ctx.mail.reply_to
+                                if a.addr and a.addr.lower() != (ctx.sender or "").lower()))
+    if not others:
+        return ""
+    return (f"Reply-To {', '.join(others[:5])}{' and more' if len(others) > 5 else ''} differs from the sender "
+            f"{ctx.sender or 'of this mail'}; the desk writes only to the sender's stored address")
 
 
 def attribution(ctx: Context) -> dict:
     """Who really wrote this mail, for a staff notice (docs/mail.md, Participants): the sender's
     address and whether the mail was verified, never a display name from the mail;
-    and the warning for mail that failed authentication at a trusted server."""
+    the warning for mail that failed authentication at a trusted server; and a Reply-To
+    that names someone else."""
     return {"author": ctx.sender or ctx.inbound.from_addr or "an ambiguous sender", "verified": ctx.verified,
-            "verified_reason": ctx.verified_reason, "auth_warning": ctx.auth_warning}
+            "verified_reason": ctx.verified_reason, "auth_warning": ctx.auth_warning,
+            "reply_to_note": reply_to_note(ctx)}
 
 
 def refuse(ctx: Context, problems: list[tuple[str, str]]) -> None:

@@ -21,7 +21,7 @@ from ..mailout.render import snapshot
 from ..store import Ticket
 from ..vocab import COUNTED_LANES, LEVELS, Lane
 from .context import Context, Reject
-from .messages import store_message
+from .messages import reply_to_note, store_message
 
 GENERAL = "General"
 
@@ -246,7 +246,7 @@ def _withheld(ctx: Context) -> bool:
 
 def _notify_new(ctx: Context, t: Ticket, pri: Priority, cat: Decision) -> None:
     context = {"priority_why": pri.why, "category_why": cat.why, "message": ctx.message,
-               "author": ctx.sender or t.requester, "auth_warning": ctx.auth_warning,
+               "author": ctx.sender or t.requester, "auth_warning": ctx.auth_warning, "reply_to_note": reply_to_note(ctx),
                "cites": ctx.rt.ref(ctx.cites) if ctx.cites is not None else ""}
     staff = routing.staff_recipients(ctx.rt, t)
     why_not = kb.may_offer(ctx.cfg, sender=ctx.sender, automatic=ctx.automatic is not None, is_major=t.is_major,
