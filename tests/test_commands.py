@@ -210,6 +210,25 @@ def test_a_requester_may_not_run_technician_commands(desk):
     assert "only technicians" in refusal.text
 
 
+def test_an_unknown_hash_word_in_a_requesters_mail_is_plain_text(desk):
+    ack, notice = open_ticket(desk)
+    desk.smtp.reset()
+    command(desk, ack, "#thanks for the quick help\n#blessed it prints again, almost.", frm="jane@example.org")
+    assert not desk.sent(to="jane@example.org")  # no refusal
+    (relay,) = desk.sent(to="alice@example.test")
+    assert "#thanks for the quick help" in relay.text and "#blessed it prints again" in relay.text
+    assert not events(desk, kind="refused") and desk.tickets()[0]["status"] == "open"
+    desk.smtp.reset()
+    command(desk, ack, "#status\n#wow what a desk", frm="jane@example.org")  # a known query, then text
+    (status,) = [m for m in desk.sent(to="jane@example.org")]
+    assert "Not done" not in status.subject
+    (relay,) = desk.sent(to="alice@example.test")
+    assert "#wow what a desk" in relay.text
+    desk.smtp.reset()
+    command(desk, notice, "#frobnicate now\nFor Jane.")  # a technician's unknown command is still refused
+    assert "unknown command" in desk.sent(to="alice@example.test")[0].text and not desk.sent(to="jane@example.org")
+
+
 # --- authentication -------------------------------------------------------------------
 
 

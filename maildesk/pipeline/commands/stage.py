@@ -25,7 +25,8 @@ def apply(ctx: Context) -> None:
         _one_click(ctx)
     if ctx.reply_to_kind == "survey" and ctx.role == "requester" and survey.answer_by_reply(ctx):
         raise Discard("survey", "survey answer by reply")
-    block, ctx.body = split_block(ctx.mail.reply_text)
+    # in a requester's mail an unknown #word is plain text (docs/mail.md, Commands)
+    block, ctx.body = split_block(ctx.mail.reply_text, known_only=not ctx.is_staff or ctx.role == "requester")
     _staff_only(ctx, block)
     if not block:
         return

@@ -79,14 +79,18 @@ def command_text(line: str) -> str:
     return _visible(unicodedata.normalize("NFKC", _visible(line))).strip()
 
 
-def split_block(text: str) -> tuple[list[str], str]:
-    """The command lines at the top of `text` (as `command_text` reads them), and the rest."""
+def split_block(text: str, known_only: bool = False) -> tuple[list[str], str]:
+    """The command lines at the top of `text` (as `command_text` reads them), and the rest.
+    With `known_only` (a requester's mail) a line that names no command is plain text:
+    the block ends there (`#thanks, it works` is a sentence, not an unknown command)."""
     lines = text.replace("\r\n", "\n").split("\n")
     i = 0
     while i < len(lines) and not command_text(lines[i]):
         i += 1
     block = []
-    while i < len(lines) and COMMAND_LINE.match(line := command_text(lines[i])):
+    while i < len(lines) and (m := COMMAND_LINE.match(line := command_text(lines[i]))):
+        if known_only and find_command(m.group(1).lower(), (m.group(2) or "").strip()) is None:
+            break
         block.append(line)
         i += 1
     return block, "\n".join(lines[i:]).strip()
