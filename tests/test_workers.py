@@ -449,6 +449,15 @@ def test_three_desk_processes_killed_at_random_ten_times_over_a_thousand_mails(d
         for d in started:
             d.cleanup()
     _check_exactly_once(desk, sec_user, msgs)
+    # a month on, three processes sweep at once: every target missed, each mark fired once
+    desk.smtp.reset()
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).isoformat(timespec="seconds")
+    _run_together(desk, later, 3)
+    marks = _rows(desk, "SELECT ticket_id, target, level, count(*) FROM sla_mark GROUP BY 1, 2, 3")
+    assert marks and all(n == 1 for *_, n in marks)
+    assert len({m[0] for m in marks}) == len([m for m in msgs if m["parent"] is None])  # every ticket missed its targets
+    sent = collections.Counter(m.message_id for m in desk.smtp.messages)
+    assert sent and max(sent.values()) == 1
 
 
 def _check_exactly_once(desk, sec_user: str, msgs: list[dict]) -> None:
