@@ -123,7 +123,7 @@ def preload_articles(url: str, n: int) -> None:
 
     cfg = parse_config({"desk": {"address": "helpdesk@example.test", "state_dir": "/tmp"}, "database": {"url": url},
                         "imap": {"host": "localhost", "username": "u", "password": "p"}, "smtp": {"host": "localhost"},
-                        "security": {"secret": "bench"}})
+                        "security": {"secret": "bench: a signing secret of 32 bytes or more"}})
     store.open_database(url)
     rt = Runtime.start(cfg)
     rnd = random.Random(7)
@@ -177,7 +177,7 @@ def run_maildesk(mails: list[bytes], new_tickets: int, database: str, desk: str 
         }
         cfg_path = tmp / "maildesk.toml"
         cfg_path.write_text(tomli_w.dumps(config))
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("BENCH_PYTHONPATH", ""))
         cmd = [sys.executable, "-m", "maildesk", "--config", str(cfg_path)]
         subprocess.run(cmd + ["init"], check=True, env=env, capture_output=True)
         if kb == "on" and kb_articles:
