@@ -22,6 +22,8 @@ all started at once on the same database (one fetches the mailbox, under its lea
 all process and send), until every message is processed and every mail sent, and
 prints each one's peak RSS and CPU. `--vs-roundup` also feeds the same mail to Roundup's mail gateway (bench/roundup_side.py)
 and prints both rates and their ratio; `--repeat` runs both in turn and prints medians.
+`BENCH_PYTHONPATH=DIR` puts DIR on the maildesk processes' path (a sitecustomize.py there
+that counts each process's statements, say).
 """
 
 from __future__ import annotations
