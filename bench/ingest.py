@@ -6,7 +6,7 @@ them to a real Dovecot, and times one `maildesk run --once` as a separate proces
 until every message is stored, threaded, and acknowledged (or relayed) over SMTP
 to an aiosmtpd sink. Prints messages per second and the peak RSS of that process.
 
-    python bench/ingest.py [--messages 2000] [--database sqlite|postgresql] [--desk ack|full]
+    python bench/ingest.py [--messages 2000] [--database sqlite|postgresql [--workers N]] [--desk ack|full]
                            [--kb on|off|both [--kb-articles 1000]]
                            [--vs-roundup [--roundup-rounds 1000]] [--repeat 5] [--profile DIR]
 
@@ -17,8 +17,13 @@ mail; `full` adds technicians, so assignment notices and relayed replies as well
 for the very problems the mail reports among them, so that acknowledgements offer
 articles and notices list known fixes; `--kb off` sets `[kb] enabled = false`; `--kb
 both` runs each in turn and prints the cost of the knowledge base (issue 16: within 10%).
-`--vs-roundup` also feeds the same mail to Roundup's mail gateway (bench/roundup_side.py)
+`--workers N` (PostgreSQL) runs N desk processes as a service runs them (`maildesk run`),
+all started at once on the same database (one fetches the mailbox, under its lease;
+all process and send), until every message is processed and every mail sent, and
+prints each one's peak RSS and CPU. `--vs-roundup` also feeds the same mail to Roundup's mail gateway (bench/roundup_side.py)
 and prints both rates and their ratio; `--repeat` runs both in turn and prints medians.
+`BENCH_PYTHONPATH=DIR` puts DIR on the maildesk processes' path (a sitecustomize.py there
+that counts each process's statements, say).
 """
 
 from __future__ import annotations
@@ -123,7 +128,7 @@ def preload_articles(url: str, n: int) -> None:
 
     cfg = parse_config({"desk": {"address": "helpdesk@example.test", "state_dir": "/tmp"}, "database": {"url": url},
                         "imap": {"host": "localhost", "username": "u", "password": "p"}, "smtp": {"host": "localhost"},
-                        "security": {"secret": "bench"}})
+                        "security": {"secret": "bench: a signing secret of 32 bytes or more"}})
     store.open_database(url)
     rt = Runtime.start(cfg)
     rnd = random.Random(7)
@@ -141,7 +146,7 @@ def preload_articles(url: str, n: int) -> None:
 
 
 def run_maildesk(mails: list[bytes], new_tickets: int, database: str, desk: str = "ack", kb: str = "on",
-                 kb_articles: int = 1000) -> dict:
+                 kb_articles: int = 1000, workers: int | None = None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="maildesk-bench-"))
     with Dovecot() as dovecot, SmtpSink() as smtp:
         dovecot.add_user("helpdesk", "secret")
@@ -177,7 +182,7 @@ def run_maildesk(mails: list[bytes], new_tickets: int, database: str, desk: str 
         }
         cfg_path = tmp / "maildesk.toml"
         cfg_path.write_text(tomli_w.dumps(config))
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("BENCH_PYTHONPATH", ""))
         cmd = [sys.executable, "-m", "maildesk", "--config", str(cfg_path)]
         subprocess.run(cmd + ["init"], check=True, env=env, capture_output=True)
         if kb == "on" and kb_articles:
@@ -189,15 +194,19 @@ def run_maildesk(mails: list[bytes], new_tickets: int, database: str, desk: str 
 
         sink_before = resource.getrusage(resource.RUSAGE_SELF)
         start = time.perf_counter()
-        with open(tmp / "run.log", "wb") as log:
-            proc = subprocess.Popen(cmd + ["run", "--once"], env=env, stderr=log, stdout=subprocess.DEVNULL)
-            _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
+        if workers is None:
+            with open(tmp / "run.log", "wb") as log:
+                proc = subprocess.Popen(cmd + ["run", "--once"], env=env, stderr=log, stdout=subprocess.DEVNULL)
+                _, status, usage = os.wait4(proc.pid, 0)
+            seconds = time.perf_counter() - start
+            each = [(usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime)]
+        else:
+            seconds, each, status = _run_workers(cmd, env, tmp, url, len(mails), workers)
         sink_after = resource.getrusage(resource.RUSAGE_SELF)
         sink_cpu = (sink_after.ru_utime + sink_after.ru_stime) - (sink_before.ru_utime + sink_before.ru_stime)
-        err = (tmp / "run.log").read_text(errors="replace")
+        err = "".join(p.read_text(errors="replace") for p in sorted(tmp.glob("run*.log")))
         if status != 0:
-            raise SystemExit(f"maildesk run --once failed:\n{err[-3000:]}")
+            raise SystemExit(f"maildesk run failed:\n{err[-3000:]}")
         tickets = json.loads(subprocess.run(cmd + ["tickets", "list", "--json"], env=env, capture_output=True,
                                             check=True).stdout)
         failed = json.loads(subprocess.run(cmd + ["inbound", "list", "--failed", "--json"], env=env,
@@ -208,11 +217,54 @@ def run_maildesk(mails: list[bytes], new_tickets: int, database: str, desk: str 
                      and b"kbsolved" in m.data)
         offered = sum(m.text.count("kbsolved") for m in smtp.messages if m.header("Auto-Submitted") == "auto-replied")
     return {
-        "messages": len(mails), "seconds": seconds, "rate": len(mails) / seconds, "peak_rss_mb": usage.ru_maxrss / 1024,
+        "messages": len(mails), "seconds": seconds, "rate": len(mails) / seconds, "peak_rss_mb": max(r for r, _ in each),
+        "each": each,
         "tickets": len(tickets), "expected_tickets": new_tickets, "quarantined": len(failed), "smtp_sent": sent,
         "acknowledgements": acks, "offers": offers, "offered": offered, "append_seconds": appended,
-        "maildesk_cpu": usage.ru_utime + usage.ru_stime, "sink_cpu": sink_cpu,
+        "maildesk_cpu": sum(c for _, c in each), "sink_cpu": sink_cpu,
     }
+
+
+def _run_workers(cmd: list[str], env: dict, tmp: Path, url: str, n: int, workers: int) -> tuple[float, list, int]:
+    """`workers` desk processes (`maildesk run`, as a service runs) on one PostgreSQL
+    database, started at once: one fetches the mailbox under its lease, all of them
+    process and send. Done when all `n` mails are stored and processed and no mail is
+    waiting to be sent (polled every 20 ms); then each is stopped with SIGTERM.
+    Returns the seconds, each process's (peak RSS in MB, CPU seconds, its fetch and
+    send processes included) and the worst exit status."""
+    import signal
+
+    import psycopg2
+
+    procs = []
+    for i in range(workers):
+        with open(tmp / f"run{i}.log", "wb") as log:
+            procs.append(subprocess.Popen(cmd + ["run"], env=env, stderr=log, stdout=subprocess.DEVNULL))
+    start = time.perf_counter()
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            while True:
+                cur.execute("SELECT (SELECT count(*) FROM inbound), (SELECT count(*) FROM inbound WHERE status = 'pending'), "
+                            "(SELECT count(*) FROM outbox WHERE status IN ('queued', 'deferred'))")
+                stored, pending, unsent = cur.fetchone()
+                if stored >= n and not pending and not unsent:
+                    break
+                if any(p.poll() is not None for p in procs):
+                    break  # one died: its log says why
+                time.sleep(0.02)
+    finally:
+        conn.close()
+    seconds = time.perf_counter() - start
+    each, worst = [], 0
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+        _, status, usage = os.wait4(p.pid, 0)
+        each.append((usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime))
+        worst = worst or status
+    return seconds, each, worst
 
 
 def main() -> None:
@@ -226,6 +278,9 @@ def main() -> None:
                     help="on: knowledge-base articles published first (--kb-articles); off: [kb] enabled = false; "
                          "both: each in turn, and the difference")
     ap.add_argument("--kb-articles", type=int, default=1000)
+    ap.add_argument("--workers", type=int, default=None, metavar="N",
+                    help="PostgreSQL: N desk processes (`maildesk run`) share the database, timed until all mail is "
+                         "processed and sent; without it, one `maildesk run --once`")
     ap.add_argument("--repeat", type=int, default=1, help="run it this many times (Roundup too) and print the medians")
     ap.add_argument("--profile", metavar="DIR", help="write a cProfile of each maildesk process to DIR")
     ap.add_argument("--vs-roundup", action="store_true", help="also time Roundup's mail gateway on the same mail")
@@ -233,6 +288,8 @@ def main() -> None:
                     help="PBKDF2 rounds for the users Roundup creates (default: Roundup's own, which dominates its time "
                          "on mail from many new senders; 1000 is its minimum)")
     args = ap.parse_args()
+    if args.workers is not None and (args.workers < 1 or args.database != "postgresql"):
+        ap.error("--workers needs --database postgresql and N >= 1 (SQLite serves one desk process)")
     if args.profile:
         os.environ["MAILDESK_PROFILE"] = os.path.abspath(args.profile)
     # the bytecode an installed package has (under PYTHONDONTWRITEBYTECODE an editable
@@ -246,7 +303,7 @@ def main() -> None:
     by_kb: dict[str, list[float]] = {"on": [], "off": []}
     cpu_kb: dict[str, list[float]] = {"on": [], "off": []}  # ms of maildesk CPU a message: steadier on a shared machine
     for kb in [kb for _ in range(args.repeat) for kb in (("on", "off") if args.kb == "both" else (args.kb,))]:
-        r = run_maildesk(mails, new, args.database, args.desk, kb, args.kb_articles)
+        r = run_maildesk(mails, new, args.database, args.desk, kb, args.kb_articles, args.workers)
         rates.append(r["rate"])
         by_kb[kb].append(r["rate"])
         cpu_kb[kb].append(r["maildesk_cpu"] * 1000 / r["messages"])
@@ -255,6 +312,9 @@ def main() -> None:
               + (f"; {r['offers']} acknowledgements offered {r['offered']} articles" if kb == "on" else ""))
         print(f"  CPU: maildesk (all its processes) {r['maildesk_cpu']:.1f} s, the SMTP sink {r['sink_cpu']:.1f} s; "
               f"this machine has {os.cpu_count()} cores")
+        if args.workers is not None:
+            print(f"  {args.workers} desk process(es), `maildesk run` until all is sent: "
+                  + "; ".join(f"#{i + 1} peak RSS {rss:.0f} MB, CPU {cpu:.1f} s" for i, (rss, cpu) in enumerate(r["each"])))
         print(f"  tickets {r['tickets']} (expected {r['expected_tickets']}), quarantined {r['quarantined']}, "
               f"mails sent {r['smtp_sent']} ({r['acknowledgements']} acknowledgements); "
               f"append to Dovecot took {r['append_seconds']:.2f} s (not counted)")

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..mailout.queue import queue_mail
-from ..store import KbArticle, KbOffer, KbVersion, Ticket, add_event, execute
+from ..store import KbArticle, KbOffer, KbVersion, Ticket, add_event, execute, write
 from ..vocab import ACTIVE, CLOSURE_SELF_SERVICE
 from . import kbsearch, kbterms, resolution, routing
 from .kbsearch import Match
@@ -150,8 +150,8 @@ def offers(rt, ticket: Ticket, matches: list[Match], rcpt: str, now: dt.datetime
     chosen = matches[: rt.cfg.kb.suggest_in_ack]
     if chosen:
         at = KbOffer.offered_at.db_value(now)
-        execute('INSERT INTO "kb_offer" ("ticket_id", "article_id", "rcpt", "score", "offered_at") VALUES '
-                + ", ".join(["(?, ?, ?, ?, ?)"] * len(chosen)), [v for m in chosen for v in (ticket.id, m.id, rcpt, m.score, at)])
+        write('INSERT INTO "kb_offer" ("ticket_id", "article_id", "rcpt", "score", "offered_at") VALUES '
+              + ", ".join(["(?, ?, ?, ?, ?)"] * len(chosen)), [v for m in chosen for v in (ticket.id, m.id, rcpt, m.score, at)])
     out = []
     for m in chosen:
         out.append({

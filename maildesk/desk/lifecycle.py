@@ -87,8 +87,8 @@ def set_group(ticket: Ticket, group: str | None, now: dt.datetime, actor: str, w
 
 
 def add_participant(ticket: Ticket, email: str, role: str) -> None:
-    store.execute('INSERT INTO "participant" ("ticket_id", "email", "role") VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
-                   (ticket.id, email.lower(), role))
+    store.write('INSERT INTO "participant" ("ticket_id", "email", "role") VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
+                (ticket.id, email.lower(), role))
 
 
 def is_participant(ticket: Ticket, email: str) -> bool:

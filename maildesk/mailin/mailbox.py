@@ -288,7 +288,10 @@ def store_batch(mailbox: str, uidvalidity: int, after_uid: int, last_uid: int, i
         if last != after_uid:
             log.warning("mailbox=%s: batch after UID %s not stored, the checkpoint is at %s", mailbox, after_uid, last)
             return None
-        stored = sum(_store(mailbox, uidvalidity, uid, raw, now, summary, mid) for uid, raw, summary, mid in items)
+        if store.is_sqlite():
+            stored = sum(_store(mailbox, uidvalidity, uid, raw, now, summary, mid) for uid, raw, summary, mid in items)
+        else:
+            stored = _store_many(mailbox, uidvalidity, items, now)
         MailboxState.update(last_uid=last_uid, last_success_at=now,
                             stall_alerted=False).where(MailboxState.mailbox == mailbox).execute()
     faults.point("after-store")
@@ -305,8 +308,7 @@ def _store(mailbox: str, uidvalidity: int, uid: int, raw: bytes, now: dt.datetim
     """One message into `Inbound`; False when the same bytes are already stored."""
     digest = hashlib.sha256(raw).hexdigest()
     cursor = store.execute(
-        'INSERT INTO "inbound" ("mailbox", "uidvalidity", "uid", "sha256", "size", "received_at", "status", '
-        '"decisions", "server_done", "from_addr", "subject", "message_id") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) '
+        f'INSERT INTO "inbound" ({_INBOUND_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) '
         'ON CONFLICT ("sha256") DO NOTHING' + ("" if store.is_sqlite() else ' RETURNING "id"'),
         (mailbox, uidvalidity, uid, digest, len(raw), Inbound.received_at.db_value(now), "pending", "", False, "", "",
          message_id))
@@ -319,6 +321,34 @@ def _store(mailbox: str, uidvalidity: int, uid: int, raw: bytes, now: dt.datetim
         return False
     store.insert(InboundRaw, inbound=new_id, data=raw, summary=summary)
     return True
+
+
+_INBOUND_COLUMNS = ('"mailbox", "uidvalidity", "uid", "sha256", "size", "received_at", "status", "decisions", '
+                    '"server_done", "from_addr", "subject", "message_id"')
+
+
+def _store_many(mailbox: str, uidvalidity: int, items: list[tuple], now: dt.datetime) -> int:
+    """`_store` for a whole batch in two statements (PostgreSQL, where each statement is
+    a round trip): the inbound rows in one INSERT, in UID order, so their ids keep it;
+    their bytes in another, sent with whatever comes next (store.write)."""
+    first: dict[str, tuple] = {}  # one row per content, the first copy's, as one _store at a time keeps
+    for uid, raw, summary, mid in items:
+        first.setdefault(hashlib.sha256(raw).hexdigest(), (uid, raw, summary, mid))
+    if not first:
+        return 0
+    at = Inbound.received_at.db_value(now)
+    rows = store.execute(
+        f'INSERT INTO "inbound" ({_INBOUND_COLUMNS}) VALUES ' + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(first))
+        + ' ON CONFLICT ("sha256") DO NOTHING RETURNING "sha256", "id"',
+        [v for digest, (uid, raw, _, mid) in first.items()
+         for v in (mailbox, uidvalidity, uid, digest, len(raw), at, "pending", "", False, "", "", mid)]).fetchall()
+    new = dict(rows)
+    if new:
+        blob = InboundRaw.data.db_value
+        store.write('INSERT INTO "inbound_raw" ("inbound_id", "data", "summary") VALUES ' + ", ".join(["(?, ?, ?)"] * len(new)),
+                    [v for digest, (_, raw, summary, _) in first.items() if digest in new
+                     for v in (new[digest], blob(raw), summary)])
+    return len(new)
 
 
 def _checkpoint(mailbox: str, uidvalidity: int) -> MailboxState:

@@ -156,6 +156,22 @@ def auto_reply_limit(rt: Runtime, rcpt: str, ticket: Ticket | None, now: dt.date
     return _desk_limit(rt, now, lane, automatic=True)
 
 
+def sender_count(rt: Runtime, rcpt: str, now: dt.datetime, lane: Lane) -> tuple[str, list] | None:
+    """The count auto_reply_limit will read for `rcpt` (once a cycle), as a scalar
+    sub-select and its parameters, for a stage that reads a count of its own about
+    the same sender to read in the same statement (`sender_counted`); None if known."""
+    key = ("rcpt", rcpt, lane)
+    if lane not in COUNTED_LANES or key in rt.memo.get("auto_counts", {}):
+        return None
+    day = Outbox.created_at.db_value(now - dt.timedelta(days=1))
+    return f'(SELECT COUNT(*) FROM "outbox" WHERE "rcpt" = ? AND {_COUNTED})', [rcpt, lane, True, "suppressed", day]
+
+
+def sender_counted(rt: Runtime, rcpt: str, lane: Lane, n: int) -> None:
+    """What the sub-select of sender_count read."""
+    rt.memo.setdefault("auto_counts", {}).setdefault(("rcpt", rcpt, lane), n)
+
+
 def notice_limit(rt: Runtime, now: dt.datetime, lane: Lane) -> str | None:
     """Staff notices that outside mail causes (vocab.COUNTED_NOTICES) have a desk-wide
     hourly cap of their own in each lane: a flood of new tickets costs the technicians'

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from email.utils import getaddresses
 from typing import TYPE_CHECKING, cast
 
+from peewee import Field
+
 from .. import store
 from ..mailin import automatic
 from ..mailin.mime import clean_header_text
@@ -165,15 +167,20 @@ def _run(ctx: Context) -> None:
         ctx.outcome = stop.outcome
         ctx.decide(f"outcome {stop.outcome}: {stop.reason}")
         notify.queue_mail(ctx)
+    # nothing reads what these two write before the next statement: on PostgreSQL
+    # they go with it (store.write)
     if ctx.ticket is not None:
-        ctx.ticket.save()
+        if ctx.ticket.id is None:
+            ctx.ticket.save()
+        else:
+            store.save_changes(ctx.ticket, later=True)
     ib = ctx.inbound
     ib.status, ib.outcome, ib.error = "processed", ctx.outcome, None
     ib.ticket = ctx.ticket
     ib.decisions = "\n".join(ctx.decisions)
     ib.processed_at = ctx.now
     ib.worker = ctx.rt.worker
-    ib.save(only=_SAVED)
+    store.save_changes(ib, _SAVED_NAMES, later=True)
 
 
 def _log_processed(ctx: Context) -> None:
@@ -206,6 +213,7 @@ def process_one(rt: Runtime, ib: Inbound, now: dt.datetime, raw: bytes | memoryv
 
 _SAVED = [Inbound.status, Inbound.outcome, Inbound.error, Inbound.ticket, Inbound.decisions, Inbound.processed_at,
           Inbound.message_id, Inbound.subject, Inbound.from_addr, Inbound.worker]
+_SAVED_NAMES = [f.name for f in cast("list[Field]", _SAVED)]
 
 
 def quarantine(rt: Runtime, ib: Inbound, ctx: Context, reason: str, now: dt.datetime, tell_sender: bool = False) -> None:

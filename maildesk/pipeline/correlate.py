@@ -101,13 +101,17 @@ def _by_message_id(ctx: Context) -> bool:
     found: dict[str, tuple[int | None, str]] = {}
     marks = ", ".join("?" * len(ids))
     skip = ", ".join("?" * len(NOT_ANCHORS))
-    for mid, tid in store.execute(f'SELECT "message_id", "ticket_id" FROM "message" WHERE "message_id" IN ({marks}) '
-                                  f'AND "kind" NOT IN ({skip})', ids + list(NOT_ANCHORS)):
-        found.setdefault(mid, (tid, "message"))
-    for mid, tid, kind in store.execute(
-        f'SELECT "message_id", "ticket_id", "kind" FROM "outbox" WHERE "message_id" IN ({marks})', ids
-    ):
-        found[mid] = (tid, kind)
+    # stored mail, then the desk's own mail (which wins), in one statement: a round trip on PostgreSQL
+    rows = store.execute(
+        f'SELECT 0, "message_id", "ticket_id", \'message\' FROM "message" WHERE "message_id" IN ({marks}) '
+        f'AND "kind" NOT IN ({skip}) '
+        f'UNION ALL SELECT 1, "message_id", "ticket_id", "kind" FROM "outbox" WHERE "message_id" IN ({marks})',
+        ids + list(NOT_ANCHORS) + ids).fetchall()
+    for desks, mid, tid, kind in sorted(rows, key=lambda row: row[0]):
+        if desks:
+            found[mid] = (tid, kind)
+        else:
+            found.setdefault(mid, (tid, kind))
     signed = _signed_for_sender(ctx, ids)
     for mid in ids:
         if mid not in found:

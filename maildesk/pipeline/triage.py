@@ -16,6 +16,7 @@ from .. import store
 from ..config import Config
 from ..desk import kb, lifecycle, routing, sla
 from ..mailin.authentication import Policy
+from ..mailout import queue
 from ..mailout.queue import Thread, is_desk_address
 from ..mailout.render import snapshot
 from ..store import Ticket
@@ -223,8 +224,16 @@ def _opened_count(ctx: Context, requester: str, lane: Lane) -> int:
     key = (requester, str(lane))
     if key not in counts:
         hour = Ticket.created_at.db_value(ctx.now - dt.timedelta(hours=1))
-        counts[key] = store.scalar('SELECT COUNT(*) FROM "ticket" WHERE "requester" = ? AND "created_at" > ? '
-                                   'AND "opened_lane" = ?', (requester, hour, str(lane))) or 0
+        sql = 'SELECT (SELECT COUNT(*) FROM "ticket" WHERE "requester" = ? AND "created_at" > ? AND "opened_lane" = ?)'
+        params: list = [requester, hour, str(lane)]
+        # the acknowledgement's count of automatic mail to the same sender, in the same round trip
+        also = queue.sender_count(ctx.rt, requester, ctx.now, lane)
+        if also is not None:
+            sql, params = f"{sql}, {also[0]}", params + also[1]
+        row = store.execute(sql, params).fetchone()
+        counts[key] = row[0] or 0
+        if also is not None:
+            queue.sender_counted(ctx.rt, requester, lane, row[1] or 0)
     return counts[key]
 
 

@@ -65,6 +65,7 @@ from .sql import (
     save_changes,
     savepoint,
     scalar,
+    write,
     write_transaction,
 )
 
@@ -76,5 +77,5 @@ __all__ = [
     "Participant", "Setting", "SlaMark", "StaffState", "Suppression", "Survey", "Task", "Ticket",
     "KbArticle", "KbOffer", "KbTerm", "KbVersion", "TicketTerm", "Worker", "Lease",
     "add_event", "execute", "fetch_row", "flush_events", "get_setting", "insert", "put_setting", "save_changes",
-    "savepoint", "scalar", "write_transaction",
+    "savepoint", "scalar", "write", "write_transaction",
 ]

@@ -5,7 +5,10 @@ SQLite runs in WAL mode with `synchronous=NORMAL`; PostgreSQL from a `postgresql
 URL runs the same code, each connection named in `pg_stat_activity` after its process
 (`maildesk host:pid`), with a lock timeout, and with TCP keepalives that make the server
 drop the connection of a dead host, and with it its leases (claims.py), within a minute.
-The schema is created and changed only by the numbered scripts in
+On PostgreSQL, where each statement is a round trip to the server, a write whose
+result nobody reads can be deferred (`Pipelined.defer`): it goes to the server with
+the next statement, in one message, so that a message's writes cost no waiting of
+their own. The schema is created and changed only by the numbered scripts in
 `maildesk/store/migrations/` (`migrate()`), never by `create_tables` at run time.
 Times are stored as UTC and handed back as aware UTC datetimes.
 """
@@ -16,7 +19,9 @@ import datetime as dt
 import logging
 import os
 import socket
+import threading
 from pathlib import Path
+from typing import Any
 
 from peewee import (
     DatabaseProxy,
@@ -85,7 +90,7 @@ def open_database(url: str):
         path = url[len("sqlite:///"):]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        database = SqliteDatabase(
+        database: SqliteDatabase | PostgresqlDatabase = SqliteDatabase(
             path,
             pragmas={
                 "journal_mode": "wal",
@@ -99,12 +104,13 @@ def open_database(url: str):
     else:
         if url.startswith("postgres://"):
             url = "postgresql://" + url[len("postgres://"):]
-        from playhouse.db_url import connect as url_connect
+        from playhouse.db_url import parse as url_parse
 
-        database = url_connect(url, autorollback=False, **_PG_SESSION,
-                               application_name=f"maildesk {socket.gethostname()}:{os.getpid()}"[:63])
-        if not isinstance(database, PostgresqlDatabase):
+        if url.split("://", 1)[0] not in ("postgresql", "postgresext"):  # maildesk needs none of the latter's extras
             raise DatabaseUnavailable(f"database.url: unsupported database {url.split(':', 1)[0]}")
+        params: dict[str, Any] = {**url_parse(url), **_PG_SESSION, "autorollback": False,
+                                  "application_name": f"maildesk {socket.gethostname()}:{os.getpid()}"[:63]}
+        database = Pipelined(**params)
     db.initialize(database)
     try:
         database.connect(reuse_if_open=True)
@@ -113,10 +119,68 @@ def open_database(url: str):
     return database
 
 
+class Pipelined(PostgresqlDatabase):
+    """PostgreSQL, where a write whose result nobody reads waits (`defer`) and goes to the
+    server with the next statement, in one round trip (psycopg2 sends several
+    statements in one query, and they run in order; the next statement may be the
+    COMMIT). The statements keep their order, so whatever runs next sees their effect;
+    an error in one of them is raised by the statement they went with, inside the
+    same transaction and savepoint, which is then undone as before. Deferred writes
+    are dropped with a rollback (`rollback`, `discard_deferred` before a ROLLBACK TO
+    SAVEPOINT of a savepoint taken after them) and with the connection."""
+
+    def init(self, *args, **kwargs):
+        self._later = threading.local()  # like peewee's connection state: one list a thread
+        super().init(*args, **kwargs)
+
+    def _deferred(self) -> list:
+        later = getattr(self._later, "items", None)
+        if later is None:
+            later = self._later.items = []
+        return later
+
+    def defer(self, sql: str, params=()) -> None:
+        """Run `sql` with the next statement (at once outside a transaction)."""
+        if not self.in_transaction():
+            self.execute_sql(sql, params)
+            return
+        self._deferred().append((sql, params))
+
+    def discard_deferred(self) -> None:
+        self._deferred().clear()
+
+    def execute_sql(self, sql, params=None):
+        later = self._deferred()
+        if later:
+            # every statement here is written for interpolation (a literal % doubled):
+            # peewee hands psycopg2 a sequence of parameters even when it is empty
+            texts = [text for text, _ in later]
+            values = [v for _, p in later for v in p]
+            later.clear()
+            texts.append(sql)
+            values.extend(params or ())
+            sql, params = ";\n".join(texts), values
+        return super().execute_sql(sql, params)
+
+    def commit(self):
+        if self._deferred():
+            self.execute_sql("COMMIT")
+            return
+        super().commit()
+
+    def rollback(self):
+        self.discard_deferred()
+        super().rollback()
+
+    def close(self):
+        self.discard_deferred()
+        return super().close()
+
+
 # A lock wait this long is given up (claims.Busy): the work waits for the next round.
 # The keepalives (server side: the options; client side: libpq's own) detect a peer
 # that is gone without closing its connection within 20 + 3 x 10 seconds.
-_PG_SESSION = {
+_PG_SESSION: dict[str, Any] = {
     "options": "-c lock_timeout=10s -c tcp_keepalives_idle=20 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3",
     "keepalives": 1, "keepalives_idle": 20, "keepalives_interval": 10, "keepalives_count": 3,
 }

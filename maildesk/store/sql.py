@@ -1,5 +1,6 @@
 """Transactions and the hot-path SQL: statements whose text is built once, events
-written in one INSERT per transaction, and small durable settings.
+written in one INSERT per transaction, writes whose result nobody reads sent with
+the next statement on PostgreSQL (`write`), and small durable settings.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def savepoint():
         database.execute_sql('RELEASE SAVEPOINT "md"')
     except BaseException:
         del _events[mark:]
+        discard = getattr(database, "discard_deferred", None)
+        if discard is not None:  # PostgreSQL: the SAVEPOINT went out after every earlier write
+            discard()
         database.execute_sql('ROLLBACK TO SAVEPOINT "md"')
         database.execute_sql('RELEASE SAVEPOINT "md"')
         raise
@@ -70,6 +74,18 @@ def _sql(text: str) -> str:
 def execute(text: str, params=()):
     """Run SQL written with `?` placeholders on either database."""
     return db.obj.execute_sql(_sql(text), params)
+
+
+def write(text: str, params=()) -> None:
+    """Run a write (`?` placeholders) whose result nobody reads. On PostgreSQL it goes to
+    the server with the next statement, in one round trip (connection.Pipelined), so
+    its error, if any, is raised there, in the same transaction and savepoint."""
+    database = db.obj
+    defer = getattr(database, "defer", None)
+    if defer is None:
+        database.execute_sql(_sql(text), params)
+    else:
+        defer(_sql(text), params)
 
 
 def scalar(text: str, params=()):
@@ -136,8 +152,9 @@ def fetch_row(model, pk):
     return instance
 
 
-def save_changes(instance, names=None) -> None:
-    """UPDATE the fields changed since the row was read or last saved (or `names`)."""
+def save_changes(instance, names=None, later: bool = False) -> None:
+    """UPDATE the fields changed since the row was read or last saved (or `names`);
+    `later`: with the next statement (`write`)."""
     wanted = set(names) if names is not None else instance._dirty
     dirty = [f for f in instance._meta.sorted_fields if f.name in wanted and not f.primary_key]
     if not dirty:
@@ -151,7 +168,11 @@ def save_changes(instance, names=None) -> None:
         text = _STATEMENTS[key] = _sql(f'UPDATE "{meta.table_name}" SET {sets} WHERE "{meta.primary_key.column_name}" = ?')
     params = [f.db_value(getattr(instance, f.name)) for f in dirty]
     params.append(getattr(instance, meta.primary_key.name))
-    db.obj.execute_sql(text, params)
+    defer = getattr(db.obj, "defer", None) if later else None
+    if defer is None:
+        db.obj.execute_sql(text, params)
+    else:
+        defer(text, params)
     instance._dirty.clear()
 
 
@@ -173,13 +194,14 @@ def _id(row):
 
 
 def flush_events() -> None:
-    """Write the events added so far (before reading a ticket's history, say)."""
+    """Write the events added so far (before reading a ticket's history, say; on
+    PostgreSQL they go with the next statement, `write`)."""
     if not _events:
         return
     rows, _events[:] = list(_events), []
     for i in range(0, len(rows), 1000):
         chunk = rows[i:i + 1000]
-        execute('INSERT INTO "event" ("ticket_id", "at", "actor", "kind", "detail", "inbound_id") VALUES '
+        write('INSERT INTO "event" ("ticket_id", "at", "actor", "kind", "detail", "inbound_id") VALUES '
                 + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk)), [v for row in chunk for v in row])
 
 
