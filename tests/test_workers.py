@@ -215,6 +215,30 @@ def test_outbox_rows_are_claimed_by_one_live_send_process_and_taken_over_when_it
     assert result(in_thread(sender_b)) == ids  # a's rows at once, b's own again (not yet recorded)
 
 
+def test_a_send_process_that_stops_marks_what_the_server_accepted_so_no_other_sends_it_again(pg):
+    """A clean stop gives up the send process's lease before the desk has recorded its
+    last deliveries; the mails the server accepted must not pass to another send process."""
+    from maildesk.config import load_config
+    from maildesk.mailout.queue import claim_due
+    from maildesk.mailout.results import record_results
+    from maildesk.service.mailprocess import Mover
+    from maildesk.service.runtime import Runtime
+
+    rt = Runtime.start(load_config(pg.config_path))
+    with store.write_transaction():
+        ids = [store.Outbox.create(kind="ack", rcpt=f"u{i}@example.org", message_id=f"m{i}@x", created_at=NOW,
+                                   next_attempt_at=NOW).id for i in range(3)]
+    mover = Mover(rt, None, "send", NOW)
+    mover.in_flight = {ids[0]: 0, ids[1]: 0}
+    mover.accepted = {ids[0]}  # ids[1] was deferred by the server: trying it again is no duplicate
+    mover.close()
+    rows = {o.id: (o.status, o.attempts) for o in store.Outbox.select()}
+    assert rows == {ids[0]: ("sent", 1), ids[1]: ("queued", 0), ids[2]: ("queued", 0)}
+    assert claim_due(NOW, 10, claimer=store.claims.lease_mark("sender:other")) == ids[1:]
+    record_results(rt, [(ids[0], "sent", None)], NOW)  # the desk's record, late: changes nothing
+    assert store.Outbox.get_by_id(ids[0]).attempts == 1
+
+
 def test_a_lease_is_held_by_one_connection_and_passes_when_it_closes(pg):
     taken, closing = threading.Event(), threading.Event()
 
@@ -281,6 +305,50 @@ def test_a_copy_or_a_reply_of_a_message_another_process_is_processing_waits_for_
     outcomes = {i.id: (i.outcome, i.ticket_id) for i in store.Inbound.select()}
     assert sorted(o for o, _ in outcomes.values()) == ["duplicate", "new-ticket", "reply"]
     assert {t for _, t in outcomes.values()} == {1}  # one ticket, the reply on it
+
+
+def test_a_reply_held_by_another_process_leaves_its_batch_and_the_rest_commits_without_an_undo(pg, caplog):
+    from maildesk.config import load_config
+    from maildesk.pipeline import _raws, process_batch, process_pending
+    from maildesk.pipeline.parse import summarize
+    from maildesk.service.runtime import Runtime
+    from tests.conftest import mail
+
+    rt = Runtime.start(load_config(pg.config_path))
+    raws = [mail("jane@example.org", "Printer jam", "Tray 2.", msgid="<orig@client.example>"),
+            mail("jane@example.org", "Re: Printer jam", "And tray 3.", msgid="<re@client.example>",
+                 in_reply_to="orig@client.example", references="orig@client.example"),
+            mail("joe@example.org", "Mouse", "Left button.", msgid="<mouse@client.example>"),
+            mail("ann@example.org", "Screen", "Flickers.", msgid="<screen@client.example>")]
+    with store.write_transaction():
+        for i, raw in enumerate(raws):
+            summary, mid = summarize(rt, raw)
+            ib = store.Inbound.create(mailbox="INBOX", sha256=f"{i:064x}", received_at=NOW, message_id=mid)
+            store.insert(store.InboundRaw, inbound=ib.id, data=raw, summary=summary)
+    processing, commit = threading.Event(), threading.Event()
+
+    def first_process():  # takes the original, and holds its transaction open
+        with store.write_transaction():
+            ids, _ = store.claims.claim_pending(1)
+            done = process_batch(rt, ids, _raws(rt, ids), NOW)
+            store.flush_events()
+            processing.set()
+            commit.wait(20)
+        return done
+
+    first = in_thread(first_process)
+    processing.wait(20)
+    with caplog.at_level("INFO", logger="maildesk.pipeline"):
+        second = process_pending(rt, NOW)
+    assert (second.done, second.quarantined) == (2, 0) and second.deferred >= 1  # the reply waits, the others commit
+    assert not [r for r in caplog.records if "undone" in r.getMessage()]
+    commit.set()
+    assert result(first).done == 1
+    again = process_pending(rt, NOW)
+    assert (again.done, again.deferred) == (1, 0)
+    by_msgid = {i.message_id: (i.outcome, i.ticket_id) for i in store.Inbound.select()}
+    assert by_msgid["re@client.example"] == ("reply", by_msgid["orig@client.example"][1])
+    assert len({t for _, t in by_msgid.values()}) == 3
 
 
 # --- maildesk run processes sharing the work ----------------------------------------------

@@ -19,10 +19,12 @@ its error (one of the codebase's two broad catches, around one message): a bad m
 blocks the others, and `maildesk inbound retry ID` runs it again.
 
 A batch of messages is one transaction and, at first, one savepoint: most batches go
-through whole. When one message of it fails (or finds its ticket held by another desk
-process, `store.Busy`), the batch is undone and run again one message at a time, each
-in a savepoint of its own, so that each commits or fails alone; a message that meets
-`Busy` then stays pending for the next round. On PostgreSQL the batch is claimed
+through whole. A message whose Message-ID (or a mail it cites) another desk process
+has claimed is left out before anything of it is written (`claims.Held`) and stays
+pending for the next round. When one message fails (or finds its ticket held by another
+desk process, `store.Busy`), the batch is undone and run again one message at a time,
+each in a savepoint of its own, so that each commits or fails alone; a message that
+meets `Busy` then stays pending for the next round. On PostgreSQL the batch is claimed
 (`store.claims.claim_pending`), so that several desk processes share the queue.
 """
 
@@ -121,24 +123,29 @@ def process_batch(rt: Runtime, ids: list[int], raws: dict, now: dt.datetime) -> 
     report = Processed()
     inbounds = list(Inbound.select().where(Inbound.id.in_(ids)).order_by(Inbound.id))
     if len(inbounds) > 1:
-        contexts = []
+        contexts, held, at = [], 0, None
         try:
             with store.savepoint():
                 for ib in inbounds:
+                    at = ib.id
                     raw, summary, reading = raws.get(ib.id, (b"", None, None))
                     ctx = _context(rt, ib, now, raw, summary, (), reading)
-                    _run(ctx)
+                    try:
+                        _run(ctx)
+                    except store.claims.Held as e:  # nothing of it written yet: the batch goes on without it
+                        log.info("inbound=%s msgid=<%s> waits for the next round: %s", ib.id, ib.message_id or "", e)
+                        held += 1
+                        continue
                     contexts.append(ctx)
         except Exception as e:  # noqa: BLE001 - whatever it was, each message is run again alone
-            failed = inbounds[len(contexts)].id if len(contexts) < len(inbounds) else "-"
             log.info("batch of %d undone at inbound=%s (%s: %s); processing it one message at a time",
-                     len(inbounds), failed, type(e).__name__, str(e)[:200])
+                     len(inbounds), at, type(e).__name__, str(e)[:200])
             rt.begin_cycle()  # what this process remembers may count what was undone
             inbounds = list(Inbound.select().where(Inbound.id.in_(ids)).order_by(Inbound.id))
         else:
             for ctx in contexts:
                 _log_processed(ctx)
-            report.done = len(contexts)
+            report.done, report.deferred = len(contexts), held
             return report
     for ib in inbounds:
         raw, summary, reading = raws.get(ib.id, (b"", None, None))

@@ -43,7 +43,7 @@ def classify(ctx: Context) -> None:
     claimed, prior = store.claims.claim_message(mail.message_id, mail.in_reply_to + mail.references[-2:],
                                                 ctx.sender or ctx.inbound.from_addr)
     if not claimed:
-        raise store.Busy(f"another desk process is processing <{mail.message_id}> or a mail it answers")
+        raise store.claims.Held(f"another desk process is processing <{mail.message_id}> or a mail it answers")
     if prior is not None:
         ctx.ticket = Ticket.get_by_id(prior)
         raise Discard("duplicate", f"Message-ID <{mail.message_id}> from the same sender is already stored "

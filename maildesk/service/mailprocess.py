@@ -162,6 +162,7 @@ class Mover:
         self.stopping = False
         self.desk_done = False  # --once: the desk will queue nothing more
         self.in_flight: dict[int, int] = {}  # outbox id -> attempts, sent but not yet recorded
+        self.accepted: set[int] = set()  # of those, the ones the server accepted
         self.desk_pid = os.getppid()
         self.leased = False  # this process holds its mailbox's lease
         # PostgreSQL: the send process claims outbox rows under a lease of its own, so that
@@ -325,8 +326,10 @@ class Mover:
     def _report(self, results: list[tuple]) -> None:
         rows = Outbox.select(Outbox.id, Outbox.attempts).where(Outbox.id.in_([r[0] for r in results])).tuples()
         attempts = dict(cast("Iterable[tuple[int, int]]", rows))
-        for rid, _, _ in results:
+        for rid, status, _ in results:
             self.in_flight[rid] = attempts.get(rid, 0)
+            if status == "sent":
+                self.accepted.add(rid)
         try:
             self.pipe.send(("delivered", results))
         except OSError:  # the desk is gone; what it did not record is sent again after a restart
@@ -340,6 +343,7 @@ class Mover:
         for rid, attempts in rows:
             if attempts > self.in_flight[rid]:
                 del self.in_flight[rid]
+                self.accepted.discard(rid)
 
     # --- the two roles, once or for ever ---------------------------------------------------
 
@@ -407,6 +411,25 @@ class Mover:
             self.session.close()
         if self.connections is not None:
             self.connections.close()
+        self.hand_over()
+
+    def hand_over(self) -> None:
+        """PostgreSQL: before this send process exits, and its lease with it, the mails the
+        server accepted that the desk has not recorded yet are marked sent here, so that
+        no other desk process's send process takes them over and sends them again (the
+        desk's own record of them changes nothing then: results.record_results). Only
+        a process that is killed leaves such rows to be sent again (guarantee 3)."""
+        if self.role != "send" or store.is_sqlite() or not self.accepted:
+            return
+        ids = sorted(self.accepted)
+        try:
+            Outbox.update(status="sent", sent_at=self.now(), last_error=None, attempts=Outbox.attempts + 1,
+                          claimed_by=None).where(Outbox.id.in_(ids) & Outbox.status.in_(("queued", "deferred"))).execute()
+        except (DatabaseError, InterfaceError) as e:
+            log.error("could not mark %d sent mail(s) as sent before stopping: %s; another desk process may send "
+                      "them again, with the same Message-ID", len(ids), e)
+            return
+        self.accepted.clear()
 
 
 def access_tokens(conf, where: str) -> AccessTokens | None:

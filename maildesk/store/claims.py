@@ -51,6 +51,12 @@ class Busy(MaildeskError):
     """Another desk process holds what this one needs; try again in a while."""
 
 
+class Held(Busy):
+    """A message's Message-ID, or one it cites, is claimed by another desk process
+    (`claim_message`). Raised before anything of the message is written: the batch it
+    is in goes on without it, and it stays pending for the next round."""
+
+
 def is_busy(error: BaseException) -> bool:
     """A database error that says another transaction holds a lock we waited for."""
     seen: set[int] = set()
