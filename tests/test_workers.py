@@ -371,17 +371,17 @@ def test_desk_processes_run_at_once_number_tickets_once_and_fire_each_sla_mark_o
     tickets = desk.tickets()
     assert len(tickets) == 40 and len({t["ref"] for t in tickets}) == 40
     by = collections.Counter(t["assignee"] for t in tickets)
-    assert by == {"alice@example.test": 20, "bob@example.test": 20}  # turns taken atomically
+    assert by == {"alice@example.test": 20, "bob@example.test": 20}, by  # turns taken atomically
     print(f"\nprocessed by {collections.Counter(i['worker'] for i in desk.inbound())}")
     desk.smtp.reset()
     _run_together(desk, "2026-12-02T17:00:00+01:00", 3)  # two days on: every target missed
     marks = _rows(desk, 'SELECT ticket_id, target, level, count(*) FROM sla_mark GROUP BY 1, 2, 3')
-    assert marks and all(n == 1 for *_, n in marks) and len({m[0] for m in marks}) == 40
+    assert marks and all(n == 1 for *_, n in marks) and len({m[0] for m in marks}) == 40, marks
     rows = collections.Counter((o["ticket"], o["kind"], o["to"], o["subject"]) for o in desk.outbox()
                                if o["kind"] in ("reminder", "escalated", "escalation_l2"))
-    assert rows and max(rows.values()) == 1
+    assert rows and max(rows.values()) == 1, [r for r, n in rows.items() if n > 1]
     sent = collections.Counter(m.message_id for m in desk.smtp.messages)
-    assert sent and max(sent.values()) == 1
+    assert sent and max(sent.values()) == 1, [m for m, n in sent.items() if n > 1]
 
 
 
