@@ -166,7 +166,8 @@ class Inbound(BaseModel):
     server_done = BooleanField(default=False)  # flagged \Seen or moved on the IMAP server
 
     class Meta:
-        indexes = ((("server_done", "mailbox"), False), (("mailbox", "uidvalidity", "uid"), False))
+        indexes = ((("server_done", "mailbox"), False),
+                   (("server_done", "mailbox", "uidvalidity", "uid"), False))  # 0008
 
     if TYPE_CHECKING:
         ticket_id: int | None

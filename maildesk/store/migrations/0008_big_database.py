@@ -4,7 +4,8 @@ mail's path, and the operator's commands, independent of how many tickets the de
 - ticket (created_at): the report's week; (status, id): a page of `tickets list --status`,
   newest first; (requester, status): a requester's open tickets (#status); (assignee,
   status): each technician's load when assigning;
-- inbound (mailbox, uidvalidity, uid): recording what was flagged on the IMAP server;
+- inbound (server_done, mailbox, uidvalidity, uid): recording what was flagged on the IMAP
+  server, and finding what is not yet, among the rows not yet flagged only;
 - outbox (created_at): the desk-wide hourly cap of automatic mail;
 - survey (requester, sent_at): when the requester was last asked.
 
@@ -21,7 +22,7 @@ def up(migrator, db):
             migrator.add_index("ticket", ("status", "id"), False),
             migrator.add_index("ticket", ("requester", "status"), False),
             migrator.add_index("ticket", ("assignee", "status"), False),
-            migrator.add_index("inbound", ("mailbox", "uidvalidity", "uid"), False),
+            migrator.add_index("inbound", ("server_done", "mailbox", "uidvalidity", "uid"), False),
             migrator.add_index("outbox", ("created_at",), False),
             migrator.add_index("survey", ("requester", "sent_at"), False))
 
@@ -29,5 +30,5 @@ def up(migrator, db):
 def down(migrator, db):
     migrate(*(migrator.drop_index(table, name) for table, name in (
         ("ticket", "ticket_created_at"), ("ticket", "ticket_status_id"), ("ticket", "ticket_requester_status"),
-        ("ticket", "ticket_assignee_status"), ("inbound", "inbound_mailbox_uidvalidity_uid"),
+        ("ticket", "ticket_assignee_status"), ("inbound", "inbound_server_done_mailbox_uidvalidity_uid"),
         ("outbox", "outbox_created_at"), ("survey", "survey_requester_sent_at"))))
