@@ -126,7 +126,7 @@ def preload_articles(url: str, n: int) -> None:
 
     cfg = parse_config({"desk": {"address": "helpdesk@example.test", "state_dir": "/tmp"}, "database": {"url": url},
                         "imap": {"host": "localhost", "username": "u", "password": "p"}, "smtp": {"host": "localhost"},
-                        "security": {"secret": "bench"}})
+                        "security": {"secret": "bench: a signing secret of 32 bytes or more"}})
     store.open_database(url)
     rt = Runtime.start(cfg)
     rnd = random.Random(7)

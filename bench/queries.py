@@ -136,10 +136,12 @@ def plans(statements: list[tuple[str, tuple]]) -> list[str]:
                 rows = store.db.obj.execute_sql("EXPLAIN QUERY PLAN " + sql, params).fetchall()
                 steps = [r[-1] for r in rows]
                 full = any(s.startswith("SCAN ") and " USING " not in s and "CONSTANT ROW" not in s for s in steps)
+                # a scan in the order asked for, under a LIMIT, stops after the page
+                full = full and not (" LIMIT " in sql and not any("TEMP B-TREE" in s for s in steps))
             else:
                 rows = store.db.obj.execute_sql("EXPLAIN " + sql, params).fetchall()
                 steps = [r[0].strip() for r in rows]
-                full = any("Seq Scan" in s for s in steps)
+                full = any("Seq Scan" in s for s in steps) and not steps[0].startswith("Limit")
             table = re.search(r'FROM "(\w+)"', sql)
             full = full and table is not None and table.group(1) in prefill.COLUMNS
             out.append(("!! " if full else "   ") + sql[:220])
