@@ -21,6 +21,7 @@ import io
 import logging
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -183,6 +184,7 @@ def main() -> None:
     print("| command | in process (ms) | as a process (ms) |\n| --- | ---: | ---: |")
     for name, inside, _best, outside in rows:
         print(f"| {name} | {inside:.1f} | {outside:.0f} |")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
