@@ -7,7 +7,7 @@ until every message is stored, threaded, and acknowledged (or relayed) over SMTP
 to an aiosmtpd sink. Prints messages per second and the peak RSS of that process.
 
     python bench/ingest.py [--messages 2000] [--database sqlite|postgresql [--workers N]] [--desk ack|full]
-                           [--kb on|off|both [--kb-articles 1000]]
+                           [--kb on|off|both [--kb-articles 1000]] [--prefill N [--keep PATH|NAME]]
                            [--vs-roundup [--roundup-rounds 1000]] [--repeat 5] [--profile DIR]
 
 The default desk (`ack`) is issue 2's workload: triage, SLA and an acknowledgement
@@ -24,6 +24,10 @@ prints each one's peak RSS and CPU. `--vs-roundup` also feeds the same mail to R
 and prints both rates and their ratio; `--repeat` runs both in turn and prints medians.
 `BENCH_PYTHONPATH=DIR` puts DIR on the maildesk processes' path (a sitecustomize.py there
 that counts each process's statements, say).
+`--prefill N` runs each time on an empty database and on one that already holds N
+tickets of some years (bench/prefill.py, filled once and kept), and prints both rates
+and their ratio (issue 15: within 15%). The mail here never meets the prefilled
+Message-IDs, addresses or ticket numbers.
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ from __future__ import annotations
 import argparse
 import compileall
 import datetime as dt
-import json
 import os
 import random
 import shutil
@@ -146,20 +149,27 @@ def preload_articles(url: str, n: int) -> None:
 
 
 def run_maildesk(mails: list[bytes], new_tickets: int, database: str, desk: str = "ack", kb: str = "on",
-                 kb_articles: int = 1000, workers: int | None = None) -> dict:
+                 kb_articles: int = 1000, workers: int | None = None, prefilled: str | None = None) -> dict:
+    """One timed run; `workers`: that many `maildesk run` desk processes (PostgreSQL);
+    `prefilled`: the kept database of bench/prefill.py to start from (a copy of it: the
+    kept one stays as it is)."""
+    from bench import prefill
+
     tmp = Path(tempfile.mkdtemp(prefix="maildesk-bench-"))
+    name = None
     with Dovecot() as dovecot, SmtpSink() as smtp:
         dovecot.add_user("helpdesk", "secret")
         if database == "postgresql":
-            import psycopg2
-
-            conn = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/test")
-            conn.autocommit = True
             name = "md_bench_" + uuid.uuid4().hex[:8]
-            conn.cursor().execute(f"CREATE DATABASE {name}")
-            url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+            if prefilled:
+                url = prefill.clone_postgres(prefilled, name)
+            else:
+                prefill._pg_admin(f"CREATE DATABASE {name}")
+                url = f"{prefill.PG_SERVER}/{name}"
         else:
             url = f"sqlite:///{tmp / 'maildesk.db'}"
+            if prefilled:
+                prefill.copy_sqlite(prefilled, tmp / "maildesk.db")
         config = {
             "desk": {"name": "IT Service Desk", "address": "helpdesk@example.test", "timezone": "Europe/Berlin",
                      "state_dir": str(tmp / "state")},
@@ -187,6 +197,7 @@ def run_maildesk(mails: list[bytes], new_tickets: int, database: str, desk: str 
         subprocess.run(cmd + ["init"], check=True, env=env, capture_output=True)
         if kb == "on" and kb_articles:
             preload_articles(url, kb_articles)
+        before = _count(url, 'SELECT COALESCE(MAX("id"), 0) FROM "ticket"')
         t0 = time.perf_counter()
         dovecot.append_many("helpdesk", mails)
         appended = time.perf_counter() - t0
@@ -207,19 +218,21 @@ def run_maildesk(mails: list[bytes], new_tickets: int, database: str, desk: str 
         err = "".join(p.read_text(errors="replace") for p in sorted(tmp.glob("run*.log")))
         if status != 0:
             raise SystemExit(f"maildesk run failed:\n{err[-3000:]}")
-        tickets = json.loads(subprocess.run(cmd + ["tickets", "list", "--json"], env=env, capture_output=True,
-                                            check=True).stdout)
-        failed = json.loads(subprocess.run(cmd + ["inbound", "list", "--failed", "--json"], env=env,
-                                           capture_output=True, check=True).stdout)
+        tickets = _count(url, 'SELECT COUNT(*) FROM "ticket" WHERE "id" > ?', (before,))
+        failed = _count(url, 'SELECT COUNT(*) FROM "inbound" WHERE "status" = ?', ("quarantined",))
         sent = len(smtp.messages)
         acks = sum(1 for m in smtp.messages if m.header("Auto-Submitted") == "auto-replied")
         offers = sum(1 for m in smtp.messages if m.header("Auto-Submitted") == "auto-replied"
                      and b"kbsolved" in m.data)
         offered = sum(m.text.count("kbsolved") for m in smtp.messages if m.header("Auto-Submitted") == "auto-replied")
+    if name:
+        prefill._pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    else:
+        (tmp / "maildesk.db").unlink(missing_ok=True)  # a copy of a prefilled one is gigabytes
     return {
         "messages": len(mails), "seconds": seconds, "rate": len(mails) / seconds, "peak_rss_mb": max(r for r, _ in each),
         "each": each,
-        "tickets": len(tickets), "expected_tickets": new_tickets, "quarantined": len(failed), "smtp_sent": sent,
+        "tickets": tickets, "expected_tickets": new_tickets, "quarantined": failed, "smtp_sent": sent,
         "acknowledgements": acks, "offers": offers, "offered": offered, "append_seconds": appended,
         "maildesk_cpu": sum(c for _, c in each), "sink_cpu": sink_cpu,
     }
@@ -236,17 +249,21 @@ def _run_workers(cmd: list[str], env: dict, tmp: Path, url: str, n: int, workers
 
     import psycopg2
 
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:  # a prefilled database holds inbound rows already
+        cur.execute("SELECT COALESCE(MAX(id), 0) FROM inbound")
+        first = cur.fetchone()[0]
     procs = []
     for i in range(workers):
         with open(tmp / f"run{i}.log", "wb") as log:
             procs.append(subprocess.Popen(cmd + ["run"], env=env, stderr=log, stdout=subprocess.DEVNULL))
     start = time.perf_counter()
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
     try:
         with conn.cursor() as cur:
             while True:
-                cur.execute("SELECT (SELECT count(*) FROM inbound), (SELECT count(*) FROM inbound WHERE status = 'pending'), "
+                cur.execute(f"SELECT (SELECT count(*) FROM inbound WHERE id > {int(first)}), "
+                            "(SELECT count(*) FROM inbound WHERE status = 'pending'), "
                             "(SELECT count(*) FROM outbox WHERE status IN ('queued', 'deferred'))")
                 stored, pending, unsent = cur.fetchone()
                 if stored >= n and not pending and not unsent:
@@ -265,6 +282,14 @@ def _run_workers(cmd: list[str], env: dict, tmp: Path, url: str, n: int, workers
         each.append((usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime))
         worst = worst or status
     return seconds, each, worst
+def _count(url: str, sql: str, params=()) -> int:
+    from maildesk import store
+
+    store.open_database(url)
+    try:
+        return int(store.scalar(sql, params) or 0)
+    finally:
+        store.db.obj.close()
 
 
 def main() -> None:
@@ -287,9 +312,19 @@ def main() -> None:
     ap.add_argument("--roundup-rounds", type=int, default=None,
                     help="PBKDF2 rounds for the users Roundup creates (default: Roundup's own, which dominates its time "
                          "on mail from many new senders; 1000 is its minimum)")
+    ap.add_argument("--prefill", type=int, metavar="N", help="also run on a database prefilled with N tickets "
+                    "(bench/prefill.py) and print the rate next to the empty database's")
+    ap.add_argument("--keep", metavar="PATH|NAME", help="with --prefill: the kept prefilled SQLite file or PostgreSQL "
+                    "database (default /tmp/maildesk-prefill-N.db or md_prefill_N)")
     args = ap.parse_args()
     if args.workers is not None and (args.workers < 1 or args.database != "postgresql"):
         ap.error("--workers needs --database postgresql and N >= 1 (SQLite serves one desk process)")
+    kept = None
+    if args.prefill:
+        from bench import prefill
+
+        kept = prefill.ensure(args.database, args.prefill, args.keep)
+    by_size: dict[str, list[float]] = {"empty": [], "prefilled": []}
     if args.profile:
         os.environ["MAILDESK_PROFILE"] = os.path.abspath(args.profile)
     # the bytecode an installed package has (under PYTHONDONTWRITEBYTECODE an editable
@@ -302,8 +337,20 @@ def main() -> None:
     roundup_dir = Path(tempfile.mkdtemp(prefix="roundup-bench-")) if args.vs_roundup else None
     by_kb: dict[str, list[float]] = {"on": [], "off": []}
     cpu_kb: dict[str, list[float]] = {"on": [], "off": []}  # ms of maildesk CPU a message: steadier on a shared machine
-    for kb in [kb for _ in range(args.repeat) for kb in (("on", "off") if args.kb == "both" else (args.kb,))]:
-        r = run_maildesk(mails, new, args.database, args.desk, kb, args.kb_articles, args.workers)
+    runs = [(kb, size) for _ in range(args.repeat) for kb in (("on", "off") if args.kb == "both" else (args.kb,))
+            for size in (("empty", "prefilled") if kept else ("empty",))]
+    for kb, size in runs:
+        r = run_maildesk(mails, new, args.database, args.desk, kb, args.kb_articles, args.workers,
+                         prefilled=kept if size == "prefilled" else None)
+        by_size[size].append(r["rate"])
+        if size == "prefilled":
+            print(f"maildesk on {args.prefill:,} prefilled tickets ({args.database}, desk={args.desk}, kb {kb}): "
+                  f"{r['messages']} messages in {r['seconds']:.2f} s = {r['rate']:.0f} msg/s; "
+                  f"empty database {by_size['empty'][-1]:.0f} msg/s: "
+                  f"ratio {r['rate'] / by_size['empty'][-1]:.2f}; "
+                  f"tickets {r['tickets']} (expected {r['expected_tickets']}), quarantined {r['quarantined']}, "
+                  f"CPU {r['maildesk_cpu']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+            continue
         rates.append(r["rate"])
         by_kb[kb].append(r["rate"])
         cpu_kb[kb].append(r["maildesk_cpu"] * 1000 / r["messages"])
@@ -338,6 +385,11 @@ def main() -> None:
               f"{(on - off) / off:+.1%} with it on ({args.kb_articles} articles)")
         con, coff = statistics.median(cpu_kb["on"]), statistics.median(cpu_kb["off"])
         print(f"maildesk CPU a message: on {con:.2f} ms, off {coff:.2f} ms: {(con - coff) / coff:+.1%} with it on")
+    if kept:
+        empty, full = statistics.median(by_size["empty"]), statistics.median(by_size["prefilled"])
+        print(f"empty database: {empty:.0f} msg/s, {args.prefill:,} tickets prefilled: {full:.0f} msg/s "
+              f"(medians of {len(by_size['empty'])}): {(full - empty) / empty:+.1%} on the big database "
+              f"(issue 15: within 15%)")
     if roundup_dir:
         shutil.rmtree(roundup_dir, ignore_errors=True)
 

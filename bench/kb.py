@@ -199,7 +199,7 @@ def main() -> None:
         url = f"sqlite:///{tmp / 'maildesk.db'}"
     cfg = parse_config({"desk": {"address": "helpdesk@example.test", "state_dir": str(tmp)}, "database": {"url": url},
                         "imap": {"host": "localhost", "username": "u", "password": "p"}, "smtp": {"host": "localhost"},
-                        "security": {"secret": "bench"}})
+                        "security": {"secret": "bench: a signing secret of 32 bytes or more"}})
     store.open_database(url)
     store.migrate()
     rt = Runtime.start(cfg)

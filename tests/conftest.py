@@ -111,7 +111,9 @@ class Desk:
         return code
 
     def tickets(self, status: str | None = None) -> list[dict]:
-        code, out, err = self.cli("tickets", "list", "--json", *(["--status", status] if status else []))
+        # every ticket: `tickets list` gives a page at a time
+        code, out, err = self.cli("tickets", "list", "--json", "--limit", "1000000",
+                                  *(["--status", status] if status else []))
         assert code == 0, err
         return json.loads(out)
 

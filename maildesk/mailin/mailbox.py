@@ -299,8 +299,11 @@ def store_batch(mailbox: str, uidvalidity: int, after_uid: int, last_uid: int, i
 
 
 def record_flagged(mailbox: str, uidvalidity: int, uids: list[int]) -> None:
+    # among the rows not yet flagged: the (server_done, mailbox, uidvalidity, uid) index
+    # finds them without reading every row the mailbox ever had
     Inbound.update(server_done=True).where(
-        (Inbound.mailbox == mailbox) & (Inbound.uidvalidity == uidvalidity) & Inbound.uid.in_(uids)).execute()
+        (Inbound.server_done == False) & (Inbound.mailbox == mailbox)  # noqa: E712
+        & (Inbound.uidvalidity == uidvalidity) & Inbound.uid.in_(uids)).execute()
 
 
 def _store(mailbox: str, uidvalidity: int, uid: int, raw: bytes, now: dt.datetime, summary: str | None = None,

@@ -73,8 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     tickets = sub.add_parser("tickets", help="list or show tickets").add_subparsers(
         dest="sub", required=True, metavar="list|show")
-    tl = tickets.add_parser("list", help="tickets, newest first")
+    tl = tickets.add_parser("list", help="tickets, newest first, a page at a time")
     tl.add_argument("--status", choices=("new", "open", "in-progress", "on-hold", "resolved", "closed", "cancelled"))
+    tl.add_argument("--limit", metavar="N", help="tickets a page holds (default 50)")
+    tl.add_argument("--before", metavar="REF", help="only tickets older than REF: the next page after REF")
     tl.add_argument("--json", action="store_true")
     tl.set_defaults(func=cmd_tickets_list)
     ts = tickets.add_parser("show", help="one ticket with its messages, tasks and history")
@@ -194,16 +196,22 @@ def parse_now(text: str, tz) -> dt.datetime:
     return t
 
 
-def _ticket(rt: Runtime, ref: str):
-    from ..store import Ticket
-
+def _ref_number(rt: Runtime, ref: str) -> int:
+    """The number of a ticket reference typed by the user (`INC-42`, `[INC-42]`, `42`)."""
     m = re.fullmatch(r"\[?\s*(?:([A-Za-z][A-Za-z0-9]*)-)?([0-9]+)\s*\]?", ref.strip(), re.ASCII)
     if (not m or (m.group(1) and m.group(1).lower() != rt.cfg.desk.ticket_prefix.lower())
             or len(m.group(2)) > 19 or int(m.group(2)) > ID_MAX):
         raise UserError(f"{ref!r} is not a ticket reference such as {rt.cfg.desk.ticket_prefix}-42", 2)
-    t = Ticket.get_or_none_by_id(int(m.group(2)))
+    return int(m.group(2))
+
+
+def _ticket(rt: Runtime, ref: str):
+    from ..store import Ticket
+
+    number = _ref_number(rt, ref)
+    t = Ticket.get_or_none_by_id(number)
     if t is None:
-        raise UserError(f"no ticket {rt.cfg.desk.ticket_prefix}-{m.group(2)}")
+        raise UserError(f"no ticket {rt.cfg.desk.ticket_prefix}-{number}")
     return t
 
 
@@ -322,18 +330,28 @@ def _run(args, cfg) -> int:
 
 
 def cmd_tickets_list(args) -> int:
-    from .views import ticket_list
+    from .views import PAGE, ticket_list
 
     rt = _open(args)
-    rows = ticket_list(rt, args.status)
+    limit = PAGE if args.limit is None else min(parse_id(args.limit, "a number of tickets such as 50 for --limit"),
+                                                ID_MAX - 1)
+    if limit < 1:
+        raise UserError("--limit: a page holds at least 1 ticket", 2)
+    before = _ref_number(rt, args.before) if args.before else None
+    # one more than the page: whether an older page follows
+    rows = ticket_list(rt, args.status, limit + 1, before)
+    more, rows = len(rows) > limit, rows[:limit]
     if args.json:
         _print_json(rows)
     elif not rows:
-        print("no tickets")
+        print("no older tickets" if before else "no tickets")
     else:
         _table([[r["ref"], r["status"], r["priority"], _short(r["created_at"]), _short(_due(r)), r["category"],
                  r["group"], r["assignee"], r["requester"], r["subject"]] for r in rows],
                ["REF", "STATUS", "PRIORITY", "CREATED", "DUE", "CATEGORY", "GROUP", "ASSIGNEE", "REQUESTER", "SUBJECT"])
+        if more:
+            print("(older tickets: maildesk tickets list" + (f" --status {args.status}" if args.status else "")
+                  + (f" --limit {limit}" if args.limit is not None else "") + f" --before {rows[-1]['ref']})")
     return 0
 
 

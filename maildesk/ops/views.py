@@ -70,10 +70,20 @@ def ticket_summary(rt: Runtime, t: Ticket, message_count: int | None = None) -> 
     }
 
 
-def ticket_list(rt: Runtime, status: str | None = None) -> list[dict]:
-    q = Ticket.select().order_by(Ticket.created_at.desc(), Ticket.id.desc())
+PAGE = 50  # tickets a `tickets list` page holds unless --limit says otherwise
+
+
+def ticket_list(rt: Runtime, status: str | None = None, limit: int = PAGE, before: int | None = None) -> list[dict]:
+    """A page of tickets, newest first: at most `limit`, with a number below `before`
+    when given. Newest is the highest number (numbers are given in the order tickets
+    open); the next page is `before=` the last ref's number. Keyset paging: a page
+    deep in a million tickets costs what the first does (the primary key, or the
+    `(status, id)` index with --status)."""
+    q = Ticket.select().order_by(Ticket.id.desc()).limit(limit)
     if status:
         q = q.where(Ticket.status == status)
+    if before is not None:
+        q = q.where(Ticket.id < before)
     tickets = list(q)
     counts: dict[int, int] = dict(cast(
         "Iterable[tuple[int, int]]",

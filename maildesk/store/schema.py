@@ -119,7 +119,10 @@ class Ticket(BaseModel):
                 "reopen_count", "parent")
 
     class Meta:
-        indexes = ((("sla_next_at",), False), (("status", "created_at"), False), (("requester", "created_at"), False))
+        # the last four: migration 0008 (a big database costs nothing)
+        indexes = ((("sla_next_at",), False), (("status", "created_at"), False), (("requester", "created_at"), False),
+                   (("created_at",), False), (("status", "id"), False), (("requester", "status"), False),
+                   (("assignee", "status"), False))
 
     if TYPE_CHECKING:
         # what peewee adds for the foreign keys: their raw ids, and the backrefs
@@ -172,7 +175,8 @@ class Inbound(BaseModel):
     worker = CharField(null=True)  # the desk process that processed it, host:pid
 
     class Meta:
-        indexes = ((("server_done", "mailbox"), False),)
+        indexes = ((("server_done", "mailbox"), False),
+                   (("server_done", "mailbox", "uidvalidity", "uid"), False))  # 0008
 
     if TYPE_CHECKING:
         ticket_id: int | None
@@ -290,6 +294,7 @@ class Outbox(BaseModel):
         indexes = (
             (("status", "next_attempt_at"), False),
             (("rcpt", "created_at"), False),
+            (("created_at",), False),  # the desk-wide hourly cap: the last hour's rows only
         )
 
     if TYPE_CHECKING:
@@ -340,6 +345,9 @@ class Survey(BaseModel):
     rating = IntegerField(null=True)
     comment = TextField(null=True)
     answered_at = UtcDateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("requester", "sent_at"), False),)
 
     if TYPE_CHECKING:
         ticket_id: int

@@ -1,0 +1,114 @@
+"""`tickets list` a page at a time (`--limit`, `--before`), and migration 0008's indexes
+on a database that already holds tickets."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from playhouse.migrate import make_index_name
+from playhouse.migrations import Runner
+
+from tests.conftest import _pg_database, both_databases
+
+T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.UTC)
+
+
+def _tickets(n: int) -> None:
+    """`n` tickets INC-1..INC-n, one a minute; every third closed."""
+    from maildesk import store
+
+    with store.write_transaction():
+        for i in range(1, n + 1):
+            at = T0 + dt.timedelta(minutes=i)
+            store.Ticket(subject=f"ticket {i}", requester=f"user{i % 7}@example.test",
+                         status="closed" if i % 3 == 0 else "open", created_at=at, updated_at=at).save()
+
+
+def _refs(desk, *args: str) -> list[str]:
+    code, out, err = desk.cli("tickets", "list", "--json", *args)
+    assert code == 0, err
+    return [t["ref"] for t in json.loads(out)]
+
+
+@both_databases
+def test_tickets_list_gives_fifty_newest_then_the_page_before_a_ref(desk):
+    desk.cli("status")  # opens the desk's database in this process
+    _tickets(120)
+    first = _refs(desk)
+    assert first == [f"INC-{i}" for i in range(120, 70, -1)]
+    assert _refs(desk, "--limit", "30", "--before", "INC-71") == [f"INC-{i}" for i in range(70, 40, -1)]
+    assert _refs(desk, "--before", "INC-11") == [f"INC-{i}" for i in range(10, 0, -1)]
+    assert _refs(desk, "--before", "[INC-1]") == []
+    assert _refs(desk, "--status", "closed", "--limit", "4", "--before", "INC-100") == ["INC-99", "INC-96", "INC-93",
+                                                                                          "INC-90"]
+    assert _refs(desk, "--status", "open", "--limit", "2", "--before", "91") == ["INC-89", "INC-88"]
+
+
+def test_tickets_list_as_a_table_names_the_next_page(desk):
+    desk.cli("status")
+    _tickets(7)
+    code, out, err = desk.cli("tickets", "list", "--limit", "3")
+    assert code == 0, err
+    assert [line.split()[0] for line in out.splitlines()[1:4]] == ["INC-7", "INC-6", "INC-5"]
+    assert out.splitlines()[-1] == "(older tickets: maildesk tickets list --limit 3 --before INC-5)"
+    code, out, err = desk.cli("tickets", "list", "--status", "closed", "--limit", "1")
+    assert out.splitlines()[-1] == "(older tickets: maildesk tickets list --status closed --limit 1 --before INC-6)"
+    code, out, err = desk.cli("tickets", "list", "--before", "INC-2")
+    assert code == 0 and "INC-1" in out and "older tickets" not in out  # the last page says no more
+    code, out, err = desk.cli("tickets", "list", "--before", "INC-1")
+    assert (code, out.strip()) == (0, "no older tickets")
+
+
+@pytest.mark.parametrize("args", [("--limit", "0"), ("--limit", "ten"), ("--limit", "-5"), ("--before", "KB-3"),
+                                  ("--before", "INC-x")])
+def test_tickets_list_refuses_a_bad_page_in_one_sentence(desk, args):
+    code, out, err = desk.cli("tickets", "list", *args)
+    assert code == 2 and out == "" and err.startswith("maildesk: ") and len(err.strip().splitlines()) == 1
+
+
+# --- migration 0008 ----------------------------------------------------------------------
+
+
+def _indexes(db) -> set[str]:
+    from maildesk import store
+
+    if store.is_sqlite():
+        return {name for (name,) in db.execute_sql("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    return {name for (name,) in db.execute_sql("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migration_0008_indexes_a_database_that_already_holds_tickets(backend, tmp_path):
+    from maildesk import store
+
+    conn = name = None
+    if backend == "postgresql":
+        conn, name, url = _pg_database()
+    else:
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    try:
+        db = store.open_database(url)
+        Runner(db, str(store.MIGRATIONS)).up(target="0006_sla_mark_holder")  # a desk of before this release
+        assert "ticket_status_id" not in _indexes(db)
+        _tickets(30)
+        applied = store.migrate()
+        assert applied == ["0008_big_database"]
+        have = _indexes(db)
+        # every index the models declare exists, with the name the migrations gave it
+        for model in store.MODELS:
+            for columns, _unique in model._meta.indexes:
+                names = [model._meta.fields[c].column_name for c in columns]
+                # (0001 named some after the model, as peewee did then: slamark_..., kbversion_...)
+                assert {make_index_name(model._meta.table_name, names),
+                        make_index_name(model.__name__.lower(), names)} & have, (model.__name__, columns)
+        assert store.scalar('SELECT COUNT(*) FROM "ticket"') == 30
+        assert store.pending_migrations() == []
+    finally:
+        if store.db.obj is not None:
+            store.db.obj.close()
+        if conn is not None:
+            with conn.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            conn.close()
