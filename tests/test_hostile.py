@@ -163,6 +163,21 @@ def test_mail_over_the_size_limit_is_kept_quarantined_and_its_sender_told_once(d
     assert desk.tickets()[0]["requester"] == "big@example.org"
 
 
+@pytest.mark.parametrize("desk", ["sqlite", "postgresql"], indirect=True)
+def test_an_oversized_mail_in_a_batch_is_quarantined_in_place_and_the_batch_is_not_undone(desk, caplog):
+    desk.write_config(limits={"max_message_bytes": 20_000})
+    desk.deliver(mail("jane@example.org", "Printer", "Tray 2."))
+    desk.deliver(mail("big@example.org", "Screenshot", "See attached.\n" + "x" * 30_000))
+    desk.deliver(mail("joe@example.org", "Mouse", "Left button."))
+    with caplog.at_level("INFO", logger="maildesk.pipeline"):
+        desk.run()
+    assert not [r for r in caplog.records if "undone" in r.getMessage()]
+    (failed,) = desk.inbound(failed=True)
+    assert "over limits.max_message_bytes" in failed["error"]
+    assert sorted(t["requester"] for t in desk.tickets()) == ["jane@example.org", "joe@example.org"]
+    assert len(desk.sent(to="big@example.org")) == 1  # told once
+
+
 def test_too_many_parts_is_quarantined_with_the_reason(desk):
     parts = "".join(f"--X\r\nContent-Type: text/plain\r\n\r\npart {i}\r\n" for i in range(600))
     raw = (f"From: parts@example.org\r\nTo: helpdesk@example.test\r\nSubject: parts\r\nMessage-ID: <parts@x>\r\n"

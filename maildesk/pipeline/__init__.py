@@ -21,7 +21,8 @@ blocks the others, and `maildesk inbound retry ID` runs it again.
 A batch of messages is one transaction and, at first, one savepoint: most batches go
 through whole. A message whose Message-ID (or a mail it cites) another desk process
 has claimed is left out before anything of it is written (`claims.Held`) and stays
-pending for the next round. When one message fails (or finds its ticket held by another
+pending for the next round; one that cannot be read (or is over the limits) is
+quarantined in place, for the same reason. When one message fails (or finds its ticket held by another
 desk process, `store.Busy`), the batch is undone and run again one message at a time,
 each in a savepoint of its own, so that each commits or fails alone; a message that
 meets `Busy` then stays pending for the next round. On PostgreSQL the batch is claimed
@@ -123,7 +124,7 @@ def process_batch(rt: Runtime, ids: list[int], raws: dict, now: dt.datetime) -> 
     report = Processed()
     inbounds = list(Inbound.select().where(Inbound.id.in_(ids)).order_by(Inbound.id))
     if len(inbounds) > 1:
-        contexts, held, at = [], 0, None
+        contexts, held, unread, at = [], 0, 0, None
         try:
             with store.savepoint():
                 for ib in inbounds:
@@ -136,6 +137,13 @@ def process_batch(rt: Runtime, ids: list[int], raws: dict, now: dt.datetime) -> 
                         log.info("inbound=%s msgid=<%s> waits for the next round: %s", ib.id, ib.message_id or "", e)
                         held += 1
                         continue
+                    except Reject as r:
+                        if ctx.mail is not None:
+                            raise  # refused after it was read: what it wrote must be undone with the batch
+                        # unreadable or over the limits, refused before anything of it was written
+                        quarantine(rt, ib, ctx, r.reason, now, tell_sender=r.tell_sender)
+                        unread += 1
+                        continue
                     contexts.append(ctx)
         except Exception as e:  # noqa: BLE001 - whatever it was, each message is run again alone
             log.info("batch of %d undone at inbound=%s (%s: %s); processing it one message at a time",
@@ -145,7 +153,7 @@ def process_batch(rt: Runtime, ids: list[int], raws: dict, now: dt.datetime) -> 
         else:
             for ctx in contexts:
                 _log_processed(ctx)
-            report.done, report.deferred = len(contexts), held
+            report.done, report.deferred, report.quarantined = len(contexts), held, unread
             return report
     for ib in inbounds:
         raw, summary, reading = raws.get(ib.id, (b"", None, None))
