@@ -264,28 +264,26 @@ def test_a_lease_is_held_by_one_connection_and_passes_when_it_closes(pg):
     assert result(in_thread(store.claims.try_lease, "mailbox:it")) is True
 
 
-def test_a_copy_or_a_reply_of_a_message_another_process_is_processing_waits_for_the_next_round(pg):
-    from maildesk.config import load_config
-    from maildesk.pipeline import process_batch, process_pending
+def _pending(rt, raws: list[bytes]) -> None:
+    """The messages stored as the fetch process stores them, pending."""
     from maildesk.pipeline.parse import summarize
-    from maildesk.service.runtime import Runtime
-    from tests.conftest import mail
 
-    rt = Runtime.start(load_config(pg.config_path))
-    original = mail("jane@example.org", "Printer jam", "Tray 2.", msgid="<orig@client.example>")
-    raws = [b"Received: by mx1\r\n" + original, b"Received: by mx2\r\n" + original,
-            mail("jane@example.org", "Re: Printer jam", "And tray 3.", msgid="<re@client.example>",
-                 in_reply_to="orig@client.example", references="orig@client.example")]
     with store.write_transaction():
         for i, raw in enumerate(raws):
             summary, mid = summarize(rt, raw)
             ib = store.Inbound.create(mailbox="INBOX", sha256=f"{i:064x}", received_at=NOW, message_id=mid)
             store.insert(store.InboundRaw, inbound=ib.id, data=raw, summary=summary)
+
+
+def _first_process_holds_one(rt):
+    """Another desk process (a thread with its own connection) claims and processes the
+    oldest pending message and holds its transaction open until the returned event is
+    set; returns (its thread, that event)."""
+    from maildesk.pipeline import _raws, process_batch
+
     processing, commit = threading.Event(), threading.Event()
 
-    def first_process():  # takes the first copy, and holds its transaction open
-        from maildesk.pipeline import _raws
-
+    def first_process():
         with store.write_transaction():
             ids, _ = store.claims.claim_pending(1)
             done = process_batch(rt, ids, _raws(rt, ids), NOW)
@@ -296,6 +294,22 @@ def test_a_copy_or_a_reply_of_a_message_another_process_is_processing_waits_for_
 
     first = in_thread(first_process)
     processing.wait(20)
+    return first, commit
+
+
+def test_a_copy_or_a_reply_of_a_message_another_process_is_processing_waits_for_the_next_round(pg):
+    from maildesk.config import load_config
+    from maildesk.pipeline import process_pending
+    from maildesk.service.runtime import Runtime
+    from tests.conftest import mail
+
+    rt = Runtime.start(load_config(pg.config_path))
+    original = mail("jane@example.org", "Printer jam", "Tray 2.", msgid="<orig@client.example>")
+    raws = [b"Received: by mx1\r\n" + original, b"Received: by mx2\r\n" + original,
+            mail("jane@example.org", "Re: Printer jam", "And tray 3.", msgid="<re@client.example>",
+                 in_reply_to="orig@client.example", references="orig@client.example")]
+    _pending(rt, raws)
+    first, commit = _first_process_holds_one(rt)  # the first copy
     second = process_pending(rt, NOW)  # the other copy and the reply: both must wait
     assert (second.done, second.quarantined, second.deferred) == (0, 0, 2)
     commit.set()
@@ -309,8 +323,7 @@ def test_a_copy_or_a_reply_of_a_message_another_process_is_processing_waits_for_
 
 def test_a_reply_held_by_another_process_leaves_its_batch_and_the_rest_commits_without_an_undo(pg, caplog):
     from maildesk.config import load_config
-    from maildesk.pipeline import _raws, process_batch, process_pending
-    from maildesk.pipeline.parse import summarize
+    from maildesk.pipeline import process_pending
     from maildesk.service.runtime import Runtime
     from tests.conftest import mail
 
@@ -320,24 +333,8 @@ def test_a_reply_held_by_another_process_leaves_its_batch_and_the_rest_commits_w
                  in_reply_to="orig@client.example", references="orig@client.example"),
             mail("joe@example.org", "Mouse", "Left button.", msgid="<mouse@client.example>"),
             mail("ann@example.org", "Screen", "Flickers.", msgid="<screen@client.example>")]
-    with store.write_transaction():
-        for i, raw in enumerate(raws):
-            summary, mid = summarize(rt, raw)
-            ib = store.Inbound.create(mailbox="INBOX", sha256=f"{i:064x}", received_at=NOW, message_id=mid)
-            store.insert(store.InboundRaw, inbound=ib.id, data=raw, summary=summary)
-    processing, commit = threading.Event(), threading.Event()
-
-    def first_process():  # takes the original, and holds its transaction open
-        with store.write_transaction():
-            ids, _ = store.claims.claim_pending(1)
-            done = process_batch(rt, ids, _raws(rt, ids), NOW)
-            store.flush_events()
-            processing.set()
-            commit.wait(20)
-        return done
-
-    first = in_thread(first_process)
-    processing.wait(20)
+    _pending(rt, raws)
+    first, commit = _first_process_holds_one(rt)  # the original
     with caplog.at_level("INFO", logger="maildesk.pipeline"):
         second = process_pending(rt, NOW)
     assert (second.done, second.quarantined) == (2, 0) and second.deferred >= 1  # the reply waits, the others commit

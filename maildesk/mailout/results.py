@@ -40,6 +40,14 @@ def _backoff(rt: Runtime, attempts: int) -> dt.timedelta:
     return min(first * (2 ** max(0, attempts - 1)), cap)
 
 
+def mark_sent(ids: list[int], now: dt.datetime) -> None:
+    """The rows the server accepted are sent; a row already recorded is left as it is
+    (the desk and a stopping send process may both record one)."""
+    Outbox.update(status="sent", sent_at=now, last_error=None, attempts=Outbox.attempts + 1, claimed_by=None).where(
+        Outbox.id.in_(ids) & Outbox.status.in_(("queued", "deferred"))
+    ).execute()
+
+
 def record_results(rt: Runtime, results: list[tuple], now: dt.datetime) -> Delivered:
     """Write what delivery reported: sent, deferred with its next try, or failed."""
     report = Delivered()
@@ -48,9 +56,7 @@ def record_results(rt: Runtime, results: list[tuple], now: dt.datetime) -> Deliv
     with store.write_transaction():
         sent_ids = [rid for rid, status, _ in results if status == "sent"]
         if sent_ids:
-            Outbox.update(status="sent", sent_at=now, last_error=None, attempts=Outbox.attempts + 1, claimed_by=None).where(
-                Outbox.id.in_(sent_ids) & Outbox.status.in_(("queued", "deferred"))
-            ).execute()
+            mark_sent(sent_ids, now)
             report.sent += len(sent_ids)
         others = {rid: (status, error) for rid, status, error in results if status != "sent"}
         rows = Outbox.select().where(Outbox.id.in_(list(others))) if others else []

@@ -63,6 +63,7 @@ from peewee import DatabaseError, InterfaceError
 
 from .. import faults, store
 from ..mailin.mailbox import MailboxError, MailboxSession, StoreFailed, fetch_new
+from ..mailout.results import mark_sent
 from ..oauth2 import AccessTokens
 from ..store import Outbox, claims, utcnow, workers
 from .profiling import profiled
@@ -423,8 +424,7 @@ class Mover:
             return
         ids = sorted(self.accepted)
         try:
-            Outbox.update(status="sent", sent_at=self.now(), last_error=None, attempts=Outbox.attempts + 1,
-                          claimed_by=None).where(Outbox.id.in_(ids) & Outbox.status.in_(("queued", "deferred"))).execute()
+            mark_sent(ids, self.now())
         except (DatabaseError, InterfaceError) as e:
             log.error("could not mark %d sent mail(s) as sent before stopping: %s; another desk process may send "
                       "them again, with the same Message-ID", len(ids), e)
