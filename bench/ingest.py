@@ -235,6 +235,7 @@ def run_maildesk(mails: list[bytes], new_tickets: int, database: str, desk: str 
         "tickets": tickets, "expected_tickets": new_tickets, "quarantined": failed, "smtp_sent": sent,
         "acknowledgements": acks, "offers": offers, "offered": offered, "append_seconds": appended,
         "maildesk_cpu": sum(c for _, c in each), "sink_cpu": sink_cpu,
+        "laps": next((line.split("; ")[-1] for line in err.splitlines() if " cycle: " in line), ""),
     }
 
 
@@ -359,6 +360,8 @@ def main() -> None:
               + (f"; {r['offers']} acknowledgements offered {r['offered']} articles" if kb == "on" else ""))
         print(f"  CPU: maildesk (all its processes) {r['maildesk_cpu']:.1f} s, the SMTP sink {r['sink_cpu']:.1f} s; "
               f"this machine has {os.cpu_count()} cores")
+        if r["laps"]:
+            print(f"  the desk process's phases (wall/CPU): {r['laps']}")
         if args.workers is not None:
             print(f"  {args.workers} desk process(es), `maildesk run` until all is sent: "
                   + "; ".join(f"#{i + 1} peak RSS {rss:.0f} MB, CPU {cpu:.1f} s" for i, (rss, cpu) in enumerate(r["each"])))

@@ -148,7 +148,7 @@ class Daemon:
 
     def _process(self, now=None) -> Processed:
         assert self.sender is not None  # _start ran
-        processed = process_pending(self.rt, now or utcnow(), self.should_stop, between=lambda: self._record(now),
+        processed = process_pending(self.rt, now or utcnow(), self.should_stop, between=lambda: self._committed(now),
                                     intake=self._take_in)
         if self.metrics is not None:
             self.metrics.processed(processed)
@@ -157,6 +157,13 @@ class Daemon:
             self.sender.tell("queued")
         self._record(now)
         return processed
+
+    def _committed(self, now=None) -> None:
+        """After each batch's commit: its mail may go out now, while the next batch is
+        processed, rather than when the whole backlog is done."""
+        assert self.sender is not None  # _start ran
+        self.sender.tell("queued")
+        self._record(now)
 
     def _record(self, now=None) -> None:
         """Write the delivery results the send process reported."""
