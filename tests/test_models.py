@@ -1,6 +1,7 @@
 """The database helpers the pipeline leans on: events written once per transaction,
 writes whose result nobody reads sent with the next statement (PostgreSQL),
-and undone with the savepoint or transaction they were added in."""
+and undone with the savepoint or transaction they were added in; rows inserted
+that way with ids drawn in advance; the hot path's statements prepared once."""
 
 from __future__ import annotations
 
@@ -130,3 +131,95 @@ def test_a_rolled_back_transaction_sends_none_of_its_writes(db):
     with store.write_transaction():
         store.scalar('SELECT 1')  # a write left waiting would go with this
     assert _participants(store, ticket) == []
+
+
+# --- rows inserted with the next statement, their ids drawn in advance (PostgreSQL)
+
+
+def _message(store, ticket, n: int):
+    return store.Message.create(ticket=ticket, direction="in", message_id=f"m{n}@example.org", created_at=NOW)
+
+
+def test_messages_inserted_in_a_transaction_have_their_ids_at_once_and_are_seen_by_the_next_statement(db):
+    store, ticket = db
+    with store.write_transaction():
+        made = [_message(store, ticket, n) for n in range(10)]
+        assert all(m.id is not None for m in made)
+        assert len({m.id for m in made}) == 10
+        assert [m.id for m in made] == sorted(m.id for m in made)  # in the order made
+        found = store.Message.select(store.Message.id).where(store.Message.ticket == ticket).order_by(store.Message.id)
+        assert [m.id for m in found] == [m.id for m in made]
+    with store.write_transaction():
+        one = _message(store, ticket, 10)
+    with store.write_transaction():
+        two = _message(store, ticket, 11)
+    assert two.id == one.id + 1  # a transaction of one row wastes no id
+
+
+def test_a_message_undone_with_its_savepoint_is_never_written(db):
+    store, ticket = db
+    with store.write_transaction():
+        with pytest.raises(RuntimeError):
+            with store.savepoint():
+                _message(store, ticket, 1)
+                raise RuntimeError("a failing message")
+        _message(store, ticket, 2)
+    assert [m.message_id for m in store.Message.select().where(store.Message.ticket == ticket)] == ["m2@example.org"]
+
+
+# --- prepared statements (PostgreSQL): the hot path's statements are parsed and planned once
+
+
+def _sent(store, monkeypatch) -> list[str]:
+    """The SQL texts sent to the server from now on."""
+    from peewee import PostgresqlDatabase
+
+    sent: list[str] = []
+    original = PostgresqlDatabase.execute_sql
+
+    def spy(self, sql, params=None, *args, **kwargs):
+        sent.append(sql)
+        return original(self, sql, params, *args, **kwargs)
+
+    monkeypatch.setattr(PostgresqlDatabase, "execute_sql", spy)
+    return sent
+
+
+def test_a_hot_statement_is_prepared_the_second_time_and_then_only_executed(db, monkeypatch):
+    store, ticket = db
+    if store.is_sqlite():
+        pytest.skip("SQLite keeps its own statement cache")
+    sent = _sent(store, monkeypatch)
+    for _ in range(4):
+        assert store.Ticket.get_by_id(ticket.id).subject == "s"
+    assert [s.split()[0] for s in sent] == ["SELECT", "PREPARE", "EXECUTE", "EXECUTE"]
+    store.db.obj.close()  # a new connection knows none of them
+    store.db.obj.connect()
+    sent.clear()
+    for _ in range(3):
+        assert store.Ticket.get_by_id(ticket.id).subject == "s"
+    assert [s.split()[0] for s in sent] == ["SELECT", "PREPARE", "EXECUTE"]
+
+
+def test_a_prepared_statement_outlives_a_rollback_and_one_prepared_by_a_failing_query_is_never_named_again(db, monkeypatch):
+    from peewee import IntegrityError
+
+    store, ticket = db
+    if store.is_sqlite():
+        pytest.skip("SQLite keeps its own statement cache")
+    with pytest.raises(RuntimeError):
+        with store.write_transaction():
+            for _ in range(2):  # prepared in a transaction that is undone
+                store.Ticket.get_by_id(ticket.id)
+            raise RuntimeError("undone")
+    assert store.Ticket.get_by_id(ticket.id).subject == "s"  # EXECUTE of it, after the rollback
+    with store.write_transaction():
+        _add(store, ticket, "dup@example.org")
+    with store.write_transaction():
+        with pytest.raises(IntegrityError):
+            with store.savepoint():  # the write that fails goes with the PREPARE of a statement seen a second time
+                store.Ticket.get_by_id(ticket.id)
+                _add(store, ticket, "dup@example.org")
+                store.Ticket.get_by_id(ticket.id)
+        assert store.Ticket.get_by_id(ticket.id).subject == "s"
+        assert store.Ticket.get_by_id(ticket.id).subject == "s"

@@ -88,12 +88,12 @@ def set_group(ticket: Ticket, group: str | None, now: dt.datetime, actor: str, w
 
 def add_participant(ticket: Ticket, email: str, role: str) -> None:
     store.write('INSERT INTO "participant" ("ticket_id", "email", "role") VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
-                (ticket.id, email.lower(), role))
+                (ticket.id, email.lower(), role), prepare=True)
 
 
 def is_participant(ticket: Ticket, email: str) -> bool:
     return store.scalar('SELECT 1 FROM "participant" WHERE "ticket_id" = ? AND "email" = ?',
-                         (ticket.id, email.lower())) is not None
+                         (ticket.id, email.lower()), prepare=True) is not None
 
 
 def resolve(rt: Runtime, ticket: Ticket, code: str, text: str, now: dt.datetime, actor: str, inbound=None) -> None:

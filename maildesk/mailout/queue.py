@@ -85,7 +85,7 @@ def thread_for(ticket: Ticket, rcpt: str) -> Thread:
         'SELECT "created_at", 1, "id", "message_id" FROM "outbox" WHERE "ticket_id" = ? AND "rcpt" = ? AND "status" != ? '
         'UNION ALL SELECT "created_at", 0, "id", "message_id" FROM "message" WHERE "ticket_id" = ? AND "direction" = ? '
         'AND "from_addr" = ? AND "message_id" IS NOT NULL',
-        (ticket.id, rcpt, "suppressed", ticket.id, "in", rcpt)).fetchall()
+        (ticket.id, rcpt, "suppressed", ticket.id, "in", rcpt), prepare=True).fetchall()
     ids = sorted((str(at), rank, rid, mid) for at, rank, rid, mid in ids)
     refs = list(dict.fromkeys(mid for *_, mid in ids))
     if ticket.thread_root and rcpt == ticket.requester and ticket.thread_root not in refs:

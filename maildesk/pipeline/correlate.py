@@ -106,7 +106,7 @@ def _by_message_id(ctx: Context) -> bool:
         f'SELECT 0, "message_id", "ticket_id", \'message\' FROM "message" WHERE "message_id" IN ({marks}) '
         f'AND "kind" NOT IN ({skip}) '
         f'UNION ALL SELECT 1, "message_id", "ticket_id", "kind" FROM "outbox" WHERE "message_id" IN ({marks})',
-        ids + list(NOT_ANCHORS) + ids).fetchall()
+        ids + list(NOT_ANCHORS) + ids, prepare=True).fetchall()
     for desks, mid, tid, kind in sorted(rows, key=lambda row: row[0]):
         if desks:
             found[mid] = (tid, kind)

@@ -230,7 +230,7 @@ def _opened_count(ctx: Context, requester: str, lane: Lane) -> int:
         also = queue.sender_count(ctx.rt, requester, ctx.now, lane)
         if also is not None:
             sql, params = f"{sql}, {also[0]}", params + also[1]
-        row = store.execute(sql, params).fetchone()
+        row = store.execute(sql, params, prepare=True).fetchone()
         counts[key] = row[0] or 0
         if also is not None:
             queue.sender_counted(ctx.rt, requester, lane, row[1] or 0)

@@ -12,7 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .schema import Attachment, Blob
+from .schema import Blob
+from .sql import write
 
 if TYPE_CHECKING:
     from ..service.runtime import Runtime
@@ -41,10 +42,10 @@ def store_all(rt: Runtime, message, parts) -> None:
     if not parts:
         return
     write_contents(rt, parts)
-    Attachment.insert_many(
-        [dict(message=message, filename=p.filename, content_type=p.content_type[:200], size=p.size, sha256=p.sha256)
-         for p in parts]
-    ).execute()
+    # nothing reads them back at once: on PostgreSQL they go with the next statement
+    write('INSERT INTO "attachment" ("message_id", "filename", "content_type", "size", "sha256") VALUES '
+          + ", ".join(["(?, ?, ?, ?, ?)"] * len(parts)),
+          [v for p in parts for v in (message.id, p.filename, p.content_type[:200], p.size, p.sha256)])
 
 
 def _write_file(path: Path, data: bytes) -> None:

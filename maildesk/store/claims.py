@@ -178,7 +178,7 @@ def claim_message(message_id: str | None, cited: Sequence[str], sender: str) -> 
     if message_id:
         prior = "(" + sql.replace("?", "%s") + ")"
         params += [message_id, "in", sender]
-    got, ticket_id = db.obj.execute_sql(f"SELECT {' AND '.join(locks)}, {prior}", params).fetchone()
+    got, ticket_id = db.obj.execute_sql(f"SELECT {' AND '.join(locks)}, {prior}", params, prepare=True).fetchone()
     return bool(got), ticket_id
 
 

@@ -16,8 +16,10 @@ Times are stored as UTC and handed back as aware UTC datetimes.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import os
+import re
 import socket
 import threading
 from pathlib import Path
@@ -120,17 +122,26 @@ def open_database(url: str):
 
 
 class Pipelined(PostgresqlDatabase):
-    """PostgreSQL, where a write whose result nobody reads waits (`defer`) and goes to the
-    server with the next statement, in one round trip (psycopg2 sends several
-    statements in one query, and they run in order; the next statement may be the
-    COMMIT). The statements keep their order, so whatever runs next sees their effect;
-    an error in one of them is raised by the statement they went with, inside the
-    same transaction and savepoint, which is then undone as before. Deferred writes
-    are dropped with a rollback (`rollback`, `discard_deferred` before a ROLLBACK TO
-    SAVEPOINT of a savepoint taken after them) and with the connection."""
+    """PostgreSQL, where each statement is a round trip, and where parsing and planning
+    a small statement costs the server more than running it.
+
+    A write whose result nobody reads waits (`defer`) and goes to the server with the
+    next statement, in one round trip (psycopg2 sends several statements in one query,
+    and they run in order; the next statement may be the COMMIT). The statements keep
+    their order, so whatever runs next sees their effect; an error in one of them is
+    raised by the statement they went with, inside the same transaction and savepoint,
+    which is then undone as before. Deferred writes are dropped with a rollback
+    (`rollback`, `discard_deferred` before a ROLLBACK TO SAVEPOINT of a savepoint taken
+    after them) and with the connection.
+
+    A statement run with `prepare=True` (the hot path's, store/sql.py: their
+    parameters' types follow from the columns they meet) is prepared on this connection
+    the second time it is seen (PREPARE), and from then on sent as an EXECUTE of it, which
+    the server neither parses nor plans again. Prepared statements outlive rollbacks
+    and go with the connection."""
 
     def init(self, *args, **kwargs):
-        self._later = threading.local()  # like peewee's connection state: one list a thread
+        self._later = threading.local()  # like peewee's connection state: one of each a thread
         super().init(*args, **kwargs)
 
     def _deferred(self) -> list:
@@ -139,28 +150,71 @@ class Pipelined(PostgresqlDatabase):
             later = self._later.items = []
         return later
 
-    def defer(self, sql: str, params=()) -> None:
+    def defer(self, sql: str, params=(), prepare: bool = False) -> None:
         """Run `sql` with the next statement (at once outside a transaction)."""
         if not self.in_transaction():
-            self.execute_sql(sql, params)
+            self.execute_sql(sql, params, prepare=prepare)
             return
-        self._deferred().append((sql, params))
+        text, made = self._as_prepared(sql, params) if prepare else (sql, None)
+        self._deferred().append((text, params, made))
 
     def discard_deferred(self) -> None:
-        self._deferred().clear()
-
-    def execute_sql(self, sql, params=None):
         later = self._deferred()
+        self._forget([made for _, _, made in later if made])
+        later.clear()
+
+    def execute_sql(self, sql, params=None, prepare: bool = False):
+        later = self._deferred()
+        made = []
+        if prepare:
+            sql, new = self._as_prepared(sql, params)
+            made = [new] if new else []
         if later:
             # every statement here is written for interpolation (a literal % doubled):
             # peewee hands psycopg2 a sequence of parameters even when it is empty
-            texts = [text for text, _ in later]
-            values = [v for _, p in later for v in p]
+            texts = [text for text, _, _ in later]
+            values = [v for _, p, _ in later for v in p]
+            made += [m for _, _, m in later if m]
             later.clear()
             texts.append(sql)
             values.extend(params or ())
             sql, params = ";\n".join(texts), values
-        return super().execute_sql(sql, params)
+        try:
+            return super().execute_sql(sql, params)
+        except BaseException:
+            self._forget(made)  # perhaps prepared, perhaps not: never named again
+            raise
+
+    # --- prepared statements -----------------------------------------------------------
+
+    _MAX_PREPARED = 300  # a connection's; past it, statements are sent as they are
+
+    def _statements(self) -> dict:
+        """{SQL text: the name it is prepared under, or how often it was seen} of this
+        thread's connection."""
+        conn = self._state.conn  # type: ignore[attr-defined]  # peewee sets it in __init__
+        known = getattr(self._later, "prepared", None)
+        if known is None or known[0] is not conn:
+            known = self._later.prepared = (conn, {})
+        return known[1]
+
+    def _as_prepared(self, sql: str, params) -> tuple[str, str | None]:
+        """The text to send for `sql`, and the name it prepares now (None if none)."""
+        statements = self._statements()
+        entry = statements.get(sql)
+        args = f"({', '.join(['%s'] * len(params))})" if params else ""
+        if isinstance(entry, str):
+            return f"EXECUTE {entry}{args}", None
+        if entry is None or len(statements) >= self._MAX_PREPARED:
+            statements[sql] = 1
+            return sql, None
+        name = statements[sql] = f"md_{next(_names)}"  # a new name each time: a failed PREPARE leaves no doubt
+        return f"PREPARE {name} AS {_numbered(sql)};\nEXECUTE {name}{args}", sql
+
+    def _forget(self, made) -> None:
+        statements = self._statements()
+        for sql in made:
+            statements.pop(sql, None)
 
     def commit(self):
         if self._deferred():
@@ -174,7 +228,17 @@ class Pipelined(PostgresqlDatabase):
 
     def close(self):
         self.discard_deferred()
+        self._later.prepared = None
         return super().close()
+
+
+_names = itertools.count(1)
+
+
+def _numbered(sql: str) -> str:
+    """psycopg2's placeholders (`%s`, `%%`) as PREPARE's (`$1`, `%`)."""
+    n = itertools.count(1)
+    return re.sub(r"%[s%]", lambda m: "%" if m.group() == "%%" else f"${next(n)}", sql)
 
 
 # A lock wait this long is given up (claims.Busy): the work waits for the next round.
@@ -188,8 +252,6 @@ _PG_SESSION: dict[str, Any] = {
 
 def redact(url: str) -> str:
     """A URL for logs: the password replaced."""
-    import re
-
     return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", url)
 
 

@@ -37,6 +37,9 @@ class BaseModel(Model):
 
     # read by get_by_id in a PostgreSQL transaction: locked for it (sql.fetch_row)
     LOCKED_IN_TRANSACTION: ClassVar[bool] = False
+    # inserted in a PostgreSQL transaction with the next statement, its id drawn in
+    # advance (sql.insert): nothing reads such a row back at once
+    DEFERRED_INSERT: ClassVar[bool] = False
 
     if TYPE_CHECKING:  # what peewee's metaclass gives every model, unknown to its stubs
         DoesNotExist: ClassVar[type[DoesNotExist]]
@@ -196,6 +199,8 @@ class InboundRaw(BaseModel):
 class Message(BaseModel):
     """One mail of a ticket's conversation, in or out, or an internal note."""
 
+    DEFERRED_INSERT = True
+
     id = AutoField()
     ticket = ForeignKeyField(Ticket, backref="messages", on_delete="CASCADE")
     inbound = ForeignKeyField(Inbound, null=True, backref="messages", on_delete="SET NULL")
@@ -267,6 +272,8 @@ class Task(BaseModel):
 class Outbox(BaseModel):
     """One outgoing mail to one recipient: signed and threaded when queued, its
     template rendered from `context` when it is sent."""
+
+    DEFERRED_INSERT = True
 
     id = AutoField()
     ticket = ForeignKeyField(Ticket, null=True, backref="outbox", on_delete="SET NULL")
