@@ -90,6 +90,10 @@ class Templates:
     def subject(self, kind: str, **context) -> str:
         return self._text_parts(kind)[0].render(**context).strip()
 
+    def text(self, kind: str, **context) -> str:
+        """The text body alone, the HTML template left uncompiled (`tickets show`)."""
+        return self._text_parts(kind)[1].render(**context)
+
     def render(self, kind: str, **context) -> Rendered:
         """The text and HTML bodies (the subject was rendered when the mail was queued)."""
         body = self._text_parts(kind)[1]
@@ -277,7 +281,7 @@ def row_text(rt: Runtime, row) -> str:
     frozen = json.loads(row.context)
     frozen.pop("_thread", None)
     frozen.pop("_from", None)
-    return rt.templates.render(row.kind, **_render_context(rt, frozen)).text
+    return rt.templates.text(row.kind, **_render_context(rt, frozen))
 
 
 def render_row(rt: Runtime, row) -> bytes:
