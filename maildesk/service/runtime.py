@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
-import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -75,6 +74,8 @@ def signing_key(cfg: Config) -> bytes:
         return cfg.secret_bytes
     value = store.get_setting("secret")
     if value is None:
+        import secrets  # once in a desk's life: not for every command
+
         # the first of several processes starting at once (the desk and its mail
         # processes; on PostgreSQL other desk hosts) stores it; the others read that one
         with store.write_transaction():
