@@ -1,5 +1,6 @@
 """The shape of the package, kept: layers whose imports only point down, no cycles,
-pipeline stages that do not import each other, and SMTP only in the send process.
+pipeline stages that do not import each other, SMTP only in the send process, and the
+operator's everyday commands free of the machinery of mail.
 
 The layers, bottom to top (docs/architecture.md draws them):
 
@@ -19,6 +20,7 @@ An import under `if TYPE_CHECKING:` is for the type checker only (the `Runtime` 
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from collections import defaultdict
@@ -180,6 +182,58 @@ def test_the_pipeline_and_the_desk_process_load_neither_aiosmtplib_nor_asyncio(m
             "print(','.join(m for m in ('aiosmtplib', 'asyncio') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+# What the commands an operator runs most (`tickets list`, `tickets show`, `status`, `why`)
+# must not load: each is to answer in under 100 ms as a process (issue 15), and these are
+# there for the mail the desk fetches, reads and sends. (psycopg2 is not among them:
+# peewee imports it on a SQLite desk too whenever it is installed.)
+MAIL_MACHINERY = {"jinja2", "markupsafe", "aiosmtplib", "asyncio", "imapclient", "authlib", "requests",
+                  "prometheus_client", "holidays", "inscriptis", "nh3", "flufl"}
+MAILDESK_MACHINERY = ("maildesk.pipeline", "maildesk.mailin", "maildesk.mailout", "maildesk.desk")
+READS = """
+import contextlib, io, json, sys
+from maildesk.ops.cli import main
+
+def loaded_after(*args):
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["--config", sys.argv[1], *args]) == 0, args
+    return sorted(sys.modules)
+
+loaded_after("tickets", "list", "--limit", "20")
+loaded_after("status")
+print(json.dumps([loaded_after("why", "<in@example.org>"), loaded_after("tickets", "show", "INC-1")]))
+"""
+
+
+def _machinery(modules: list[str]) -> set[str]:
+    return {m for m in modules if m.split(".")[0] in MAIL_MACHINERY or m.startswith(MAILDESK_MACHINERY)}
+
+
+def test_the_operator_commands_load_no_mail_machinery(runtime, tmp_path):
+    import datetime as dt
+
+    import tomli_w
+
+    from maildesk.mailout.queue import queue_mail
+    from maildesk.store import Inbound
+    from tests.builders import REQUESTER, desk_config, ticket_row
+    from tests.conftest import child_env
+
+    rt, now = runtime(), dt.datetime(2026, 11, 30, 9, tzinfo=dt.UTC)
+    ticket = ticket_row(rt, now)
+    inbound = Inbound.create(sha256="0" * 64, message_id="in@example.org", received_at=now, status="processed",
+                             outcome="new-ticket", ticket=ticket, decisions="opened INC-1")
+    queue_mail(rt, now, "ack", rcpt=REQUESTER, ticket=ticket, inbound=inbound)
+    config = tmp_path / "maildesk.toml"
+    config.write_text(tomli_w.dumps(desk_config(state_dir=tmp_path / "state", db_url=rt.cfg.database.url)))
+    out = subprocess.run([sys.executable, "-c", READS, str(config)], capture_output=True, text=True, env=child_env())
+    assert out.returncode == 0, out.stderr
+    reads, reads_and_show = map(_machinery, json.loads(out.stdout))
+    assert reads == set()
+    # `tickets show` prints the text of the mail the desk sent: its templates, and nothing else of the mail
+    assert {m.split(".")[0] for m in reads_and_show} == {"jinja2", "markupsafe", "maildesk"}
+    assert {m for m in reads_and_show if m.startswith("maildesk.")} == {"maildesk.mailout", "maildesk.mailout.render"}
 
 
 def test_no_module_is_over_600_lines():

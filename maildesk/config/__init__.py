@@ -67,6 +67,8 @@ __all__ = [
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
+    """The whole file: one field per section, each a section's dataclass (or a tuple of them)."""
+
     desk: Desk
     database: Database
     imap: Mailbox  # the first of `mailboxes`

@@ -107,6 +107,8 @@ def _default_state_dir() -> Path:
 
 @dataclass(frozen=True, kw_only=True)
 class Desk:
+    """`[desk]`: who the desk is, and where it keeps its state."""
+
     name: str = opt("IT Service Desk", _nonempty_str)
     address: str = opt(conv=_address)
     ticket_prefix: str = opt("INC", _str)
@@ -130,11 +132,15 @@ class Desk:
 
 @dataclass(frozen=True, kw_only=True)
 class Database:
+    """`[database]`: the SQLite file or the PostgreSQL server."""
+
     url: str = opt(None, _nonempty_str)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Imap:
+    """`[imap]`: the one mailbox the desk reads, when the config lists no `[[mailboxes]]`."""
+
     host: str = opt(conv=_nonempty_str)
     port: int | None = opt(None, _port)
     security: str = opt("ssl", _one_of(*SECURITY_MODES))
@@ -183,6 +189,8 @@ MAILBOX_SHARED_KEYS = ("host", "port", "security", "poll_seconds", "idle", "batc
 
 @dataclass(frozen=True, kw_only=True)
 class Smtp:
+    """`[smtp]`: the relay the desk sends through."""
+
     host: str = opt(conv=_nonempty_str)
     port: int | None = opt(None, _port)
     security: str = opt("starttls", _one_of(*SECURITY_MODES))
@@ -210,6 +218,8 @@ class Smtp:
 
 @dataclass(frozen=True, kw_only=True)
 class Group:
+    """`[[groups]]`: one group of technicians."""
+
     name: str = opt(conv=_nonempty_str)
     tier: int = opt(1, _positive_int)
     escalates_to: str | None = opt(None, _nonempty_str)
@@ -219,6 +229,8 @@ class Group:
 
 @dataclass(frozen=True, kw_only=True)
 class Technician:
+    """`[[technicians]]`: one technician, staff who work tickets by mail."""
+
     email: str = opt(conv=_address)
     name: str = opt(None, _nonempty_str)
     groups: tuple[str, ...] = opt((), _str_list)
@@ -231,12 +243,16 @@ class Technician:
 
 @dataclass(frozen=True, kw_only=True)
 class Roles:
+    """`[roles]`: the incident managers and the process owners."""
+
     incident_managers: tuple[str, ...] = opt((), _address_list)
     process_owners: tuple[str, ...] = opt((), _address_list)  # get the scheduled KPI report
 
 
 @dataclass(frozen=True, kw_only=True)
 class Category:
+    """`[[categories]]`: one category, its keywords and its group."""
+
     name: str = opt(conv=_nonempty_str)
     keywords: tuple[str, ...] = opt((), _str_list)
     group: str | None = opt(None, _nonempty_str)
@@ -250,6 +266,8 @@ class Category:
 
 @dataclass(frozen=True, kw_only=True)
 class Priority:
+    """`[priority]`: how a new ticket's impact, urgency and priority are chosen."""
+
     vip: tuple[str, ...] = opt((), _address_list)
     impact_keywords: dict = opt({}, _level_keywords)
     urgency_keywords: dict = opt({}, _level_keywords)
@@ -258,6 +276,8 @@ class Priority:
 
 @dataclass(frozen=True, kw_only=True)
 class SlaPolicy:
+    """`[[sla]]`: the response and resolution targets of one priority (and category)."""
+
     priority: str = opt(conv=_one_of(*PRIORITIES))
     response: Duration = opt(conv=_duration)
     resolution: Duration = opt(conv=_duration)
@@ -286,6 +306,8 @@ DEFAULT_SLA = tuple(
 
 @dataclass(frozen=True, kw_only=True)
 class BusinessHours:
+    """`[business_hours]`: the `business` calendar of SLAs."""
+
     days: tuple[int, ...] = opt((0, 1, 2, 3, 4), _weekdays)
     start: dt.time = opt(dt.time(9, 0), _clock)
     end: dt.time = opt(dt.time(17, 0), _clock)
@@ -296,17 +318,23 @@ class BusinessHours:
 
 @dataclass(frozen=True, kw_only=True)
 class Escalation:
+    """`[escalation]`: when an SLA target's reminder goes out."""
+
     warn_at: float = opt(0.75, _fraction)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Assignment:
+    """`[assignment]`: how a group's new ticket finds a technician."""
+
     strategy: str = opt("round_robin", _one_of(*STRATEGIES))
     away_after_autoreply: Duration = opt(parse_duration("8h"), _duration)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Security:
+    """`[security]`: whose mail is proven, and the signing secret."""
+
     trusted_authserv_ids: tuple[str, ...] = opt((), _str_list)
     trust_sender_address: bool = opt(False, _bool)
     microsoft365: bool = opt(False, _bool)  # Exchange Online's own signals count (docs/security.md, Authentication results)
@@ -317,6 +345,8 @@ class Security:
 
 @dataclass(frozen=True, kw_only=True)
 class Lifecycle:
+    """`[lifecycle]`: auto-close, reopening, closure codes, thanks."""
+
     auto_close_after: Duration = opt(parse_duration("3d"), _duration)
     reopen_window: Duration = opt(parse_duration("7d"), _duration)
     closure_codes: tuple[str, ...] = opt(
@@ -332,12 +362,16 @@ class Lifecycle:
 
 @dataclass(frozen=True, kw_only=True)
 class Survey:
+    """`[survey]`: the satisfaction survey when a ticket closes."""
+
     enabled: bool = opt(True, _bool)
     min_days_between: int = opt(30, _non_negative_int)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Limits:
+    """`[limits]`: what one mail, one sender and the whole desk may cost."""
+
     max_message_bytes: int = opt(25 * 1024 * 1024, _positive_int)
     max_header_bytes: int = opt(256 * 1024, _positive_int)
     max_parts: int = opt(500, _positive_int)
@@ -352,6 +386,8 @@ class Limits:
 
 @dataclass(frozen=True, kw_only=True)
 class Reports:
+    """`[reports]`: the weekly KPI report."""
+
     # "DAY HH:MM" in the desk's time zone: the KPI report of the week before, mailed to
     # roles.process_owners; "" turns it off
     weekly: tuple[int, dt.time] | None = opt((0, dt.time(8, 0)), _weekly)
@@ -359,16 +395,22 @@ class Reports:
 
 @dataclass(frozen=True, kw_only=True)
 class Alerts:
+    """`[alerts]`: when the incident managers hear that fetching stalled."""
+
     fetch_stalled_after: Duration = opt(parse_duration("30m"), _duration)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Metrics:
+    """`[metrics]`: where Prometheus metrics are served, if anywhere."""
+
     listen: str | None = opt(None, _listen_address)  # "127.0.0.1:9464": Prometheus metrics over HTTP
 
 
 @dataclass(frozen=True, kw_only=True)
 class Bounces:
+    """`[bounces]`: how long an address that bounced gets no mail."""
+
     undeliverable_for: Duration = opt(parse_duration("60d"), _duration)
 
 
@@ -386,5 +428,7 @@ class Kb:
 
 @dataclass(frozen=True, kw_only=True)
 class Attachments:
+    """`[attachments]`: where the contents of attachments are kept."""
+
     store: str = opt("files", _one_of("files", "database", "none"))
     dir: Path | None = opt(None, _path)

@@ -27,7 +27,6 @@ import jinja2
 from peewee import Model
 
 from ..errors import MaildeskError
-from ..mailin.mime.text import clean_header_text
 from ..signing import loop_value
 from ..vocab import LOOP_HEADER, auto_submitted
 
@@ -89,6 +88,10 @@ class Templates:
 
     def subject(self, kind: str, **context) -> str:
         return self._text_parts(kind)[0].render(**context).strip()
+
+    def text(self, kind: str, **context) -> str:
+        """The text body alone, the HTML template left uncompiled (`tickets show`)."""
+        return self._text_parts(kind)[1].render(**context)
 
     def render(self, kind: str, **context) -> Rendered:
         """The text and HTML bodies (the subject was rendered when the mail was queued)."""
@@ -155,6 +158,8 @@ def _header(name: str, value: str) -> str:
     """A header, folded under 998 octets a line whatever the value (RFC 5322 2.1.1): at
     spaces when it is ASCII in words that fit a line, else as RFC 2047 encoded words,
     which may be split anywhere."""
+    from ..mailin.mime.text import clean_header_text  # here: mailin.mime loads the MIME reader, tickets show needs none
+
     value = clean_header_text(value)
     if value.isascii() and len(value) + len(name) < 76:
         return f"{name}: {value}"
@@ -166,6 +171,8 @@ def _header(name: str, value: str) -> str:
 def _address(name: str, addr: str) -> str:
     """`Name <addr>`, the name cut to DISPLAY_NAME characters: a display name taken from
     a mail is the sender's text, and no reason for a line too long to send."""
+    from ..mailin.mime.text import clean_header_text  # as in _header
+
     name = clean_header_text(name or "")
     if len(name) > DISPLAY_NAME:
         name = name[: DISPLAY_NAME - 1].rstrip() + "…"
@@ -277,7 +284,7 @@ def row_text(rt: Runtime, row) -> str:
     frozen = json.loads(row.context)
     frozen.pop("_thread", None)
     frozen.pop("_from", None)
-    return rt.templates.render(row.kind, **_render_context(rt, frozen)).text
+    return rt.templates.text(row.kind, **_render_context(rt, frozen))
 
 
 def render_row(rt: Runtime, row) -> bytes:

@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import logging
 import re
-import signal
 import sys
 import textwrap
 from typing import TYPE_CHECKING
@@ -304,6 +303,8 @@ def cmd_run(args) -> int:
 
 
 def _run(args, cfg) -> int:
+    import signal
+
     from ..service.profiling import profiled
 
     early: list[int] = []

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, cast
 
 from peewee import SQL, fn
 
-from ..mailout.render import row_sender, row_text
 from ..store import (
     Attachment,
     Event,
@@ -97,6 +96,8 @@ def conversation(rt: Runtime, t: Ticket) -> list[dict]:
     """Every mail of the ticket once: each that came in (internal notes included), and
     each the desk sent (acknowledgements, notices, relays, refusals), as its recipient
     read it. At the same moment, what came in comes before the desk's answer to it."""
+    from ..mailout.render import row_sender, row_text  # jinja2: only `tickets show` renders mail
+
     tz = rt.cfg.desk.timezone
     incoming = list(Message.select().where((Message.ticket == t) & (Message.direction == "in")))
     atts: dict[int, list] = {}

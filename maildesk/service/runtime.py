@@ -6,17 +6,17 @@ to every stage and job.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
-import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .. import store
 from ..businesstime import Calendar, calendar_for
 from ..config import Config
-from ..mailout.render import Templates
 
 if TYPE_CHECKING:
+    from ..mailout.render import Templates
     from ..store import Ticket
 
 
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 class Runtime:
     cfg: Config
     key: bytes
-    templates: Templates
     _calendars: dict[str, Calendar] = field(default_factory=dict)
     # lookups a cycle makes again and again (suppressed addresses, staff state,
     # automatic-reply counts); emptied at the start of each cycle
@@ -36,14 +35,24 @@ class Runtime:
         self.memo.clear()
 
     def warm_up(self, now: dt.datetime) -> None:
-        """Load what the first ticket would otherwise wait for: the holiday tables of the
-        year of `now` (the cycle's clock: `run --once --now` works in that year)."""
+        """Load what the first ticket would otherwise wait for: the templates (jinja2),
+        and the holiday tables of the year of `now` (the cycle's clock: `run --once
+        --now` works in that year)."""
+        self.templates  # noqa: B018 - a cached property: made here, once
         for name in {p.calendar for p in self.cfg.sla}:
             self.calendar(name).is_open(now)
 
     @classmethod
     def start(cls, cfg: Config) -> Runtime:
-        return cls(cfg=cfg, key=signing_key(cfg), templates=Templates(cfg.desk.templates_dir))
+        return cls(cfg=cfg, key=signing_key(cfg))
+
+    @functools.cached_property
+    def templates(self) -> Templates:
+        """Made when first asked for (the desk asks in `warm_up`): a command that renders
+        no mail (`tickets list`, `status`, `why`) loads no jinja2."""
+        from ..mailout.render import Templates
+
+        return Templates(self.cfg.desk.templates_dir)
 
     def calendar(self, name: str) -> Calendar:
         if name not in self._calendars:
@@ -65,6 +74,8 @@ def signing_key(cfg: Config) -> bytes:
         return cfg.secret_bytes
     value = store.get_setting("secret")
     if value is None:
+        import secrets  # once in a desk's life: not for every command
+
         # the first of several processes starting at once (the desk and its mail
         # processes; on PostgreSQL other desk hosts) stores it; the others read that one
         with store.write_transaction():

@@ -277,6 +277,16 @@ _MIGRATION_LOCK = 0x6D640004  # an advisory lock key of maildesk's own (claims.p
 
 
 def pending_migrations() -> list[str]:
-    from playhouse.migrations import Runner
+    """The migrations not applied yet, in order. Read from the history `migrate()`'s
+    runner keeps (playhouse.migrations: its table `schema_migration`, one row per
+    script applied) without importing that runner: every command asks this, and
+    the runner's imports cost more than the question (issue 15)."""
+    # the scripts' names are zero-padded numbers first: name order is their order
+    scripts = sorted(p.stem for p in MIGRATIONS.glob("[0-9]*.py"))
+    if not db.obj.table_exists(_HISTORY):
+        return scripts
+    applied = {name for (name,) in db.obj.execute_sql(f'SELECT "name" FROM "{_HISTORY}"')}
+    return [name for name in scripts if name not in applied]
 
-    return [m.name for m in Runner(db.obj, str(MIGRATIONS)).status() if not m.applied and m.path]
+
+_HISTORY = "schema_migration"  # playhouse.migrations.Runner's table_name, by default
