@@ -308,7 +308,7 @@ def main() -> None:
                     help="PostgreSQL: N desk processes (`maildesk run`) share the database, timed until all mail is "
                          "processed and sent; without it, one `maildesk run --once`")
     ap.add_argument("--repeat", type=int, default=1, help="run it this many times (Roundup too) and print the medians")
-    ap.add_argument("--profile", metavar="DIR", help="write a cProfile of each maildesk process to DIR")
+    ap.add_argument("--profile", metavar="DIR", help="write a cProfile of each maildesk process to DIR/kb-K-SIZE/ROLE.prof")
     ap.add_argument("--vs-roundup", action="store_true", help="also time Roundup's mail gateway on the same mail")
     ap.add_argument("--roundup-rounds", type=int, default=None,
                     help="PBKDF2 rounds for the users Roundup creates (default: Roundup's own, which dominates its time "
@@ -341,6 +341,8 @@ def main() -> None:
     runs = [(kb, size) for _ in range(args.repeat) for kb in (("on", "off") if args.kb == "both" else (args.kb,))
             for size in (("empty", "prefilled") if kept else ("empty",))]
     for kb, size in runs:
+        if args.profile:  # each run's profiles in a folder of their own
+            os.environ["MAILDESK_PROFILE"] = os.path.join(os.path.abspath(args.profile), f"kb-{kb}-{size}")
         r = run_maildesk(mails, new, args.database, args.desk, kb, args.kb_articles, args.workers,
                          prefilled=kept if size == "prefilled" else None)
         by_size[size].append(r["rate"])

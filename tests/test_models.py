@@ -223,3 +223,38 @@ def test_a_prepared_statement_outlives_a_rollback_and_one_prepared_by_a_failing_
                 store.Ticket.get_by_id(ticket.id)
         assert store.Ticket.get_by_id(ticket.id).subject == "s"
         assert store.Ticket.get_by_id(ticket.id).subject == "s"
+
+
+# --- SQLite: the WAL checkpointed by a thread of the desk process, not by its commits
+
+
+def test_the_desks_commits_leave_the_wal_to_a_checkpoint_thread_that_stops_for_a_fork_and_starts_again(db):
+    import multiprocessing
+    import os
+
+    from maildesk.store import connection
+
+    store, ticket = db
+    if not store.is_sqlite():
+        pytest.skip("PostgreSQL checkpoints on its own")
+    store.checkpoint_in_background()
+    try:
+        assert store.scalar("PRAGMA wal_autocheckpoint") == connection.Checkpointer.FALLBACK
+        with store.write_transaction():
+            for n in range(300):
+                _add(store, ticket, f"p{n}@example.org")
+        assert os.path.getsize(store.db.obj.database + "-wal") > 0  # the commit left it there
+        checkpointer, _ = connection._checkpointer[0]
+
+        def child():
+            store.open_database(f"sqlite:///{store.db.obj.database}")  # a connection of its own, as a mail process's
+            os._exit(0 if store.scalar('SELECT COUNT(*) FROM "participant"') == 300 else 1)
+
+        process = multiprocessing.get_context("fork").Process(target=child)
+        process.start()
+        assert checkpointer.thread is not None and checkpointer.thread.is_alive()  # again, after the fork
+        process.join(30)
+        assert process.exitcode == 0
+    finally:
+        store.stop_checkpointing()
+    assert connection._checkpointer == []

@@ -195,7 +195,7 @@ def _run(ctx: Context) -> None:
     ib.decisions = "\n".join(ctx.decisions)
     ib.processed_at = ctx.now
     ib.worker = ctx.rt.worker
-    store.save_changes(ib, _SAVED_NAMES, later=True)
+    store.save_changes(ib, _PROCESSED_NAMES + [n for n in _READ_NAMES if n in ib._dirty], later=True)
 
 
 def _log_processed(ctx: Context) -> None:
@@ -228,7 +228,8 @@ def process_one(rt: Runtime, ib: Inbound, now: dt.datetime, raw: bytes | memoryv
 
 _SAVED = [Inbound.status, Inbound.outcome, Inbound.error, Inbound.ticket, Inbound.decisions, Inbound.processed_at,
           Inbound.message_id, Inbound.subject, Inbound.from_addr, Inbound.worker]
-_SAVED_NAMES = [f.name for f in cast("list[Field]", _SAVED)]
+_READ_NAMES = ["message_id", "subject", "from_addr"]  # set when it was fetched; again only if parse.read changed them
+_PROCESSED_NAMES = [f.name for f in cast("list[Field]", _SAVED) if f.name not in _READ_NAMES]
 
 
 def quarantine(rt: Runtime, ib: Inbound, ctx: Context, reason: str, now: dt.datetime, tell_sender: bool = False) -> None:

@@ -98,9 +98,13 @@ def read(ctx: Context) -> None:
         except MailRejected as e:
             raise Reject(str(e)) from None
     ib = ctx.inbound
-    ib.message_id = mail.message_id
-    ib.subject = mail.subject[:500]
-    ib.from_addr = ", ".join(a.addr or a.name for a in mail.from_) if mail.from_ else ""
+    # as the fetch stored them, most often: only what differs is written again (a
+    # Message-ID rewritten, even to itself, moves its index entry: on a big database a
+    # random page)
+    for name, value in (("message_id", mail.message_id), ("subject", mail.subject[:500]),
+                        ("from_addr", ", ".join(a.addr or a.name for a in mail.from_) if mail.from_ else "")):
+        if getattr(ib, name) != value:
+            setattr(ib, name, value)
     if mail.sender is not None:
         ctx.sender = mail.sender.addr
         ctx.sender_name = mail.sender.name

@@ -183,6 +183,7 @@ class Daemon:
         """One full cycle; True if the fetch succeeded."""
         self.rt.begin_cycle()
         self._start(once=True, now=now)
+        store.checkpoint_in_background()
         try:
             workers.register(self.rt.worker)
             done = self._cycle(now)
@@ -190,6 +191,7 @@ class Daemon:
             return done
         finally:
             self._stop_children(timeout=2)
+            store.stop_checkpointing()
 
     def _stop_children(self, timeout: float) -> None:
         """Stop what is still running: after an error too, they must not outlive us."""
@@ -245,6 +247,7 @@ class Daemon:
         scheduler.every(1).minutes.do(self._job, jobs.fetch_stalled)
         self._serve_metrics()
         self._start(once=False)
+        store.checkpoint_in_background()
         self.rt.warm_up(utcnow())
         self.delivered = Delivered()
         self._beat(register=True)
@@ -256,6 +259,7 @@ class Daemon:
             self._loop(scheduler)
         finally:
             self._stop_children(timeout=10)
+            store.stop_checkpointing()
         self._record()
         if self.metrics is not None:
             self.metrics.close()

@@ -19,12 +19,14 @@ from .connection import (
     UTC,
     DatabaseUnavailable,
     UtcDateTimeField,
+    checkpoint_in_background,
     db,
     is_sqlite,
     migrate,
     open_database,
     pending_migrations,
     redact,
+    stop_checkpointing,
     utcnow,
 )
 from .schema import (
@@ -71,8 +73,9 @@ from .sql import (
 
 __all__ = [
     "Busy", "claims", "workers",
-    "MIGRATIONS", "UTC", "DatabaseUnavailable", "UtcDateTimeField", "db", "is_sqlite", "migrate", "open_database",
-    "pending_migrations", "redact", "utcnow",
+    "MIGRATIONS", "UTC", "DatabaseUnavailable", "UtcDateTimeField", "checkpoint_in_background", "db", "is_sqlite",
+    "migrate", "open_database",
+    "pending_migrations", "redact", "stop_checkpointing", "utcnow",
     "MODELS", "Attachment", "BaseModel", "Blob", "Event", "Inbound", "InboundRaw", "MailboxState", "Message", "Outbox",
     "Participant", "Setting", "SlaMark", "StaffState", "Suppression", "Survey", "Task", "Ticket",
     "KbArticle", "KbOffer", "KbTerm", "KbVersion", "TicketTerm", "Worker", "Lease",
