@@ -8,6 +8,7 @@ and the command line, 1 for everything else.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        with contextlib.suppress(ConfigError, OSError):  # a command that needs the config reports it
+            _load_peewee(_config(args, deep=False).database.url)
         return args.func(args) or 0
     except ConfigError as e:
         for problem in e.problems:
@@ -134,7 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args, deep: bool = True):
-    return load_config(config_path(args.config), deep)
+    loaded = vars(args).setdefault("_loaded", {})  # read once a command
+    if deep not in loaded:
+        loaded[deep] = load_config(config_path(args.config), deep)
+    return loaded[deep]
 
 
 def _open(args, migrate: bool = False):
@@ -145,11 +151,29 @@ def _open(args, migrate: bool = False):
     return Runtime.start(_open_database(args, migrate))
 
 
+def _load_peewee(url: str) -> None:
+    """peewee imports the PostgreSQL driver whenever it is installed, which is a fifth
+    of a command's start (about 20 ms); a command on SQLite does without it. Only
+    where this process has not loaded peewee yet (a test run has), and only while
+    peewee loads: the driver stays importable for anyone else."""
+    if not url.startswith("sqlite:") or "peewee" in sys.modules:
+        return
+    drivers = [name for name in ("psycopg2", "psycopg") if name not in sys.modules]
+    for name in drivers:
+        sys.modules[name] = None  # type: ignore[assignment]  # an import of it fails: peewee goes on without
+    try:
+        import peewee  # noqa: F401
+    finally:
+        for name in drivers:
+            sys.modules.pop(name, None)
+
+
 def _open_database(args, migrate: bool = False, cfg=None):
     """The config, with its database open and up to date (migrated, for `run`)."""
     from .. import store
 
     cfg = cfg or _config(args, deep=migrate)
+
     try:
         store.open_database(cfg.database.url)
     except store.DatabaseUnavailable as e:
@@ -216,33 +240,6 @@ def _ticket(rt: Runtime, ref: str):
 
 def _print_json(data) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-def _table(rows: list[list[str]], headers: list[str]) -> None:
-    widths = [len(h) for h in headers]
-    cells = [[("" if c is None else str(c)).replace("\n", " ") for c in row] for row in rows]
-    for row in cells:
-        widths = [min(max(w, len(c)), 60) for w, c in zip(widths, row, strict=True)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    print(fmt.format(*headers).rstrip())
-    for row in cells:
-        print(fmt.format(*(c if len(c) <= w else c[: w - 1] + "…" for c, w in zip(row, widths, strict=True))).rstrip())
-
-
-def _short(iso_time: str | None) -> str:
-    """An ISO-8601 time of the JSON as a table shows it: to the minute, in the desk's
-    zone (the JSON keeps the offset)."""
-    return iso_time[:16].replace("T", " ") if iso_time else ""
-
-
-def _due(row: dict) -> str | None:
-    """The target a ticket works towards now: the response, until one is given;
-    then the resolution; nothing once resolved."""
-    if row["status"] in ("resolved", "closed", "cancelled"):
-        return None
-    if row["first_response_at"] is None and row["response_due"]:
-        return row["response_due"]
-    return row["resolution_due"]
 
 
 # --- commands -------------------------------------------------------------------------
@@ -331,7 +328,7 @@ def _run(args, cfg) -> int:
 
 
 def cmd_tickets_list(args) -> int:
-    from .views import PAGE, ticket_list
+    from .views import PAGE, due, short, table, ticket_list
 
     rt = _open(args)
     limit = PAGE if args.limit is None else min(parse_id(args.limit, "a number of tickets such as 50 for --limit"),
@@ -347,7 +344,7 @@ def cmd_tickets_list(args) -> int:
     elif not rows:
         print("no older tickets" if before else "no tickets")
     else:
-        _table([[r["ref"], r["status"], r["priority"], _short(r["created_at"]), _short(_due(r)), r["category"],
+        table([[r["ref"], r["status"], r["priority"], short(r["created_at"]), short(due(r)), r["category"],
                  r["group"], r["assignee"], r["requester"], r["subject"]] for r in rows],
                ["REF", "STATUS", "PRIORITY", "CREATED", "DUE", "CATEGORY", "GROUP", "ASSIGNEE", "REQUESTER", "SUBJECT"])
         if more:
@@ -399,7 +396,7 @@ def cmd_tickets_show(args) -> int:
 
 
 def cmd_inbound_list(args) -> int:
-    from .views import inbound_list
+    from .views import inbound_list, short, table
 
     rt = _open(args)
     rows = inbound_list(rt, args.failed)
@@ -408,7 +405,7 @@ def cmd_inbound_list(args) -> int:
     elif not rows:
         print("no quarantined messages" if args.failed else "no inbound mail")
     else:
-        _table([[r["id"], _short(r["received_at"]), r["status"], r["outcome"], r["ticket"], r["from"], r["subject"],
+        table([[r["id"], short(r["received_at"]), r["status"], r["outcome"], r["ticket"], r["from"], r["subject"],
                  r["error"]] for r in rows],
                ["ID", "RECEIVED", "STATUS", "OUTCOME", "TICKET", "FROM", "SUBJECT", "ERROR"])
     return 0
@@ -473,7 +470,7 @@ def cmd_why(args) -> int:
 
 
 def cmd_outbox_list(args) -> int:
-    from .views import outbox_list
+    from .views import outbox_list, short, table
 
     rt = _open(args)
     rows = outbox_list(rt)
@@ -482,7 +479,7 @@ def cmd_outbox_list(args) -> int:
     elif not rows:
         print("the outbox is empty")
     else:
-        _table([[r["id"], _short(r["created_at"]), r["status"], _short(r["sent_at"] or r["next_attempt_at"]), r["kind"],
+        table([[r["id"], short(r["created_at"]), r["status"], short(r["sent_at"] or r["next_attempt_at"]), r["kind"],
                  r["ticket"], r["to"], r["attempts"], r["subject"], r["last_error"] or r["rcpt_undeliverable"]]
                 for r in rows],
                ["ID", "QUEUED", "STATUS", "SENT/NEXT TRY", "KIND", "TICKET", "TO", "TRIES", "SUBJECT", "NOTE"])
@@ -543,7 +540,7 @@ def cmd_systemd_unit(args) -> int:
 
 
 def cmd_kb_list(args) -> int:
-    from .views import article_list
+    from .views import article_list, table
 
     rt = _open(args)
     rows = article_list(rt)
@@ -552,7 +549,7 @@ def cmd_kb_list(args) -> int:
     elif not rows:
         print("no articles: publish one with #kb in a technician's reply (with #resolve, or on a resolved ticket)")
     else:
-        _table([[r["ref"], "retired" if r["retired"] else "live", r["version"], r["use_count"], r["offered"],
+        table([[r["ref"], "retired" if r["retired"] else "live", r["version"], r["use_count"], r["offered"],
                  r["category"], r["ticket"], r["title"]] for r in rows],
                ["ARTICLE", "STATE", "VERSION", "USED", "OFFERED", "CATEGORY", "TICKET", "TITLE"])
     return 0

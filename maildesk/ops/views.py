@@ -226,3 +226,34 @@ def workers_view(rt: Runtime) -> list[dict]:
     return [{**w, "started_at": iso(w["started_at"], tz), "heartbeat_at": iso(w["heartbeat_at"], tz),
              "leases": [{"name": lease["name"], "since": iso(lease["since"], tz)} for lease in w["leases"]]}
             for w in workers.listing()]
+
+
+# --- plain-text tables ---------------------------------------------------------------
+
+
+def table(rows: list[list[str]], headers: list[str]) -> None:
+    """Rows as plain-text columns, each at most 60 characters wide."""
+    widths = [len(h) for h in headers]
+    cells = [[("" if c is None else str(c)).replace("\n", " ") for c in row] for row in rows]
+    for row in cells:
+        widths = [min(max(w, len(c)), 60) for w, c in zip(widths, row, strict=True)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    print(fmt.format(*headers).rstrip())
+    for row in cells:
+        print(fmt.format(*(c if len(c) <= w else c[: w - 1] + "…" for c, w in zip(row, widths, strict=True))).rstrip())
+
+
+def short(iso_time: str | None) -> str:
+    """An ISO-8601 time of the JSON as a table shows it: to the minute, in the desk's
+    zone (the JSON keeps the offset)."""
+    return iso_time[:16].replace("T", " ") if iso_time else ""
+
+
+def due(row: dict) -> str | None:
+    """The target a ticket works towards now: the response, until one is given;
+    then the resolution; nothing once resolved."""
+    if row["status"] in ("resolved", "closed", "cancelled"):
+        return None
+    if row["first_response_at"] is None and row["response_due"]:
+        return row["response_due"]
+    return row["resolution_due"]
