@@ -131,6 +131,9 @@ class Daemon:
         for fetcher in self.fetchers:
             notes, fetcher.intake = fetcher.intake, []
             flagged = [n for n in notes if n[0] == "flagged"]
+            for note in (n for n in notes if n[0] == "stored"):  # committed by the fetch process (PostgreSQL)
+                if self.metrics is not None:
+                    self.metrics.fetched(note[1])
             for _, seq, mailbox, uidvalidity, after_uid, last_uid, items, received in (n for n in notes if n[0] == "batch"):
                 try:
                     stored = store_batch(mailbox, uidvalidity, after_uid, last_uid, items, received)

@@ -15,6 +15,8 @@ They share nothing but the database and a pipe each to the desk, carrying notes:
 
     fetch   -> desk   ("batch", seq, ...)  fetched and parsed mail to commit
                       ("flagged", ...)     a committed batch is flagged on the server
+                      ("stored", n)        PostgreSQL: n new messages committed by the fetch
+                                           process itself (OwnStore)
                       ("fetched", ok)      --once: the fetch is over
     desk -> fetch     ("committed", seq, n)  the batch is committed (n new; None: not)
     deliver -> desk   ("delivered", rows)  [(outbox id, sent|deferred|failed, error)]
@@ -62,7 +64,7 @@ from imapclient.exceptions import IMAPClientError
 from peewee import DatabaseError, InterfaceError
 
 from .. import faults, store
-from ..mailin.mailbox import MailboxError, MailboxSession, StoreFailed, fetch_new
+from ..mailin.mailbox import MailboxError, MailboxSession, StoreFailed, fetch_new, record_flagged, store_batch
 from ..mailout.results import mark_sent
 from ..oauth2 import AccessTokens
 from ..store import Outbox, claims, utcnow, workers
@@ -121,7 +123,7 @@ class MailProcess:
             while self.pipe.poll(timeout):
                 timeout = 0.0
                 note = self.pipe.recv()
-                if note[0] in ("batch", "flagged"):
+                if note[0] in ("batch", "flagged", "stored"):
                     self.intake.append(note)
                     self.stored = True
                 elif note[0] == "fetched":
@@ -169,7 +171,7 @@ class Mover:
         # PostgreSQL: the send process claims outbox rows under a lease of its own, so that
         # the rows of a send process that died pass to the others at once (mailout.queue.claim_due)
         self.send_lease = f"sender:{workers.worker_id(os.getpid())}"
-        self.intake = DeskStore(self)
+        self.intake: DeskStore | OwnStore = DeskStore(self) if store.is_sqlite() else OwnStore(self)
         self.connections: Connections | None = None  # the send process's SMTP connections
         self._posting: queue.SimpleQueue = queue.SimpleQueue()  # notes for the desk, sent by _poster
         self._poster: threading.Thread | None = None
@@ -491,6 +493,43 @@ class DeskStore:
     def flagged(self, mailbox: str, uidvalidity: int, uids: list[int]) -> None:
         # lost, if the desk is gone: the next fetch flags them again (mailbox._finish_pending_flags)
         self.mover.post(("flagged", mailbox, uidvalidity, uids))
+
+
+class OwnStore:
+    """fetch_new's store in the fetch process on PostgreSQL, where every process may
+    write: the fetch process commits each batch itself, on its own connection, which
+    spares the desk process a fifth of its work (bench/ingest.py --database postgresql),
+    and tells the desk ("stored", n) that there is mail to process."""
+
+    def __init__(self, mover: Mover):
+        self.mover = mover
+        self.seq = 0
+        self.committed: dict[int, int | None] = {}
+
+    def send(self, mailbox: str, uidvalidity: int, after_uid: int, last_uid: int, items: list[tuple],
+             now: dt.datetime) -> int:
+        self.seq += 1
+        try:
+            stored = store_batch(mailbox, uidvalidity, after_uid, last_uid, items, now)
+        except (DatabaseError, InterfaceError) as e:
+            log.error("could not store %d fetched message(s) of mailbox=%s: %s; the fetch takes them again",
+                      len(items), mailbox, e)
+            stored = None
+        self.committed[self.seq] = stored
+        if stored:
+            self.mover.post(("stored", stored))
+        return self.seq
+
+    def wait(self, seq: int) -> int:
+        stored = self.committed.pop(seq)
+        if stored is None:
+            raise StoreFailed("the batch could not be committed")
+        return stored
+
+    def flagged(self, mailbox: str, uidvalidity: int, uids: list[int]) -> None:
+        # lost, if this fails: the next fetch flags them again (mailbox._finish_pending_flags)
+        with store.write_transaction():
+            record_flagged(mailbox, uidvalidity, uids)
 
 
 def main(cfg, pipe, desk_end, role: str, once: bool, now: dt.datetime | None, mailbox=None) -> None:
