@@ -27,7 +27,8 @@ that counts each process's statements, say).
 `--prefill N` runs each time on an empty database and on one that already holds N
 tickets of some years (bench/prefill.py, filled once and kept), and prints both rates
 and their ratio (issue 15: within 15%). The mail here never meets the prefilled
-Message-IDs, addresses or ticket numbers.
+Message-IDs, addresses or ticket numbers. `BENCH_KEEP_DB=1` keeps each prefilled run's
+PostgreSQL database (md_bench_...) to look into; drop it afterwards, it is gigabytes.
 """
 
 from __future__ import annotations
@@ -225,7 +226,7 @@ def run_maildesk(mails: list[bytes], new_tickets: int, database: str, desk: str 
         offers = sum(1 for m in smtp.messages if m.header("Auto-Submitted") == "auto-replied"
                      and b"kbsolved" in m.data)
         offered = sum(m.text.count("kbsolved") for m in smtp.messages if m.header("Auto-Submitted") == "auto-replied")
-    if name:
+    if name and not (os.environ.get("BENCH_KEEP_DB") and prefilled):
         prefill._pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     else:
         (tmp / "maildesk.db").unlink(missing_ok=True)  # a copy of a prefilled one is gigabytes
