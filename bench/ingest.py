@@ -221,6 +221,8 @@ def run_maildesk(mails: list[bytes], new_tickets: int, database: str, desk: str 
             raise SystemExit(f"maildesk run failed:\n{err[-3000:]}")
         tickets = _count(url, 'SELECT COUNT(*) FROM "ticket" WHERE "id" > ?', (before,))
         failed = _count(url, 'SELECT COUNT(*) FROM "inbound" WHERE "status" = ?', ("quarantined",))
+        if tickets != new_tickets:  # a reply that opened a ticket, or a thread opened twice: say why
+            _explain_extra(url, before)
         sent = len(smtp.messages)
         acks = sum(1 for m in smtp.messages if m.header("Auto-Submitted") == "auto-replied")
         offers = sum(1 for m in smtp.messages if m.header("Auto-Submitted") == "auto-replied"
@@ -284,6 +286,23 @@ def _run_workers(cmd: list[str], env: dict, tmp: Path, url: str, n: int, workers
         each.append((usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime))
         worst = worst or status
     return seconds, each, worst
+def _explain_extra(url: str, before: int) -> None:
+    """The decision log of each ticket of this run opened by a reply ("Re:"), to see why
+    it did not thread."""
+    from maildesk import store
+
+    store.open_database(url)
+    try:
+        rows = store.execute('SELECT "t"."id", "i"."id", "i"."message_id", "i"."decisions" FROM "ticket" AS "t" '
+                             'JOIN "inbound" AS "i" ON "i"."ticket_id" = "t"."id" AND "i"."outcome" = ? '
+                             'WHERE "t"."id" > ? AND "t"."subject" LIKE ?', ("new-ticket", before, "Re:%")).fetchall()
+        for ticket, inbound, mid, decisions in rows[:10]:
+            print(f"  ! ticket {ticket} opened by a reply, inbound {inbound} <{mid}>:\n    "
+                  + (decisions or "").replace("\n", "\n    "))
+    finally:
+        store.db.obj.close()
+
+
 def _count(url: str, sql: str, params=()) -> int:
     from maildesk import store
 
