@@ -28,6 +28,8 @@ import contextlib
 import hashlib
 import logging
 import os
+import random
+import time
 from collections.abc import Callable, Iterator, Sequence
 
 from peewee import DatabaseError
@@ -233,7 +235,9 @@ def take_turn(name: str, choose: Callable[[str | None], str]) -> str:
                            'ON CONFLICT ("key") DO UPDATE SET "value" = excluded."value"', (name, chosen))
         return chosen
     with _side_connection().cursor() as cursor:
-        for _ in range(50):
+        for attempt in range(50):
+            if attempt:  # lost to another process: a random pause, longer each time, so that the two
+                time.sleep(random.uniform(0, 0.001) * attempt)  # do not meet again at once, and again
             cursor.execute(sql.replace("?", "%s"), (name,))
             row = cursor.fetchone()
             last = row[0] if row else None
