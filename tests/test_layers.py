@@ -187,7 +187,7 @@ def test_the_pipeline_and_the_desk_process_load_neither_aiosmtplib_nor_asyncio(m
 # What the commands an operator runs most (`tickets list`, `tickets show`, `status`, `why`)
 # must not load: each is to answer in under 100 ms as a process (issue 15), and these are
 # there for the mail the desk fetches, reads and sends; nor, on a SQLite desk, the
-# PostgreSQL driver (which peewee would import whenever it is installed: cli._load_peewee).
+# PostgreSQL driver (which peewee would import whenever it is installed: ops/startup.py).
 MAIL_MACHINERY = {"jinja2", "markupsafe", "aiosmtplib", "asyncio", "imapclient", "authlib", "requests",
                   "prometheus_client", "holidays", "inscriptis", "nh3", "flufl", "psycopg2", "psycopg"}
 MAILDESK_MACHINERY = ("maildesk.pipeline", "maildesk.mailin", "maildesk.mailout", "maildesk.desk")

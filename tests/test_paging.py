@@ -1,5 +1,5 @@
-"""`tickets list` a page at a time (`--limit`, `--before`), and migration 0008's indexes
-on a database that already holds tickets."""
+"""`tickets list`, `inbound list` and `outbox list` a page at a time (`--limit`,
+`--before`), and the migrations' indexes on a database that already holds tickets."""
 
 from __future__ import annotations
 
@@ -59,6 +59,46 @@ def test_tickets_list_as_a_table_names_the_next_page(desk):
     assert code == 0 and "INC-1" in out and "older tickets" not in out  # the last page says no more
     code, out, err = desk.cli("tickets", "list", "--before", "INC-1")
     assert (code, out.strip()) == (0, "no older tickets")
+
+
+def _mail_rows(n: int) -> None:
+    """`n` inbound rows, every other one quarantined, and an outbox row for each."""
+    from maildesk import store
+
+    with store.write_transaction():
+        for i in range(1, n + 1):
+            ib = store.Inbound.create(sha256=f"{i:064x}", message_id=f"m{i}@example.test", received_at=T0,
+                                      status="quarantined" if i % 2 else "processed", from_addr=f"u{i}@example.test")
+            store.Outbox.create(kind="ack", rcpt=f"u{i}@example.test", message_id=f"o{i}@example.test",
+                                created_at=T0, next_attempt_at=T0, inbound=ib)
+
+
+@both_databases
+def test_inbound_and_outbox_lists_show_everything_unless_asked_for_a_page(desk):
+    desk.cli("status")
+    _mail_rows(9)
+
+    def ids(*args: str) -> list[int]:
+        code, out, err = desk.cli(*args, "--json")
+        assert code == 0, err
+        return [row["id"] for row in json.loads(out)]
+
+    inbound = ids("inbound", "list")
+    assert len(inbound) == 9 and inbound == sorted(inbound, reverse=True)
+    assert ids("inbound", "list", "--limit", "4") == inbound[:4]
+    assert ids("inbound", "list", "--limit", "4", "--before", str(inbound[3])) == inbound[4:8]
+    failed = ids("inbound", "list", "--failed")
+    assert len(failed) == 5
+    assert ids("inbound", "list", "--failed", "--limit", "2", "--before", str(failed[0])) == failed[1:3]
+    outbox = ids("outbox", "list")
+    assert len(outbox) == 9 and ids("outbox", "list", "--before", str(outbox[6])) == outbox[7:]
+    code, out, err = desk.cli("outbox", "list", "--limit", "5")
+    assert code == 0, err
+    assert out.splitlines()[-1] == f"(older: maildesk outbox list --limit 5 --before {outbox[4]})"
+    code, out, err = desk.cli("inbound", "list", "--failed", "--limit", "5")
+    assert code == 0 and "(older" not in out  # five quarantined of nine: no older page
+    code, out, err = desk.cli("outbox", "list", "--limit", "0")
+    assert code == 2 and out == "" and err.startswith("maildesk: ") and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("args", [("--limit", "0"), ("--limit", "ten"), ("--limit", "-5"), ("--before", "KB-3"),

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from .. import __version__
 from ..config import ConfigError, config_path, load_config
 from ..errors import MaildeskError
+from .startup import load_peewee
 
 if TYPE_CHECKING:
     from ..service.runtime import Runtime
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         with contextlib.suppress(ConfigError, OSError):  # a command that needs the config reports it
-            _load_peewee(_config(args, deep=False).database.url)
+            load_peewee(_config(args, deep=False).database.url)
         return args.func(args) or 0
     except ConfigError as e:
         for problem in e.problems:
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="sub", required=True, metavar="list|retry")
     il = inbound.add_parser("list", help="stored inbound mail and quarantined failures")
     il.add_argument("--failed", action="store_true", help="only quarantined messages")
-    il.add_argument("--json", action="store_true")
+    _paging(il, "messages")
     il.set_defaults(func=cmd_inbound_list)
     ir = inbound.add_parser("retry", help="process a quarantined message again")
     ir.add_argument("id", metavar="ID")
@@ -102,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     outbox = sub.add_parser("outbox", help="outgoing mail").add_subparsers(dest="sub", required=True, metavar="list")
     ol = outbox.add_parser("list", help="outgoing mail and its delivery state")
-    ol.add_argument("--json", action="store_true")
+    _paging(ol, "mails")
     ol.set_defaults(func=cmd_outbox_list)
 
     report = sub.add_parser("report", help="KPIs")
@@ -136,6 +137,26 @@ def build_parser() -> argparse.ArgumentParser:
 # --- helpers ------------------------------------------------------------------------
 
 
+def _paging(parser, what: str) -> None:
+    """--limit and --before of a list that shows everything unless asked for a page."""
+    parser.add_argument("--limit", metavar="N", help=f"{what} a page holds (default: all)")
+    parser.add_argument("--before", metavar="ID", help=f"only {what} older than ID: the next page after ID")
+    parser.add_argument("--json", action="store_true")
+
+
+def _page(args, command: str, rows_after) -> tuple[list[dict], str]:
+    """The page of rows `rows_after(limit + 1, before)` asks for, and the command that
+    shows the next one ("" when none follows)."""
+    limit = None if args.limit is None else min(parse_id(args.limit, "a number such as 50 for --limit"), ID_MAX - 1)
+    if limit is not None and limit < 1:
+        raise UserError("--limit: a page holds at least 1 row", 2)
+    before = parse_id(args.before, "an id from the list for --before") if args.before else None
+    rows = rows_after(None if limit is None else limit + 1, before)
+    if limit is None or len(rows) <= limit:
+        return rows, ""
+    return rows[:limit], f"(older: maildesk {command} --limit {limit} --before {rows[limit - 1]['id']})"
+
+
 def _config(args, deep: bool = True):
     loaded = vars(args).setdefault("_loaded", {})  # read once a command
     if deep not in loaded:
@@ -149,23 +170,6 @@ def _open(args, migrate: bool = False):
     from ..service.runtime import Runtime
 
     return Runtime.start(_open_database(args, migrate))
-
-
-def _load_peewee(url: str) -> None:
-    """peewee imports the PostgreSQL driver whenever it is installed, which is a fifth
-    of a command's start (about 20 ms); a command on SQLite does without it. Only
-    where this process has not loaded peewee yet (a test run has), and only while
-    peewee loads: the driver stays importable for anyone else."""
-    if not url.startswith("sqlite:") or "peewee" in sys.modules:
-        return
-    drivers = [name for name in ("psycopg2", "psycopg") if name not in sys.modules]
-    for name in drivers:
-        sys.modules[name] = None  # type: ignore[assignment]  # an import of it fails: peewee goes on without
-    try:
-        import peewee  # noqa: F401
-    finally:
-        for name in drivers:
-            sys.modules.pop(name, None)
 
 
 def _open_database(args, migrate: bool = False, cfg=None):
@@ -399,7 +403,8 @@ def cmd_inbound_list(args) -> int:
     from .views import inbound_list, short, table
 
     rt = _open(args)
-    rows = inbound_list(rt, args.failed)
+    rows, more = _page(args, "inbound list" + (" --failed" if args.failed else ""),
+                       lambda limit, before: inbound_list(rt, args.failed, limit, before))
     if args.json:
         _print_json(rows)
     elif not rows:
@@ -408,6 +413,8 @@ def cmd_inbound_list(args) -> int:
         table([[r["id"], short(r["received_at"]), r["status"], r["outcome"], r["ticket"], r["from"], r["subject"],
                  r["error"]] for r in rows],
                ["ID", "RECEIVED", "STATUS", "OUTCOME", "TICKET", "FROM", "SUBJECT", "ERROR"])
+        if more:
+            print(more)
     return 0
 
 
@@ -473,7 +480,7 @@ def cmd_outbox_list(args) -> int:
     from .views import outbox_list, short, table
 
     rt = _open(args)
-    rows = outbox_list(rt)
+    rows, more = _page(args, "outbox list", lambda limit, before: outbox_list(rt, limit, before))
     if args.json:
         _print_json(rows)
     elif not rows:
@@ -483,6 +490,8 @@ def cmd_outbox_list(args) -> int:
                  r["ticket"], r["to"], r["attempts"], r["subject"], r["last_error"] or r["rcpt_undeliverable"]]
                 for r in rows],
                ["ID", "QUEUED", "STATUS", "SENT/NEXT TRY", "KIND", "TICKET", "TO", "TRIES", "SUBJECT", "NOTE"])
+        if more:
+            print(more)
     return 0
 
 

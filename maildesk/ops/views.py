@@ -155,10 +155,14 @@ def inbound_row(rt: Runtime, ib: Inbound) -> dict:
     }
 
 
-def inbound_list(rt: Runtime, failed: bool = False) -> list[dict]:
-    q = Inbound.select().order_by(Inbound.id.desc())
+def inbound_list(rt: Runtime, failed: bool = False, limit: int | None = None, before: int | None = None) -> list[dict]:
+    """Newest first; `limit` rows older than the row `before` (by id, the primary key:
+    a page costs the same on any size of table)."""
+    q = Inbound.select().order_by(Inbound.id.desc()).limit(limit)
     if failed:
         q = q.where(Inbound.status == "quarantined")
+    if before is not None:
+        q = q.where(Inbound.id < before)
     return [inbound_row(rt, ib) for ib in q]
 
 
@@ -173,8 +177,10 @@ def outbox_row(rt: Runtime, o: Outbox, suppressed: dict) -> dict:
     }
 
 
-def outbox_list(rt: Runtime) -> list[dict]:
-    rows = list(Outbox.select().order_by(Outbox.id.desc()))
+def outbox_list(rt: Runtime, limit: int | None = None, before: int | None = None) -> list[dict]:
+    """Newest first, a page at a time as inbound_list."""
+    q = Outbox.select().order_by(Outbox.id.desc()).limit(limit)
+    rows = list(q.where(Outbox.id < before) if before is not None else q)
     now = utcnow()  # the wall clock, read in one place (store.utcnow)
     suppressed = {
         s.email: f"{s.reason} until {iso(s.until, rt.cfg.desk.timezone)}"
