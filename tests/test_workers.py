@@ -348,6 +348,43 @@ def test_a_reply_held_by_another_process_leaves_its_batch_and_the_rest_commits_w
     assert len({t for _, t in by_msgid.values()}) == 3
 
 
+def test_a_reply_waits_while_the_mail_it_answers_is_pending_but_locked_by_another_transaction(pg):
+    """A batch skips the rows another transaction has locked (FOR UPDATE SKIP LOCKED): the
+    fetch process, marking rows flagged on the server, locks them for a moment. A reply
+    after such a row must wait for it, not open a ticket of its own (seen once as 1173
+    tickets for 1170 threads in bench/ingest.py)."""
+    from maildesk.config import load_config
+    from maildesk.pipeline import process_pending
+    from maildesk.service.runtime import Runtime
+    from tests.conftest import mail
+
+    rt = Runtime.start(load_config(pg.config_path))
+    _pending(rt, [mail("jane@example.org", "Printer jam", "Tray 2.", msgid="<orig@client.example>"),
+                  mail("jane@example.org", "Re: Printer jam", "And tray 3.", msgid="<re@client.example>",
+                       in_reply_to="orig@client.example", references="orig@client.example"),
+                  mail("joe@example.org", "Mouse", "Left button.", msgid="<mouse@client.example>")])
+    original = store.Inbound.get(store.Inbound.message_id == "orig@client.example").id
+    locked, release = threading.Event(), threading.Event()
+
+    def fetch_process_flagging():  # a connection of its own, as the fetch process has
+        with store.write_transaction():
+            store.execute('UPDATE "inbound" SET "server_done" = ? WHERE "id" = ?', (True, original))
+            locked.set()
+            release.wait(20)
+
+    flagging = in_thread(fetch_process_flagging)
+    locked.wait(20)
+    first = process_pending(rt, NOW)
+    assert (first.done, first.quarantined) == (1, 0) and first.deferred >= 1  # the mouse; the reply waits
+    release.set()
+    result(flagging)
+    again = process_pending(rt, NOW)
+    assert (again.done, again.deferred) == (2, 0)
+    by_msgid = {i.message_id: (i.outcome, i.ticket_id) for i in store.Inbound.select()}
+    assert by_msgid["re@client.example"] == ("reply", by_msgid["orig@client.example"][1])
+    assert store.Ticket.select().count() == 2
+
+
 # --- maildesk run processes sharing the work ----------------------------------------------
 
 

@@ -41,9 +41,10 @@ def classify(ctx: Context) -> None:
     # different message that reuses the id (careless software, forgery) is not lost.
     # Claimed first: another desk process may be processing a copy of it, or the mail it answers.
     claimed, prior = store.claims.claim_message(mail.message_id, mail.in_reply_to + mail.references[-2:],
-                                                ctx.sender or ctx.inbound.from_addr)
+                                                ctx.sender or ctx.inbound.from_addr, ctx.inbound.id)
     if not claimed:
-        raise store.claims.Held(f"another desk process is processing <{mail.message_id}> or a mail it answers")
+        raise store.claims.Held(f"<{mail.message_id}>, or a mail it answers, is being processed by another desk "
+                                "process, or the mail it answers is still waiting to be processed")
     if prior is not None:
         ctx.ticket = Ticket.get_by_id(prior)
         raise Discard("duplicate", f"Message-ID <{mail.message_id}> from the same sender is already stored "

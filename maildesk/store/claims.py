@@ -154,15 +154,18 @@ def claim_pending(limit: int) -> tuple[list[int], int]:
     return ids, len(rows) - len(ids)
 
 
-def claim_message(message_id: str | None, cited: Sequence[str], sender: str) -> tuple[bool, int | None]:
+def claim_message(message_id: str | None, cited: Sequence[str], sender: str,
+                  inbound_id: int | None = None) -> tuple[bool, int | None]:
     """Claim a message for this transaction and look for an earlier copy of it: the
     ticket on which a message of this Message-ID from this sender is stored, if any.
 
     On PostgreSQL the claim is a transaction advisory lock on the Message-ID
     (exclusive) and on each id it cites (shared): two copies of one message are not
     processed at once, and a reply is not processed while the mail it cites is being
-    processed by another desk process (it would start a ticket of its own). False:
-    another process holds one of them."""
+    processed by another desk process (it would start a ticket of its own). Nor while
+    the mail it cites waits, still pending, before it (`inbound_id`): a batch skips the
+    rows another transaction has locked (the fetch process flagging them, say), and
+    would otherwise take a reply before the mail it answers. False: either."""
     sql = ('SELECT "ticket_id" FROM "message" WHERE "message_id" = ? AND "direction" = ? AND "from_addr" = ? LIMIT 1')
     if is_sqlite():
         if not message_id:
@@ -176,6 +179,11 @@ def claim_message(message_id: str | None, cited: Sequence[str], sender: str) -> 
         params += [MESSAGE, cited_id]
     if not locks:
         return True, None
+    waiting = [c for c in dict.fromkeys(cited) if c and c != message_id]
+    if waiting and inbound_id is not None:
+        locks.append(f'NOT EXISTS (SELECT 1 FROM "inbound" WHERE "message_id" IN ({", ".join(["%s"] * len(waiting))}) '
+                     'AND "status" = %s AND "id" < %s)')
+        params += [*waiting, "pending", inbound_id]
     prior = "NULL"
     if message_id:
         prior = "(" + sql.replace("?", "%s") + ")"
