@@ -70,3 +70,27 @@ def test_a_taken_metrics_port_is_a_config_error_that_names_the_key(desk):
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 2
     assert "maildesk: metrics.listen: cannot listen on 127.0.0.1:" in err.decode()
+
+
+def test_a_count_over_a_whole_table_is_read_at_every_scrape_while_quick_and_every_five_minutes_once_slow(monkeypatch):
+    from maildesk.service import metrics
+
+    clock = [1000.0]
+    monkeypatch.setattr(metrics.time, "monotonic", lambda: clock[0])
+    reads = []
+
+    def read():
+        reads.append(clock[0])
+        clock[0] += took[0]  # the time the count takes
+        return {"sent": len(reads)}
+
+    took = [0.001]
+    count = metrics._Slow(read)
+    assert count() == {"sent": 1} and count() == {"sent": 2}  # quick: read at every scrape
+    took[0] = 0.4  # the table grew to millions of rows
+    assert count() == {"sent": 3}
+    clock[0] += 60
+    assert count() == {"sent": 3}  # kept
+    clock[0] += metrics.REREAD
+    assert count() == {"sent": 4}  # read again
+    assert len(reads) == 4
