@@ -15,6 +15,7 @@ import time
 import pytest
 
 from maildesk import store
+from maildesk.mailin.mailbox import StoreFailed
 from tests.conftest import wait_until
 from tests.test_mailboxes import IT, SEC, two_mailboxes
 
@@ -383,6 +384,38 @@ def test_a_reply_waits_while_the_mail_it_answers_is_pending_but_locked_by_anothe
     by_msgid = {i.message_id: (i.outcome, i.ticket_id) for i in store.Inbound.select()}
     assert by_msgid["re@client.example"] == ("reply", by_msgid["orig@client.example"][1])
     assert store.Ticket.select().count() == 2
+
+
+def test_a_batch_a_fetch_process_stores_wakes_every_listening_desk_process(pg):
+    """On PostgreSQL the fetch process commits what it fetched itself (OwnStore), tells its
+    own desk process over the pipe and every other one through LISTEN/NOTIFY."""
+    import select
+
+    from maildesk.service.mailprocess import OwnStore
+    from tests.conftest import mail
+
+    class Mover:  # the fetch process's side of the pipe
+        def __init__(self):
+            self.notes = []
+
+        def post(self, note):
+            self.notes.append(note)
+
+    listener = store.claims.new_mail_listener()
+    assert not store.claims.heard_new_mail()
+    store.MailboxState.create(mailbox="INBOX", uidvalidity=7, last_uid=0)
+    mover = Mover()
+    intake = OwnStore(mover)
+    receipt = intake.send("INBOX", 7, 0, 2, [(1, mail("jane@example.org", "Printer", "Jam."), None, None),
+                                              (2, mail("joe@example.org", "Mouse", "Broken."), None, None)], NOW)
+    assert intake.wait(receipt) == 2 and mover.notes == [("stored", 2)]
+    assert store.Inbound.select().where(store.Inbound.status == "pending").count() == 2
+    assert select.select([listener], [], [], 5)[0]  # the other desk processes wake at once
+    assert store.claims.heard_new_mail() and not store.claims.heard_new_mail()
+    stale = intake.send("INBOX", 7, 0, 3, [(3, mail("ann@example.org", "Screen", "Dark."), None, None)], NOW)
+    with pytest.raises(StoreFailed):  # the checkpoint moved on: an old batch is not stored, nor announced
+        intake.wait(stale)
+    assert not store.claims.heard_new_mail()
 
 
 # --- maildesk run processes sharing the work ----------------------------------------------

@@ -108,12 +108,13 @@ class Daemon:
     def children(self) -> tuple[MailProcess, ...]:
         return tuple(c for c in (*self.fetchers, self.sender) if c is not None)
 
-    def _listen(self, timeout: float = 0.0) -> None:
-        """Read both pipes, waiting up to `timeout` for the first note."""
+    def _listen(self, timeout: float = 0.0, also=()) -> None:
+        """Read both pipes, waiting up to `timeout` for the first note (or for one of
+        `also` to be readable)."""
         from multiprocessing.connection import wait
 
         if timeout:
-            wait([c.pipe for c in self.children], timeout)
+            wait([c.pipe for c in self.children] + [a for a in also if a is not None], timeout)
         for child in self.children:
             child.listen()
 
@@ -340,14 +341,19 @@ class Daemon:
             log.error("job %s: database unavailable: %s", job.__name__, e)
 
     def _wait(self, scheduler) -> None:
-        """Until a fetch process stored new mail, the next job, or a second."""
+        """Until a fetch process stored new mail (ours, or on PostgreSQL anyone's), the
+        next job, or a second."""
         deadline = time.monotonic() + min(1.0, max(0.05, scheduler.idle_seconds or 1.0))
+        try:
+            listener = store.claims.new_mail_listener()
+        except (DatabaseError, InterfaceError):
+            listener = None  # the database is away: the loop says so, and looks again
         while not self.should_stop() and time.monotonic() < deadline:
             for fetcher in self.fetchers:
                 fetcher.stored = False
-            self._listen(timeout=min(0.25, max(0.0, deadline - time.monotonic())))
+            self._listen(timeout=min(0.25, max(0.0, deadline - time.monotonic())), also=(listener,))
             self._record()
-            if any(f.stored for f in self.fetchers):
+            if any(f.stored for f in self.fetchers) or store.claims.heard_new_mail():
                 return
 
     def _sleep(self, seconds: float) -> None:

@@ -217,8 +217,66 @@ def _close_side() -> None:
             conn.close()
 
 
+# --- new mail: a wake-up call for every desk process -------------------------------------
+# A desk process learns of the mail its own fetch process stored over their pipe; the
+# others (no lease on that mailbox, or on another host) hear it from PostgreSQL at once,
+# instead of at their next look a second later.
+
+NEW_MAIL = "maildesk_new_mail"
+_listening: list = []  # [(database, connection)]
+
+
+def announce_new_mail() -> None:
+    """Tell every listening desk process that new mail was committed (PostgreSQL)."""
+    if not is_sqlite():
+        db.obj.execute_sql(f"NOTIFY {NEW_MAIL}")
+
+
+def new_mail_listener():
+    """A connection of its own that listens for announce_new_mail (its `fileno()` for
+    a select), opened on first use; None on SQLite."""
+    if is_sqlite():
+        return None
+    database = db.obj
+    if _listening and (_listening[0][0] is not database or _listening[0][1].closed):
+        _stop_listening()
+    if not _listening:
+        conn = database._connect()  # peewee's own connect: autocommit
+        with conn.cursor() as cursor:
+            cursor.execute(f"LISTEN {NEW_MAIL}")
+        _listening.append((database, conn))
+    return _listening[0][1]
+
+
+def heard_new_mail() -> bool:
+    """Whether new mail was announced since the last call (the listener's backlog is read)."""
+    if not _listening:
+        return False
+    conn = _listening[0][1]
+    try:
+        conn.poll()
+    except Exception:  # noqa: BLE001 - a lost connection: open again on next use, and look anyway
+        _stop_listening()
+        return True
+    heard = bool(conn.notifies)
+    conn.notifies.clear()
+    return heard
+
+
+def _stop_listening() -> None:
+    while _listening:
+        _, conn = _listening.pop()
+        with contextlib.suppress(Exception):  # noqa: BLE001 - a connection being thrown away
+            conn.close()
+
+
+def _before_fork() -> None:
+    _close_side()
+    _stop_listening()
+
+
 # no connection crosses a fork (the mail processes are forked from the desk process)
-os.register_at_fork(before=_close_side)
+os.register_at_fork(before=_before_fork)
 
 
 def write_at_once(sql: str, params: Sequence = ()) -> None:
