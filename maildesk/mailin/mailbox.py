@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, cast
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
+from peewee import DatabaseError, InterfaceError
 
 from .. import faults, store
 from ..errors import MaildeskError
@@ -296,6 +297,18 @@ def store_batch(mailbox: str, uidvalidity: int, after_uid: int, last_uid: int, i
                             stall_alerted=False).where(MailboxState.mailbox == mailbox).execute()
     faults.point("after-store")
     return stored
+
+
+def store_fetched(mailbox: str, uidvalidity: int, after_uid: int, last_uid: int, items: list[tuple],
+                  now: dt.datetime) -> int | None:
+    """store_batch for whichever process commits a fetched batch: None, logged, when the
+    database refused it (the fetch takes it again)."""
+    try:
+        return store_batch(mailbox, uidvalidity, after_uid, last_uid, items, now)
+    except (DatabaseError, InterfaceError) as e:
+        log.error("could not store %d fetched message(s) of mailbox=%s: %s; the fetch takes them again",
+                  len(items), mailbox, e)
+        return None
 
 
 def record_flagged(mailbox: str, uidvalidity: int, uids: list[int]) -> None:

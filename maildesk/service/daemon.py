@@ -34,7 +34,7 @@ from peewee import DatabaseError, InterfaceError
 from .. import faults, store
 from ..config import ConfigError
 from ..desk import jobs
-from ..mailin.mailbox import record_flagged, store_batch
+from ..mailin.mailbox import record_flagged, store_fetched
 from ..mailout.results import Delivered, record_results
 from ..pipeline import Processed, process_pending
 from ..store import Inbound, utcnow, workers
@@ -136,12 +136,7 @@ class Daemon:
                 if self.metrics is not None:
                     self.metrics.fetched(note[1])
             for _, seq, mailbox, uidvalidity, after_uid, last_uid, items, received in (n for n in notes if n[0] == "batch"):
-                try:
-                    stored = store_batch(mailbox, uidvalidity, after_uid, last_uid, items, received)
-                except (DatabaseError, InterfaceError) as e:
-                    log.error("could not store %d fetched message(s) of mailbox=%s: %s; the fetch takes them again",
-                              len(items), mailbox, e)
-                    stored = None
+                stored = store_fetched(mailbox, uidvalidity, after_uid, last_uid, items, received)
                 fetcher.tell("committed", seq, stored)
                 if self.metrics is not None:
                     self.metrics.fetched(stored)

@@ -65,7 +65,7 @@ from imapclient.exceptions import IMAPClientError
 from peewee import DatabaseError, InterfaceError
 
 from .. import faults, store
-from ..mailin.mailbox import MailboxError, MailboxSession, StoreFailed, fetch_new, record_flagged, store_batch
+from ..mailin.mailbox import MailboxError, MailboxSession, StoreFailed, fetch_new, record_flagged, store_fetched
 from ..mailout.results import mark_sent
 from ..oauth2 import AccessTokens
 from ..store import Outbox, claims, utcnow, workers
@@ -172,7 +172,7 @@ class Mover:
         # PostgreSQL: the send process claims outbox rows under a lease of its own, so that
         # the rows of a send process that died pass to the others at once (mailout.queue.claim_due)
         self.send_lease = f"sender:{workers.worker_id(os.getpid())}"
-        self.intake: DeskStore | OwnStore = DeskStore(self) if store.is_sqlite() else OwnStore(self)
+        self.intake = DeskStore(self) if store.is_sqlite() else OwnStore(self)
         self.connections: Connections | None = None  # the send process's SMTP connections
         self._posting: queue.SimpleQueue = queue.SimpleQueue()  # notes for the desk, sent by _poster
         self._poster: threading.Thread | None = None
@@ -496,27 +496,16 @@ class DeskStore:
         self.mover.post(("flagged", mailbox, uidvalidity, uids))
 
 
-class OwnStore:
+class OwnStore(DeskStore):
     """fetch_new's store in the fetch process on PostgreSQL, where every process may
     write: the fetch process commits each batch itself, on its own connection, which
     spares the desk process a fifth of its work (bench/ingest.py --database postgresql),
     and tells the desk ("stored", n) that there is mail to process."""
 
-    def __init__(self, mover: Mover):
-        self.mover = mover
-        self.seq = 0
-        self.committed: dict[int, int | None] = {}
-
     def send(self, mailbox: str, uidvalidity: int, after_uid: int, last_uid: int, items: list[tuple],
              now: dt.datetime) -> int:
         self.seq += 1
-        try:
-            stored = store_batch(mailbox, uidvalidity, after_uid, last_uid, items, now)
-        except (DatabaseError, InterfaceError) as e:
-            log.error("could not store %d fetched message(s) of mailbox=%s: %s; the fetch takes them again",
-                      len(items), mailbox, e)
-            stored = None
-        self.committed[self.seq] = stored
+        stored = self.committed[self.seq] = store_fetched(mailbox, uidvalidity, after_uid, last_uid, items, now)
         if stored:
             self.mover.post(("stored", stored))
             with contextlib.suppress(DatabaseError, InterfaceError):  # a wake-up call only: they look anyway
