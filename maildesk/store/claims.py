@@ -198,23 +198,34 @@ def claim_message(message_id: str | None, cited: Sequence[str], sender: str,
 # technician was last assigned) would wait for the whole batch, or deadlock with it.
 # On PostgreSQL these few writes go through a connection of their own, in autocommit.
 
-_side: list = []  # [(database, connection)]
+class _OwnConnection:
+    """A connection of this process's own beside the one its transactions use, in
+    autocommit (peewee's own connect), opened on first use and again when the database
+    was opened anew or the connection was lost; `setup` runs on each one opened."""
+
+    def __init__(self, setup=None):
+        self.setup = setup
+        self.held: tuple | None = None  # (database, connection)
+
+    def get(self):
+        database = db.obj
+        if self.held is not None and (self.held[0] is not database or self.held[1].closed):
+            self.close()
+        if self.held is None:
+            conn = database._connect()
+            if self.setup is not None:
+                self.setup(conn)
+            self.held = (database, conn)
+        return self.held[1]
+
+    def close(self) -> None:
+        if self.held is not None:
+            conn, self.held = self.held[1], None
+            with contextlib.suppress(Exception):  # noqa: BLE001 - a connection being thrown away
+                conn.close()
 
 
-def _side_connection():
-    database = db.obj
-    if _side and (_side[0][0] is not database or _side[0][1].closed):
-        _close_side()
-    if not _side:
-        _side.append((database, database._connect()))  # peewee's own connect: autocommit
-    return _side[0][1]
-
-
-def _close_side() -> None:
-    while _side:
-        _, conn = _side.pop()
-        with contextlib.suppress(Exception):  # noqa: BLE001 - a connection being thrown away
-            conn.close()
+_side = _OwnConnection()
 
 
 # --- new mail: a wake-up call for every desk process -------------------------------------
@@ -223,7 +234,14 @@ def _close_side() -> None:
 # instead of at their next look a second later.
 
 NEW_MAIL = "maildesk_new_mail"
-_listening: list = []  # [(database, connection)]
+
+
+def _listen(conn) -> None:
+    with conn.cursor() as cursor:
+        cursor.execute(f"LISTEN {NEW_MAIL}")
+
+
+_listening = _OwnConnection(setup=_listen)
 
 
 def announce_new_mail() -> None:
@@ -235,44 +253,27 @@ def announce_new_mail() -> None:
 def new_mail_listener():
     """A connection of its own that listens for announce_new_mail (its `fileno()` for
     a select), opened on first use; None on SQLite."""
-    if is_sqlite():
-        return None
-    database = db.obj
-    if _listening and (_listening[0][0] is not database or _listening[0][1].closed):
-        _stop_listening()
-    if not _listening:
-        conn = database._connect()  # peewee's own connect: autocommit
-        with conn.cursor() as cursor:
-            cursor.execute(f"LISTEN {NEW_MAIL}")
-        _listening.append((database, conn))
-    return _listening[0][1]
+    return None if is_sqlite() else _listening.get()
 
 
 def heard_new_mail() -> bool:
     """Whether new mail was announced since the last call (the listener's backlog is read)."""
-    if not _listening:
+    if _listening.held is None:
         return False
-    conn = _listening[0][1]
+    conn = _listening.held[1]
     try:
         conn.poll()
     except Exception:  # noqa: BLE001 - a lost connection: open again on next use, and look anyway
-        _stop_listening()
+        _listening.close()
         return True
     heard = bool(conn.notifies)
     conn.notifies.clear()
     return heard
 
 
-def _stop_listening() -> None:
-    while _listening:
-        _, conn = _listening.pop()
-        with contextlib.suppress(Exception):  # noqa: BLE001 - a connection being thrown away
-            conn.close()
-
-
 def _before_fork() -> None:
-    _close_side()
-    _stop_listening()
+    _side.close()
+    _listening.close()
 
 
 # no connection crosses a fork (the mail processes are forked from the desk process)
@@ -285,7 +286,7 @@ def write_at_once(sql: str, params: Sequence = ()) -> None:
     if is_sqlite():
         db.obj.execute_sql(sql, params)
         return
-    with _side_connection().cursor() as cursor:
+    with _side.get().cursor() as cursor:
         cursor.execute(sql.replace("?", "%s"), params)
 
 
@@ -300,7 +301,7 @@ def take_turn(name: str, choose: Callable[[str | None], str]) -> str:
         db.obj.execute_sql('INSERT INTO "setting" ("key", "value") VALUES (?, ?) '
                            'ON CONFLICT ("key") DO UPDATE SET "value" = excluded."value"', (name, chosen))
         return chosen
-    with _side_connection().cursor() as cursor:
+    with _side.get().cursor() as cursor:
         for attempt in range(50):
             if attempt:  # lost to another process: a random pause, longer each time, so that the two
                 time.sleep(random.uniform(0, 0.001) * attempt)  # do not meet again at once, and again
