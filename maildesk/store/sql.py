@@ -79,9 +79,13 @@ def execute(text: str, params=(), prepare: bool = False):
     """Run SQL written with `?` placeholders on either database. `prepare`: a statement
     of the hot path that PostgreSQL keeps prepared (connection.Pipelined); every
     parameter's type must follow from what it meets (a column, a function's argument)."""
-    if prepare and not is_sqlite():
-        return db.obj.execute_sql(_sql(text), params, prepare=True)
-    return db.obj.execute_sql(_sql(text), params)
+    return (_hot if prepare else db.obj.execute_sql)(_sql(text), params)
+
+
+def _hot(text: str, params):
+    """Run a statement of the hot path (its text in this database's placeholders): on
+    PostgreSQL kept prepared on the connection."""
+    return db.obj.execute_sql(text, params) if is_sqlite() else db.obj.execute_sql(text, params, prepare=True)
 
 
 def write(text: str, params=(), prepare: bool = False) -> None:
@@ -126,7 +130,7 @@ def insert(model, **values) -> int:
     if deferred:
         db.obj.defer(text, params, prepare=True)
         return params[0]
-    cursor = db.obj.execute_sql(text, params) if sqlite else db.obj.execute_sql(text, params, prepare=True)
+    cursor = _hot(text, params)
     return cursor.lastrowid if sqlite else cursor.fetchone()[0]
 
 
@@ -177,7 +181,7 @@ def fetch_row(model, pk):
                  + (" FOR UPDATE NOWAIT" if lock else "")), fields)
     text, fields = statement
     try:
-        row = (db.obj.execute_sql(text, (pk,)) if sqlite else db.obj.execute_sql(text, (pk,), prepare=True)).fetchone()
+        row = _hot(text, (pk,)).fetchone()
     except DatabaseError as e:
         if lock and claims.is_busy(e):
             raise claims.Busy(f"{model.__name__.lower()} {pk} is being changed by another desk process") from None
@@ -205,12 +209,10 @@ def save_changes(instance, names=None, later: bool = False) -> None:
         text = _STATEMENTS[key] = _sql(f'UPDATE "{meta.table_name}" SET {sets} WHERE "{meta.primary_key.column_name}" = ?')
     params = [f.db_value(getattr(instance, f.name)) for f in dirty]
     params.append(getattr(instance, meta.primary_key.name))
-    if sqlite:
-        db.obj.execute_sql(text, params)
-    elif later:
+    if later and not sqlite:
         db.obj.defer(text, params, prepare=True)
     else:
-        db.obj.execute_sql(text, params, prepare=True)
+        _hot(text, params)
     instance._dirty.clear()
 
 
