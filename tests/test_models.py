@@ -244,7 +244,7 @@ def test_the_desks_commits_leave_the_wal_to_a_checkpoint_thread_that_stops_for_a
             for n in range(300):
                 _add(store, ticket, f"p{n}@example.org")
         assert os.path.getsize(store.db.obj.database + "-wal") > 0  # the commit left it there
-        checkpointer, _ = connection._checkpointer[0]
+        checkpointer = connection._checkpointer[0]
 
         def child():
             store.open_database(f"sqlite:///{store.db.obj.database}")  # a connection of its own, as a mail process's

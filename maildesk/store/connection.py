@@ -292,7 +292,7 @@ class Checkpointer:
             conn.close()
 
 
-_checkpointer: list[tuple[Checkpointer, bool]] = []  # (it, running before a fork)
+_checkpointer: list[Checkpointer] = []  # this process's, running (at most one)
 
 
 def checkpoint_in_background() -> None:
@@ -302,26 +302,23 @@ def checkpoint_in_background() -> None:
         return
     database.pragma("wal_autocheckpoint", Checkpointer.FALLBACK, permanent=True)
     checkpointer = Checkpointer(database.database)
-    _checkpointer.append((checkpointer, False))
+    _checkpointer.append(checkpointer)
     checkpointer.start()
 
 
 def stop_checkpointing() -> None:
     while _checkpointer:
-        checkpointer, _ = _checkpointer.pop()
-        checkpointer.stop()
+        _checkpointer.pop().stop()
 
 
 def _before_fork() -> None:
-    for i, (checkpointer, _) in enumerate(_checkpointer):
-        _checkpointer[i] = (checkpointer, checkpointer.thread is not None)
+    for checkpointer in _checkpointer:
         checkpointer.stop()
 
 
 def _after_fork_in_parent() -> None:
-    for checkpointer, running in _checkpointer:
-        if running:
-            checkpointer.start()
+    for checkpointer in _checkpointer:
+        checkpointer.start()
 
 
 def _after_fork_in_child() -> None:
