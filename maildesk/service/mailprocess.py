@@ -488,7 +488,7 @@ class DeskStore:
             self.mover.read_notes(timeout=0.2)
         stored = self.committed.pop(seq)
         if stored is None:
-            raise StoreFailed("the desk could not commit the batch")
+            raise StoreFailed("the batch could not be committed")
         return stored
 
     def flagged(self, mailbox: str, uidvalidity: int, uids: list[int]) -> None:
@@ -510,13 +510,7 @@ class OwnStore(DeskStore):
             self.mover.post(("stored", stored))
             with contextlib.suppress(DatabaseError, InterfaceError):  # a wake-up call only: they look anyway
                 claims.announce_new_mail()
-        return self.seq
-
-    def wait(self, seq: int) -> int:
-        stored = self.committed.pop(seq)
-        if stored is None:
-            raise StoreFailed("the batch could not be committed")
-        return stored
+        return self.seq  # committed already: DeskStore.wait finds it at once
 
     def flagged(self, mailbox: str, uidvalidity: int, uids: list[int]) -> None:
         # lost, if this fails: the next fetch flags them again (mailbox._finish_pending_flags)
