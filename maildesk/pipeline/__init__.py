@@ -39,8 +39,6 @@ from dataclasses import dataclass
 from email.utils import getaddresses
 from typing import TYPE_CHECKING, cast
 
-from peewee import Field
-
 from .. import store
 from ..mailin import automatic
 from ..mailin.mime import clean_header_text
@@ -195,7 +193,9 @@ def _run(ctx: Context) -> None:
     ib.decisions = "\n".join(ctx.decisions)
     ib.processed_at = ctx.now
     ib.worker = ctx.rt.worker
-    store.save_changes(ib, _PROCESSED_NAMES + [n for n in _READ_NAMES if n in ib._dirty], later=True)
+    # what this run set: the outcome, and Message-ID, subject and From only where
+    # parse.read found them changed since the fetch stored them
+    store.save_changes(ib, later=True)
 
 
 def _log_processed(ctx: Context) -> None:
@@ -228,8 +228,6 @@ def process_one(rt: Runtime, ib: Inbound, now: dt.datetime, raw: bytes | memoryv
 
 _SAVED = [Inbound.status, Inbound.outcome, Inbound.error, Inbound.ticket, Inbound.decisions, Inbound.processed_at,
           Inbound.message_id, Inbound.subject, Inbound.from_addr, Inbound.worker]
-_READ_NAMES = ["message_id", "subject", "from_addr"]  # set when it was fetched; again only if parse.read changed them
-_PROCESSED_NAMES = [f.name for f in cast("list[Field]", _SAVED) if f.name not in _READ_NAMES]
 
 
 def quarantine(rt: Runtime, ib: Inbound, ctx: Context, reason: str, now: dt.datetime, tell_sender: bool = False) -> None:
