@@ -147,14 +147,20 @@ def _paging(parser, what: str) -> None:
 def _page(args, command: str, rows_after) -> tuple[list[dict], str]:
     """The page of rows `rows_after(limit + 1, before)` asks for, and the command that
     shows the next one ("" when none follows)."""
-    limit = None if args.limit is None else min(parse_id(args.limit, "a number such as 50 for --limit"), ID_MAX - 1)
-    if limit is not None and limit < 1:
-        raise UserError("--limit: a page holds at least 1 row", 2)
+    limit = _limit(args, "rows", "row")
     before = parse_id(args.before, "an id from the list for --before") if args.before else None
     rows = rows_after(None if limit is None else limit + 1, before)
     if limit is None or len(rows) <= limit:
         return rows, ""
     return rows[:limit], f"(older: maildesk {command} --limit {limit} --before {rows[limit - 1]['id']})"
+
+
+def _limit(args, many: str, one: str) -> int | None:
+    """--limit: how many a page holds, at least one (None when not given)."""
+    limit = None if args.limit is None else min(parse_id(args.limit, f"a number of {many} such as 50 for --limit"), ID_MAX - 1)
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit: a page holds at least 1 {one}", 2)
+    return limit
 
 
 def _config(args, deep: bool = True):
@@ -177,7 +183,6 @@ def _open_database(args, migrate: bool = False, cfg=None):
     from .. import store
 
     cfg = cfg or _config(args, deep=migrate)
-
     try:
         store.open_database(cfg.database.url)
     except store.DatabaseUnavailable as e:
@@ -335,10 +340,7 @@ def cmd_tickets_list(args) -> int:
     from .views import PAGE, due, short, table, ticket_list
 
     rt = _open(args)
-    limit = PAGE if args.limit is None else min(parse_id(args.limit, "a number of tickets such as 50 for --limit"),
-                                                ID_MAX - 1)
-    if limit < 1:
-        raise UserError("--limit: a page holds at least 1 ticket", 2)
+    limit = _limit(args, "tickets", "ticket") or PAGE
     before = _ref_number(rt, args.before) if args.before else None
     # one more than the page: whether an older page follows
     rows = ticket_list(rt, args.status, limit + 1, before)

@@ -72,18 +72,25 @@ def ticket_summary(rt: Runtime, t: Ticket, message_count: int | None = None) -> 
 PAGE = 50  # tickets a `tickets list` page holds unless --limit says otherwise
 
 
+def newest(model, limit: int | None, before: int | None, where=None):
+    """The rows of `model` (matching `where`), newest first: at most `limit` (None:
+    all), with an id below `before` when given. Keyset paging: a page deep in millions
+    of rows costs what the first does (the primary key, or an index that ends in it)."""
+    q = model.select().order_by(model.id.desc()).limit(limit)
+    if where is not None:
+        q = q.where(where)
+    if before is not None:
+        q = q.where(model.id < before)
+    return q
+
+
 def ticket_list(rt: Runtime, status: str | None = None, limit: int = PAGE, before: int | None = None) -> list[dict]:
     """A page of tickets, newest first: at most `limit`, with a number below `before`
     when given. Newest is the highest number (numbers are given in the order tickets
     open); the next page is `before=` the last ref's number. Keyset paging: a page
     deep in a million tickets costs what the first does (the primary key, or the
     `(status, id)` index with --status)."""
-    q = Ticket.select().order_by(Ticket.id.desc()).limit(limit)
-    if status:
-        q = q.where(Ticket.status == status)
-    if before is not None:
-        q = q.where(Ticket.id < before)
-    tickets = list(q)
+    tickets = list(newest(Ticket, limit, before, Ticket.status == status if status else None))
     counts: dict[int, int] = dict(cast(
         "Iterable[tuple[int, int]]",
         Message.select(Message.ticket, fn.COUNT(Message.id)).where(Message.ticket.in_([t.id for t in tickets]))
@@ -156,14 +163,8 @@ def inbound_row(rt: Runtime, ib: Inbound) -> dict:
 
 
 def inbound_list(rt: Runtime, failed: bool = False, limit: int | None = None, before: int | None = None) -> list[dict]:
-    """Newest first; `limit` rows older than the row `before` (by id, the primary key:
-    a page costs the same on any size of table)."""
-    q = Inbound.select().order_by(Inbound.id.desc()).limit(limit)
-    if failed:
-        q = q.where(Inbound.status == "quarantined")
-    if before is not None:
-        q = q.where(Inbound.id < before)
-    return [inbound_row(rt, ib) for ib in q]
+    """Newest first, a page at a time when asked (`newest`)."""
+    return [inbound_row(rt, ib) for ib in newest(Inbound, limit, before, Inbound.status == "quarantined" if failed else None)]
 
 
 def outbox_row(rt: Runtime, o: Outbox, suppressed: dict) -> dict:
@@ -178,9 +179,8 @@ def outbox_row(rt: Runtime, o: Outbox, suppressed: dict) -> dict:
 
 
 def outbox_list(rt: Runtime, limit: int | None = None, before: int | None = None) -> list[dict]:
-    """Newest first, a page at a time as inbound_list."""
-    q = Outbox.select().order_by(Outbox.id.desc()).limit(limit)
-    rows = list(q.where(Outbox.id < before) if before is not None else q)
+    """Newest first, a page at a time when asked (`newest`)."""
+    rows = list(newest(Outbox, limit, before))
     now = utcnow()  # the wall clock, read in one place (store.utcnow)
     suppressed = {
         s.email: f"{s.reason} until {iso(s.until, rt.cfg.desk.timezone)}"
