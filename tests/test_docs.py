@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from maildesk import config as config_pkg
+from maildesk.config.record import MISSING, Field, fields
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -67,16 +68,16 @@ def _documented() -> dict[tuple[str, str], Row]:
 
 
 def _schema() -> dict[str, type]:
-    """Every section of the config file and the dataclass that reads it."""
+    """Every section of the config file and the class that reads it."""
     return {**config_pkg._SECTIONS, **config_pkg._ARRAYS}
 
 
-def _keys(cls) -> list[tuple[str, dataclasses.Field | None]]:
+def _keys(cls) -> list[tuple[str, Field | None]]:
     """(TOML key, field) of each key of a section. A field made with `opt(...)` is a key
     under its own name or `opt(key=...)`; a field without it is a secret, read as
     `KEY = "..."` or `KEY_file = PATH` (config.sections._secret), both documented."""
-    out: list[tuple[str, dataclasses.Field | None]] = []
-    for f in dataclasses.fields(cls):
+    out: list[tuple[str, Field | None]] = []
+    for f in fields(cls):
         if "conv" in f.metadata:
             out.append((f.metadata["key"] or f.name, f))
         elif f.metadata.get("internal"):
@@ -86,15 +87,15 @@ def _keys(cls) -> list[tuple[str, dataclasses.Field | None]]:
     return out
 
 
-def _default(f: dataclasses.Field):
-    if f.default is not dataclasses.MISSING:
+def _default(f: Field):
+    if f.default is not MISSING:
         return f.default
-    if f.default_factory is not dataclasses.MISSING:
+    if f.default_factory is not MISSING:
         return f.default_factory()
     return REQUIRED
 
 
-def _schema_keys() -> list[tuple[str, str, dataclasses.Field | None]]:
+def _schema_keys() -> list[tuple[str, str, Field | None]]:
     return [(section, key, f) for section, cls in _schema().items() for key, f in _keys(cls)]
 
 

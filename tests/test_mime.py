@@ -4,7 +4,6 @@ hostile input, and every message of the shared corpus when it is present."""
 from __future__ import annotations
 
 import csv
-import dataclasses
 import signal
 import struct
 import threading
@@ -15,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from maildesk.config import Limits
+from maildesk.config.record import replace
 from maildesk.mailin.mime import (
     MailRejected,
     clean_header_text,
@@ -679,7 +679,7 @@ def test_parsing_longer_than_the_time_limit_is_rejected_and_the_alarm_restored()
     try:
         raw = b"From: a@x.org\n\n" + b"a line of text\n" * 400_000
         with pytest.raises(MailRejected, match=r"^parsing took longer than 0.001 s$"):
-            parse_mail(raw, dataclasses.replace(LIMITS, parse_seconds=0.001))
+            parse_mail(raw, replace(LIMITS, parse_seconds=0.001))
         assert signal.getsignal(signal.SIGALRM) is previous
         assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     finally:

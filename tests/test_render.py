@@ -49,3 +49,13 @@ def test_the_text_body_alone_is_the_mails_text_without_compiling_its_html():
     alone, both = Templates(), Templates()
     assert alone.text("ack", **context) == both.render("ack", **context).text
     assert len(alone.html_env.cache) == 0 < len(both.html_env.cache)
+
+
+def test_a_configuration_section_in_a_mail_context_is_kept_as_its_fields():
+    from maildesk.config import SlaPolicy, parse_duration
+    from maildesk.mailout.render import snapshot
+
+    policy = SlaPolicy(priority="high", response=parse_duration("1h"), resolution=parse_duration("8h"))
+    kept = snapshot({"policy": policy})["policy"]
+    assert kept["priority"] == "high" and kept["calendar"] == "business" and kept["name"] is None
+    assert kept["response"] == {"text": "1h", "days": 0, "seconds": 3600}

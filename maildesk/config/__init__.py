@@ -1,6 +1,6 @@
-"""The configuration: one TOML file read into frozen dataclasses.
+"""The configuration: one TOML file read into frozen records (`record.Section`).
 
-Every section of the file (docs/configuration.md) is a dataclass below; each field names its
+Every section of the file (docs/configuration.md) is a `Section` below; each field names its
 TOML key, its default and how its value is checked. A problem anywhere becomes a
 `ConfigError` whose lines each start with the key path (``imap.port: expected an
 integer``), so that `maildesk check-config` can tell the admin exactly what to fix.
@@ -11,19 +11,18 @@ integer``), so that `maildesk check-config` can tell the admin exactly what to f
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import functools
 import os
 import re
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..vocab import PRIORITIES
 from .credentials import credentials_dir, secret_from
+from .record import Section, fields, replace
 from .sections import (
     DEFAULT_SLA,
     MAILBOX_SHARED_KEYS,
@@ -65,9 +64,8 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, kw_only=True)
-class Config:
-    """The whole file: one field per section, each a section's dataclass (or a tuple of them)."""
+class Config(Section):
+    """The whole file: one field per section, each a section (or a tuple of them)."""
 
     desk: Desk
     database: Database
@@ -294,20 +292,20 @@ def parse_config(data: dict, path: Path | None = None, deep: bool = True) -> Con
 
     desk = parts["desk"]
     state_dir = desk.state_dir or _default_state_dir()
-    parts["desk"] = dataclasses.replace(desk, state_dir=state_dir)
+    parts["desk"] = replace(desk, state_dir=state_dir)
     db = parts["database"]
     if not db.url:
         parts["database"] = Database(url=f"sqlite:///{state_dir / 'maildesk.db'}")
     if mailboxes is None:  # [imap]: one mailbox, named after its folder, answering from desk.address
-        imap = dataclasses.replace(parts["imap"], **{key: secrets["imap", key] for key in MAIL_SECRETS})
-        fields = {f.name: getattr(imap, f.name) for f in dataclasses.fields(imap)}
-        mailboxes = (Mailbox(**fields, name=imap.mailbox, address=parts["desk"].address),)
+        imap = replace(parts["imap"], **{key: secrets["imap", key] for key in MAIL_SECRETS})
+        shared = {f.name: getattr(imap, f.name) for f in fields(imap)}
+        mailboxes = (Mailbox(**shared, name=imap.mailbox, address=parts["desk"].address),)
     else:
         parts["mailboxes_listed"] = True
     parts["mailboxes"] = mailboxes
     parts["imap"] = mailboxes[0]
-    parts["smtp"] = dataclasses.replace(parts["smtp"], **{key: secrets["smtp", key] for key in MAIL_SECRETS})
-    parts["security"] = dataclasses.replace(
+    parts["smtp"] = replace(parts["smtp"], **{key: secrets["smtp", key] for key in MAIL_SECRETS})
+    parts["security"] = replace(
         parts.get("security", Security()), secret=secrets["security", "secret"],
         secret_key="security.secret_file" if "secret_file" in original_security else "security.secret",
     )
@@ -335,7 +333,7 @@ def _mailboxes(data: dict, errors: list[str], base: tuple[Path, str], deep: bool
         secrets = {key: secret_from(row, path, errors, base, key, read=deep) for key in MAIL_SECRETS}
         box = _build(Mailbox, row, path, errors)
         if box is not None:
-            out.append(dataclasses.replace(box, **secrets))
+            out.append(replace(box, **secrets))
     return tuple(out)
 
 

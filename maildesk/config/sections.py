@@ -1,20 +1,19 @@
-"""The sections of the configuration file, one frozen dataclass each; every field
+"""The sections of the configuration file, one frozen `Section` each; every field
 names its TOML key, its default and how its value is checked.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from ..vocab import PRIORITIES
 from .credentials import DEFAULT_CREDENTIALS_DIR
+from .record import Section, field, fields
 from .values import (
     CALENDARS,
     DEFAULT_MATRIX,
@@ -66,13 +65,13 @@ def opt(default=_REQUIRED, conv: Callable[[Any], Any] = _str, key: str | None = 
 
 
 def _build(cls, table: Any, path: str, errors: list[str]):
-    """Fill dataclass `cls` from a TOML table, appending problems to `errors`."""
+    """Fill section `cls` from a TOML table, appending problems to `errors`."""
     if not isinstance(table, dict):
         errors.append(f"{path}: expected a table")
         table = {}
     values: dict[str, Any] = {}
     known = set()
-    for f in dataclasses.fields(cls):
+    for f in fields(cls):
         if "conv" not in f.metadata:
             continue
         key = f.metadata["key"] or f.name
@@ -105,8 +104,7 @@ def _default_state_dir() -> Path:
     return Path(os.environ.get("STATE_DIRECTORY", "/var/lib/maildesk"))
 
 
-@dataclass(frozen=True, kw_only=True)
-class Desk:
+class Desk(Section):
     """`[desk]`: who the desk is, and where it keeps its state."""
 
     name: str = opt("IT Service Desk", _nonempty_str)
@@ -130,15 +128,13 @@ class Desk:
         return self.address.rsplit("@", 1)[0]
 
 
-@dataclass(frozen=True, kw_only=True)
-class Database:
+class Database(Section):
     """`[database]`: the SQLite file or the PostgreSQL server."""
 
     url: str = opt(None, _nonempty_str)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Imap:
+class Imap(Section):
     """`[imap]`: the one mailbox the desk reads, when the config lists no `[[mailboxes]]`."""
 
     host: str = opt(conv=_nonempty_str)
@@ -169,7 +165,6 @@ class Imap:
         return self.port or (993 if self.security == "ssl" else 143)
 
 
-@dataclass(frozen=True, kw_only=True)
 class Mailbox(Imap):
     """One mailbox the desk reads (`[[mailboxes]]`, or `[imap]` as the one-mailbox
     shorthand): an IMAP account or folder, the address the desk answers from on the
@@ -187,8 +182,7 @@ MAILBOX_SHARED_KEYS = ("host", "port", "security", "poll_seconds", "idle", "batc
                        "ca_file", "verify_tls", "auth", "oauth2_token_url", "oauth2_client_id", "oauth2_scope")
 
 
-@dataclass(frozen=True, kw_only=True)
-class Smtp:
+class Smtp(Section):
     """`[smtp]`: the relay the desk sends through."""
 
     host: str = opt(conv=_nonempty_str)
@@ -216,8 +210,7 @@ class Smtp:
         return self.port or {"ssl": 465, "starttls": 587, "none": 25}[self.security]
 
 
-@dataclass(frozen=True, kw_only=True)
-class Group:
+class Group(Section):
     """`[[groups]]`: one group of technicians."""
 
     name: str = opt(conv=_nonempty_str)
@@ -227,8 +220,7 @@ class Group:
     strategy: str | None = opt(None, _one_of(*STRATEGIES))  # overrides assignment.strategy
 
 
-@dataclass(frozen=True, kw_only=True)
-class Technician:
+class Technician(Section):
     """`[[technicians]]`: one technician, staff who work tickets by mail."""
 
     email: str = opt(conv=_address)
@@ -241,16 +233,14 @@ class Technician:
         return self.name or self.email.split("@")[0]
 
 
-@dataclass(frozen=True, kw_only=True)
-class Roles:
+class Roles(Section):
     """`[roles]`: the incident managers and the process owners."""
 
     incident_managers: tuple[str, ...] = opt((), _address_list)
     process_owners: tuple[str, ...] = opt((), _address_list)  # get the scheduled KPI report
 
 
-@dataclass(frozen=True, kw_only=True)
-class Category:
+class Category(Section):
     """`[[categories]]`: one category, its keywords and its group."""
 
     name: str = opt(conv=_nonempty_str)
@@ -264,8 +254,7 @@ class Category:
         return self.name.rsplit("/", 1)[0] if "/" in self.name else None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Priority:
+class Priority(Section):
     """`[priority]`: how a new ticket's impact, urgency and priority are chosen."""
 
     vip: tuple[str, ...] = opt((), _address_list)
@@ -274,8 +263,7 @@ class Priority:
     matrix: dict = opt(DEFAULT_MATRIX, _matrix)
 
 
-@dataclass(frozen=True, kw_only=True)
-class SlaPolicy:
+class SlaPolicy(Section):
     """`[[sla]]`: the response and resolution targets of one priority (and category)."""
 
     priority: str = opt(conv=_one_of(*PRIORITIES))
@@ -304,8 +292,7 @@ DEFAULT_SLA = tuple(
 )
 
 
-@dataclass(frozen=True, kw_only=True)
-class BusinessHours:
+class BusinessHours(Section):
     """`[business_hours]`: the `business` calendar of SLAs."""
 
     days: tuple[int, ...] = opt((0, 1, 2, 3, 4), _weekdays)
@@ -316,23 +303,20 @@ class BusinessHours:
     holidays: tuple[dt.date, ...] = opt((), _date_list)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Escalation:
+class Escalation(Section):
     """`[escalation]`: when an SLA target's reminder goes out."""
 
     warn_at: float = opt(0.75, _fraction)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Assignment:
+class Assignment(Section):
     """`[assignment]`: how a group's new ticket finds a technician."""
 
     strategy: str = opt("round_robin", _one_of(*STRATEGIES))
     away_after_autoreply: Duration = opt(parse_duration("8h"), _duration)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Security:
+class Security(Section):
     """`[security]`: whose mail is proven, and the signing secret."""
 
     trusted_authserv_ids: tuple[str, ...] = opt((), _str_list)
@@ -343,8 +327,7 @@ class Security:
     secret_key: str = field(default="security.secret", metadata={"internal": True})
 
 
-@dataclass(frozen=True, kw_only=True)
-class Lifecycle:
+class Lifecycle(Section):
     """`[lifecycle]`: auto-close, reopening, closure codes, thanks."""
 
     auto_close_after: Duration = opt(parse_duration("3d"), _duration)
@@ -360,16 +343,14 @@ class Lifecycle:
     )
 
 
-@dataclass(frozen=True, kw_only=True)
-class Survey:
+class Survey(Section):
     """`[survey]`: the satisfaction survey when a ticket closes."""
 
     enabled: bool = opt(True, _bool)
     min_days_between: int = opt(30, _non_negative_int)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Limits:
+class Limits(Section):
     """`[limits]`: what one mail, one sender and the whole desk may cost."""
 
     max_message_bytes: int = opt(25 * 1024 * 1024, _positive_int)
@@ -384,8 +365,7 @@ class Limits:
     new_tickets_per_sender_per_hour: int = opt(20, _non_negative_int)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Reports:
+class Reports(Section):
     """`[reports]`: the weekly KPI report."""
 
     # "DAY HH:MM" in the desk's time zone: the KPI report of the week before, mailed to
@@ -393,29 +373,25 @@ class Reports:
     weekly: tuple[int, dt.time] | None = opt((0, dt.time(8, 0)), _weekly)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Alerts:
+class Alerts(Section):
     """`[alerts]`: when the incident managers hear that fetching stalled."""
 
     fetch_stalled_after: Duration = opt(parse_duration("30m"), _duration)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Metrics:
+class Metrics(Section):
     """`[metrics]`: where Prometheus metrics are served, if anywhere."""
 
     listen: str | None = opt(None, _listen_address)  # "127.0.0.1:9464": Prometheus metrics over HTTP
 
 
-@dataclass(frozen=True, kw_only=True)
-class Bounces:
+class Bounces(Section):
     """`[bounces]`: how long an address that bounced gets no mail."""
 
     undeliverable_for: Duration = opt(parse_duration("60d"), _duration)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Kb:
+class Kb(Section):
     """The knowledge base (docs/mail.md, Knowledge base): articles published from resolutions,
     offered in acknowledgements and listed in assignment notices."""
 
@@ -426,8 +402,7 @@ class Kb:
     similar_in_notice: int = opt(3, _non_negative_int)  # resolved tickets and articles listed in an assignment notice
 
 
-@dataclass(frozen=True, kw_only=True)
-class Attachments:
+class Attachments(Section):
     """`[attachments]`: where the contents of attachments are kept."""
 
     store: str = opt("files", _one_of("files", "database", "none"))

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import jinja2
 from peewee import Model
 
+from ..config.record import Section
 from ..errors import MaildeskError
 from ..signing import loop_value
 from ..vocab import LOOP_HEADER, auto_submitted
@@ -136,9 +137,9 @@ def snapshot(value):
         return {str(k): v if type(v) in _PLAIN else snapshot(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
         return [snapshot(v) for v in value]
-    if dataclasses.is_dataclass(value):
-        return {f.name: snapshot(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if not callable(getattr(value, f.name))}
+    if dataclasses.is_dataclass(value) or isinstance(value, Section):  # a configuration section
+        named = value.__fields__ if isinstance(value, Section) else dataclasses.fields(value)
+        return {f.name: snapshot(getattr(value, f.name)) for f in named if not callable(getattr(value, f.name))}
     return str(value)
 
 
