@@ -386,6 +386,66 @@ def test_a_reply_waits_while_the_mail_it_answers_is_pending_but_locked_by_anothe
     assert store.Ticket.select().count() == 2
 
 
+def test_recording_what_the_server_flagged_skips_a_row_a_desk_process_is_working_on_rather_than_wait(pg):
+    """The fetch process used to wait here for the desk's whole batch (bench/ingest.py:
+    a fifth of a second a batch): a row another transaction holds stays unrecorded, and
+    the next fetch flags that message again, which changes nothing on the server."""
+    from maildesk.config import load_config
+    from maildesk.mailin.mailbox import record_flagged
+    from maildesk.service.runtime import Runtime
+    from tests.conftest import mail
+
+    rt = Runtime.start(load_config(pg.config_path))
+    _pending(rt, [mail("jane@example.org", "Printer jam", "Tray 2.", msgid="<a@client.example>"),
+                  mail("joe@example.org", "Mouse", "Left button.", msgid="<b@client.example>")])
+    store.Inbound.update(mailbox="INBOX", uidvalidity=7).execute()
+    rows = {i.message_id: i for i in store.Inbound.select()}
+    store.Inbound.update(uid=1).where(store.Inbound.id == rows["a@client.example"].id).execute()
+    store.Inbound.update(uid=2).where(store.Inbound.id == rows["b@client.example"].id).execute()
+    locked, release = threading.Event(), threading.Event()
+
+    def desk_working_on_the_first():  # a connection of its own, as another desk process has
+        with store.write_transaction():
+            store.execute('SELECT "id" FROM "inbound" WHERE "uid" = ? FOR UPDATE', (1,))
+            locked.set()
+            release.wait(20)
+
+    working = in_thread(desk_working_on_the_first)
+    locked.wait(20)
+    started = time.monotonic()
+    with store.write_transaction():
+        record_flagged("INBOX", 7, [1, 2])
+    assert time.monotonic() - started < 5
+    release.set()
+    result(working)
+    assert {i.uid: i.server_done for i in store.Inbound.select()} == {1: False, 2: True}
+    with store.write_transaction():  # the next fetch's _finish_pending_flags
+        record_flagged("INBOX", 7, [1])
+    assert all(i.server_done for i in store.Inbound.select())
+
+
+def test_a_reply_is_claimed_by_the_message_id_it_cites_not_by_a_look_through_every_pending_row(pg):
+    """claim_message looks for the cited mail among the pending rows by its Message-ID
+    first: with a backlog, the status index alone made every reply read the backlog."""
+    from maildesk.store import claims
+    from maildesk.store.connection import _numbered
+
+    with store.write_transaction():
+        claimed, prior = claims.claim_message("re@client.example", ["orig@client.example"], "jane@example.org", 10)
+        statement = next(sql for sql in store.db.obj._statements() if "cited" in sql)
+    assert claimed and prior is None
+    # the plan the server keeps for the prepared statement (a generic one), on a table as
+    # new as a desk's first day: the old text went through the status index
+    db = store.db.obj
+    db.execute_sql("SET plan_cache_mode = force_generic_plan")
+    db.execute_sql(f"PREPARE probe AS {_numbered(statement)}")
+    plan = "\n".join(r[0] for r in db.execute_sql(
+        f"EXPLAIN EXECUTE probe({', '.join(['%s'] * statement.count('%s'))})", ["1"] * statement.count("%s")).fetchall())
+    db.execute_sql("DEALLOCATE probe")
+    db.execute_sql("RESET plan_cache_mode")
+    assert "inbound_message_id" in plan and "inbound_status" not in plan, plan
+
+
 def test_a_batch_a_fetch_process_stores_wakes_every_listening_desk_process(pg):
     """On PostgreSQL the fetch process commits what it fetched itself (OwnStore), tells its
     own desk process over the pipe and every other one through LISTEN/NOTIFY."""

@@ -312,11 +312,20 @@ def store_fetched(mailbox: str, uidvalidity: int, after_uid: int, last_uid: int,
 
 
 def record_flagged(mailbox: str, uidvalidity: int, uids: list[int]) -> None:
+    """Note that the server has these UIDs flagged or moved (`server_done`).
+
+    On PostgreSQL a row that another transaction holds (a desk process working on that
+    message) is left as it is rather than waited for: waiting would hold up whoever
+    records, for as long as a batch of mail takes, and the row only means that the next
+    fetch flags that message again, which changes nothing on the server."""
     # among the rows not yet flagged: the (server_done, mailbox, uidvalidity, uid) index
     # finds them without reading every row the mailbox ever had
-    Inbound.update(server_done=True).where(
+    rows = Inbound.select(Inbound.id).where(
         (Inbound.server_done == False) & (Inbound.mailbox == mailbox)  # noqa: E712
-        & (Inbound.uidvalidity == uidvalidity) & Inbound.uid.in_(uids)).execute()
+        & (Inbound.uidvalidity == uidvalidity) & Inbound.uid.in_(uids))
+    if not store.is_sqlite():
+        rows = rows.for_update(skip_locked=True)
+    Inbound.update(server_done=True).where(Inbound.id.in_(rows)).execute()
 
 
 def _store(mailbox: str, uidvalidity: int, uid: int, raw: bytes, now: dt.datetime, summary: str | None = None,

@@ -65,7 +65,7 @@ from imapclient.exceptions import IMAPClientError
 from peewee import DatabaseError, InterfaceError
 
 from .. import faults, store
-from ..mailin.mailbox import MailboxError, MailboxSession, StoreFailed, fetch_new, record_flagged, store_fetched
+from ..mailin.mailbox import MailboxError, MailboxSession, StoreFailed, fetch_new, store_fetched
 from ..mailout.results import mark_sent
 from ..oauth2 import AccessTokens
 from ..store import Outbox, claims, utcnow, workers
@@ -512,10 +512,9 @@ class OwnStore(DeskStore):
                 claims.announce_new_mail()
         return self.seq  # committed already: DeskStore.wait finds it at once
 
-    def flagged(self, mailbox: str, uidvalidity: int, uids: list[int]) -> None:
-        # lost, if this fails: the next fetch flags them again (mailbox._finish_pending_flags)
-        with store.write_transaction():
-            record_flagged(mailbox, uidvalidity, uids)
+    # `flagged` stays DeskStore's: the desk records it. Here it would wait for the desk,
+    # which is by then working on those very rows (bench/ingest.py: a fifth of a second
+    # a batch, with the next fetch held up behind it).
 
 
 def main(cfg, pipe, desk_end, role: str, once: bool, now: dt.datetime | None, mailbox=None) -> None:

@@ -180,15 +180,21 @@ def claim_message(message_id: str | None, cited: Sequence[str], sender: str,
     if not locks:
         return True, None
     waiting = [c for c in dict.fromkeys(cited) if c and c != message_id]
+    cte = ""
     if waiting and inbound_id is not None:
-        locks.append(f'NOT EXISTS (SELECT 1 FROM "inbound" WHERE "message_id" IN ({", ".join(["%s"] * len(waiting))}) '
-                     'AND "status" = %s AND "id" < %s)')
-        params += [*waiting, "pending", inbound_id]
+        # the cited rows are found by their Message-ID first (one or two rows), then
+        # looked at: left to the planner, it may go through every pending row instead
+        # (the status index), which with a backlog of mail is a backlog per reply
+        cte = (f'WITH "cited" AS MATERIALIZED (SELECT "id", "status" FROM "inbound" WHERE "message_id" IN '
+               f'({", ".join(["%s"] * len(waiting))})) ')
+        params = [*waiting, *params]
+        locks.append('NOT EXISTS (SELECT 1 FROM "cited" WHERE "status" = %s AND "id" < %s)')
+        params += ["pending", inbound_id]
     prior = "NULL"
     if message_id:
         prior = "(" + sql.replace("?", "%s") + ")"
         params += [message_id, "in", sender]
-    got, ticket_id = db.obj.execute_sql(f"SELECT {' AND '.join(locks)}, {prior}", params, prepare=True).fetchone()
+    got, ticket_id = db.obj.execute_sql(f"{cte}SELECT {' AND '.join(locks)}, {prior}", params, prepare=True).fetchone()
     return bool(got), ticket_id
 
 
