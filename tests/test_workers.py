@@ -122,6 +122,33 @@ def test_a_ticket_read_in_a_transaction_is_held_until_it_ends(pg):
     assert result(in_thread(read_in_transaction)) == "open"
 
 
+def test_a_ticket_is_read_with_its_participants_and_one_who_joined_since_is_asked_for(pg):
+    """A reply asks whether its sender takes part right after reading the ticket: the
+    answer comes with the row (one round trip, not two). No one is ever removed from a
+    ticket, and while this transaction holds it no other can add anyone (the foreign
+    key's check waits for the row); one who joined in this transaction since the read is
+    found by asking, a stranger is none."""
+    from maildesk.desk.lifecycle import add_participant, is_participant
+
+    tid = a_ticket()
+    with store.write_transaction():
+        add_participant(store.Ticket.get_by_id(tid), "Jane@Example.org", "requester")
+    with store.write_transaction():
+        t = store.Ticket.get_by_id(tid)
+        assert t.participants_read == frozenset({"jane@example.org"})
+
+        def join():
+            with store.write_transaction():
+                store.execute('INSERT INTO "participant" ("ticket_id", "email", "role") VALUES (?, ?, ?)',
+                              (tid, "ann@example.org", "cc"))
+
+        with pytest.raises(Exception, match="lock"):
+            result(in_thread(join))
+        add_participant(t, "joe@example.org", "cc")
+        assert is_participant(t, "JANE@example.org") and is_participant(t, "joe@example.org")
+        assert not is_participant(t, "mallory@example.net") and not is_participant(t, "ann@example.org")
+
+
 def test_a_message_id_is_claimed_by_one_transaction_and_a_reply_waits_for_the_mail_it_cites(pg):
     holding, release = threading.Event(), threading.Event()
 

@@ -92,8 +92,15 @@ def add_participant(ticket: Ticket, email: str, role: str) -> None:
 
 
 def is_participant(ticket: Ticket, email: str) -> bool:
+    """Whether `email` takes part in `ticket`. No one is ever removed from a ticket, so an
+    address among those read with it (Ticket.FETCHED_WITH, PostgreSQL) is one without
+    asking again; any other is asked for, as it may have joined since (in this
+    transaction: no other can add anyone to a ticket this one holds)."""
+    email = email.lower()
+    if email in getattr(ticket, "participants_read", ()):
+        return True
     return store.scalar('SELECT 1 FROM "participant" WHERE "ticket_id" = ? AND "email" = ?',
-                         (ticket.id, email.lower()), prepare=True) is not None
+                        (ticket.id, email), prepare=True) is not None
 
 
 def resolve(rt: Runtime, ticket: Ticket, code: str, text: str, now: dt.datetime, actor: str, inbound=None) -> None:

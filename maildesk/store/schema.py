@@ -40,6 +40,9 @@ class BaseModel(Model):
     # inserted in a PostgreSQL transaction with the next statement, its id drawn in
     # advance (sql.insert): nothing reads such a row back at once
     DEFERRED_INSERT: ClassVar[bool] = False
+    # read by get_by_id on PostgreSQL with the row, in the same round trip (sql.fetch_row):
+    # (SQL of one more column, the attribute it is kept in as a frozenset)
+    FETCHED_WITH: ClassVar[tuple[str, str] | None] = None
 
     if TYPE_CHECKING:  # what peewee's metaclass gives every model, unknown to its stubs
         DoesNotExist: ClassVar[type[DoesNotExist]]
@@ -73,6 +76,8 @@ class BaseModel(Model):
 
 class Ticket(BaseModel):
     LOCKED_IN_TRANSACTION = True  # several desk processes: one changes a ticket at a time
+    # what a reply asks next (lifecycle.is_participant): the addresses taking part when it was read
+    FETCHED_WITH = ('ARRAY(SELECT "email" FROM "participant" WHERE "ticket_id" = "ticket"."id")', "participants_read")
 
     id = AutoField()
     subject = TextField()

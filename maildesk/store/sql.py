@@ -170,12 +170,13 @@ def fetch_row(model, pk):
     processes never change one ticket from two stale copies."""
     sqlite = is_sqlite()
     lock = not sqlite and model.LOCKED_IN_TRANSACTION and db.obj.in_transaction()
+    also = None if sqlite else model.FETCHED_WITH
     key = (model, "get", sqlite, lock)
     statement = _STATEMENTS.get(key)
     if statement is None:
         meta = model._meta
         fields = meta.sorted_fields
-        columns = ", ".join(f'"{f.column_name}"' for f in fields)
+        columns = ", ".join([f'"{f.column_name}"' for f in fields] + ([also[0]] if also else []))
         statement = _STATEMENTS[key] = (
             _sql(f'SELECT {columns} FROM "{meta.table_name}" WHERE "{meta.primary_key.column_name}" = ?'
                  + (" FOR UPDATE NOWAIT" if lock else "")), fields)
@@ -188,7 +189,9 @@ def fetch_row(model, pk):
         raise
     if row is None:
         return None
-    instance = model(__no_default__=1, **{f.name: f.python_value(v) for f, v in zip(fields, row, strict=True)})
+    instance = model(__no_default__=1, **{f.name: f.python_value(v) for f, v in zip(fields, row, strict=False)})
+    if also:
+        setattr(instance, also[1], frozenset(row[-1]))
     instance._dirty.clear()
     return instance
 
