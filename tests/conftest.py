@@ -28,6 +28,9 @@ import time
 import uuid
 from pathlib import Path
 
+# peewee with its PostgreSQL driver: were a command on SQLite run in this process first,
+# it would load peewee without it (ops.startup.load_peewee), for every later test too
+import peewee  # noqa: F401
 import pytest
 import tomli_w
 

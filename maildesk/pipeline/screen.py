@@ -24,6 +24,7 @@ from ..mailin.automatic import bounce_info, complaint_recipients, is_out_of_offi
 from ..mailout.queue import bounce_pattern, forget_suppressions
 from ..store import Message, Outbox, Suppression, Ticket
 from ..vocab import LOOP_HEADER
+from . import floods
 from .context import Context, Discard
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ def classify(ctx: Context) -> None:
     # different message that reuses the id (careless software, forgery) is not lost.
     # Claimed first: another desk process may be processing a copy of it, or the mail it answers.
     claimed, prior = store.claims.claim_message(mail.message_id, mail.in_reply_to + mail.references[-2:],
-                                                ctx.sender or ctx.inbound.from_addr, ctx.inbound.id)
+                                                ctx.sender or ctx.inbound.from_addr, ctx.inbound.id,
+                                                also=None if store.is_sqlite() else floods.counts_ahead(ctx))
     if not claimed:
         raise store.claims.Held(f"<{mail.message_id}>, or a mail it answers, is being processed by another desk "
                                 "process, or the mail it answers is still waiting to be processed")

@@ -7,21 +7,19 @@ config and the mail, so that they can be tested without any I/O.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import re
 from dataclasses import dataclass
 
-from .. import store
 from ..config import Config
 from ..desk import kb, lifecycle, routing, sla
 from ..mailin.authentication import Policy
-from ..mailout import queue
 from ..mailout.queue import Thread, is_desk_address
 from ..mailout.render import snapshot
 from ..store import Ticket
-from ..vocab import COUNTED_LANES, LEVELS, Lane
-from .context import Context, Reject
+from ..vocab import LEVELS
+from . import floods
+from .context import Context
 from .messages import reply_to_note, store_message
 
 GENERAL = "General"
@@ -143,7 +141,7 @@ def open_ticket(ctx: Context) -> None:
     subject = ctx.subject or (ticket_subject(mail.subject, cfg.desk.ticket_prefix) if ctx.follows else mail.subject) \
         or "(no subject)"
     lane = ctx.lane
-    hold_flood(ctx, requester, lane)
+    floods.hold_flood(ctx, requester, lane)
     t = Ticket(
         subject=subject, requester=requester, requester_name="" if ctx.logged_for else ctx.sender_name,
         status="new", created_at=now, updated_at=now, follows=ctx.follows,
@@ -162,7 +160,7 @@ def open_ticket(ctx: Context) -> None:
     t.group = t.group or cfg.default_group
     sla.apply_policy(ctx.rt, t, now)
     t.save()
-    _opened(ctx, requester, lane)
+    floods.opened(ctx, requester, lane)
     t.is_new = True  # nothing fired, nothing sent yet: spares the lookups
     ctx.ticket, ctx.new_ticket = t, True
     lifecycle.add_participant(t, requester, "requester")
@@ -195,53 +193,6 @@ def open_ticket(ctx: Context) -> None:
         ctx.event("assigned", f"not assigned: {how}", actor="desk")
     sla.refresh(ctx.rt, t)
     _notify_new(ctx, t, pri, cat)
-
-
-def hold_flood(ctx: Context, requester: str, lane: Lane) -> None:
-    """A flood costs only the flooder (docs/mail.md, Floods): past limits.new_tickets_per_sender_per_hour
-    a sender's new mail is held, quarantined as rate-limited and never lost, until an
-    admin's `maildesk inbound retry` takes it past the cap. Authenticated and
-    unauthenticated mail are counted apart, so that mail forged in a sender's name
-    never holds their own; staff mail is not counted."""
-    if lane not in COUNTED_LANES:
-        return
-    if ctx.retried:
-        ctx.decide("retried by an admin: past limits.new_tickets_per_sender_per_hour")
-        return
-    cap = ctx.cfg.limits.new_tickets_per_sender_per_hour
-    n = _opened_count(ctx, requester, lane)
-    if n >= cap:
-        whose = "that passed authentication" if lane == Lane.AUTH else "that did not pass authentication"
-        raise Reject(f"rate-limited: {requester} opened {n} tickets in the last hour by mail {whose} "
-                     f"(limits.new_tickets_per_sender_per_hour = {cap}); the mail is held, and "
-                     f"`maildesk inbound retry {ctx.inbound.id}` takes it past the cap")
-
-
-def _opened_count(ctx: Context, requester: str, lane: Lane) -> int:
-    """Tickets opened by this sender in the last hour, in this lane: read once a cycle,
-    then kept up to date (`_opened`)."""
-    counts = ctx.rt.memo.setdefault("opened_tickets", {})
-    key = (requester, str(lane))
-    if key not in counts:
-        hour = Ticket.created_at.db_value(ctx.now - dt.timedelta(hours=1))
-        sql = 'SELECT (SELECT COUNT(*) FROM "ticket" WHERE "requester" = ? AND "created_at" > ? AND "opened_lane" = ?)'
-        params: list = [requester, hour, str(lane)]
-        # the acknowledgement's count of automatic mail to the same sender, in the same round trip
-        also = queue.sender_count(ctx.rt, requester, ctx.now, lane)
-        if also is not None:
-            sql, params = f"{sql}, {also[0]}", params + also[1]
-        row = store.execute(sql, params, prepare=True).fetchone()
-        counts[key] = row[0] or 0
-        if also is not None:
-            queue.sender_counted(ctx.rt, requester, lane, row[1] or 0)
-    return counts[key]
-
-
-def _opened(ctx: Context, requester: str, lane: Lane) -> None:
-    counts = ctx.rt.memo.get("opened_tickets", {})
-    key = (requester, str(lane))
-    if key in counts:
-        counts[key] += 1
 
 
 def _is_desk(ctx: Context, addr: str) -> bool:

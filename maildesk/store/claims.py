@@ -31,6 +31,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 from peewee import DatabaseError
 
@@ -155,7 +156,7 @@ def claim_pending(limit: int) -> tuple[list[int], int]:
 
 
 def claim_message(message_id: str | None, cited: Sequence[str], sender: str,
-                  inbound_id: int | None = None) -> tuple[bool, int | None]:
+                  inbound_id: int | None = None, also: Also | None = None) -> tuple[bool, int | None]:
     """Claim a message for this transaction and look for an earlier copy of it: the
     ticket on which a message of this Message-ID from this sender is stored, if any.
 
@@ -165,7 +166,10 @@ def claim_message(message_id: str | None, cited: Sequence[str], sender: str,
     processed by another desk process (it would start a ticket of its own). Nor while
     the mail it cites waits, still pending, before it (`inbound_id`): a batch skips the
     rows another transaction has locked (the fetch process flagging them, say), and
-    would otherwise take a reply before the mail it answers. False: either."""
+    would otherwise take a reply before the mail it answers. False: either.
+
+    `also` (PostgreSQL): scalar sub-selects a later stage will read, written with `?`, read
+    in the same statement, and what takes the values they read."""
     sql = ('SELECT "ticket_id" FROM "message" WHERE "message_id" = ? AND "direction" = ? AND "from_addr" = ? LIMIT 1')
     if is_sqlite():
         if not message_id:
@@ -194,8 +198,24 @@ def claim_message(message_id: str | None, cited: Sequence[str], sender: str,
     if message_id:
         prior = "(" + sql.replace("?", "%s") + ")"
         params += [message_id, "in", sender]
-    got, ticket_id = db.obj.execute_sql(f"{cte}SELECT {' AND '.join(locks)}, {prior}", params, prepare=True).fetchone()
+    extra = ""
+    if also is not None:
+        extra = ", " + also.sql.replace("?", "%s")
+        params += also.params
+    got, ticket_id, *values = db.obj.execute_sql(f"{cte}SELECT {' AND '.join(locks)}, {prior}{extra}", params,
+                                                 prepare=True).fetchone()
+    if also is not None:
+        also.take(values)
     return bool(got), ticket_id
+
+
+class Also(NamedTuple):
+    """Sub-selects to read with a claim (claim_message): their SQL, its parameters, and
+    what takes the values they read, in order."""
+
+    sql: str
+    params: list
+    take: Callable[[list], None]
 
 
 # --- state every process must see at once ------------------------------------------------
