@@ -9,12 +9,12 @@ often), forty technicians in six groups; most tickets closed, a few thousand ope
 in progress or on hold.
 
     python bench/prefill.py [--tickets 1000000] [--database sqlite|postgresql]
-                            [--keep PATH | --keep-db NAME]
+                            [--keep PATH|NAME]
 
 SQLite: `--keep PATH` fills (or reuses, when it is there and holds N tickets) the
-file at PATH; copy it for each run (`copy_sqlite`). PostgreSQL: `--keep-db NAME`
-fills the database NAME on the test server once; each run makes a new database
-from it as a template (`clone_postgres`). Other modules call `ensure(...)`.
+file at PATH; copy it for each run (`copy_sqlite`). PostgreSQL: `--keep NAME` fills
+the database NAME on the test server once; each run makes a new database from it as a
+template (`clone_postgres`). Other modules call `ensure(...)`.
 
 The data is settled as of any later clock: every SLA mark that fell due has fired
 (no ticket has a `sla_next_at`), resolved tickets are all closed (auto-close would
