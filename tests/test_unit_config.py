@@ -172,3 +172,37 @@ def test_a_technician_is_found_by_address_name_or_local_part_ignoring_case(cfg):
 def test_staff_are_the_technicians_and_the_incident_managers(cfg):
     assert cfg.is_staff("carol@example.test") and cfg.is_staff("IM@example.test")
     assert not cfg.is_staff("jane@example.org") and not cfg.is_staff("")
+
+
+def test_a_configuration_section_is_a_frozen_keyword_record_compared_by_its_fields():
+    """config.record.Section: what a frozen, keyword-only dataclass gives, without the
+    import-time cost of one (every command's start)."""
+    from typing import ClassVar
+
+    import pytest
+
+    from maildesk.config.record import Section, field, fields, replace
+
+    class Box(Section):
+        KIND: ClassVar[str] = "box"
+        name: str = field()
+        size: int = 3
+        tags: list = field(default_factory=list)
+
+    class Crate(Box):
+        lid: bool = False
+
+    box = Box(name="a")
+    assert (box.name, box.size, box.tags, Box.KIND) == ("a", 3, [], "box")
+    assert [f.name for f in fields(Crate)] == ["name", "size", "tags", "lid"]
+    assert box == Box(name="a", tags=[]) and box != Box(name="b") and box != Crate(name="a")
+    assert repr(box) == "Box(name='a', size=3, tags=[])"
+    assert Box(name="a").tags is not box.tags  # a factory's value each time
+    with pytest.raises(AttributeError, match="frozen"):
+        box.size = 4  # type: ignore[misc]
+    with pytest.raises(TypeError, match="missing required keyword argument: 'name'"):
+        Box()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        Box(name="a", colour="red")  # type: ignore[call-arg]
+    assert replace(box, size=5) == Box(name="a", size=5) and box.size == 3
+    assert hash(Crate(name="a", tags=())) == hash(Crate(name="a", tags=()))

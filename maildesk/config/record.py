@@ -64,6 +64,8 @@ class Section:
         super().__init_subclass__(**kwargs)
         own: dict[str, Field] = {f.name: f for f in cls.__fields__}  # inherited first, in order
         for name, annotation in cls.__dict__.get("__annotations__", {}).items():
+            if "ClassVar" in str(annotation):  # of the class, as on a dataclass
+                continue
             value = cls.__dict__.get(name, MISSING)
             f = value if isinstance(value, Field) else Field(default=value)
             f.name, f.type = name, annotation
