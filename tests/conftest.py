@@ -208,18 +208,20 @@ def desk(request, tmp_path, dovecot, smtp):
         conn, name, url = _pg_database()
     else:
         url = f"sqlite:///{tmp_path / 'state' / 'maildesk.db'}"
-    d = Desk(tmp_path, dovecot, smtp, url)
-    code, out, err = d.cli("init")
-    assert code == 0, err
-    yield d
-    from maildesk import store
+    try:  # the database goes even when the setup fails
+        d = Desk(tmp_path, dovecot, smtp, url)
+        code, out, err = d.cli("init")
+        assert code == 0, err
+        yield d
+    finally:
+        from maildesk import store
 
-    if store.db.obj is not None:
-        store.db.obj.close()
-    if backend == "postgresql":
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.close()
+        if store.db.obj is not None:
+            store.db.obj.close()
+        if backend == "postgresql":
+            with conn.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            conn.close()
 
 
 @pytest.fixture
