@@ -48,12 +48,19 @@ def counts_ahead(ctx: Context) -> store.claims.Also | None:
     sender, mail = ctx.sender, ctx.mail
     if not sender or mail is None or mail.in_reply_to or mail.references:
         return None
+    return _unknown_counts(ctx, sender, COUNTED_LANES)
+
+
+def _unknown_counts(ctx: Context, sender: str, lanes) -> store.claims.Also | None:
+    """The counts of `sender` in `lanes` not known yet this cycle, as scalar sub-selects:
+    tickets opened in the last hour, and the acknowledgement's count of automatic mail
+    (queue.sender_count); `take` keeps what they read. None when all are known."""
     counts = ctx.rt.memo.setdefault("opened_tickets", {})
     hour = Ticket.created_at.db_value(ctx.now - dt.timedelta(hours=1))
     parts: list[str] = []
     params: list = []
     keys: list[tuple[str, Lane]] = []
-    for lane in COUNTED_LANES:
+    for lane in lanes:
         if (sender, str(lane)) not in counts:
             parts.append(_OPENED)
             params += [sender, hour, str(lane)]
@@ -78,21 +85,15 @@ def counts_ahead(ctx: Context) -> store.claims.Also | None:
 
 def _opened_count(ctx: Context, requester: str, lane: Lane) -> int:
     """Tickets opened by this sender in the last hour, in this lane: read once a cycle
-    (or with the claim, counts_ahead), then kept up to date (`opened`)."""
+    (or with the claim, counts_ahead), then kept up to date (`opened`). The
+    acknowledgement's count of automatic mail to the same sender is read in the same
+    round trip."""
     counts = ctx.rt.memo.setdefault("opened_tickets", {})
     key = (requester, str(lane))
     if key not in counts:
-        hour = Ticket.created_at.db_value(ctx.now - dt.timedelta(hours=1))
-        sql = f"SELECT {_OPENED}"
-        params: list = [requester, hour, str(lane)]
-        # the acknowledgement's count of automatic mail to the same sender, in the same round trip
-        also = queue.sender_count(ctx.rt, requester, ctx.now, lane)
-        if also is not None:
-            sql, params = f"{sql}, {also[0]}", params + also[1]
-        row = store.execute(sql, params, prepare=True).fetchone()
-        counts[key] = row[0] or 0
-        if also is not None:
-            queue.sender_counted(ctx.rt, requester, lane, row[1] or 0)
+        unknown = _unknown_counts(ctx, requester, (lane,))
+        assert unknown is not None  # this count, at least
+        unknown.take(list(store.execute(f"SELECT {unknown.sql}", unknown.params, prepare=True).fetchone()))
     return counts[key]
 
 

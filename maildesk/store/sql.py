@@ -189,7 +189,7 @@ def fetch_row(model, pk):
         raise
     if row is None:
         return None
-    instance = model(__no_default__=1, **{f.name: f.python_value(v) for f, v in zip(fields, row, strict=False)})
+    instance = model(__no_default__=1, **{f.name: f.python_value(v) for f, v in zip(fields, row[:len(fields)], strict=True)})
     if also:
         setattr(instance, also[1], frozenset(row[-1]))
     instance._dirty.clear()
