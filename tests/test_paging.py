@@ -134,7 +134,7 @@ def test_this_releases_migrations_index_a_database_that_already_holds_tickets(ba
         assert "ticket_status_id" not in _indexes(db)
         _tickets(30)
         applied = store.migrate()
-        assert applied == ["0007_scale_out", "0008_big_database", "0009_lz4", "0010_fewer_indexes"]
+        assert applied == ["0007_scale_out", "0008_big_database", "0009_lz4", "0010_fewer_indexes", "0011_stored_copy"]
         have = _indexes(db)
         assert not {"participant_ticket_id", "event_ticket_id", "inbound_server_done_mailbox",
                     "ticket_requester_status"} & have  # 0010: covered by others
@@ -150,6 +150,8 @@ def test_this_releases_migrations_index_a_database_that_already_holds_tickets(ba
         if backend == "postgresql":  # 0009: the raw mail compressed with lz4 (this server has it)
             assert store.scalar("SELECT attcompression FROM pg_attribute WHERE attrelid = 'inbound_raw'::regclass "
                                 "AND attname = 'data'") == "l"
+            # 0011: the stored-copy look-up of a claim (store/claims.py, claim_message)
+            assert store.scalar("SELECT provolatile FROM pg_proc WHERE proname = 'md_stored_copy'") == "v"
     finally:
         if store.db.obj is not None:
             store.db.obj.close()

@@ -180,6 +180,40 @@ def test_a_message_id_is_claimed_by_one_transaction_and_a_reply_waits_for_the_ma
     assert result(in_thread(two_replies_to_one_mail)) == (True, True)  # citing is shared
 
 
+def test_a_copy_stored_and_committed_while_its_second_copy_waited_for_the_claim_is_found(pg, monkeypatch):
+    """Two copies of one mail (sent to two of the desk's mailboxes, say) in two desk
+    processes: the second's claim statement begins while the first's transaction holds
+    the Message-ID and has stored the mail, and is granted the lock when that commits.
+    A try-lock is refused rather than wait, so here the lock waits, to hold that window
+    open: the stored copy must still be found, or the second copy opens a ticket of its own."""
+    monkeypatch.setattr(store.claims, "_LOCK", "(pg_advisory_xact_lock(%s, hashtext(%s))::text = '')")
+    ticket = a_ticket()
+    stored, commit = threading.Event(), threading.Event()
+
+    def first_copy():
+        with store.write_transaction():
+            got = store.claims.claim_message("copy@x", [], "jane@example.org")
+            store.Message.create(ticket=ticket, direction="in", message_id="copy@x", from_addr="jane@example.org",
+                                 created_at=NOW)
+            store.execute("SELECT 1")  # the deferred INSERT goes out with it
+            stored.set()
+            commit.wait(20)
+        return got
+
+    def second_copy():
+        with store.write_transaction():
+            return store.claims.claim_message("copy@x", [], "jane@example.org")
+
+    first = in_thread(first_copy)
+    stored.wait(20)
+    second = in_thread(second_copy)
+    wait_until(lambda: store.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"),
+               what="the second copy's claim to wait for the first's")
+    commit.set()
+    assert result(first) == (True, None)
+    assert result(second) == (True, ticket)
+
+
 def _turns(url: str, n: int, out) -> None:
     store.open_database(url)
     choices = ["a", "b", "c", "d"]

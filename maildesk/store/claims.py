@@ -170,43 +170,53 @@ def claim_message(message_id: str | None, cited: Sequence[str], sender: str,
 
     `also` (PostgreSQL): scalar sub-selects a later stage will read, written with `?`, read
     in the same statement, and what takes the values they read."""
-    sql = ('SELECT "ticket_id" FROM "message" WHERE "message_id" = ? AND "direction" = ? AND "from_addr" = ? LIMIT 1')
     if is_sqlite():
         if not message_id:
             return True, None
-        row = db.obj.execute_sql(sql, (message_id, "in", sender)).fetchone()
+        row = db.obj.execute_sql('SELECT "ticket_id" FROM "message" WHERE "message_id" = ? AND "direction" = ? '
+                                 'AND "from_addr" = ? LIMIT 1', (message_id, "in", sender)).fetchone()
         return True, row[0] if row else None
-    locks = ["pg_try_advisory_xact_lock(%s, hashtext(%s))"] if message_id else []
+    locks = [_LOCK] if message_id else []
     params: list = [MESSAGE, message_id] if message_id else []
     for cited_id in dict.fromkeys(c for c in cited if c and c != message_id):
-        locks.append("pg_try_advisory_xact_lock_shared(%s, hashtext(%s))")
+        locks.append(_SHARED_LOCK)
         params += [MESSAGE, cited_id]
     if not locks:
         return True, None
     waiting = [c for c in dict.fromkeys(cited) if c and c != message_id]
-    cte = ""
+    cited_rows = ""
     if waiting and inbound_id is not None:
         # the cited rows are found by their Message-ID first (one or two rows), then
         # looked at: left to the planner, it may go through every pending row instead
         # (the status index), which with a backlog of mail is a backlog per reply
-        cte = (f'WITH "cited" AS MATERIALIZED (SELECT "id", "status" FROM "inbound" WHERE "message_id" IN '
-               f'({", ".join(["%s"] * len(waiting))})) ')
+        cited_rows = (f'"cited" AS MATERIALIZED (SELECT "id", "status" FROM "inbound" WHERE "message_id" IN '
+                      f'({", ".join(["%s"] * len(waiting))})), ')
         params = [*waiting, *params]
         locks.append('NOT EXISTS (SELECT 1 FROM "cited" WHERE "status" = %s AND "id" < %s)')
         params += ["pending", inbound_id]
+    # The earlier copy is looked for once the locks are granted, by md_stored_copy
+    # (migration 0011): a sub-select here would read with the statement's snapshot,
+    # taken before them, and miss the copy whose process let go of the lock by
+    # committing in between.
     prior = "NULL"
     if message_id:
-        prior = "(" + sql.replace("?", "%s") + ")"
-        params += [message_id, "in", sender]
+        prior = 'CASE WHEN "got" THEN "md_stored_copy"(%s, %s) END'
+        params += [message_id, sender]
     extra = ""
     if also is not None:
         extra = ", " + also.sql.replace("?", "%s")
         params += also.params
-    got, ticket_id, *values = db.obj.execute_sql(f"{cte}SELECT {' AND '.join(locks)}, {prior}{extra}", params,
-                                                 prepare=True).fetchone()
+    got, ticket_id, *values = db.obj.execute_sql(
+        f'WITH {cited_rows}"claim" AS MATERIALIZED (SELECT {" AND ".join(locks)} AS "got") '
+        f'SELECT "got", {prior}{extra} FROM "claim"', params, prepare=True).fetchone()
     if also is not None:
         also.take(values)
     return bool(got), ticket_id
+
+
+# The claim of a Message-ID, and of each one it cites (shared): taken at once or not at all.
+_LOCK = "pg_try_advisory_xact_lock(%s, hashtext(%s))"
+_SHARED_LOCK = "pg_try_advisory_xact_lock_shared(%s, hashtext(%s))"
 
 
 class Also(NamedTuple):
