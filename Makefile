@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: all demo test test-fast test-future lint bench bench-sla system-deps faketime-deps venv clean
+.PHONY: all demo test test-fast test-postgresql test-future lint bench bench-sla system-deps faketime-deps venv clean
 
 all: test
 
@@ -37,6 +37,13 @@ system-deps:
 test: venv system-deps
 	@$(PY) -m compileall -q maildesk
 	$(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+# The suite again with every desk on PostgreSQL (the server of MAILDESK_TEST_POSTGRES,
+# by default the local one), not only the tests that ask for both databases; the tests
+# about SQLite itself stay on it. Not part of `make test`: it runs everything a second time.
+test-postgresql: venv system-deps
+	@$(PY) -m compileall -q maildesk
+	MAILDESK_TEST_DATABASE=postgresql $(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 # The suite, then the demo, with the machine's clock moved (a year ahead unless FUTURE says
 # otherwise, e.g. FUTURE=+180d for summer time): no test and no demo output may depend on

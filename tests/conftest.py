@@ -11,7 +11,9 @@ a fresh IMAP user (its own mailbox), a fresh database and a config file.
 
 `desk` runs on SQLite; `@both_databases` runs a test on PostgreSQL too (a fresh
 database per test on the server of MAILDESK_TEST_POSTGRES, by default the local
-one; skipped when there is none). `runtime` is the desk without servers, for the
+one; skipped when there is none). `MAILDESK_TEST_DATABASE=postgresql` (`make
+test-postgresql`) runs every other `desk` test on PostgreSQL as well; a test about
+SQLite itself says so (`only_sqlite`). `runtime` is the desk without servers, for the
 unit tests of its rules: a migrated SQLite store in a temporary folder.
 """
 
@@ -54,6 +56,8 @@ def find_corpus() -> Path:
 CORPUS = find_corpus()
 
 both_databases = pytest.mark.parametrize("desk", ["sqlite", "postgresql"], indirect=True)
+only_sqlite = pytest.mark.parametrize("desk", ["sqlite"], indirect=True)
+DEFAULT_DATABASE = os.environ.get("MAILDESK_TEST_DATABASE", "sqlite")
 
 
 @pytest.fixture(scope="session")
@@ -203,7 +207,7 @@ def _pg_database():
 
 @pytest.fixture
 def desk(request, tmp_path, dovecot, smtp):
-    backend = getattr(request, "param", "sqlite")
+    backend = getattr(request, "param", DEFAULT_DATABASE)
     if backend == "postgresql":
         conn, name, url = _pg_database()
     else:

@@ -37,7 +37,11 @@ from pathlib import Path
 import pytest
 
 from tests.builders import mail
-from tests.conftest import ROOT, child_env, wait_until
+from tests.conftest import ROOT, child_env, only_sqlite, wait_until
+
+# these read the desk's SQLite file beside it (db_path); on PostgreSQL the same faults,
+# with several desk processes, are tests/test_workers.py's
+pytestmark = only_sqlite
 
 SEED = 20261127
 MAIL_UID = MAIL_GID = 65534  # the owner of Dovecot's maildirs (tests/sandbox.py)
