@@ -214,6 +214,79 @@ def test_a_copy_stored_and_committed_while_its_second_copy_waited_for_the_claim_
     assert result(second) == (True, ticket)
 
 
+def test_a_batch_is_claimed_in_one_statement_with_what_each_claim_of_its_own_would_answer(pg):
+    """claims.claim_messages: a Message-ID another transaction holds, a reply to it, a
+    copy already stored, a reply to a mail still pending before it, and a new mail (with
+    the counts read with it), in one round trip, each answered as claim_message answers it."""
+    ticket = a_ticket()
+    with store.write_transaction():
+        store.Message.create(ticket=ticket, direction="in", message_id="stored@x", from_addr="jane@example.org",
+                             created_at=NOW)
+    [before, after] = pending_rows(2)
+    with store.write_transaction():
+        store.execute('UPDATE "inbound" SET "message_id" = ? WHERE "id" = ?', ("waiting@x", before))
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        with store.write_transaction():
+            store.claims.claim_message("held@x", [], "bob@example.org")
+            holding.set()
+            release.wait(20)
+
+    held = in_thread(hold)
+    holding.wait(20)
+    read: list = []
+    claims = [
+        store.claims.Claim("held@x", [], "bob@example.org"),
+        store.claims.Claim("re-held@x", ["held@x"], "jane@example.org"),
+        store.claims.Claim("stored@x", [], "jane@example.org"),
+        store.claims.Claim("stored@x", [], "mallory@example.net"),  # the same id from someone else: not a copy
+        store.claims.Claim("re-waiting@x", ["waiting@x"], "jane@example.org", after),
+        store.claims.Claim("re-later@x", ["waiting@x"], "jane@example.org", before - 1),  # the cited row is later
+        store.claims.Claim(None, [], "joe@example.org"),
+        store.claims.Claim("new@x", [], "joe@example.org", after,
+                           store.claims.Also('(SELECT COUNT(*) FROM "ticket" WHERE "requester" = ?), (SELECT 7)',
+                                             ["jane@example.org"], read.extend)),
+    ]
+
+    def batch():
+        with store.write_transaction():
+            return store.claims.claim_messages(claims)
+
+    def each():
+        with store.write_transaction():
+            return [store.claims.claim_message(*c) for c in claims]
+
+    assert result(in_thread(batch)) == [(False, None), (False, None), (True, ticket), (True, None), (False, None),
+                                        (True, None), (True, None), (True, None)]
+    assert read == [1, 7]
+    assert result(in_thread(each)) == result(in_thread(batch))
+    release.set()
+    result(held)
+
+
+def test_a_copy_and_a_reply_in_the_batch_of_the_mail_they_follow_are_claimed_after_it_is_stored(pg):
+    """A batch's claims are made at once, before any of it is processed; a copy of a mail
+    of the same batch, or a reply to one, is claimed at its turn instead: claimed with
+    the others, the copy would find nothing stored, and the reply would wait for a mail
+    its own transaction holds."""
+    from maildesk.config import load_config
+    from maildesk.pipeline import process_pending
+    from maildesk.service.runtime import Runtime
+    from tests.conftest import mail
+
+    rt = Runtime.start(load_config(pg.config_path))
+    original = mail("jane@example.org", "Printer jam", "Tray 2.", msgid="<orig@client.example>")
+    _pending(rt, [mail("joe@example.org", "Mouse", "Left button.", msgid="<mouse@client.example>"),
+                  b"Received: by mx1\r\n" + original, b"Received: by mx2\r\n" + original,
+                  mail("jane@example.org", "Re: Printer jam", "And tray 3.", msgid="<re@client.example>",
+                       in_reply_to="orig@client.example", references="orig@client.example")])
+    done = process_pending(rt, NOW)
+    assert (done.done, done.quarantined, done.deferred) == (4, 0, 0)
+    outcomes = [(i.outcome, i.ticket_id) for i in store.Inbound.select().order_by(store.Inbound.id)]
+    assert outcomes == [("new-ticket", 1), ("new-ticket", 2), ("duplicate", 2), ("reply", 2)]
+
+
 def _turns(url: str, n: int, out) -> None:
     store.open_database(url)
     choices = ["a", "b", "c", "d"]

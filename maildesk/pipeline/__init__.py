@@ -26,7 +26,9 @@ quarantined in place, for the same reason. When one message fails (or finds its 
 desk process, `store.Busy`), the batch is undone and run again one message at a time,
 each in a savepoint of its own, so that each commits or fails alone; a message that
 meets `Busy` then stays pending for the next round. On PostgreSQL the batch is claimed
-(`store.claims.claim_pending`), so that several desk processes share the queue.
+(`store.claims.claim_pending`), so that several desk processes share the queue, and
+its messages' own claims (screen.classify's) are made together, in one round trip,
+once each has been read (`_claim_ahead`).
 """
 
 from __future__ import annotations
@@ -125,22 +127,26 @@ def process_batch(rt: Runtime, ids: list[int], raws: dict, now: dt.datetime) -> 
         contexts, held, unread, at = [], 0, 0, None
         try:
             with store.savepoint():
-                for ib in inbounds:
+                read = []
+                for ib in inbounds:  # the first stage for all: the batch's claims are then made at once
                     at = ib.id
                     raw, summary, reading = raws.get(ib.id, (b"", None, None))
                     ctx = _context(rt, ib, now, raw, summary, (), reading)
                     try:
-                        _run(ctx)
-                    except store.claims.Held as e:  # nothing of it written yet: the batch goes on without it
-                        log.info("inbound=%s msgid=<%s> waits for the next round: %s", ib.id, ib.message_id or "", e)
-                        held += 1
-                        continue
-                    except Reject as r:
-                        if ctx.mail is not None:
-                            raise  # refused after it was read: what it wrote must be undone with the batch
-                        # unreadable or over the limits, refused before anything of it was written
+                        STAGES[0](ctx)
+                    except Reject as r:  # unreadable or over the limits, refused before anything of it was written
                         quarantine(rt, ib, ctx, r.reason, now, tell_sender=r.tell_sender)
                         unread += 1
+                        continue
+                    read.append(ctx)
+                _claim_ahead(read)
+                for ctx in read:
+                    at = ctx.inbound.id
+                    try:
+                        _run(ctx, STAGES[1:])
+                    except store.claims.Held as e:  # nothing of it written yet: the batch goes on without it
+                        log.info("inbound=%s msgid=<%s> waits for the next round: %s", at, ctx.inbound.message_id or "", e)
+                        held += 1
                         continue
                     contexts.append(ctx)
         except Exception as e:  # noqa: BLE001 - whatever it was, each message is run again alone
@@ -165,15 +171,35 @@ def process_batch(rt: Runtime, ids: list[int], raws: dict, now: dt.datetime) -> 
     return report
 
 
+def _claim_ahead(contexts: list[Context]) -> None:
+    """PostgreSQL: the claims of a batch's messages (screen.classify's) in one statement,
+    not one round trip each. A message that is a copy of one before it in the batch, or
+    cites one, is claimed at its turn, once that one is stored (the claim would not find
+    it, or would wait for it)."""
+    if store.is_sqlite():
+        return
+    seen: set[str] = set()
+    ahead = []
+    for ctx in contexts:
+        claim = screen.claim_of(ctx)
+        if claim.message_id not in seen and seen.isdisjoint(claim.cited):
+            ahead.append((ctx, claim))
+        if claim.message_id:
+            seen.add(claim.message_id)
+    if len(ahead) > 1:  # (one alone is claimed at its turn, by a prepared statement)
+        for (ctx, _), claimed in zip(ahead, store.claims.claim_messages([c for _, c in ahead]), strict=True):
+            ctx.claimed = claimed
+
+
 def _context(rt: Runtime, ib: Inbound, now: dt.datetime, raw, summary, earlier, reading, retried: bool = False) -> Context:
     return Context(rt=rt, now=now, inbound=ib, raw=bytes(raw), summary=summary, reading=reading, decisions=list(earlier),
                    retried=retried)
 
 
-def _run(ctx: Context) -> None:
+def _run(ctx: Context, stages: Sequence = STAGES) -> None:
     """The stages, and what they decided written down."""
     try:
-        for stage in STAGES:
+        for stage in stages:
             stage(ctx)
         ctx.outcome = "new-ticket" if ctx.new_ticket else "reply"
     except Discard as stop:

@@ -57,6 +57,7 @@ class Context:
     summary: str | None = None  # what the fetch process read of it (parse.summarize), as JSON
     reading: Any = None  # or what this process read ahead of processing (parse.Reading)
     verdict: Any = False  # automatic.Verdict or None, from the summary; False: not known yet
+    claimed: tuple[bool, int | None] | None = None  # claimed with its batch: (got, earlier copy's ticket)
     automatic: Any = None  # automatic.Verdict
     ticket: Ticket | None = None
     how: str = ""  # how the ticket was found

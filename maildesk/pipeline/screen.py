@@ -41,9 +41,8 @@ def classify(ctx: Context) -> None:
     # the same message again (a second copy, a re-delivery): same id, same sender. A
     # different message that reuses the id (careless software, forgery) is not lost.
     # Claimed first: another desk process may be processing a copy of it, or the mail it answers.
-    claimed, prior = store.claims.claim_message(mail.message_id, mail.in_reply_to + mail.references[-2:],
-                                                ctx.sender or ctx.inbound.from_addr, ctx.inbound.id,
-                                                also=None if store.is_sqlite() else floods.counts_ahead(ctx))
+    # (on PostgreSQL most often claimed already, with the rest of its batch: ctx.claimed)
+    claimed, prior = ctx.claimed if ctx.claimed is not None else store.claims.claim_message(*claim_of(ctx))
     if not claimed:
         raise store.claims.Held(f"<{mail.message_id}>, or a mail it answers, is being processed by another desk "
                                 "process, or the mail it answers is still waiting to be processed")
@@ -62,6 +61,17 @@ def classify(ctx: Context) -> None:
     ctx.decide(f"automatic mail ({verdict.kind}): {verdict.reason}; it gets no reply")
     if verdict.kind == "own":
         raise Discard("own", "the desk's own mail came back; dropped to prevent a loop")
+
+
+def claim_of(ctx: Context) -> store.claims.Claim:
+    """What classify claims for a mail that was read: its Message-ID, the ids it cites
+    that matter (In-Reply-To and the last References), its sender, and on PostgreSQL
+    the flood counts read with the claim."""
+    mail = ctx.mail
+    assert mail is not None
+    return store.claims.Claim(mail.message_id, mail.in_reply_to + mail.references[-2:],
+                              ctx.sender or ctx.inbound.from_addr, ctx.inbound.id,
+                              None if store.is_sqlite() else floods.counts_ahead(ctx))
 
 
 def file_automatic(ctx: Context) -> None:

@@ -176,42 +176,85 @@ def claim_message(message_id: str | None, cited: Sequence[str], sender: str,
         row = db.obj.execute_sql('SELECT "ticket_id" FROM "message" WHERE "message_id" = ? AND "direction" = ? '
                                  'AND "from_addr" = ? LIMIT 1', (message_id, "in", sender)).fetchone()
         return True, row[0] if row else None
-    locks = [_LOCK] if message_id else []
-    params: list = [MESSAGE, message_id] if message_id else []
-    for cited_id in dict.fromkeys(c for c in cited if c and c != message_id):
-        locks.append(_SHARED_LOCK)
-        params += [MESSAGE, cited_id]
-    if not locks:
+    claim = Claim(message_id, cited, sender, inbound_id, also)
+    if not claim.message_id and not _cited(claim):
         return True, None
-    waiting = [c for c in dict.fromkeys(cited) if c and c != message_id]
-    cited_rows = ""
-    if waiting and inbound_id is not None:
-        # the cited rows are found by their Message-ID first (one or two rows), then
-        # looked at: left to the planner, it may go through every pending row instead
-        # (the status index), which with a backlog of mail is a backlog per reply
-        cited_rows = (f'"cited" AS MATERIALIZED (SELECT "id", "status" FROM "inbound" WHERE "message_id" IN '
-                      f'({", ".join(["%s"] * len(waiting))})), ')
-        params = [*waiting, *params]
-        locks.append('NOT EXISTS (SELECT 1 FROM "cited" WHERE "status" = %s AND "id" < %s)')
-        params += ["pending", inbound_id]
-    # The earlier copy is looked for once the locks are granted, by md_stored_copy
-    # (migration 0011): a sub-select here would read with the statement's snapshot,
-    # taken before them, and miss the copy whose process let go of the lock by
-    # committing in between.
-    prior = "NULL"
-    if message_id:
-        prior = 'CASE WHEN "got" THEN "md_stored_copy"(%s, %s) END'
-        params += [message_id, sender]
-    extra = ""
-    if also is not None:
-        extra = ", " + also.sql.replace("?", "%s")
-        params += also.params
-    got, ticket_id, *values = db.obj.execute_sql(
-        f'WITH {cited_rows}"claim" AS MATERIALIZED (SELECT {" AND ".join(locks)} AS "got") '
-        f'SELECT "got", {prior}{extra} FROM "claim"', params, prepare=True).fetchone()
-    if also is not None:
-        also.take(values)
-    return bool(got), ticket_id
+    return _claim([claim], prepare=True)[0]
+
+
+class Claim(NamedTuple):
+    """One message's claim_message, to claim with others (claim_messages)."""
+
+    message_id: str | None
+    cited: Sequence[str]
+    sender: str
+    inbound_id: int | None = None
+    also: Also | None = None
+
+
+def claim_messages(claims: Sequence[Claim]) -> list[tuple[bool, int | None]]:
+    """claim_message for each of a batch's messages, in one statement on PostgreSQL:
+    a round trip for the batch instead of one for each message. The caller leaves out
+    a message that is a copy of, or cites, another message of the same batch: it is
+    claimed at its turn (claim_message), once the one before it is stored."""
+    if is_sqlite() or not claims:
+        return [claim_message(*c) for c in claims]
+    return _claim(claims, prepare=False)
+
+
+def _cited(claim: Claim) -> list[str]:
+    return [c for c in dict.fromkeys(claim.cited) if c and c != claim.message_id]
+
+
+def _claim(claims: Sequence[Claim], prepare: bool) -> list[tuple[bool, int | None]]:
+    """One statement: the locks of every claim first (a CTE, MATERIALIZED: taken before
+    anything else is read), then each earlier copy, looked for by md_stored_copy
+    (migration 0011) once the locks are granted: a sub-select here would read with the
+    statement's snapshot, taken before them, and miss the copy whose process let go
+    of the lock by committing in between."""
+    # the cited rows are found by their Message-ID first (a few rows), then looked at:
+    # left to the planner, it may go through every pending row instead (the status
+    # index), which with a backlog of mail is a backlog per reply
+    waiting = list(dict.fromkeys(c for claim in claims if claim.inbound_id is not None for c in _cited(claim)))
+    ctes: list[str] = []
+    params: list = []
+    if waiting:
+        ctes.append(f'"cited" AS MATERIALIZED (SELECT "id", "status", "message_id" FROM "inbound" '
+                    f'WHERE "message_id" IN ({", ".join(["%s"] * len(waiting))}))')
+        params += waiting
+    columns: list[str] = []
+    lookups: list[str] = []
+    later: list = []
+    for i, claim in enumerate(claims):
+        cited = _cited(claim)
+        locks = [_LOCK] if claim.message_id else []
+        params += [MESSAGE, claim.message_id] if claim.message_id else []
+        for cited_id in cited:
+            locks.append(_SHARED_LOCK)
+            params += [MESSAGE, cited_id]
+        if cited and claim.inbound_id is not None:
+            locks.append(f'NOT EXISTS (SELECT 1 FROM "cited" WHERE "message_id" IN ({", ".join(["%s"] * len(cited))}) '
+                         'AND "status" = %s AND "id" < %s)')
+            params += [*cited, "pending", claim.inbound_id]
+        columns.append(f'{" AND ".join(locks) or "TRUE"} AS "got{i}"')
+        if claim.message_id:
+            lookups.append(f'"got{i}", CASE WHEN "got{i}" THEN "md_stored_copy"(%s, %s) END')
+            later += [claim.message_id, claim.sender]
+        else:
+            lookups.append(f'"got{i}", NULL')
+        if claim.also is not None:
+            lookups.append(f"ARRAY[{claim.also.sql.replace('?', '%s')}]")
+            later += claim.also.params
+    ctes.append(f'"claim" AS MATERIALIZED (SELECT {", ".join(columns)})')
+    row = iter(db.obj.execute_sql(f'WITH {", ".join(ctes)} SELECT {", ".join(lookups)} FROM "claim"',
+                                  params + later, prepare=prepare).fetchone())
+    out = []
+    for claim in claims:
+        got, ticket_id = next(row), next(row)
+        if claim.also is not None:
+            claim.also.take(list(next(row)))
+        out.append((bool(got), ticket_id))
+    return out
 
 
 # The claim of a Message-ID, and of each one it cites (shared): taken at once or not at all.
