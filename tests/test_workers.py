@@ -287,6 +287,21 @@ def test_a_copy_and_a_reply_in_the_batch_of_the_mail_they_follow_are_claimed_aft
     assert outcomes == [("new-ticket", 1), ("new-ticket", 2), ("duplicate", 2), ("reply", 2)]
 
 
+def test_a_mail_that_cites_thousands_of_ids_claims_a_few_and_takes_no_lock_table_down(desk):
+    """An attacker's In-Reply-To of 15,000 ids (as many as the header limit lets in): each cited id is an advisory lock held
+    to the end of the batch, in a lock table all of the server's sessions share. Only the
+    first few are claimed (correlate reads no more than 60 either); the mail and the one
+    after it are processed as any other."""
+    from tests.conftest import mail
+
+    ids = " ".join(f"<{i}@a.ex>" for i in range(15000))
+    desk.deliver(mail("mallory@attacker.example", "Look at this", "Hi.", in_reply_to=ids))
+    desk.deliver(mail("jane@example.org", "Printer jam", "Tray 2."))
+    desk.run()
+    assert sorted(t["subject"] for t in desk.tickets()) == ["Look at this", "Printer jam"]
+    assert not desk.inbound(failed=True)
+
+
 def _turns(url: str, n: int, out) -> None:
     store.open_database(url)
     choices = ["a", "b", "c", "d"]
