@@ -306,6 +306,26 @@ def test_a_participant_copies_people_in_only_on_a_verified_reply(strict_desk):
     assert desk.sent(to="boss@example.org") and not desk.sent(to="eve@evil.example")
 
 
+def test_a_new_mail_copied_to_thousands_makes_ten_of_them_participants_and_mails_none_of_the_rest(desk):
+    """An attacker's opening mail with 2,000 addresses in Cc: every participant gets each
+    relay, resolution and closure of the ticket, so one mail would make the desk mail
+    thousands at every step. Ten join, as on a reply; the rest are recorded for staff."""
+    victims = [f"victim{i}@example.net" for i in range(2000)]
+    desk.deliver(mail("mallory@example.org", "Printer broken", "It jams.", cc=", ".join(victims)))
+    desk.run(now=at("09:00"))
+    copied = {p["email"] for p in desk.ticket("INC-1")["participants"] if p["role"] == "cc"}
+    assert copied == set(victims[:10])
+    [refused] = events(desk, kind="cc-refused")
+    assert refused["detail"].startswith("1990 more in To/Cc not added") and "victim10@example.net" in refused["detail"]
+    assert not [m for m in desk.sent() if set(m.rcpts) & set(victims)]  # the acknowledgement: the sender's alone
+    notice = desk.sent(to="alice@example.test")[-1]
+    desk.deliver(reply_to(notice, "alice@example.test", "#resolve fixed\nNew drum.",
+                          headers={"Authentication-Results": "mx.example.test; dmarc=pass header.from=example.test"}))
+    desk.run(now=at("10:00"))
+    told = {r for m in desk.sent(subject_has="Resolved") for r in m.rcpts if not r.endswith("@example.test")}  # not staff
+    assert told == {"mallory@example.org", *victims[:10]}
+
+
 def test_a_reply_to_an_alert_is_recorded_and_opens_no_ticket(desk):
     desk.write_config(limits={"auto_replies_per_hour": 1})
     for i in range(3):

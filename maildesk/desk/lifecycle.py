@@ -86,6 +86,12 @@ def set_group(ticket: Ticket, group: str | None, now: dt.datetime, actor: str, w
     ticket.updated_at = now
 
 
+# Participants one mail may add, opening a ticket or copying people in on a reply; the
+# rest are refused (a technician may #cc them): one mail to thousands of addresses must
+# not make the desk mail each of them every step of a ticket (no relay amplifier).
+MAX_COPIED = 10
+
+
 def add_participant(ticket: Ticket, email: str, role: str) -> None:
     store.write('INSERT INTO "participant" ("ticket_id", "email", "role") VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
                 (ticket.id, email.lower(), role), prepare=True)

@@ -21,14 +21,12 @@ from __future__ import annotations
 import re
 
 from ..desk import resolution, routing, sla
-from ..desk.lifecycle import add_participant, is_participant, within_reopen_window
+from ..desk.lifecycle import MAX_COPIED, add_participant, is_participant, within_reopen_window
 from ..mailout.queue import is_desk_address
 from ..store import Message, Ticket, claims
 from ..vocab import ACTIVE
 from .context import Context
 from .messages import attribution, refuse, store_message
-
-MAX_COPIED = 10  # participants one reply may add; the rest are refused (no relay amplifier)
 
 
 def attach(ctx: Context) -> None:

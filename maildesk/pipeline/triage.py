@@ -166,9 +166,10 @@ def open_ticket(ctx: Context) -> None:
     lifecycle.add_participant(t, requester, "requester")
     if ctx.logged_for:
         lifecycle.add_participant(t, ctx.sender, "staff")  # the technician who took the call
-    for a in mail.to + mail.cc:
-        if a.addr and a.addr != requester and "@" in a.addr and not _is_desk(ctx, a.addr):
-            lifecycle.add_participant(t, a.addr, "cc")
+    copied = list(dict.fromkeys(a.addr.lower() for a in mail.to + mail.cc
+                                if a.addr and a.addr.lower() != requester and "@" in a.addr and not _is_desk(ctx, a.addr)))
+    for addr in copied[:lifecycle.MAX_COPIED]:
+        lifecycle.add_participant(t, addr, "cc")
     ctx.message = store_message(ctx, t, internal=False, kind="mail")
     ctx.event("created", f"from {requester}" + (f" ({ctx.how})" if ctx.how else "")
               + (f"; logged by {ctx.sender} with #for" if ctx.logged_for else "")
@@ -182,6 +183,11 @@ def open_ticket(ctx: Context) -> None:
                            f"(#link it if it belongs there)", actor="desk")
         ctx.event("cited", f"{ctx.ref} from {requester} cites this ticket's mail; {requester} is not a participant "
                            "and was not added", actor="desk", ticket=ctx.cites)
+    left = copied[lifecycle.MAX_COPIED:]
+    if left:
+        ctx.event("cc-refused", f"{len(left)} more in To/Cc not added (at most {lifecycle.MAX_COPIED} per mail; "
+                                f"a technician may #cc them): {', '.join(left[:5])}{' ...' if len(left) > 5 else ''}",
+                  actor="desk")
     ctx.event("category", f"category {cat.value} ({cat.why})", actor="desk")
     ctx.event("priority", pri.why, actor="desk")
     ctx.event("group", f"routed to {t.group or 'no group'} ({routed_by})", actor="desk")
