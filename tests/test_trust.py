@@ -498,6 +498,35 @@ def test_cc_participants_get_the_resolution_without_links_and_their_click_change
     assert any(m["kind"] == "click-refused" and "Reopen it!" in m["body"] for m in desk.ticket("INC-1")["messages"])
 
 
+def test_the_reopening_notice_names_who_wrote_whether_it_was_verified_and_a_failed_authentication(desk):
+    """A reply in the requester's name reopens a resolved ticket (DESIGN section 5), verified
+    or not; the notice that tells staff says which, as every staff notice does, and warns
+    when the mail failed authentication at a server the desk trusts."""
+    ack, notice = open_ticket(desk, now=at("09:00"))
+    res = resolve(desk, notice, at("10:00"))
+    desk.write_config(security={"trust_sender_address": False, "trusted_authserv_ids": ["mx.example.test"]})
+    failed = {"Authentication-Results": "mx.example.test; dmarc=fail header.from=example.org"}
+    # a new mail with the tag, citing nothing, that failed authentication: not verified
+    desk.deliver(mail("jane@example.org", "Re: [INC-1] Printer broken", "It jams again.", headers=failed))
+    desk.run(now=at("10:30"))
+    assert desk.tickets()[0]["status"] == "open"
+    reopened = desk.sent(to="alice@example.test", subject_has="Reopened")[-1]
+    assert "By jane@example.org (the requester): NOT verified" in reopened.text
+    assert "WARNING: this mail failed authentication" in reopened.text
+    assert "--- jane@example.org wrote ---" in reopened.text and "It jams again." in reopened.text
+    # resolved again; her reply to the resolution cites a desk Message-ID signed for her: verified
+    desk.deliver(reply_to(notice, "alice@example.test", "#resolve fixed\nNew drum.",
+                          headers={"Authentication-Results": "mx.example.test; dmarc=pass header.from=example.test"}))
+    desk.run(now=at("11:00"))
+    res = next(m for m in reversed(desk.sent(to="jane@example.org")) if "Resolved" in m.subject)
+    desk.deliver(reply_to(res, "jane@example.org", "Still blank pages.",
+                          headers={"Authentication-Results": "mx.example.test; dmarc=pass header.from=example.org"}))
+    desk.run(now=at("11:30"))
+    reopened = desk.sent(to="alice@example.test", subject_has="Reopened")[-1]
+    assert "Still blank pages." in reopened.text
+    assert "By jane@example.org (the requester): verified" in reopened.text and "WARNING" not in reopened.text
+
+
 def test_a_confirm_from_a_stale_resolution_does_nothing_and_the_current_one_closes(desk):
     ack, notice = open_ticket(desk, now=at("09:00"))
     first = resolve(desk, notice, at("10:00"))

@@ -78,10 +78,15 @@ def close_ticket(rt: Runtime, ticket: Ticket, now: dt.datetime, actor: str, why:
         send_review(rt, ticket, now, inbound)
 
 
-def reopen_ticket(rt: Runtime, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound=None, body: str = "") -> None:
+def reopen_ticket(rt: Runtime, ticket: Ticket, now: dt.datetime, actor: str, why: str, inbound=None, body: str = "",
+                  by: dict | None = None) -> None:
+    """Reopen a resolved or closed ticket and tell its staff; `by`: who really wrote the
+    mail that reopened it (pipeline.messages.attribution: the address, whether it was
+    verified, the warning for mail that failed authentication), for the notice."""
     lifecycle.reopen(rt, ticket, now, actor, why, inbound)
     for rcpt in routing.staff_recipients(rt, ticket):
-        queue_mail(rt, now, "reopened", rcpt=rcpt, ticket=ticket, inbound=inbound, context={"why": why, "body": body})
+        queue_mail(rt, now, "reopened", rcpt=rcpt, ticket=ticket, inbound=inbound,
+                   context={"why": why, "body": body, **(by or {})})
 
 
 def send_review(rt: Runtime, ticket: Ticket, now: dt.datetime, inbound=None) -> None:

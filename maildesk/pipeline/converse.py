@@ -64,7 +64,8 @@ def _from_requester_side(ctx: Context) -> None:
         elif ctx.role != "requester":
             ctx.decide(f"not the requester: {ctx.ref} stays {t.status}")
         elif within_reopen_window(ctx.rt, t, ctx.now):
-            resolution.reopen_ticket(ctx.rt, t, ctx.now, ctx.sender, "the requester replied", ctx.inbound, body=ctx.body)
+            resolution.reopen_ticket(ctx.rt, t, ctx.now, ctx.sender, "the requester replied", ctx.inbound, body=ctx.body,
+                                     by=attribution(ctx))
             return
     if not ctx.body.strip():
         return

@@ -7,6 +7,7 @@ from ...desk import escalation, kb, kbsearch, lifecycle, resolution, routing, sl
 from ...desk.conversation import history, requester_words
 from ...store import Task, Ticket
 from ...vocab import ACTIVE
+from ..messages import attribution
 from .readers import CommandError
 
 # --- what each command does ----------------------------------------------------------
@@ -175,7 +176,7 @@ def _run_close(ctx, _):
 
 
 def _run_reopen(ctx, _):
-    resolution.reopen_ticket(ctx.rt, ctx.ticket, ctx.now, ctx.sender, "#reopen", ctx.inbound)
+    resolution.reopen_ticket(ctx.rt, ctx.ticket, ctx.now, ctx.sender, "#reopen", ctx.inbound, by=attribution(ctx))
 
 
 def _name(ctx) -> str:

@@ -38,7 +38,7 @@ def _one_click(ctx: Context) -> None:
         raise Discard("confirmed", verdict.why)
     if verdict.act == "reopen":
         resolution.reopen_ticket(ctx.rt, t, ctx.now, who, "the requester says it is not fixed (one-click link)",
-                                 ctx.inbound, body=comment)  # the reopening notice carries the comment
+                                 ctx.inbound, body=comment, by=attribution(ctx))  # the notice carries the comment
         raise Discard("reopened", verdict.why)
     ctx.event("click-ignored", f"'{token.action}' link of {who}: nothing changed: {verdict.why}")
     _show_comment(ctx, comment)
