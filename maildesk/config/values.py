@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..errors import MaildeskError
 from ..vocab import LEVELS, PRIORITIES
+from .record import Section
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 STRATEGIES = ("round_robin", "least_loaded", "none")
@@ -37,10 +37,10 @@ class ConfigError(MaildeskError):
 # --- value types -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Duration:
+class Duration(Section):
     """`15m`, `4h`, `3d`, `1d4h`, `30s`. Days are kept apart because in a
-    business calendar a day means one working day, not 24 hours."""
+    business calendar a day means one working day, not 24 hours. A `Section` (a frozen
+    record), not a dataclass: see config/record.py."""
 
     text: str
     days: int
@@ -75,7 +75,7 @@ def parse_duration(text: str) -> Duration:
             days += n
         else:
             seconds += n * {"s": 1, "m": 60, "h": 3600}[unit]
-    return Duration(text.strip(), days, seconds)
+    return Duration(text=text.strip(), days=days, seconds=seconds)
 
 
 # --- field converters: value -> checked value, or ValueError(message) ---------

@@ -1,4 +1,5 @@
-"""`maildesk [--config PATH] COMMAND`: argument parsing only; the work is elsewhere.
+"""`maildesk [--config PATH] COMMAND`: what each command does with its arguments (the
+grammar is ops/parser.py; the work is elsewhere).
 
 Errors a user can fix (a config key, a bad value, an unknown ticket) are one clear
 sentence on stderr and a non-zero exit status, never a traceback: 2 for the config
@@ -7,7 +8,6 @@ and the command line, 1 for everything else.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
 import json
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from .. import __version__
 from ..config import ConfigError, config_path, load_config
 from ..errors import MaildeskError
+from .parser import build_parser
 from .startup import load_peewee
 
 if TYPE_CHECKING:
@@ -35,8 +36,8 @@ class UserError(MaildeskError):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv, __version__).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose > 1 else logging.INFO if (args.verbose or args.command == "run") else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s" if args.command == "run" else "%(levelname)s: %(message)s",
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with contextlib.suppress(ConfigError, OSError):  # a command that needs the config reports it
             load_peewee(_config(args, deep=False).database.url)
-        return args.func(args) or 0
+        return HANDLERS[args.handler](args) or 0
     except ConfigError as e:
         for problem in e.problems:
             print(f"maildesk: {problem}", file=sys.stderr)
@@ -59,89 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="maildesk", description="An email-first IT incident desk.")
-    p.add_argument("--config", metavar="PATH", help="the TOML config (default: $MAILDESK_CONFIG or /etc/maildesk/maildesk.toml)")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    p.add_argument("--version", action="version", version=f"maildesk {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    sub.add_parser("init", help="create or migrate the database; safe to run again").set_defaults(func=cmd_init)
-    sub.add_parser("check-config", help="validate the config").set_defaults(func=cmd_check_config)
-
-    run = sub.add_parser("run", help="the daemon, in the foreground")
-    run.add_argument("--once", action="store_true", help="one full cycle, then exit")
-    run.add_argument("--now", metavar="ISO-8601", help="with --once: run the cycle as if the clock said this time")
-    run.set_defaults(func=cmd_run)
-
-    tickets = sub.add_parser("tickets", help="list or show tickets").add_subparsers(
-        dest="sub", required=True, metavar="list|show")
-    tl = tickets.add_parser("list", help="tickets, newest first, a page at a time")
-    tl.add_argument("--status", choices=("new", "open", "in-progress", "on-hold", "resolved", "closed", "cancelled"))
-    tl.add_argument("--limit", metavar="N", help="tickets a page holds (default 50)")
-    tl.add_argument("--before", metavar="REF", help="only tickets older than REF: the next page after REF")
-    tl.add_argument("--json", action="store_true")
-    tl.set_defaults(func=cmd_tickets_list)
-    ts = tickets.add_parser("show", help="one ticket with its messages, tasks and history")
-    ts.add_argument("ref", metavar="REF")
-    ts.add_argument("--json", action="store_true")
-    ts.set_defaults(func=cmd_tickets_show)
-
-    inbound = sub.add_parser("inbound", help="stored inbound mail").add_subparsers(
-        dest="sub", required=True, metavar="list|retry")
-    il = inbound.add_parser("list", help="stored inbound mail and quarantined failures")
-    il.add_argument("--failed", action="store_true", help="only quarantined messages")
-    _paging(il, "messages")
-    il.set_defaults(func=cmd_inbound_list)
-    ir = inbound.add_parser("retry", help="process a quarantined message again")
-    ir.add_argument("id", metavar="ID")
-    ir.set_defaults(func=cmd_inbound_retry)
-
-    why = sub.add_parser("why", help="the decision log of one message")
-    why.add_argument("message_id", metavar="MESSAGE-ID")
-    why.set_defaults(func=cmd_why)
-
-    outbox = sub.add_parser("outbox", help="outgoing mail").add_subparsers(dest="sub", required=True, metavar="list")
-    ol = outbox.add_parser("list", help="outgoing mail and its delivery state")
-    _paging(ol, "mails")
-    ol.set_defaults(func=cmd_outbox_list)
-
-    report = sub.add_parser("report", help="KPIs")
-    report.add_argument("--since", metavar="DATE", help="only tickets created on or after this date (YYYY-MM-DD)")
-    report.add_argument("--until", metavar="DATE", help="only tickets created before the end of this date (YYYY-MM-DD)")
-    report.add_argument("--now", metavar="ISO-8601", help="measure against this time instead of the clock")
-    report.add_argument("--json", action="store_true")
-    report.set_defaults(func=cmd_report)
-
-    status = sub.add_parser("status", help="health at a glance: fetching, inbound, outbox, next SLA deadlines")
-    status.add_argument("--now", metavar="ISO-8601", help="measure ages against this time instead of the clock")
-    status.add_argument("--json", action="store_true")
-    status.set_defaults(func=cmd_status)
-
-    sub.add_parser("example-config", help="print the commented example configuration shipped in the package"
-                   ).set_defaults(func=cmd_example_config)
-    sub.add_parser("systemd-unit", help="print the hardened systemd unit shipped in the package, for this install"
-                   ).set_defaults(func=cmd_systemd_unit)
-
-    kb = sub.add_parser("kb", help="knowledge-base articles").add_subparsers(dest="sub", required=True, metavar="list|show")
-    kl = kb.add_parser("list", help="the articles, newest first (retired ones marked)")
-    kl.add_argument("--json", action="store_true")
-    kl.set_defaults(func=cmd_kb_list)
-    ks = kb.add_parser("show", help="one article with its text and versions")
-    ks.add_argument("number", metavar="N", help="the article's number, e.g. 7 or KB-7")
-    ks.add_argument("--json", action="store_true")
-    ks.set_defaults(func=cmd_kb_show)
-    return p
-
-
 # --- helpers ------------------------------------------------------------------------
-
-
-def _paging(parser, what: str) -> None:
-    """--limit and --before of a list that shows everything unless asked for a page."""
-    parser.add_argument("--limit", metavar="N", help=f"{what} a page holds (default: all)")
-    parser.add_argument("--before", metavar="ID", help=f"only {what} older than ID: the next page after ID")
-    parser.add_argument("--json", action="store_true")
 
 
 def _page(args, command: str, rows_after) -> tuple[list[dict], str]:
@@ -597,3 +516,14 @@ def cmd_kb_show(args) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# what runs each command, by the name ops/parser.py gives it
+HANDLERS = {
+    "init": cmd_init, "check_config": cmd_check_config, "run": cmd_run,
+    "tickets_list": cmd_tickets_list, "tickets_show": cmd_tickets_show,
+    "inbound_list": cmd_inbound_list, "inbound_retry": cmd_inbound_retry, "why": cmd_why,
+    "outbox_list": cmd_outbox_list, "report": cmd_report, "status": cmd_status,
+    "example_config": cmd_example_config, "systemd_unit": cmd_systemd_unit,
+    "kb_list": cmd_kb_list, "kb_show": cmd_kb_show,
+}

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .. import store
@@ -20,16 +19,19 @@ if TYPE_CHECKING:
     from ..store import Ticket
 
 
-@dataclass
 class Runtime:
-    cfg: Config
-    key: bytes
-    _calendars: dict[str, Calendar] = field(default_factory=dict)
-    # lookups a cycle makes again and again (suppressed addresses, staff state,
-    # automatic-reply counts); emptied at the start of each cycle
-    memo: dict = field(default_factory=dict)
-    # this desk process, host:pid, as it signs what it processed (inbound.worker)
-    worker: str = field(default_factory=lambda: store.workers.worker_id(os.getpid()))
+    """A plain class, not a dataclass: `dataclasses` (and the `inspect` it imports) would
+    be 5 ms of every command's start (config/record.py says why that counts)."""
+
+    def __init__(self, cfg: Config, key: bytes) -> None:
+        self.cfg = cfg
+        self.key = key
+        self._calendars: dict[str, Calendar] = {}
+        # lookups a cycle makes again and again (suppressed addresses, staff state,
+        # automatic-reply counts); emptied at the start of each cycle
+        self.memo: dict = {}
+        # this desk process, host:pid, as it signs what it processed (inbound.worker)
+        self.worker: str = store.workers.worker_id(os.getpid())
 
     def begin_cycle(self) -> None:
         self.memo.clear()
