@@ -258,3 +258,21 @@ def test_the_desks_commits_leave_the_wal_to_a_checkpoint_thread_that_stops_for_a
     finally:
         store.stop_checkpointing()
     assert connection._checkpointer == []
+
+
+def test_a_postgresql_url_reaches_libpq_as_written_with_its_escapes_and_parameters(db):
+    from urllib.parse import urlsplit
+
+    import psycopg2.extensions
+
+    store, _ = db
+    if store.is_sqlite():
+        pytest.skip("a PostgreSQL URL")
+    name = store.scalar("SELECT current_database()")
+    server = urlsplit(store.db.obj.connect_params["dsn"])
+    escaped = "".join(f"%{b:02X}" for b in name.encode())  # every letter of the name escaped
+    store.open_database(f"postgresql://{server.username}:p%40ss%2Fword@{server.hostname}:{server.port}/{escaped}"
+                        "?connect_timeout=7")
+    assert store.scalar("SELECT current_database()") == name
+    target = psycopg2.extensions.parse_dsn(store.db.obj.connect_params["dsn"])
+    assert (target["password"], target["connect_timeout"]) == ("p@ss/word", "7")  # trust auth: not checked here
