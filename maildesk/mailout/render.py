@@ -69,34 +69,37 @@ class Templates:
             undefined=jinja2.ChainableUndefined,
         )
         self.text_env.filters["localtime"] = self.html_env.filters["localtime"] = _localtime
-        self._text: dict[str, tuple] = {}
+        self._sources: dict[str, tuple[str, str]] = {}
+        self._text: dict[tuple[str, int], jinja2.Template] = {}
         self._has_html: dict[str, bool] = {}
 
-    def _text_parts(self, kind: str) -> tuple:
-        """The Subject line and the body of `<kind>.txt.j2`, compiled apart, so that the
-        subject can be rendered alone when the mail is queued."""
-        if kind not in self._text:
-            try:
-                source, _, _ = self.loader.get_source(self.text_env, f"{kind}.txt.j2")
-            except jinja2.TemplateNotFound:
-                raise TemplateMissing(f"template {kind}.txt.j2 is missing") from None
-            first, _, body = source.partition("\n")
-            if not first.startswith("Subject:"):
-                raise TemplateMissing(f"template {kind}.txt.j2 must begin with a Subject: line")
-            self._text[kind] = (self.text_env.from_string(first[len("Subject:"):].strip()),
-                                self.text_env.from_string(body.lstrip("\n")))
-        return self._text[kind]
+    def _text_part(self, kind: str, part: int):
+        """The Subject line (part 0) or the body (1) of `<kind>.txt.j2`, each compiled
+        when first asked for: the subject is rendered alone when the mail is queued, and
+        `tickets show` only reads bodies."""
+        if (kind, part) not in self._text:
+            if kind not in self._sources:
+                try:
+                    source, _, _ = self.loader.get_source(self.text_env, f"{kind}.txt.j2")
+                except jinja2.TemplateNotFound:
+                    raise TemplateMissing(f"template {kind}.txt.j2 is missing") from None
+                first, _, body = source.partition("\n")
+                if not first.startswith("Subject:"):
+                    raise TemplateMissing(f"template {kind}.txt.j2 must begin with a Subject: line")
+                self._sources[kind] = (first[len("Subject:"):].strip(), body.lstrip("\n"))
+            self._text[kind, part] = self.text_env.from_string(self._sources[kind][part])
+        return self._text[kind, part]
 
     def subject(self, kind: str, **context) -> str:
-        return self._text_parts(kind)[0].render(**context).strip()
+        return self._text_part(kind, 0).render(**context).strip()
 
     def text(self, kind: str, **context) -> str:
         """The text body alone, the HTML template left uncompiled (`tickets show`)."""
-        return self._text_parts(kind)[1].render(**context)
+        return self._text_part(kind, 1).render(**context)
 
     def render(self, kind: str, **context) -> Rendered:
         """The text and HTML bodies (the subject was rendered when the mail was queued)."""
-        body = self._text_parts(kind)[1]
+        body = self._text_part(kind, 1)
         html = None
         if self._has_html.get(kind, True):
             try:
