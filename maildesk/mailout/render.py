@@ -3,7 +3,8 @@
 A template is `templates/<kind>.txt.j2` (required) and `<kind>.html.j2` (optional
 HTML alternative). The text template begins with a `Subject:` line and a blank line;
 the rest is the body. `desk.templates_dir` overrides the shipped templates file by
-file. Templates are compiled once per process (jinja2's cache).
+file. Templates are compiled once per process, and kept compiled for the next process
+of the same user in the temp directory (`_Compiled`).
 
 Mail is built by hand rather than with `EmailMessage`: it is several times cheaper
 (bench/ingest.py --profile) and the shape is fixed: multipart/alternative of UTF-8 quoted-printable
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from email.header import Header
 from email.utils import format_datetime, formataddr
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from peewee import Model
@@ -59,47 +60,35 @@ class Templates:
     def __init__(self, override_dir: Path | None = None):
         dirs = [str(override_dir)] if override_dir else []
         dirs.append(str(shipped_templates()))
-        self.loader = loader = jinja2.FileSystemLoader(dirs)
-        self.text_env = jinja2.Environment(
-            loader=loader, autoescape=False, keep_trailing_newline=True, auto_reload=False,
-            trim_blocks=True, lstrip_blocks=True, undefined=jinja2.ChainableUndefined,
-        )
-        self.html_env = jinja2.Environment(
-            loader=loader, autoescape=True, trim_blocks=True, lstrip_blocks=True, auto_reload=False,
-            undefined=jinja2.ChainableUndefined,
-        )
+        self.loader = loader = _Parts(dirs)
+        text_options: dict[str, Any] = dict(autoescape=False, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+        html_options: dict[str, Any] = dict(autoescape=True, trim_blocks=True, lstrip_blocks=True)
+        self.text_env = jinja2.Environment(loader=loader, auto_reload=False, undefined=jinja2.ChainableUndefined,
+                                           bytecode_cache=_compiled("text", text_options), **text_options)
+        self.html_env = jinja2.Environment(loader=loader, auto_reload=False, undefined=jinja2.ChainableUndefined,
+                                           bytecode_cache=_compiled("html", html_options), **html_options)
         self.text_env.filters["localtime"] = self.html_env.filters["localtime"] = _localtime
-        self._sources: dict[str, tuple[str, str]] = {}
-        self._text: dict[tuple[str, int], jinja2.Template] = {}
         self._has_html: dict[str, bool] = {}
 
-    def _text_part(self, kind: str, part: int):
-        """The Subject line (part 0) or the body (1) of `<kind>.txt.j2`, each compiled
-        when first asked for: the subject is rendered alone when the mail is queued, and
-        `tickets show` only reads bodies."""
-        if (kind, part) not in self._text:
-            if kind not in self._sources:
-                try:
-                    source, _, _ = self.loader.get_source(self.text_env, f"{kind}.txt.j2")
-                except jinja2.TemplateNotFound:
-                    raise TemplateMissing(f"template {kind}.txt.j2 is missing") from None
-                first, _, body = source.partition("\n")
-                if not first.startswith("Subject:"):
-                    raise TemplateMissing(f"template {kind}.txt.j2 must begin with a Subject: line")
-                self._sources[kind] = (first[len("Subject:"):].strip(), body.lstrip("\n"))
-            self._text[kind, part] = self.text_env.from_string(self._sources[kind][part])
-        return self._text[kind, part]
+    def _text_part(self, kind: str, part: str) -> jinja2.Template:
+        """The Subject line (`subject`) or the body (`body`) of `<kind>.txt.j2`, each
+        compiled when first asked for: the subject is rendered alone when the mail is
+        queued, and `tickets show` only reads bodies."""
+        try:
+            return self.text_env.get_template(f"{kind}.txt.j2#{part}")
+        except jinja2.TemplateNotFound:
+            raise TemplateMissing(f"template {kind}.txt.j2 is missing") from None
 
     def subject(self, kind: str, **context) -> str:
-        return self._text_part(kind, 0).render(**context).strip()
+        return self._text_part(kind, "subject").render(**context).strip()
 
     def text(self, kind: str, **context) -> str:
         """The text body alone, the HTML template left uncompiled (`tickets show`)."""
-        return self._text_part(kind, 1).render(**context)
+        return self._text_part(kind, "body").render(**context)
 
     def render(self, kind: str, **context) -> Rendered:
         """The text and HTML bodies (the subject was rendered when the mail was queued)."""
-        body = self._text_part(kind, 1)
+        body = self._text_part(kind, "body")
         html = None
         if self._has_html.get(kind, True):
             try:
@@ -108,6 +97,58 @@ class Templates:
             except jinja2.TemplateNotFound:
                 self._has_html[kind] = False
         return Rendered(body.render(**context), html)
+
+
+class _Parts(jinja2.BaseLoader):
+    """The template files of `dirs` (the first that has a name wins), and by the names
+    `<kind>.txt.j2#subject` and `<kind>.txt.j2#body` the two parts of a text template:
+    its first line, which must be `Subject: ...`, and the rest."""
+
+    def __init__(self, dirs: list[str]) -> None:
+        self.files = jinja2.FileSystemLoader(dirs)
+
+    def get_source(self, environment: jinja2.Environment, template: str):
+        name, _, part = template.partition("#")
+        source, filename, uptodate = self.files.get_source(environment, name)
+        if not part:
+            return source, filename, uptodate
+        first, _, body = source.partition("\n")
+        if not first.startswith("Subject:"):
+            raise TemplateMissing(f"template {name} must begin with a Subject: line")
+        return (first[len("Subject:"):].strip() if part == "subject" else body.lstrip("\n")), filename, uptodate
+
+    def list_templates(self) -> list[str]:
+        return self.files.list_templates()
+
+
+class _Compiled(jinja2.FileSystemBytecodeCache):
+    """jinja2's cache of compiled templates, in a folder of this user's own in the temp
+    directory (made private, and refused when another user owns it: jinja2 checks): a
+    command that shows mail (`tickets show`) then compiles no template a desk or an earlier
+    command of the same user compiled, which was most of its time after the imports. An
+    entry is found by the template's name and file and used only for the same source
+    text; the file name names the environment's options and the jinja2 release, so that a
+    change of either compiles anew. A cache that cannot be read or written is no cache."""
+
+    def load_bytecode(self, bucket) -> None:
+        try:
+            super().load_bytecode(bucket)
+        except Exception:  # noqa: BLE001 - a damaged entry: compiled again, and written over
+            bucket.reset()
+
+    def dump_bytecode(self, bucket) -> None:
+        try:
+            super().dump_bytecode(bucket)
+        except OSError:  # a full or read-only temp directory
+            pass
+
+
+def _compiled(kind: str, options: dict) -> _Compiled | None:
+    tag = hashlib.sha256(repr((jinja2.__version__, sorted(options.items()))).encode()).hexdigest()[:12]
+    try:
+        return _Compiled(pattern=f"maildesk-{kind}-{tag}-%s.cache")
+    except (OSError, RuntimeError):  # no temp directory of our own to be had
+        return None
 
 
 def _localtime(value, tz, fmt="%a %d %b %Y %H:%M %Z"):
