@@ -57,3 +57,16 @@ def test_the_command_is_read_past_the_options_before_it():
     assert command_of(["--version", "tickets"]) is None
     assert command_of(["tickets-list"]) is None
     assert command_of(None) is None
+
+
+@pytest.mark.parametrize("columns", ["50", "0", "wide", None])
+def test_help_is_as_wide_as_argparse_makes_it_without_loading_shutil(monkeypatch, columns):
+    import argparse
+
+    from maildesk.ops.parser import _Formatter
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert _Formatter("maildesk")._width == argparse.HelpFormatter("maildesk")._width  # type: ignore[attr-defined]

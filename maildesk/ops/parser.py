@@ -19,7 +19,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-STATUSES = ("new", "open", "in-progress", "on-hold", "resolved", "closed", "cancelled")
+from ..vocab import Status
+
+STATUSES = tuple(s.value for s in Status)
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -33,7 +35,8 @@ class _Formatter(argparse.HelpFormatter):
 
 def _columns() -> int:
     try:
-        return int(os.environ["COLUMNS"])
+        if int(os.environ["COLUMNS"]) > 0:
+            return int(os.environ["COLUMNS"])
     except (KeyError, ValueError):
         pass
     try:
