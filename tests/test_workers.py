@@ -236,6 +236,10 @@ def test_a_batch_is_claimed_in_one_statement_with_what_each_claim_of_its_own_wou
     held = in_thread(hold)
     holding.wait(20)
     read: list = []
+    read_alike: tuple[list, list] = ([], [])
+    alike = ('(SELECT COUNT(*) FROM "ticket" WHERE "requester" = ? AND "created_at" > ?), '
+             '(SELECT COUNT(*) FROM "ticket" WHERE "requester" = ? AND ?)')
+    day_before = store.Ticket.created_at.db_value(NOW - dt.timedelta(days=1))
     claims = [
         store.claims.Claim("held@x", [], "bob@example.org"),
         store.claims.Claim("re-held@x", ["held@x"], "jane@example.org"),
@@ -247,7 +251,15 @@ def test_a_batch_is_claimed_in_one_statement_with_what_each_claim_of_its_own_wou
         store.claims.Claim("new@x", [], "joe@example.org", after,
                            store.claims.Also('(SELECT COUNT(*) FROM "ticket" WHERE "requester" = ?), (SELECT 7)',
                                              ["jane@example.org"], read.extend)),
+        # two more new mails whose counts are read alike, with parameters of their own: read once for both
+        store.claims.Claim("new2@x", [], "jane@example.org", after,
+                           store.claims.Also(alike, ["jane@example.org", day_before, "jane@example.org", True],
+                                             read_alike[0].extend)),
+        store.claims.Claim("new3@x", [], "joe@example.org", after,
+                           store.claims.Also(alike, ["joe@example.org", day_before, "jane@example.org", False],
+                                             read_alike[1].extend)),
     ]
+    assert list(store.claims._shared_also(claims)) == [alike]
 
     def batch():
         with store.write_transaction():
@@ -258,8 +270,8 @@ def test_a_batch_is_claimed_in_one_statement_with_what_each_claim_of_its_own_wou
             return [store.claims.claim_message(*c) for c in claims]
 
     assert result(in_thread(batch)) == [(False, None), (False, None), (True, ticket), (True, None), (False, None),
-                                        (True, None), (True, None), (True, None)]
-    assert read == [1, 7]
+                                        (True, None), (True, None), (True, None), (True, None), (True, None)]
+    assert read == [1, 7] and read_alike == ([1, 1], [0, 0])
     assert result(in_thread(each)) == result(in_thread(batch))
     release.set()
     result(held)

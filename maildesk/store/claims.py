@@ -25,6 +25,7 @@ PostgreSQL:
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import logging
 import os
@@ -230,6 +231,7 @@ def _claim(claims: Sequence[Claim], prepare: bool) -> list[tuple[bool, int | Non
     columns: list[str] = []
     lookups: list[str] = []
     later: list = []
+    shared = _shared_also(claims)
     for i, claim in enumerate(claims):
         cited = _cited(claim)
         locks = [_LOCK] if claim.message_id else []
@@ -243,7 +245,7 @@ def _claim(claims: Sequence[Claim], prepare: bool) -> list[tuple[bool, int | Non
             params += [*cited, "pending", claim.inbound_id]
         columns.append(f'{" AND ".join(locks) or "TRUE"} AS "got{i}"')
         lookups.append(f'"got{i}"')
-        if claim.also is not None:
+        if claim.also is not None and claim.also.sql not in shared:
             lookups.append(f"ARRAY[{claim.also.sql.replace('?', '%s')}]")
             later += claim.also.params
     each = ", ".join(["%s"] * len(claims))
@@ -253,15 +255,69 @@ def _claim(claims: Sequence[Claim], prepare: bool) -> list[tuple[bool, int | Non
                    f'FROM unnest(ARRAY[{each}]::text[], ARRAY[{each}]::text[], ARRAY[{gots}]::boolean[]) '
                    'WITH ORDINALITY AS "u"("mid", "sender", "got", "n"))')
     later += [c.message_id for c in claims] + [c.sender for c in claims]
+    for sql, (types, rows) in shared.items():
+        lookups.append(_also_over_rows(sql, types))
+        later += [list(column) for column in zip(*(also.params for also in rows), strict=True)]
     ctes.append(f'"claim" AS MATERIALIZED (SELECT {", ".join(columns)})')
     row = iter(db.obj.execute_sql(f'WITH {", ".join(ctes)} SELECT {", ".join(lookups)} FROM "claim"',
                                   params + later, prepare=prepare).fetchone())
     got = []
     for claim in claims:
         got.append(bool(next(row)))
-        if claim.also is not None:
+        if claim.also is not None and claim.also.sql not in shared:
             claim.also.take(list(next(row)))
-    return list(zip(got, next(row), strict=True))
+    copies = next(row)
+    for _, rows in shared.values():
+        for also, values in zip(rows, next(row), strict=True):
+            also.take(list(values))
+    return list(zip(got, copies, strict=True))
+
+
+# the element type of an array of parameters, by the Python type of its values
+_ARRAY_TYPES = ((bool, "boolean"), (int, "bigint"), (float, "double precision"), (str, "text"))
+
+
+def _shared_also(claims: Sequence[Claim]) -> dict[str, tuple[list[str], list[Also]]]:
+    """The sub-selects (`Also`) that several claims of a batch read alike but with their
+    own parameters (the flood counts of each new mail, floods.py), by their SQL: each is
+    read once for all of them (_also_over_rows), so that PostgreSQL plans it once rather
+    than once for every message (planning 250 sub-selects was most of a batch claim's
+    time). With their parameters' SQL types; an Also whose parameters are not all of one
+    known type at each place stays written out for its claim."""
+    by_sql: dict[str, list[Also]] = {}
+    for claim in claims:
+        if claim.also is not None:
+            by_sql.setdefault(claim.also.sql, []).append(claim.also)
+    shared = {}
+    for sql, rows in by_sql.items():
+        if len(rows) < 2 or len({len(also.params) for also in rows}) != 1:
+            continue
+        types = [_array_type(column) for column in zip(*(also.params for also in rows), strict=True)]
+        if None not in types:
+            shared[sql] = ([t or "" for t in types], rows)
+    return shared
+
+
+def _array_type(values: Sequence) -> str | None:
+    kinds = {type(v) for v in values if v is not None}
+    if len(kinds) != 1:
+        return "text" if not kinds else None
+    kind = kinds.pop()
+    if kind is dt.datetime:
+        aware = {v.tzinfo is not None for v in values if v is not None}
+        return None if len(aware) != 1 else "timestamptz" if aware.pop() else "timestamp"
+    return next((name for python, name in _ARRAY_TYPES if kind is python), None)
+
+
+def _also_over_rows(sql: str, types: list[str]) -> str:
+    """`sql` (scalar sub-selects written with `?`) read for each row of its parameters,
+    given as one array a place: an array of the arrays it reads, in the rows' order."""
+    parts = sql.split("?")
+    read = parts[0] + "".join(f'"p"."c{k}"' + part for k, part in enumerate(parts[1:]))
+    names = ", ".join(f'"c{k}"' for k in range(len(types)))
+    arrays = ", ".join(f"%s::{t}[]" for t in types)
+    return (f'(SELECT array_agg(ARRAY[{read}] ORDER BY "p"."n") '
+            f'FROM unnest({arrays}) WITH ORDINALITY AS "p"({names}, "n"))')
 
 
 # The claim of a Message-ID, and of each one it cites (shared): taken at once or not at all.
