@@ -277,6 +277,30 @@ def test_a_batch_is_claimed_in_one_statement_with_what_each_claim_of_its_own_wou
     result(held)
 
 
+def test_the_automatic_mail_counts_of_a_batchs_new_mails_are_read_by_one_sub_select_each_for_its_sender(pg):
+    """What queue.sender_count reads with a new mail's claim (its lane a StrEnum, its time a
+    timestamp) is read once for the batch, over the mails as rows, each mail its own count."""
+    from types import SimpleNamespace
+
+    from maildesk.mailout import queue
+    from maildesk.vocab import Lane
+
+    rt = SimpleNamespace(memo={})
+    with store.write_transaction():
+        for n in range(2):
+            store.Outbox.create(rcpt="jane@example.org", rcpt_name="", kind="ack", subject="s", context="{}",
+                                status="sent", automatic=True, lane=str(Lane.AUTH), created_at=NOW,
+                                next_attempt_at=NOW, message_id=f"auto-{n}@x")
+    read: dict[str, list] = {}
+    claims = [store.claims.Claim(f"new-{who}", [], who, None, store.claims.Also(
+        *queue.sender_count(rt, who, NOW, Lane.AUTH), read.setdefault(who, []).extend))  # type: ignore[misc]
+        for who in ("jane@example.org", "joe@example.org")]
+    assert list(store.claims._shared_also(claims)) == [claims[0].also.sql]  # type: ignore[union-attr]
+    with store.write_transaction():
+        assert store.claims.claim_messages(claims) == [(True, None), (True, None)]
+    assert read == {"jane@example.org": [2], "joe@example.org": [0]}
+
+
 def test_a_copy_and_a_reply_in_the_batch_of_the_mail_they_follow_are_claimed_after_it_is_stored(pg):
     """A batch's claims are made at once, before any of it is processed; a copy of a mail
     of the same batch, or a reply to one, is claimed at its turn instead: claimed with

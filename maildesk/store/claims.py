@@ -273,7 +273,8 @@ def _claim(claims: Sequence[Claim], prepare: bool) -> list[tuple[bool, int | Non
     return list(zip(got, copies, strict=True))
 
 
-# the element type of an array of parameters, by the Python type of its values
+# the element type of an array of parameters, by the Python type of its values (bool
+# before int: a bool is an int; a StrEnum, such as a Lane, is text)
 _ARRAY_TYPES = ((bool, "boolean"), (int, "bigint"), (float, "double precision"), (str, "text"))
 
 
@@ -299,14 +300,14 @@ def _shared_also(claims: Sequence[Claim]) -> dict[str, tuple[list[str], list[Als
 
 
 def _array_type(values: Sequence) -> str | None:
-    kinds = {type(v) for v in values if v is not None}
-    if len(kinds) != 1:
-        return "text" if not kinds else None
-    kind = kinds.pop()
-    if kind is dt.datetime:
-        aware = {v.tzinfo is not None for v in values if v is not None}
-        return None if len(aware) != 1 else "timestamptz" if aware.pop() else "timestamp"
-    return next((name for python, name in _ARRAY_TYPES if kind is python), None)
+    names = {_sql_type(v) for v in values if v is not None}
+    return "text" if not names else names.pop() if len(names) == 1 else None
+
+
+def _sql_type(value) -> str | None:
+    if isinstance(value, dt.datetime):
+        return "timestamp" if value.tzinfo is None else "timestamptz"
+    return next((name for python, name in _ARRAY_TYPES if isinstance(value, python)), None)
 
 
 def _also_over_rows(sql: str, types: list[str]) -> str:
