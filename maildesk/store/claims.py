@@ -328,7 +328,9 @@ _SHARED_LOCK = "pg_try_advisory_xact_lock_shared(%s, hashtext(%s))"
 
 class Also(NamedTuple):
     """Sub-selects to read with a claim (claim_message): their SQL, its parameters, and
-    what takes the values they read, in order."""
+    what takes the values they read, in order. Each parameter is a Python value of its
+    SQL type (a time a datetime, not text): claims of a batch whose sub-selects are the
+    same read them over arrays typed by those values (_shared_also)."""
 
     sql: str
     params: list
