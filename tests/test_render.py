@@ -161,3 +161,13 @@ def test_a_text_template_without_its_subject_line_is_refused_by_name(temp_dir, t
             getattr(Templates(override), part)("ack", **_context())
     with pytest.raises(TemplateMissing, match=r"template nonesuch.txt.j2 is missing"):
         Templates(override).text("nonesuch")
+
+
+def test_a_template_file_whose_name_has_a_hash_sign_is_that_file(temp_dir, tmp_path):
+    from maildesk.mailout.render import Templates
+
+    override = tmp_path / "templates"
+    override.mkdir()
+    (override / "ack.txt.j2").write_text('Subject: Got it\n\n{% include "notes#body.txt.j2" %}')
+    (override / "notes#body.txt.j2").write_text("Subject: not a subject line\nthe whole file\n")
+    assert Templates(override).text("ack", **_context()) == "Subject: not a subject line\nthe whole file\n"

@@ -108,7 +108,9 @@ class _Parts(jinja2.BaseLoader):
         self.files = jinja2.FileSystemLoader(dirs)
 
     def get_source(self, environment: jinja2.Environment, template: str):
-        name, _, part = template.partition("#")
+        name, _, part = template.rpartition("#")
+        if part not in ("subject", "body"):  # a file's own name, "#" or not
+            name, part = template, ""
         source, filename, uptodate = self.files.get_source(environment, name)
         if not part:
             return source, filename, uptodate
