@@ -1,8 +1,9 @@
 """The command line's grammar: `maildesk [--config PATH] [-v] COMMAND ...`.
 
 Each command is one entry of `COMMANDS`: its name, its help line, and the function that
-adds its arguments (and subcommands). Parsing sets `args.handler`, the name of what
-runs it (`tickets_list`); ops/cli.py maps names to functions.
+adds its arguments (and subcommands), if it has any. Parsing sets `args.handler`, the
+name of what runs it: the command's name (`check_config`) or its subcommand's
+(`tickets_list`); ops/cli.py maps names to functions.
 
 Built for the command at hand: a command answers in about a tenth of a second as a
 process (docs/operations.md), and each subcommand's parser costs argparse a few
@@ -65,18 +66,9 @@ def _paging(parser: argparse.ArgumentParser, what: str) -> None:
 # --- the commands ---------------------------------------------------------------------
 
 
-def _init(p: argparse.ArgumentParser) -> None:
-    p.set_defaults(handler="init")
-
-
-def _check_config(p: argparse.ArgumentParser) -> None:
-    p.set_defaults(handler="check_config")
-
-
 def _run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--once", action="store_true", help="one full cycle, then exit")
     p.add_argument("--now", metavar="ISO-8601", help="with --once: run the cycle as if the clock said this time")
-    p.set_defaults(handler="run")
 
 
 def _tickets(p: argparse.ArgumentParser) -> None:
@@ -102,7 +94,6 @@ def _inbound(p: argparse.ArgumentParser) -> None:
 
 def _why(p: argparse.ArgumentParser) -> None:
     p.add_argument("message_id", metavar="MESSAGE-ID")
-    p.set_defaults(handler="why")
 
 
 def _outbox(p: argparse.ArgumentParser) -> None:
@@ -114,21 +105,11 @@ def _report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until", metavar="DATE", help="only tickets created before the end of this date (YYYY-MM-DD)")
     p.add_argument("--now", metavar="ISO-8601", help="measure against this time instead of the clock")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler="report")
 
 
 def _status(p: argparse.ArgumentParser) -> None:
     p.add_argument("--now", metavar="ISO-8601", help="measure ages against this time instead of the clock")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler="status")
-
-
-def _example_config(p: argparse.ArgumentParser) -> None:
-    p.set_defaults(handler="example_config")
-
-
-def _systemd_unit(p: argparse.ArgumentParser) -> None:
-    p.set_defaults(handler="systemd_unit")
 
 
 def _kb(p: argparse.ArgumentParser) -> None:
@@ -140,9 +121,10 @@ def _kb(p: argparse.ArgumentParser) -> None:
     ks.add_argument("--json", action="store_true")
 
 
-COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None]], ...] = (
-    ("init", "create or migrate the database; safe to run again", _init),
-    ("check-config", "validate the config", _check_config),
+# each command: its name, its help line, and what adds its arguments (None: it has none)
+COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None] | None], ...] = (
+    ("init", "create or migrate the database; safe to run again", None),
+    ("check-config", "validate the config", None),
     ("run", "the daemon, in the foreground", _run),
     ("tickets", "list or show tickets", _tickets),
     ("inbound", "stored inbound mail", _inbound),
@@ -150,8 +132,8 @@ COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None]], ...]
     ("outbox", "outgoing mail", _outbox),
     ("report", "KPIs", _report),
     ("status", "health at a glance: fetching, inbound, outbox, next SLA deadlines", _status),
-    ("example-config", "print the commented example configuration shipped in the package", _example_config),
-    ("systemd-unit", "print the hardened systemd unit shipped in the package, for this install", _systemd_unit),
+    ("example-config", "print the commented example configuration shipped in the package", None),
+    ("systemd-unit", "print the hardened systemd unit shipped in the package, for this install", None),
     ("kb", "knowledge-base articles", _kb),
 )
 
@@ -167,7 +149,11 @@ def build_parser(argv: Sequence[str] | None = None, version: str = "") -> argpar
     named = command_of(argv)
     for name, help, build in COMMANDS:
         if named is None or name == named:
-            build(sub.add_parser(name, help=help, formatter_class=_Formatter))
+            command = sub.add_parser(name, help=help, formatter_class=_Formatter)
+            # the handler is the command's name; a subcommand's own (`_add`) is set over it
+            command.set_defaults(handler=name.replace("-", "_"))
+            if build is not None:
+                build(command)
     return p
 
 

@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 
 
 class Runtime:
-    """A plain class, not a dataclass: `dataclasses` (and the `inspect` it imports) would
-    be 5 ms of every command's start (config/record.py says why that counts)."""
+    """A plain class, not a dataclass: a dataclass is made by generated code compiled at
+    import, a millisecond or two of every command's start (config/record.py says why
+    that counts)."""
 
     def __init__(self, cfg: Config, key: bytes) -> None:
         self.cfg = cfg
