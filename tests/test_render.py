@@ -41,11 +41,9 @@ def test_a_line_that_is_a_lone_dot_survives_as_text():
 
 def test_the_text_body_alone_is_the_mails_text_without_compiling_its_html():
     # `tickets show` prints the text of each mail the desk sent: the HTML is no work of its
-    from maildesk.config import parse_config
-    from maildesk.mailout.render import Templates, _render_context_for, _sample
-    from tests.builders import minimal_config
+    from maildesk.mailout.render import Templates
 
-    context = _render_context_for(parse_config(minimal_config(), deep=False), _sample())
+    context = _context()
     alone, both = Templates(), Templates()
     assert alone.text("ack", **context) == both.render("ack", **context).text
     assert len(alone.html_env.cache) == 0 < len(both.html_env.cache)
