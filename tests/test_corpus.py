@@ -43,11 +43,11 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from email.utils import getaddresses
 from pathlib import Path
 
 import pytest
 
+from maildesk.mailin.mime.headers import getaddresses
 from tests.conftest import Desk, wait_until
 
 pytestmark = pytest.mark.slow

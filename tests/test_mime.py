@@ -24,6 +24,7 @@ from maildesk.mailin.mime import (
     sanitize_html,
     strip_quoted,
 )
+from maildesk.mailin.mime.headers import getaddresses  # noqa: E402
 from tests.conftest import CORPUS  # noqa: E402
 
 LIMITS = Limits()
@@ -157,6 +158,16 @@ def test_a_from_header_that_names_no_single_sender_says_why(headers, problem):
     mail = parse(headers + "\nbody\n")
     assert mail.sender is None
     assert mail.sender_problem == problem
+
+
+def test_addresses_are_read_alike_on_every_python_patch_level():
+    # Pythons with the CVE-2023-27043 fix (Debian 12's 3.11.2, 3.11.10+, 3.12.6+) parse
+    # strictly by default and drop a whole header for a comma in a comment; others have
+    # no such switch. The desk reads both the lenient way.
+    cc = parse('From: a@example.com\nCc: "Smith, John" <john@example.com>, mary@example.com (Mary, IT)\n\nx\n')
+    assert [a.addr for a in cc.cc] == ["john@example.com", "mary@example.com"]
+    assert getaddresses(["alice@example.org)<bob@example.org>"]) == [
+        ("", "alice@example.org"), ("", ""), ("", "bob@example.org")]
 
 
 def test_display_names_and_addresses_are_cleaned_and_lower_cased():

@@ -38,12 +38,12 @@ import email.parser
 import email.policy
 import logging
 from dataclasses import dataclass
-from email.utils import getaddresses
 from typing import TYPE_CHECKING, cast
 
 from .. import store
 from ..mailin import automatic
 from ..mailin.mime import clean_header_text
+from ..mailin.mime.headers import getaddresses
 from ..mailout.queue import queue_mail
 from ..store import Inbound, InboundRaw, Outbox
 from . import commands, converse, correlate, identity, notify, parse, screen, triage

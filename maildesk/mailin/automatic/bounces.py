@@ -8,8 +8,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from email.message import Message
-from email.utils import getaddresses
 
+from ..mime.headers import getaddresses
 from .view import (
     _BINARY_TYPES,
     _DAEMON_LOCAL,

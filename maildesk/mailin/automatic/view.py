@@ -14,8 +14,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.errors import HeaderParseError
 from email.message import Message
-from email.utils import getaddresses
 from functools import cached_property
+
+from ..mime.headers import getaddresses
 
 KINDS = ("bounce", "delay", "mdn", "complaint", "auto-reply", "auto-generated", "bulk", "list",
          "own", "mailer-daemon", "null-sender")

@@ -33,7 +33,7 @@ def parse_addresses(raw_values: list[str], fallback: str | None = None) -> list[
         value = _text_of_raw(raw, fallback)
         pairs = _simple_addresses(value)
         if pairs is None:
-            pairs = email.utils.getaddresses([value])
+            pairs = getaddresses([value])
         for name, addr in pairs:
             name = clean_header_text(decode_header_value(name)) if name else ""
             addr = clean_header_text(addr).lower()
@@ -43,6 +43,25 @@ def parse_addresses(raw_values: list[str], fallback: str | None = None) -> list[
             if name or addr:
                 result.append(Address(name, addr))
     return result
+
+
+def getaddresses(values: list[str]) -> list[tuple[str, str]]:
+    """`email.utils.getaddresses`, lenient on every Python the desk runs on.
+
+    Python releases with the fix for CVE-2023-27043 (3.11.10, 3.12.6, 3.13, and
+    distributions' backports, Debian 12's 3.11.2 among them) parse strictly by default:
+    a value with an unbalanced parenthesis, or with another count of addresses than its
+    commas outside quotes suggest, yields `[('', '')]` as a whole, so that a Cc with a
+    comma in a comment loses every address in it. Earlier releases have no `strict` and
+    parse leniently. The desk asks for the lenient parse everywhere, so that the same
+    mail is read the same whatever Python patch level the host has; what the strict
+    parse guards against, a header read as naming someone it does not, the desk
+    guards against itself: a From that yields more than one address names no sender
+    (`_sender`), and an address on Cc joins a ticket only as DESIGN's rules say."""
+    try:
+        return email.utils.getaddresses(values, strict=False)
+    except TypeError:  # no `strict`: a release before the fix, lenient anyway
+        return email.utils.getaddresses(values)
 
 
 def _simple_addresses(value: str) -> list[tuple[str, str]] | None:
