@@ -57,7 +57,7 @@ def getaddresses(values: list[str]) -> list[tuple[str, str]]:
     mail is read the same whatever Python patch level the host has; what the strict
     parse guards against, a header read as naming someone it does not, the desk
     guards against itself: a From that yields more than one address names no sender
-    (`_sender`), and an address on Cc joins a ticket only as DESIGN's rules say."""
+    (`_sender`), and an address on Cc joins a ticket only as docs/security.md says."""
     try:
         return email.utils.getaddresses(values, strict=False)
     except TypeError:  # no `strict`: a release before the fix, lenient anyway
