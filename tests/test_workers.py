@@ -323,6 +323,40 @@ def test_a_copy_and_a_reply_in_the_batch_of_the_mail_they_follow_are_claimed_aft
     assert outcomes == [("new-ticket", 1), ("new-ticket", 2), ("duplicate", 2), ("reply", 2)]
 
 
+def test_the_stored_mail_a_batchs_replies_cite_is_read_in_one_statement_but_not_mail_of_the_batch_itself(pg, monkeypatch):
+    """Replies to mail stored before their batch find it through one statement for the
+    batch (correlate.read_ahead); a reply whose References cite a mail of its own batch
+    (here in the middle, where its claim does not look) reads at its turn, once that
+    mail is stored, and threads onto it."""
+    from maildesk.config import load_config
+    from maildesk.pipeline import correlate, process_pending
+    from maildesk.service.runtime import Runtime
+    from tests.conftest import mail
+
+    rt = Runtime.start(load_config(pg.config_path))
+    _pending(rt, [mail("jane@example.org", "Printer jam", "Tray 2.", msgid="<jam@client.example>"),
+                  mail("joe@example.org", "Mouse", "Left button.", msgid="<mouse@client.example>")])
+    assert process_pending(rt, NOW).done == 2
+    lookups = []
+    execute = correlate.store.execute
+    monkeypatch.setattr(correlate.store, "execute", lambda text, *a, **k: (
+        lookups.append(text) if 'FROM "outbox" WHERE "message_id"' in text else None, execute(text, *a, **k))[1])
+    _pending(rt, [
+        mail("jane@example.org", "Re: Printer jam", "And tray 3.", msgid="<re1@client.example>",
+             in_reply_to="jam@client.example"),
+        mail("joe@example.org", "Re: Mouse", "And the wheel.", msgid="<re2@client.example>",
+             references="<mouse@client.example>"),
+        mail("ann@example.org", "VPN down", "Since 8.", msgid="<vpn@client.example>"),
+        mail("ann@example.org", "Re: VPN down", "Still.", msgid="<re3@client.example>",
+             references="<old@client.example> <vpn@client.example> <x@client.example> <y@client.example>"),
+    ], first=2)
+    done = process_pending(rt, NOW)
+    assert (done.done, done.quarantined, done.deferred) == (4, 0, 0)
+    outcomes = [(i.outcome, i.ticket_id) for i in store.Inbound.select().order_by(store.Inbound.id)][2:]
+    assert outcomes == [("reply", 1), ("reply", 2), ("new-ticket", 3), ("reply", 3)]
+    assert len(lookups) == 2 and "ANY" in lookups[0] and "ANY" not in lookups[1]
+
+
 def test_a_mail_that_cites_thousands_of_ids_claims_a_few_and_takes_no_lock_table_down(desk):
     """An attacker's In-Reply-To of 15,000 ids (as many as the header limit lets in): each cited id is an advisory lock held
     to the end of the batch, in a lock table all of the server's sessions share. Only the
@@ -450,12 +484,12 @@ def test_a_lease_is_held_by_one_connection_and_passes_when_it_closes(pg):
     assert result(in_thread(store.claims.try_lease, "mailbox:it")) is True
 
 
-def _pending(rt, raws: list[bytes]) -> None:
+def _pending(rt, raws: list[bytes], first: int = 0) -> None:
     """The messages stored as the fetch process stores them, pending."""
     from maildesk.pipeline.parse import summarize
 
     with store.write_transaction():
-        for i, raw in enumerate(raws):
+        for i, raw in enumerate(raws, first):
             summary, mid = summarize(rt, raw)
             ib = store.Inbound.create(mailbox="INBOX", sha256=f"{i:064x}", received_at=NOW, message_id=mid)
             store.insert(store.InboundRaw, inbound=ib.id, data=raw, summary=summary)

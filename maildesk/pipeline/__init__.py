@@ -173,9 +173,10 @@ def process_batch(rt: Runtime, ids: list[int], raws: dict, now: dt.datetime) -> 
 
 def _claim_ahead(contexts: list[Context]) -> None:
     """PostgreSQL: the claims of a batch's messages (screen.classify's) in one statement,
-    not one round trip each. A message that is a copy of one before it in the batch, or
-    cites one, is claimed at its turn, once that one is stored (the claim would not find
-    it, or would wait for it)."""
+    not one round trip each, then the stored mail they cite (correlate.read_ahead) in
+    another. A message that is a copy of one before it in the batch, or cites one, is
+    claimed at its turn, once that one is stored (the claim would not find it, or
+    would wait for it)."""
     if store.is_sqlite():
         return
     seen: set[str] = set()
@@ -189,6 +190,7 @@ def _claim_ahead(contexts: list[Context]) -> None:
     if len(ahead) > 1:  # (one alone is claimed at its turn, by a prepared statement)
         for (ctx, _), claimed in zip(ahead, store.claims.claim_messages([c for _, c in ahead]), strict=True):
             ctx.claimed = claimed
+    correlate.read_ahead(contexts)
 
 
 def _context(rt: Runtime, ib: Inbound, now: dt.datetime, raw, summary, earlier, reading, retried: bool = False) -> Context:

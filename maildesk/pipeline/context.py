@@ -58,6 +58,7 @@ class Context:
     reading: Any = None  # or what this process read ahead of processing (parse.Reading)
     verdict: Any = False  # automatic.Verdict or None, from the summary; False: not known yet
     claimed: tuple[bool, int | None] | None = None  # claimed with its batch: (got, earlier copy's ticket)
+    anchors: list | None = None  # the stored mail its Message-IDs cite, read with its batch (correlate.read_ahead)
     automatic: Any = None  # automatic.Verdict
     ticket: Ticket | None = None
     how: str = ""  # how the ticket was found
