@@ -236,6 +236,26 @@ def test_the_operator_commands_load_no_mail_machinery(runtime, tmp_path):
     assert {m for m in reads_and_show if m.startswith("maildesk.")} == {"maildesk.mailout", "maildesk.mailout.render"}
 
 
+@pytest.mark.parametrize("desk", ["postgresql"], indirect=True)
+def test_a_command_on_postgresql_loads_the_driver_without_pythons_ssl_which_still_imports_after(desk):
+    """psycopg2 imports `ssl` (10 ms of a command's start) only to leave OpenSSL's
+    thread locks to it; a command keeps it out (ops/startup.py) and still works, and a
+    later `import ssl` (a command that talks TLS) is not refused."""
+    from tests.conftest import child_env
+
+    code = ("import contextlib, io, sys\n"
+            "from maildesk.ops.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    assert main(['--config', sys.argv[1], 'tickets', 'list']) == 0\n"
+            "print('psycopg2' in sys.modules, 'ssl' in sys.modules)\n"
+            "import ssl\n"
+            "print(bool(ssl.create_default_context()))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(desk.config_path)], capture_output=True, text=True,
+                         env=child_env())
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False", "True"]
+
+
 def test_no_module_is_over_600_lines():
     long = {m: n for m, p in _modules().items() if (n := len(p.read_text().splitlines())) > 600}
     assert long == {}

@@ -9,16 +9,24 @@ import sys
 
 def load_peewee(url: str) -> None:
     """peewee imports the PostgreSQL driver whenever it is installed, which is a fifth
-    of a command's start (about 20 ms); a command on SQLite does without it. Only
-    where this process has not loaded peewee yet (a test run has), and only while
-    peewee loads: the driver stays importable for anyone else."""
-    if not url.startswith("sqlite:") or "peewee" in sys.modules:
+    of a command's start (about 20 ms); a command on SQLite does without it. A command
+    on PostgreSQL loads the driver without Python's `ssl` (10 ms more): psycopg2
+    imports `ssl` only so that libpq leaves OpenSSL's thread locks to Python's setup,
+    which OpenSSL 1.1 and later (all that Python 3.10 and later build with) no longer
+    need, and without it psycopg2 lets libpq set up OpenSSL itself, which works with a
+    later `import ssl` too (psycopg2's psycopgmodule.c, libcrypto_threads_init). TLS to
+    the server is libpq's own either way.
+
+    Only where this process has not loaded peewee yet (a test run has), and only while
+    peewee loads: what is kept out stays importable for anyone else."""
+    if "peewee" in sys.modules:
         return
-    drivers = [name for name in ("psycopg2", "psycopg") if name not in sys.modules]
-    for name in drivers:
-        sys.modules[name] = None  # type: ignore[assignment]  # an import of it fails: peewee goes on without
+    kept_out = [name for name in (("psycopg2", "psycopg") if url.startswith("sqlite:") else ("ssl",))
+                if name not in sys.modules]
+    for name in kept_out:
+        sys.modules[name] = None  # type: ignore[assignment]  # an import of it fails: peewee, psycopg2 go on without
     try:
         import peewee  # noqa: F401
     finally:
-        for name in drivers:
+        for name in kept_out:
             sys.modules.pop(name, None)
