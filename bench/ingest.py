@@ -220,7 +220,7 @@ def run_maildesk(mails: list[bytes], new_tickets: int, database: str, desk: str 
         sink_cpu = (sink_after.ru_utime + sink_after.ru_stime) - (sink_before.ru_utime + sink_before.ru_stime)
         err = "".join(p.read_text(errors="replace") for p in sorted(tmp.glob("run*.log")))
         if status != 0:
-            raise SystemExit(f"maildesk run failed:\n{err[-3000:]}")
+            raise SystemExit(f"maildesk run failed (its logs and state are kept in {tmp}):\n{err[-3000:]}")
         tickets = _count(url, 'SELECT COUNT(*) FROM "ticket" WHERE "id" > ?', (before,))
         failed = _count(url, 'SELECT COUNT(*) FROM "inbound" WHERE "status" = ?', ("quarantined",))
         if tickets != new_tickets:  # a reply that opened a ticket, or a thread opened twice: say why
@@ -232,8 +232,7 @@ def run_maildesk(mails: list[bytes], new_tickets: int, database: str, desk: str 
         offered = sum(m.text.count("kbsolved") for m in smtp.messages if m.header("Auto-Submitted") == "auto-replied")
     if name and not (os.environ.get("BENCH_KEEP_DB") and prefilled):
         prefill._pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    else:
-        (tmp / "maildesk.db").unlink(missing_ok=True)  # a copy of a prefilled one is gigabytes
+    shutil.rmtree(tmp, ignore_errors=True)  # (a failed run keeps it: its logs, and the SQLite file, to look into)
     return {
         "messages": len(mails), "seconds": seconds, "rate": len(mails) / seconds,
         "peak_rss_mb": max(max(r.values(), default=0) for r, _ in each),
