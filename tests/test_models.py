@@ -276,3 +276,13 @@ def test_a_postgresql_url_reaches_libpq_as_written_with_its_escapes_and_paramete
     assert store.scalar("SELECT current_database()") == name
     target = psycopg2.extensions.parse_dsn(store.db.obj.connect_params["dsn"])
     assert (target["password"], target["connect_timeout"]) == ("p@ss/word", "7")  # trust auth: not checked here
+
+
+def test_a_postgresql_session_of_the_desk_compiles_no_statement_with_jit(db):
+    """The batch claim on a million tickets was estimated dear enough for JIT, which
+    then spent half a second compiling a statement that ran in 20 ms (connection._PG_SESSION)."""
+    store, _ = db
+    if store.is_sqlite():
+        pytest.skip("PostgreSQL's JIT")
+    assert store.scalar("SHOW jit") == "off"
+    assert store.scalar("SHOW lock_timeout") == "10s"

@@ -328,8 +328,14 @@ os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, 
 # A lock wait this long is given up (claims.Busy): the work waits for the next round.
 # The keepalives (server side: the options; client side: libpq's own) detect a peer
 # that is gone without closing its connection within 20 + 3 x 10 seconds.
+# No JIT compilation: the desk's statements are short, and PostgreSQL decides on JIT
+# by the planner's cost estimate, which the batch claim's flood counts push over
+# `jit_above_cost` once the tables are big. On a million tickets JIT spent half a
+# second compiling each batch claim that then ran in 20 ms: ingest at a quarter of
+# its rate (bench/ingest.py --prefill).
 _PG_SESSION: dict[str, Any] = {
-    "options": "-c lock_timeout=10s -c tcp_keepalives_idle=20 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3",
+    "options": "-c lock_timeout=10s -c jit=off "
+               "-c tcp_keepalives_idle=20 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3",
     "keepalives": 1, "keepalives_idle": 20, "keepalives_interval": 10, "keepalives_count": 3,
 }
 
