@@ -19,8 +19,6 @@ import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass
-from email.header import Header
-from email.utils import format_datetime, formataddr
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +27,6 @@ from peewee import Model
 
 from ..config.record import Section
 from ..errors import MaildeskError
-from ..signing import loop_value
 from ..vocab import LOOP_HEADER, auto_submitted
 
 if TYPE_CHECKING:
@@ -205,7 +202,10 @@ def _header(name: str, value: str) -> str:
     """A header, folded under 998 octets a line whatever the value (RFC 5322 2.1.1): at
     spaces when it is ASCII in words that fit a line, else as RFC 2047 encoded words,
     which may be split anywhere."""
-    from ..mailin.mime.text import clean_header_text  # here: mailin.mime loads the MIME reader, tickets show needs none
+    # here, as the other imports of building the bytes: `tickets show` renders text, sends nothing
+    from email.header import Header
+
+    from ..mailin.mime.text import clean_header_text  # mailin.mime loads the MIME reader besides
 
     value = clean_header_text(value)
     if value.isascii() and len(value) + len(name) < 76:
@@ -218,6 +218,8 @@ def _header(name: str, value: str) -> str:
 def _address(name: str, addr: str) -> str:
     """`Name <addr>`, the name cut to DISPLAY_NAME characters: a display name taken from
     a mail is the sender's text, and no reason for a line too long to send."""
+    from email.utils import formataddr
+
     from ..mailin.mime.text import clean_header_text  # as in _header
 
     name = clean_header_text(name or "")
@@ -270,6 +272,8 @@ def build_mail(
     auto_submitted: str | None = None,
     extra: dict[str, str] | None = None,
 ) -> bytes:
+    from email.utils import format_datetime  # as in _header
+
     lines = [
         "From: " + _address(from_name, from_addr),
         "To: " + _address(to_name, to_addr),
@@ -337,6 +341,8 @@ def row_text(rt: Runtime, row) -> str:
 def render_row(rt: Runtime, row) -> bytes:
     """The bytes of an outbox row: the same Message-ID, Date and MIME boundary every
     time, so that a mail sent again after a crash is the same mail (guarantee 3)."""
+    from ..signing import loop_value  # as in _header
+
     cfg = rt.cfg
     frozen = json.loads(row.context)
     in_reply_to, references = frozen.pop("_thread", [None, []])
