@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.builders import answer, mail, open_ticket
-from tests.conftest import wait_until
+from tests.conftest import both_databases, wait_until
 from tests.sandbox import Dovecot
 
 
@@ -168,3 +168,44 @@ def test_init_is_safe_to_run_again(desk):
     for _ in range(2):
         code, out, err = desk.cli("init")
         assert code == 0 and "already up to date" in out
+
+
+@both_databases
+def test_a_command_on_a_database_that_init_has_not_set_up_says_to_run_init_first(desk, tmp_path):
+    """Every command asks whether the migrations are applied (store.pending_migrations);
+    on a database without the desk's tables the answer is all of them."""
+    import contextlib
+    import io
+
+    import tomli_w
+
+    from maildesk.ops.cli import main
+    from tests.builders import desk_config
+    from tests.conftest import _pg_database
+
+    conn = name = None
+    if desk.db_url.startswith("postgresql"):
+        conn, name, url = _pg_database()
+    else:
+        url = f"sqlite:///{tmp_path / 'fresh' / 'maildesk.db'}"
+    config = tmp_path / "fresh.toml"
+    config.write_text(tomli_w.dumps(desk_config(state_dir=tmp_path / "fresh-state", db_url=url)))
+
+    def cli(*args: str) -> tuple[int, str]:
+        err = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            return main(["--config", str(config), *args]), err.getvalue()
+
+    try:
+        assert cli("tickets", "list") == (
+            1, "maildesk: the database is not set up or not up to date: run `maildesk init` first\n")
+        assert cli("init")[0] == 0
+        assert cli("tickets", "list") == (0, "")
+    finally:
+        if conn is not None:
+            from maildesk import store
+
+            store.db.obj.close()
+            with conn.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            conn.close()
