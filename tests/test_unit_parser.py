@@ -70,3 +70,17 @@ def test_help_is_as_wide_as_argparse_makes_it_without_loading_shutil(monkeypatch
     else:
         monkeypatch.setenv("COLUMNS", columns)
     assert _Formatter("maildesk")._width == argparse.HelpFormatter("maildesk")._width  # type: ignore[attr-defined]
+
+
+def test_the_cli_module_run_as_a_script_finds_its_handlers():
+    """`python -m maildesk.ops.cli` runs main() at the end of the module: every name a
+    command needs is defined by then (HANDLERS once came after it: a NameError)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import child_env
+
+    out = subprocess.run([sys.executable, "-m", "maildesk.ops.cli", "example-config"], capture_output=True, text=True,
+                         env=child_env())
+    assert out.returncode == 0, out.stderr
+    assert "[desk]" in out.stdout

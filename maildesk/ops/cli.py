@@ -514,10 +514,6 @@ def cmd_kb_show(args) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 # what runs each command, by the name ops/parser.py gives it
 HANDLERS = {
     "init": cmd_init, "check_config": cmd_check_config, "run": cmd_run,
@@ -527,3 +523,7 @@ HANDLERS = {
     "example_config": cmd_example_config, "systemd_unit": cmd_systemd_unit,
     "kb_list": cmd_kb_list, "kb_show": cmd_kb_show,
 }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
