@@ -99,9 +99,11 @@ def cited_ids(ctx: Context) -> list[str]:
     return list(dict.fromkeys(mail.in_reply_to + list(reversed(mail.references))))[:MAX_IDS]
 
 
+# stored mail, then the desk's own mail (which wins), in one statement; `{ids}` is how
+# the Message-IDs are given, NOT_ANCHORS follow the first of them
 _ANCHORS = (
     'SELECT 0, "message_id", "ticket_id", \'message\' FROM "message" WHERE "message_id" {ids} '
-    'AND "kind" NOT IN ({skip}) '
+    f'AND "kind" NOT IN ({", ".join("?" * len(NOT_ANCHORS))}) '
     'UNION ALL SELECT 1, "message_id", "ticket_id", "kind" FROM "outbox" WHERE "message_id" {ids}'
 )
 
@@ -127,9 +129,7 @@ def read_ahead(contexts: list[Context]) -> None:
     if len(wanted) < 2:
         return
     every = list(dict.fromkeys(i for _, ids in wanted for i in ids))
-    skip = ", ".join("?" * len(NOT_ANCHORS))
-    rows = store.execute(_ANCHORS.format(ids="= ANY(?)", skip=skip), [every, *NOT_ANCHORS, every],
-                         prepare=True).fetchall()
+    rows = store.execute(_ANCHORS.format(ids="= ANY(?)"), [every, *NOT_ANCHORS, every], prepare=True).fetchall()
     by_id: dict[str, list[tuple]] = {}
     for row in rows:
         by_id.setdefault(row[1], []).append(row)
@@ -143,11 +143,9 @@ def _by_message_id(ctx: Context) -> bool:
         return False
     found: dict[str, tuple[int | None, str]] = {}
     rows = ctx.anchors
-    if rows is None:
-        # stored mail, then the desk's own mail (which wins), in one statement: a round trip on PostgreSQL
+    if rows is None:  # not read with its batch: a round trip of its own on PostgreSQL
         marks = ", ".join("?" * len(ids))
-        skip = ", ".join("?" * len(NOT_ANCHORS))
-        rows = store.execute(_ANCHORS.format(ids=f"IN ({marks})", skip=skip), ids + list(NOT_ANCHORS) + ids,
+        rows = store.execute(_ANCHORS.format(ids=f"IN ({marks})"), ids + list(NOT_ANCHORS) + ids,
                              prepare=True).fetchall()
     for desks, mid, tid, kind in sorted(rows, key=lambda row: row[0]):
         if desks:
