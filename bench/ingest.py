@@ -8,7 +8,7 @@ to an aiosmtpd sink. Prints messages per second and the peak RSS of each of its
 processes (desk, fetch, send; class PeakRss says why not getrusage).
 
     python bench/ingest.py [--messages 2000] [--database sqlite|postgresql [--workers N]] [--desk ack|full]
-                           [--kb on|off|both [--kb-articles 1000]] [--prefill N [--keep PATH|NAME]]
+                           [--kb on|off|both [--kb-articles 1000]] [--prefill N [--keep PATH|NAME] [--indexes grown|after]]
                            [--vs-roundup [--roundup-rounds 1000]] [--repeat 5] [--profile DIR]
 
 The default desk (`ack`) is issue 2's workload: triage, SLA and an acknowledgement
@@ -28,7 +28,9 @@ that counts each process's statements, say).
 `--prefill N` runs each time on an empty database and on one that already holds N
 tickets of some years (bench/prefill.py, filled once and kept), and prints both rates
 and their ratio (issue 15: within 15%). The mail here never meets the prefilled
-Message-IDs, addresses or ticket numbers. `BENCH_KEEP_DB=1` keeps each prefilled run's
+Message-IDs, addresses or ticket numbers. `--indexes after` (SQLite) runs on a file whose
+indexes were made after the fill, packed as VACUUM leaves them (bench/prefill.py says
+why that costs more, for a while). `BENCH_KEEP_DB=1` keeps each prefilled run's
 PostgreSQL database (md_bench_...) to look into; drop it afterwards, it is gigabytes.
 """
 
@@ -392,6 +394,9 @@ def main() -> None:
                     "(bench/prefill.py) and print the rate next to the empty database's")
     ap.add_argument("--keep", metavar="PATH|NAME", help="with --prefill: the kept prefilled SQLite file or PostgreSQL "
                     "database (default /tmp/maildesk-prefill-N.db or md_prefill_N)")
+    ap.add_argument("--indexes", choices=("grown", "after"), default="grown",
+                    help="with --prefill, SQLite: the kept file's indexes grown during the fill, as years of use leave "
+                         "them, or made after it, packed, as VACUUM leaves them (bench/prefill.py)")
     args = ap.parse_args()
     if args.workers is not None and (args.workers < 1 or args.database != "postgresql"):
         ap.error("--workers needs --database postgresql and N >= 1 (SQLite serves one desk process)")
@@ -399,7 +404,7 @@ def main() -> None:
     if args.prefill:
         from bench import prefill
 
-        kept = prefill.ensure(args.database, args.prefill, args.keep)
+        kept = prefill.ensure(args.database, args.prefill, args.keep, indexes_after=args.indexes == "after")
     by_size: dict[str, list[float]] = {"empty": [], "prefilled": []}
     if args.profile:
         os.environ["MAILDESK_PROFILE"] = os.path.abspath(args.profile)

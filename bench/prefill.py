@@ -24,8 +24,19 @@ full-text index of resolved tickets is built as `maildesk init` builds it (Engli
 The raw bytes of old inbound mail (`inbound_raw`) are not filled: they are only read
 by id, for pending mail.
 
-Fast: the secondary indexes are dropped and made again after the fill, rows go in
-by `executemany` in large transactions (SQLite) or `COPY` (PostgreSQL, psycopg2).
+Fast: rows go in by `executemany` in large transactions (SQLite) or `COPY`
+(PostgreSQL, psycopg2). The indexes are there as years of inserts leave them:
+
+- SQLite: every index is there during the fill, and grows as the desk grows it, row
+  by row in the order the rows were written. An index made afresh by CREATE INDEX (or
+  VACUUM, or REINDEX) packs each leaf page full; every random key inserted after it (a
+  Message-ID, a digest) then splits a page and rewrites its neighbours, until each leaf
+  has split once. That is the state of a database just after VACUUM, not of one that
+  grew for years (its leaves of random keys about 70% full); a file filled the other
+  way (`--indexes after`) measures it. (Kept files record which: `PRAGMA user_version`.)
+- PostgreSQL: the secondary indexes are dropped and made again after the fill, which is
+  fast with COPY. CREATE INDEX leaves a tenth of each leaf free (fillfactor 90), so
+  inserts do not split pages until that is used.
 """
 
 from __future__ import annotations
@@ -305,16 +316,25 @@ def _quote(name: str) -> str:
     return f'"{name}"'
 
 
-def fill(n: int, requesters: int = 5000, quiet: bool = False) -> dict[str, int]:
+# SQLite's `PRAGMA user_version` of a kept file: how its indexes were made (the
+# desk itself never sets it). A file without the mark is filled again.
+GROWN, PACKED = 1, 2
+
+
+def fill(n: int, requesters: int = 5000, quiet: bool = False, indexes_after: bool | None = None) -> dict[str, int]:
     """Fill the open database (made by the migrations, holding no ticket) with `n` tickets
-    and their rows; returns the row count of each table."""
+    and their rows; returns the row count of each table. `indexes_after`: the secondary
+    indexes are dropped for the fill and made again after it (the default on
+    PostgreSQL; on SQLite they are kept and grow as the rows go in; module docstring)."""
     db = store.db.obj
     sqlite = store.is_sqlite()
+    if indexes_after is None:
+        indexes_after = not sqlite
     if store.scalar('SELECT COUNT(*) FROM "ticket"'):
         raise SystemExit("prefill: the database already holds tickets; give it a fresh one")
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     t0 = time.perf_counter()
-    indexes = _secondary_indexes()
+    indexes = _secondary_indexes() if indexes_after else []
     for name, _ in indexes:
         db.execute_sql(f'DROP INDEX "{name}"')
     if sqlite:
@@ -357,8 +377,10 @@ def fill(n: int, requesters: int = 5000, quiet: bool = False) -> dict[str, int]:
     t1 = time.perf_counter()
     for _name, sql in indexes:
         db.execute_sql(sql)
-    say(f"  indexes made again in {time.perf_counter() - t1:.0f} s")
+    if indexes:
+        say(f"  indexes made again in {time.perf_counter() - t1:.0f} s")
     if sqlite:
+        db.execute_sql(f"PRAGMA user_version = {PACKED if indexes_after else GROWN}")
         db.execute_sql("PRAGMA foreign_keys = ON")
         db.execute_sql("PRAGMA journal_mode = WAL")
     else:
@@ -374,9 +396,13 @@ def fill(n: int, requesters: int = 5000, quiet: bool = False) -> dict[str, int]:
 # --- kept databases ------------------------------------------------------------------------
 
 
-def _tickets_in(url: str) -> int | None:
+def _tickets_in(url: str, indexes_after: bool = False) -> int | None:
+    """The tickets of a kept database; None when it is not there, not filled, or (SQLite)
+    filled with its indexes made the other way."""
     try:
         store.open_database(url)
+        if store.is_sqlite() and store.scalar("PRAGMA user_version") != (PACKED if indexes_after else GROWN):
+            return None
         return int(store.scalar('SELECT COUNT(*) FROM "ticket"') or 0)
     except Exception:  # noqa: BLE001 - no such database, no such table: not filled
         return None
@@ -385,12 +411,13 @@ def _tickets_in(url: str) -> int | None:
             store.db.obj.close()
 
 
-def make(url: str, n: int, requesters: int = 5000, quiet: bool = False) -> dict[str, int]:
+def make(url: str, n: int, requesters: int = 5000, quiet: bool = False,
+         indexes_after: bool | None = None) -> dict[str, int]:
     """Migrate the database at `url` and fill it."""
     store.open_database(url)
     store.migrate()
     t0 = time.perf_counter()
-    counts = fill(n, requesters, quiet)
+    counts = fill(n, requesters, quiet, indexes_after)
     if not quiet:
         print(f"prefilled {url}: " + ", ".join(f"{t} {c:,}" for t, c in counts.items())
               + f" in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -399,17 +426,19 @@ def make(url: str, n: int, requesters: int = 5000, quiet: bool = False) -> dict[
     return counts
 
 
-def ensure(database: str, n: int, keep: str | None = None, requesters: int = 5000) -> str:
+def ensure(database: str, n: int, keep: str | None = None, requesters: int = 5000,
+           indexes_after: bool = False) -> str:
     """The kept prefilled database for `n` tickets, made when missing: a SQLite path
-    or a PostgreSQL database name."""
+    or a PostgreSQL database name. `indexes_after` (SQLite): a file whose indexes were
+    made after the fill, packed (module docstring)."""
     if database == "sqlite":
-        path = Path(keep or f"/tmp/maildesk-prefill-{n}.db")
-        if path.exists() and _tickets_in(f"sqlite:///{path}") == n:
+        path = Path(keep or f"/tmp/maildesk-prefill-{n}{'-packed' if indexes_after else ''}.db")
+        if path.exists() and _tickets_in(f"sqlite:///{path}", indexes_after) == n:
             _migrate(f"sqlite:///{path}")
             return str(path)
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
-        make(f"sqlite:///{path}", n, requesters)
+        make(f"sqlite:///{path}", n, requesters, indexes_after=indexes_after)
         return str(path)
     name = keep or f"md_prefill_{n}"
     if _tickets_in(f"{PG_SERVER}/{name}") == n:
@@ -438,14 +467,30 @@ def _migrate(url: str) -> None:
 
 def copy_sqlite(kept: str, to: Path) -> None:
     """A copy of the kept file for one run (the kept one is closed, with no WAL), on disk
-    before the run starts: else the desk's first checkpoint would wait for gigabytes of
-    the copy to be written back (its fsync), and the run would time the copy."""
+    and in the OS's cache before the run starts, as the file of a desk that has been
+    running is:
+
+    - on disk: else the desk's first checkpoint would wait for gigabytes of the copy to
+      be written back (its fsync), and the run would time the copy;
+    - in the cache: copying reads one file of some 11 GB and writes another, more than
+      a machine of 24 GB caches, and pushes out pages of the copy; the run then read
+      them from the disk again (about 25 MB in a run, a third of the difference to the
+      empty database). So the kept file leaves the cache (it is read only by the next
+      copy), and the copy is read through once."""
     shutil.copyfile(kept, to)
     fd = os.open(to, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+    fd = os.open(kept, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    with open(to, "rb") as f:
+        while f.read(1 << 24):
+            pass
 
 
 def clone_postgres(kept: str, name: str) -> str:
@@ -476,14 +521,18 @@ def main() -> None:
     ap.add_argument("--keep", metavar="PATH|NAME", help="the SQLite file or the PostgreSQL database to fill "
                     "(default /tmp/maildesk-prefill-N.db or md_prefill_N); reused when it holds N tickets")
     ap.add_argument("--force", action="store_true", help="fill anew even when the kept one is there")
+    ap.add_argument("--indexes", choices=("grown", "after"), default="grown",
+                    help="SQLite: indexes grown row by row during the fill (as years of use leave them), or "
+                         "made after it, packed (as VACUUM leaves them; default file /tmp/maildesk-prefill-N-packed.db)")
     args = ap.parse_args()
     t0 = time.perf_counter()
+    after = args.indexes == "after"
     if args.force:
         if args.database == "sqlite":
-            Path(args.keep or f"/tmp/maildesk-prefill-{args.tickets}.db").unlink(missing_ok=True)
+            Path(args.keep or f"/tmp/maildesk-prefill-{args.tickets}{'-packed' if after else ''}.db").unlink(missing_ok=True)
         else:
             _pg_admin(f'DROP DATABASE IF EXISTS "{args.keep or f"md_prefill_{args.tickets}"}"')
-    where = ensure(args.database, args.tickets, args.keep, args.requesters)
+    where = ensure(args.database, args.tickets, args.keep, args.requesters, indexes_after=after)
     print(f"{args.database} database with {args.tickets:,} tickets ready at {where} "
           f"({time.perf_counter() - t0:.0f} s)")
 
