@@ -260,6 +260,16 @@ def test_the_desks_commits_leave_the_wal_to_a_checkpoint_thread_that_stops_for_a
     assert connection._checkpointer == []
 
 
+def test_a_sqlite_commit_is_on_disk_when_it_returns_not_at_the_next_checkpoint(db):
+    """Mail is flagged on the IMAP server after its commit (guarantee 1): that commit
+    must survive a power cut, so the WAL is synced at each commit (connection.py)."""
+    store, _ = db
+    if not store.is_sqlite():
+        pytest.skip("a PostgreSQL commit is synced by the server (synchronous_commit)")
+    assert store.scalar("PRAGMA journal_mode") == "wal"
+    assert store.scalar("PRAGMA synchronous") == 2  # FULL
+
+
 def test_a_postgresql_url_reaches_libpq_as_written_with_its_escapes_and_parameters(db):
     from urllib.parse import urlsplit
 
