@@ -177,9 +177,10 @@ def main() -> None:
         outside = [as_process(cfg, argv) for _ in range(args.runs)]
         rows.append((name, statistics.median(inside), min(inside), statistics.median(outside)))
         target = TARGETS.get(argv[0], 100.0)
+        # the operator waits for the process: that is the figure the target is for
         print(f"{name:<48} in process {rows[-1][1]:8.1f} ms (best {rows[-1][2]:.1f})   as a process "
-              f"{rows[-1][3]:8.1f} ms   target {target:.0f} ms: {'ok' if rows[-1][1] < target else 'MISSED'}",
-              flush=True)
+              f"{rows[-1][3]:8.1f} ms   target {target:.0f} ms: {_verdict(rows[-1][3], target)} as a process "
+              f"({_verdict(rows[-1][1], target)} in process)", flush=True)
         if capture:
             print("\n".join(plans(capture.seen)))
     start = statistics.median([as_process(cfg, ["--version"]) for _ in range(args.runs)])
@@ -189,6 +190,10 @@ def main() -> None:
     for name, inside, _best, outside in rows:
         print(f"| {name} | {inside:.1f} | {outside:.0f} |")
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _verdict(ms: float, target: float) -> str:
+    return "ok" if ms < target else "MISSED"
 
 
 if __name__ == "__main__":
