@@ -58,10 +58,15 @@ def getaddresses(values: list[str]) -> list[tuple[str, str]]:
     parse guards against, a header read as naming someone it does not, the desk
     guards against itself: a From that yields more than one address names no sender
     (`_sender`), and an address on Cc joins a ticket only as docs/security.md says."""
-    try:
-        return email.utils.getaddresses(values, strict=False)
-    except TypeError:  # no `strict`: a release before the fix, lenient anyway
-        return email.utils.getaddresses(values)
+    return email.utils.getaddresses(values, **_LENIENT)
+
+
+# asked once, not by a failing call each time on a Python without the switch
+try:
+    email.utils.getaddresses([], strict=False)
+    _LENIENT: dict[str, bool] = {"strict": False}
+except TypeError:  # no `strict`: a release before the fix, lenient anyway
+    _LENIENT = {}
 
 
 def _simple_addresses(value: str) -> list[tuple[str, str]] | None:
