@@ -202,7 +202,8 @@ def loaded_after(*args):
 
 loaded_after("tickets", "list", "--limit", "20")
 loaded_after("status")
-print(json.dumps([loaded_after("why", "<in@example.org>"), loaded_after("tickets", "show", "INC-1")]))
+loaded_after("why", "<in@example.org>")
+print(json.dumps([loaded_after("tickets", "show", "INC-1"), loaded_after("tickets", "show", "INC-1", "--json")]))
 """
 
 
@@ -229,11 +230,11 @@ def test_the_operator_commands_load_no_mail_machinery(runtime, tmp_path):
     config.write_text(tomli_w.dumps(desk_config(state_dir=tmp_path / "state", db_url=rt.cfg.database.url)))
     out = subprocess.run([sys.executable, "-c", READS, str(config)], capture_output=True, text=True, env=child_env())
     assert out.returncode == 0, out.stderr
-    reads, reads_and_show = map(_machinery, json.loads(out.stdout))
+    reads, reads_and_json = map(_machinery, json.loads(out.stdout))
     assert reads == set()
-    # `tickets show` prints the text of the mail the desk sent: its templates, and nothing else of the mail
-    assert {m.split(".")[0] for m in reads_and_show} == {"jinja2", "markupsafe", "maildesk"}
-    assert {m for m in reads_and_show if m.startswith("maildesk.")} == {"maildesk.mailout", "maildesk.mailout.render"}
+    # `tickets show --json` has the text of the mail the desk sent: its templates, and nothing else of the mail
+    assert {m.split(".")[0] for m in reads_and_json} == {"jinja2", "markupsafe", "maildesk"}
+    assert {m for m in reads_and_json if m.startswith("maildesk.")} == {"maildesk.mailout", "maildesk.mailout.render"}
 
 
 @pytest.mark.parametrize("desk", ["postgresql"], indirect=True)

@@ -105,6 +105,12 @@ def test_a_broken_override_fails_its_mail_not_the_desk(desk, tmp_path):
     code, out, err = desk.cli("run", "--once")
     assert desk.tickets()[0]["status"] in ("new", "open")
     assert desk.sent(to="alice@example.test")  # the other mail goes out
+    # `tickets show` names the failed mail by its subject; `--json` says why it has no text
+    code, out, err = desk.cli("tickets", "show", "INC-1")
+    assert code == 0, err
+    assert "out  to jane@example.org [failed]  (ack)" in out  # and the history says why
+    (ack,) = [m for m in desk.ticket("INC-1")["messages"] if m["kind"] == "ack"]
+    assert ack["body"] == "(cannot render the ack template: TemplateAssertionError)"
 
 
 def test_attachments_can_live_in_the_database(desk):

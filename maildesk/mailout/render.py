@@ -323,13 +323,6 @@ def _render_context(rt: Runtime, frozen: dict) -> dict:
     return _render_context_for(rt.cfg, frozen)
 
 
-def row_sender(rt: Runtime, row) -> str:
-    """The From of an outbox row: its ticket's mailbox, else `desk.address`."""
-    if '"_from":' not in row.context:  # most rows: no need to read the JSON
-        return rt.cfg.desk.address
-    return json.loads(row.context).get("_from") or rt.cfg.desk.address
-
-
 def row_text(rt: Runtime, row) -> str:
     """The plain-text body of an outbox row, as its recipient reads it."""
     frozen = json.loads(row.context)

@@ -21,7 +21,7 @@ from ..oauth2 import AccessTokens, TokenError
 from ..store import Outbox
 from ..verp import verp_address
 from .queue import claim_due
-from .render import render_row, row_sender
+from .render import render_row
 
 if TYPE_CHECKING:
     from ..service.runtime import Runtime
@@ -223,7 +223,8 @@ async def _deliver(rt: Runtime, rows, on_results, should_stop, connections: Conn
                 if down:
                     results.append((row.id, "deferred", down[0]))
                     continue
-                local, _, domain = row_sender(rt, row).rpartition("@")  # bounces come back to the mailbox that sent it
+                # bounces come back to the mailbox that sent it
+                local, _, domain = row.sender(rt.cfg.desk.address).rpartition("@")
                 envelope = verp_address(rt.cfg.desk.bounce_address, local, domain, row.id,
                                         signing.verp_signature(rt.key, row.id, row.rcpt))
                 try:

@@ -282,7 +282,7 @@ def cmd_tickets_show(args) -> int:
     from .views import ticket_detail
 
     rt = _open(args)
-    d = ticket_detail(rt, _ticket(rt, args.ref))
+    d = ticket_detail(rt, _ticket(rt, args.ref), texts=args.json)  # the text view names the desk's mail by subject
     if args.json:
         _print_json(d)
         return 0

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
 
 from peewee import (
@@ -306,6 +307,14 @@ class Outbox(BaseModel):
             (("rcpt", "created_at"), False),
             (("created_at",), False),  # the desk-wide hourly cap: the last hour's rows only
         )
+
+    def sender(self, desk_address: str) -> str:
+        """Its From: the address of its ticket's mailbox (`_from` in the context, put
+        there by mailout.queue when the ticket came in by another mailbox), else the
+        desk's address."""
+        if '"_from":' not in self.context:  # most rows: no need to read the JSON
+            return desk_address
+        return json.loads(self.context).get("_from") or desk_address
 
     if TYPE_CHECKING:
         ticket_id: int | None
