@@ -134,7 +134,8 @@ def test_this_releases_migrations_index_a_database_that_already_holds_tickets(ba
         assert "ticket_status_id" not in _indexes(db)
         _tickets(30)
         applied = store.migrate()
-        assert applied == ["0007_scale_out", "0008_big_database", "0009_lz4", "0010_fewer_indexes", "0011_stored_copy"]
+        assert applied == ["0007_scale_out", "0008_big_database", "0009_lz4", "0010_fewer_indexes", "0011_stored_copy",
+                           "0012_deadline_indexes"]
         have = _indexes(db)
         assert not {"participant_ticket_id", "event_ticket_id", "inbound_server_done_mailbox",
                     "ticket_requester_status"} & have  # 0010: covered by others
@@ -159,3 +160,34 @@ def test_this_releases_migrations_index_a_database_that_already_holds_tickets(ba
             with conn.cursor() as cur:
                 cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
             conn.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_next_deadlines_are_read_from_their_partial_indexes_not_from_every_running_ticket(backend, tmp_path):
+    """ops/status.py writes the WHERE of migration 0012's indexes word for word: a database
+    uses a partial index only then. Its statuses are the running ones of the vocabulary."""
+    from maildesk import store
+    from maildesk.ops.status import RUNNING, deadlines_sql
+    from maildesk.vocab import ACTIVE, Status
+
+    assert RUNNING == '"status" IN (' + ", ".join(f"'{s}'" for s in ACTIVE if s != Status.ON_HOLD) + ")"
+    conn = name = None
+    if backend == "postgresql":
+        conn, name, url = _pg_database()
+    else:
+        url = f"sqlite:///{tmp_path / 'plan.db'}"
+    try:
+        store.open_database(url)
+        store.migrate()
+        if backend == "postgresql":
+            store.execute("SET enable_seqscan = off")  # an empty table: the plan a big one gets
+            plan = "\n".join(row[0] for row in store.execute("EXPLAIN " + deadlines_sql(False), (5, 5)).fetchall())
+        else:  # told which index; an error ("no query solution") if its WHERE is not the query's
+            plan = "\n".join(row[-1] for row in store.execute("EXPLAIN QUERY PLAN " + deadlines_sql(True), (5, 5)))
+        assert "ticket_response_due_running" in plan and "ticket_resolution_due_running" in plan, plan
+    finally:
+        if store.db.obj is not None:
+            store.db.obj.close()
+        if conn is not None:
+            with conn.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

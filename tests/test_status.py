@@ -101,3 +101,31 @@ def test_the_log_says_each_mail_sent_and_what_the_mail_processes_did(desk):
     assert "connected to IMAP" in log and "connected to SMTP" in log
     assert "fetch process started" in log and "send process stopped" in log
     assert "flagged=" not in log and "secret" not in log  # the IMAP password of the test config
+
+
+def test_the_next_deadlines_are_the_earliest_running_targets_of_both_kinds_overdue_first(runtime):
+    import datetime as dt
+
+    from maildesk.ops.status import next_deadlines
+    from tests.builders import ticket_row
+
+    rt, t0 = runtime(), dt.datetime(2026, 11, 30, 9, tzinfo=dt.UTC)
+    hour = dt.timedelta(hours=1)
+
+    def ticket(status="open", response=None, resolution=None, answered=False):
+        t = ticket_row(rt, t0, status=status)
+        t.response_due, t.resolution_due = response, resolution
+        t.first_response_at = t0 if answered else None
+        t.save()
+        return rt.ref(t.id)
+
+    late = ticket(response=t0 - hour, resolution=t0 + 9 * hour)
+    answered = ticket(response=t0 - 2 * hour, resolution=t0 + 3 * hour, answered=True)
+    ticket(status="on-hold", response=t0 - 5 * hour, resolution=t0 - 5 * hour)  # its clock stands
+    ticket(status="resolved", response=t0 - 6 * hour, resolution=t0 - 6 * hour)
+    soon = [ticket(status="new", response=t0 + n * hour, resolution=t0 + (20 + n) * hour) for n in range(1, 5)]
+    due = next_deadlines(rt, t0, limit=5)
+    assert [(d["ticket"], d["target"], d["due_in_seconds"] // 3600) for d in due] == [
+        (late, "response", -1), (soon[0], "response", 1), (soon[1], "response", 2),
+        (soon[2], "response", 3), (answered, "resolution", 3)]  # at the same time, the response first
+    assert next_deadlines(rt, t0, limit=1)[0]["ticket"] == late
