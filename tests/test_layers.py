@@ -277,3 +277,27 @@ def test_graph_helper_sees_relative_and_absolute_imports():
     assert "maildesk.store" in graph["maildesk.desk.lifecycle"] or any(
         t.startswith("maildesk.store") for t in graph["maildesk.desk.lifecycle"])
     assert defaultdict  # keeps the import honest for readers who extend the graph
+
+
+def test_a_read_command_runs_without_the_cyclic_collector_and_gives_it_back(monkeypatch, tmp_path):
+    """The collector was about 5 ms of a read's tenth of a second (ops/cli.py, READS);
+    `run` lives for months and keeps it, and so does a caller of `main` in the process."""
+    import gc
+
+    from maildesk.ops import cli
+
+    collecting: dict[str, bool] = {}
+
+    def handler(name):
+        def record(args):
+            collecting[name] = gc.isenabled()
+            return 0
+        return record
+
+    for name in ("status", "tickets_show", "run", "init"):
+        monkeypatch.setitem(cli.HANDLERS, name, handler(name))
+    config = ["--config", str(tmp_path / "maildesk.toml")]
+    for args in (["status"], ["tickets", "show", "INC-1"], ["run", "--once"], ["init"]):
+        assert cli.main([*config, *args]) == 0
+        assert gc.isenabled()
+    assert collecting == {"status": False, "tickets_show": False, "run": True, "init": True}
