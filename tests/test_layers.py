@@ -230,20 +230,24 @@ def test_the_operator_commands_load_no_mail_machinery(runtime, tmp_path):
     config.write_text(tomli_w.dumps(desk_config(state_dir=tmp_path / "state", db_url=rt.cfg.database.url)))
     out = subprocess.run([sys.executable, "-c", READS, str(config)], capture_output=True, text=True, env=child_env())
     assert out.returncode == 0, out.stderr
-    reads, reads_and_json = map(_machinery, json.loads(out.stdout))
+    loaded = json.loads(out.stdout)
+    reads, reads_and_json = map(_machinery, loaded)
     assert reads == set()
+    # nor what peewee imports for code a command does not run (ops/startup.py)
+    assert not {"hashlib", "calendar", "socket", "random", "inspect", "psycopg2"} & set(loaded[0])
     # `tickets show --json` has the text of the mail the desk sent: its templates, and nothing else of the mail
     assert {m.split(".")[0] for m in reads_and_json} == {"jinja2", "markupsafe", "maildesk"}
     assert {m for m in reads_and_json if m.startswith("maildesk.")} == {"maildesk.mailout", "maildesk.mailout.render"}
 
 
 @pytest.mark.parametrize("desk", ["postgresql"], indirect=True)
-def test_a_command_on_postgresql_loads_the_driver_without_ssl_sqlite_or_inspect_which_still_import_after(desk):
+def test_a_command_on_postgresql_loads_the_driver_without_what_it_does_not_use_which_still_imports_after(desk):
     """psycopg2 imports `ssl` (10 ms of a command's start) only to leave OpenSSL's
-    thread locks to it, peewee imports SQLite's driver whatever the database, and
-    `inspect` (6 ms) for one function; a command keeps all three out (ops/startup.py)
-    and still works, and a later import of any of them (a command that talks TLS, say)
-    gives the real module."""
+    thread locks to it, peewee imports SQLite's driver whatever the database, `inspect`
+    (6 ms) for one function, and hashlib, calendar and socket for code a command does not
+    run; a command keeps them all out (ops/startup.py) and still works, peewee gets the
+    real ones when it uses them, and a later import of any of them (a command that talks
+    TLS, say) gives the real module."""
     from tests.conftest import child_env
 
     code = ("import contextlib, io, sys\n"
@@ -251,14 +255,20 @@ def test_a_command_on_postgresql_loads_the_driver_without_ssl_sqlite_or_inspect_
             "with contextlib.redirect_stdout(io.StringIO()):\n"
             "    assert main(['--config', sys.argv[1], 'tickets', 'list']) == 0\n"
             "print('psycopg2' in sys.modules, 'ssl' in sys.modules, 'sqlite3' in sys.modules, 'inspect' in sys.modules)\n"
+            "print(sorted(m for m in ('hashlib', 'calendar', 'socket', 'random') if m in sys.modules))\n"
             "import inspect, peewee, sqlite3, ssl\n"
             "print(bool(ssl.create_default_context()), sqlite3.connect(':memory:').execute('SELECT 1').fetchone())\n"
             "print(str(inspect.signature(main)) == \"(argv: 'list[str] | None' = None) -> 'int'\", \n"
-            "      [peewee.isclass(x) for x in (peewee.Model, peewee.Field(), int, 1)])\n")
+            "      [peewee.isclass(x) for x in (peewee.Model, peewee.Field(), int, 1)])\n"
+            # peewee's stand-ins give the real thing when it uses them, and an import gives the real module
+            "import calendar, hashlib, socket\n"
+            "print(peewee.hashlib.md5 is hashlib.md5, peewee.calendar.timegm is calendar.timegm,\n"
+            "      peewee.IPField().db_value('10.0.0.1') == 167772161, type(socket).__name__)\n")
     out = subprocess.run([sys.executable, "-c", code, str(desk.config_path)], capture_output=True, text=True,
                          env=child_env())
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split("\n")[:3] == ["True False False False", "True (1,)", "True [True, False, True, False]"]
+    assert out.stdout.split("\n")[:5] == ["True False False False", "[]", "True (1,)", "True [True, False, True, False]",
+                                           "True True True module"]
 
 
 def test_no_module_is_over_600_lines():

@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import logging
 import os
-import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
@@ -76,6 +74,8 @@ def is_busy(error: BaseException) -> bool:
 
 def key(name: str) -> int:
     """A lock's second key: a stable signed 32-bit hash of its name."""
+    import hashlib  # here: OpenSSL's hashes are 2.5 ms of a command that takes no lock
+
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big", signed=True)
 
 
@@ -446,6 +446,8 @@ def take_turn(name: str, choose: Callable[[str | None], str]) -> str:
         db.obj.execute_sql('INSERT INTO "setting" ("key", "value") VALUES (?, ?) '
                            'ON CONFLICT ("key") DO UPDATE SET "value" = excluded."value"', (name, chosen))
         return chosen
+    import random  # here: only a lost race needs it
+
     with _side.get().cursor() as cursor:
         for attempt in range(50):
             if attempt:  # lost to another process: a random pause, longer each time, so that the two

@@ -27,7 +27,6 @@ import itertools
 import logging
 import os
 import re
-import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -116,7 +115,7 @@ def open_database(url: str):
         if scheme not in ("postgresql", "postgres", "postgresext"):  # maildesk needs none of the latter's extras
             raise DatabaseUnavailable(f"database.url: unsupported database {url.split(':', 1)[0]}")
         params: dict[str, Any] = {**_pg_target("postgresql://" + rest), **_PG_SESSION, "autorollback": False,
-                                  "application_name": f"maildesk {socket.gethostname()}:{os.getpid()}"[:63]}
+                                  "application_name": f"maildesk {os.uname().nodename}:{os.getpid()}"[:63]}
         database = Pipelined(**params)
     db.initialize(database)
     try:

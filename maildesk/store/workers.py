@@ -11,7 +11,7 @@ hosts share.
 from __future__ import annotations
 
 import datetime as dt
-import socket
+import os
 from typing import TYPE_CHECKING, cast
 
 from .connection import UTC, is_sqlite, utcnow
@@ -27,8 +27,10 @@ LISTED = 86400  # a gone worker is listed this long after its last beat, then fo
 
 
 def worker_id(pid: int) -> str:
-    """How a desk process names itself: host:pid."""
-    return f"{socket.gethostname()}:{pid}"
+    """How a desk process names itself: host:pid (the host's name as gethostname(2) gives
+    it, which is uname(2)'s; read without the `socket` module, which every command would
+    load for this alone)."""
+    return f"{os.uname().nodename}:{pid}"
 
 
 def _now_sql() -> tuple[str, tuple]:
