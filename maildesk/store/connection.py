@@ -388,7 +388,8 @@ def pending_migrations() -> list[str]:
     script applied) without importing that runner: every command asks this, and
     the runner's imports cost more than the question (issue 15)."""
     # the scripts' names are zero-padded numbers first: name order is their order
-    scripts = sorted(p.stem for p in MIGRATIONS.glob("[0-9]*.py"))
+    # (listed by name, not with Path.glob, which compiles a pattern: half a millisecond)
+    scripts = sorted(name[:-3] for name in os.listdir(MIGRATIONS) if name[:1].isdigit() and name.endswith(".py"))
     if not _history_exists():
         return scripts
     applied = {name for (name,) in db.obj.execute_sql(f'SELECT "name" FROM "{_HISTORY}"')}
