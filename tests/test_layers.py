@@ -311,3 +311,18 @@ def test_a_read_command_runs_without_the_cyclic_collector_and_gives_it_back(monk
         assert cli.main([*config, *args]) == 0
         assert gc.isenabled()
     assert collecting == {"status": False, "tickets_show": False, "run": True, "init": True}
+
+
+def test_a_module_peewee_uses_as_it_loads_is_the_one_everyone_imports_after(tmp_path):
+    """A stand-in asked for something while peewee still loads imports the real module;
+    that module stays (ops/startup.py), not a second copy of it for everyone else."""
+    from tests.conftest import child_env
+
+    (tmp_path / "peewee.py").write_text("import calendar\nTIMEGM = calendar.timegm\n")
+    code = ("import sys\nsys.path.insert(0, sys.argv[1])\n"
+            "from maildesk.ops.startup import load_peewee\nload_peewee('sqlite:///unused.db')\n"
+            "import calendar, peewee\n"
+            "print(peewee.TIMEGM is calendar.timegm is peewee.calendar.timegm, 'socket' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=child_env())
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False"]

@@ -49,21 +49,19 @@ def load_peewee(url: str) -> None:
     peewee loads: what is kept out stays importable for anyone else."""
     if "peewee" in sys.modules:
         return
-    kept_out = [name for name in (("psycopg2", "psycopg") if url.startswith("sqlite:") else ("ssl", "sqlite3"))
-                if name not in sys.modules]
-    for name in kept_out:
-        sys.modules[name] = None  # type: ignore[assignment]  # an import of it fails: peewee, psycopg2 go on without
-    if "inspect" not in sys.modules:
-        stand_in = types.ModuleType("inspect", "inspect.isclass alone, while peewee loads (ops/startup.py)")
-        stand_in.isclass = _isclass  # type: ignore[attr-defined]
-        sys.modules["inspect"] = stand_in
-        kept_out.append("inspect")
+    placed: dict[str, types.ModuleType | None] = {}  # what stands where a module would be, while peewee loads
+    for name in ("psycopg2", "psycopg") if url.startswith("sqlite:") else ("ssl", "sqlite3"):
+        placed[name] = None  # an import of it fails: peewee, psycopg2 go on without
+    inspect = types.ModuleType("inspect", "inspect.isclass alone, while peewee loads (ops/startup.py)")
+    inspect.isclass = _isclass  # type: ignore[attr-defined]
+    placed["inspect"] = inspect
     for name in ON_FIRST_USE:
-        if name not in sys.modules:
-            sys.modules[name] = _OnFirstUse(name)
-            kept_out.append(name)
+        placed[name] = _OnFirstUse(name)
+    placed = {name: module for name, module in placed.items() if name not in sys.modules}
+    sys.modules.update(placed)  # type: ignore[arg-type]
     try:
         import peewee  # noqa: F401
     finally:
-        for name in kept_out:
-            sys.modules.pop(name, None)
+        for name, module in placed.items():
+            if name in sys.modules and sys.modules[name] is module:  # not the real one, imported meanwhile
+                del sys.modules[name]
