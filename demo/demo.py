@@ -466,8 +466,8 @@ class Demo:
         heading("The KPI report, as of 11:00 that Monday")
         self.maildesk("report", "--now", clock("11:00").isoformat())
 
-        heading("The desk's health at a glance, as of 10:30")
-        self.maildesk("status", "--now", clock("10:30").isoformat())
+        heading("The desk's health at a glance, as of 11:00")  # after the last fetch (10:55), not before it
+        self.maildesk("status", "--now", clock("11:00").isoformat())
 
 
 def outbox_id(captured) -> int:
