@@ -205,27 +205,36 @@ def _pg_database():
     return conn, name, f"{base}/{name}"
 
 
-@pytest.fixture
-def desk(request, tmp_path, dovecot, smtp):
-    backend = getattr(request, "param", DEFAULT_DATABASE)
+@contextlib.contextmanager
+def scratch_database(backend: str, sqlite_file: Path):
+    """A database of one test's own, its URL: a new PostgreSQL database, or the SQLite
+    file `sqlite_file`. Afterwards, even when the test failed, the store's connection is
+    closed and the PostgreSQL database dropped."""
+    conn = name = None
     if backend == "postgresql":
         conn, name, url = _pg_database()
     else:
-        url = f"sqlite:///{tmp_path / 'state' / 'maildesk.db'}"
-    try:  # the database goes even when the setup fails
-        d = Desk(tmp_path, dovecot, smtp, url)
-        code, out, err = d.cli("init")
-        assert code == 0, err
-        yield d
+        url = f"sqlite:///{sqlite_file}"
+    try:
+        yield url
     finally:
         from maildesk import store
 
         if store.db.obj is not None:
             store.db.obj.close()
-        if backend == "postgresql":
+        if conn is not None:
             with conn.cursor() as cur:
                 cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
             conn.close()
+
+
+@pytest.fixture
+def desk(request, tmp_path, dovecot, smtp):
+    with scratch_database(getattr(request, "param", DEFAULT_DATABASE), tmp_path / "state" / "maildesk.db") as url:
+        d = Desk(tmp_path, dovecot, smtp, url)  # the database goes even when the setup fails
+        code, out, err = d.cli("init")
+        assert code == 0, err
+        yield d
 
 
 @pytest.fixture

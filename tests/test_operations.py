@@ -187,31 +187,19 @@ def test_a_command_on_a_database_that_init_has_not_set_up_says_to_run_init_first
 
     from maildesk.ops.cli import main
     from tests.builders import desk_config
-    from tests.conftest import _pg_database
+    from tests.conftest import scratch_database
 
-    conn = name = None
-    if desk.db_url.startswith("postgresql"):
-        conn, name, url = _pg_database()
-    else:
-        url = f"sqlite:///{tmp_path / 'fresh' / 'maildesk.db'}"
     config = tmp_path / "fresh.toml"
-    config.write_text(tomli_w.dumps(desk_config(state_dir=tmp_path / "fresh-state", db_url=url)))
 
     def cli(*args: str) -> tuple[int, str]:
         err = io.StringIO()
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
             return main(["--config", str(config), *args]), err.getvalue()
 
-    try:
+    backend = "postgresql" if desk.db_url.startswith("postgresql") else "sqlite"
+    with scratch_database(backend, tmp_path / "fresh" / "maildesk.db") as url:
+        config.write_text(tomli_w.dumps(desk_config(state_dir=tmp_path / "fresh-state", db_url=url)))
         assert cli("tickets", "list") == (
             1, "maildesk: the database is not set up or not up to date: run `maildesk init` first\n")
         assert cli("init")[0] == 0
         assert cli("tickets", "list") == (0, "")
-    finally:
-        if conn is not None:
-            from maildesk import store
-
-            store.db.obj.close()
-            with conn.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            conn.close()

@@ -10,7 +10,7 @@ import pytest
 from playhouse.migrate import make_index_name
 from playhouse.migrations import Runner
 
-from tests.conftest import _pg_database, both_databases
+from tests.conftest import both_databases, scratch_database
 
 T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.UTC)
 
@@ -123,12 +123,7 @@ def _indexes(db) -> set[str]:
 def test_this_releases_migrations_index_a_database_that_already_holds_tickets(backend, tmp_path):
     from maildesk import store
 
-    conn = name = None
-    if backend == "postgresql":
-        conn, name, url = _pg_database()
-    else:
-        url = f"sqlite:///{tmp_path / 'old.db'}"
-    try:
+    with scratch_database(backend, tmp_path / "old.db") as url:
         db = store.open_database(url)
         Runner(db, str(store.MIGRATIONS)).up(target="0006_sla_mark_holder")  # a desk of before this release
         assert "ticket_status_id" not in _indexes(db)
@@ -153,13 +148,6 @@ def test_this_releases_migrations_index_a_database_that_already_holds_tickets(ba
                                 "AND attname = 'data'") == "l"
             # 0011: the stored-copy look-up of a claim (store/claims.py, claim_message)
             assert store.scalar("SELECT provolatile FROM pg_proc WHERE proname = 'md_stored_copy'") == "v"
-    finally:
-        if store.db.obj is not None:
-            store.db.obj.close()
-        if conn is not None:
-            with conn.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            conn.close()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -171,12 +159,7 @@ def test_the_next_deadlines_are_read_from_their_partial_indexes_not_from_every_r
     from maildesk.vocab import ACTIVE, Status
 
     assert RUNNING == '"status" IN (' + ", ".join(f"'{s}'" for s in ACTIVE if s != Status.ON_HOLD) + ")"
-    conn = name = None
-    if backend == "postgresql":
-        conn, name, url = _pg_database()
-    else:
-        url = f"sqlite:///{tmp_path / 'plan.db'}"
-    try:
+    with scratch_database(backend, tmp_path / "plan.db") as url:
         store.open_database(url)
         store.migrate()
         if backend == "postgresql":
@@ -185,9 +168,3 @@ def test_the_next_deadlines_are_read_from_their_partial_indexes_not_from_every_r
         else:  # told which index; an error ("no query solution") if its WHERE is not the query's
             plan = "\n".join(row[-1] for row in store.execute("EXPLAIN QUERY PLAN " + deadlines_sql(True), (5, 5)))
         assert "ticket_response_due_running" in plan and "ticket_resolution_due_running" in plan, plan
-    finally:
-        if store.db.obj is not None:
-            store.db.obj.close()
-        if conn is not None:
-            with conn.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
