@@ -48,6 +48,13 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 UTC = dt.UTC
 
 
+def host_name() -> str:
+    """This host's name, as gethostname(2) gives it (uname(2)'s node name), read without
+    the `socket` module, which every command would load for this alone: what a desk
+    process is named by (workers.worker_id) and what its connections say they are."""
+    return os.uname().nodename
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(UTC)
 
@@ -115,7 +122,7 @@ def open_database(url: str):
         if scheme not in ("postgresql", "postgres", "postgresext"):  # maildesk needs none of the latter's extras
             raise DatabaseUnavailable(f"database.url: unsupported database {url.split(':', 1)[0]}")
         params: dict[str, Any] = {**_pg_target("postgresql://" + rest), **_PG_SESSION, "autorollback": False,
-                                  "application_name": f"maildesk {os.uname().nodename}:{os.getpid()}"[:63]}
+                                  "application_name": f"maildesk {host_name()}:{os.getpid()}"[:63]}
         database = Pipelined(**params)
     db.initialize(database)
     try:

@@ -11,10 +11,9 @@ hosts share.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from typing import TYPE_CHECKING, cast
 
-from .connection import UTC, is_sqlite, utcnow
+from .connection import UTC, host_name, is_sqlite, utcnow
 from .schema import Lease, Worker
 from .sql import execute
 
@@ -27,10 +26,8 @@ LISTED = 86400  # a gone worker is listed this long after its last beat, then fo
 
 
 def worker_id(pid: int) -> str:
-    """How a desk process names itself: host:pid (the host's name as gethostname(2) gives
-    it, which is uname(2)'s; read without the `socket` module, which every command would
-    load for this alone)."""
-    return f"{os.uname().nodename}:{pid}"
+    """How a desk process names itself: host:pid."""
+    return f"{host_name()}:{pid}"
 
 
 def _now_sql() -> tuple[str, tuple]:
