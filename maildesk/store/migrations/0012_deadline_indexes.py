@@ -10,7 +10,7 @@ instead touched a page of the table for each (about a thousand pages, 5 ms on
 PostgreSQL in the fresh server process each command gets).
 
 A database uses a partial index only for a query whose WHERE holds the index's own
-WHERE: ops/status.py writes the same terms, and tests/test_status.py reads the plan."""
+WHERE: ops/status.py writes the same terms, and tests/test_paging.py reads the plan."""
 
 RUNNING = "\"status\" IN ('new', 'open', 'in-progress')"  # vocab.ACTIVE less on-hold, as of this migration
 INDEXES = {
