@@ -426,9 +426,14 @@ def make(url: str, n: int, requesters: int = 5000, quiet: bool = False,
     return counts
 
 
-def kept_sqlite(n: int, indexes_after: bool = False) -> Path:
-    """Where the kept SQLite file of `n` tickets is, unless `--keep` says."""
-    return Path(f"/tmp/maildesk-prefill-{n}{'-packed' if indexes_after else ''}.db")
+def kept_sqlite(n: int, indexes_after: bool = False, keep: str | None = None) -> Path:
+    """Where the kept SQLite file of `n` tickets is: `keep` (`--keep`), else the default."""
+    return Path(keep) if keep else Path(f"/tmp/maildesk-prefill-{n}{'-packed' if indexes_after else ''}.db")
+
+
+def kept_postgres(n: int, keep: str | None = None) -> str:
+    """The name of the kept PostgreSQL database of `n` tickets: `keep`, else the default."""
+    return keep or f"md_prefill_{n}"
 
 
 def ensure(database: str, n: int, keep: str | None = None, requesters: int = 5000,
@@ -437,7 +442,7 @@ def ensure(database: str, n: int, keep: str | None = None, requesters: int = 500
     or a PostgreSQL database name. `indexes_after` (SQLite): a file whose indexes were
     made after the fill, packed (module docstring)."""
     if database == "sqlite":
-        path = Path(keep) if keep else kept_sqlite(n, indexes_after)
+        path = kept_sqlite(n, indexes_after, keep)
         if path.exists() and _tickets_in(f"sqlite:///{path}", indexes_after) == n:
             _migrate(f"sqlite:///{path}")
             return str(path)
@@ -445,7 +450,7 @@ def ensure(database: str, n: int, keep: str | None = None, requesters: int = 500
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         make(f"sqlite:///{path}", n, requesters, indexes_after=indexes_after)
         return str(path)
-    name = keep or f"md_prefill_{n}"
+    name = kept_postgres(n, keep)
     if _tickets_in(f"{PG_SERVER}/{name}") == n:
         _migrate(f"{PG_SERVER}/{name}")
         return name
@@ -535,9 +540,9 @@ def main() -> None:
     after = args.indexes == "after"
     if args.force:
         if args.database == "sqlite":
-            (Path(args.keep) if args.keep else kept_sqlite(args.tickets, after)).unlink(missing_ok=True)
+            kept_sqlite(args.tickets, after, args.keep).unlink(missing_ok=True)
         else:
-            _pg_admin(f'DROP DATABASE IF EXISTS "{args.keep or f"md_prefill_{args.tickets}"}"')
+            _pg_admin(f'DROP DATABASE IF EXISTS "{kept_postgres(args.tickets, args.keep)}"')
     where = ensure(args.database, args.tickets, args.keep, args.requesters, indexes_after=after)
     print(f"{args.database} database with {args.tickets:,} tickets ready at {where} "
           f"({time.perf_counter() - t0:.0f} s)")
