@@ -412,12 +412,21 @@ def _finish_pending_flags(session: MailboxSession, mailbox: str, report: Fetched
              mailbox, len(present), where)
 
 
+FIRST_BATCH = 10  # UIDs in a round's first batch; each next one twice as many, up to batch_size
+
+
 def _batches(session: MailboxSession, uids: list[int], batch_size: int):
     """`batch_size` UIDs at a time, fewer where their sizes add up to more than
     MAX_BATCH_BYTES; the sizes are asked for as the batches come, so the first
-    batch is not kept waiting for the sizes of the whole mailbox."""
-    for i in range(0, len(uids), batch_size):
-        group = uids[i:i + batch_size]
+    batch is not kept waiting for the sizes of the whole mailbox.
+
+    A round starts small (FIRST_BATCH, then twice as many each time): the first mail
+    of a burst is committed, and the desk can begin on it, while the rest is still
+    being fetched and read, rather than after a whole batch of it."""
+    i, count = 0, min(FIRST_BATCH, batch_size)
+    while i < len(uids):
+        group = uids[i:i + count]
+        i, count = i + count, min(2 * count, batch_size)
         sizes = session.sizes(group)
         batch: list[int] = []
         total = 0
