@@ -326,3 +326,23 @@ def test_a_module_peewee_uses_as_it_loads_is_the_one_everyone_imports_after(tmp_
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=child_env())
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "False"]
+
+
+def test_a_module_loaded_with_peewee_may_ask_inspect_for_more_and_psycopg_3_stays_out_on_postgresql(tmp_path):
+    """psycopg 3, installed beside psycopg2, is imported by peewee, and asks `inspect` for
+    more than isclass as it loads (typing_extensions: `inspect.signature`); with the
+    one-function stand-in of before, every command on PostgreSQL failed there. The
+    stand-in now gives the real module for anything else, and psycopg 3 stays out."""
+    from tests.conftest import child_env
+
+    (tmp_path / "peewee.py").write_text(
+        "from inspect import isclass\nimport inspect\nSIGNATURE = str(inspect.signature(lambda a, b=1: None))\n"
+        "try:\n    import psycopg\nexcept ImportError:\n    psycopg = None\n")
+    (tmp_path / "psycopg.py").write_text("raise RuntimeError('psycopg 3 was imported')\n")
+    code = ("import sys\nsys.path.insert(0, sys.argv[1])\n"
+            "from maildesk.ops.startup import load_peewee\nload_peewee('postgresql://maildesk@db.example/maildesk')\n"
+            "import inspect, peewee\n"
+            "print(peewee.SIGNATURE, peewee.psycopg, peewee.isclass(int), inspect.signature is peewee.inspect.signature)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=child_env())
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["(a,", "b=1)", "None", "True", "True"]

@@ -18,6 +18,8 @@ class _OnFirstUse(types.ModuleType):
     time peewee asks it for anything (module `__getattr__`: only for what it lacks)."""
 
     def __getattr__(self, attr: str):
+        if attr.startswith("__"):  # the import system's probes (`__path__` of a `from ... import`)
+            raise AttributeError(attr)
         if sys.modules.get(self.__name__) is self:  # asked while peewee still loads
             del sys.modules[self.__name__]
         return getattr(importlib.import_module(self.__name__), attr)
@@ -41,18 +43,21 @@ def load_peewee(url: str) -> None:
     imports whatever the database (about 1.5 ms: the module and its library).
 
     Nor does it load `inspect` (with `ast` and `dis`, about 6 ms), of which peewee takes
-    one function, `isclass`: while peewee loads, `inspect` is a module holding that
-    function alone, the same one-line test. And the modules of ON_FIRST_USE are, in
-    peewee's namespace, stand-ins that import each when peewee first uses it.
+    one function, `isclass`: while peewee loads, `inspect` is a stand-in that holds that
+    function, the same one-line test, and imports the real module when anything else is
+    asked of it. And the modules of ON_FIRST_USE are, in peewee's namespace, stand-ins
+    that import each when peewee first uses it. psycopg 3, where it is installed too, is
+    kept out on PostgreSQL as well: peewee imports it whenever it can (and it asks
+    `inspect` for more as it loads), but maildesk talks through psycopg2.
 
     Only where this process has not loaded peewee yet (a test run has), and only while
     peewee loads: what is kept out stays importable for anyone else."""
     if "peewee" in sys.modules:
         return
     placed: dict[str, types.ModuleType | None] = {}  # what stands where a module would be, while peewee loads
-    for name in ("psycopg2", "psycopg") if url.startswith("sqlite:") else ("ssl", "sqlite3"):
+    for name in ("psycopg2", "psycopg") if url.startswith("sqlite:") else ("ssl", "sqlite3", "psycopg"):
         placed[name] = None  # an import of it fails: peewee, psycopg2 go on without
-    inspect = types.ModuleType("inspect", "inspect.isclass alone, while peewee loads (ops/startup.py)")
+    inspect = _OnFirstUse("inspect", "inspect.isclass, and the real module for anything else (ops/startup.py)")
     inspect.isclass = _isclass  # type: ignore[attr-defined]
     placed["inspect"] = inspect
     for name in ON_FIRST_USE:
