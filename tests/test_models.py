@@ -133,6 +133,75 @@ def test_a_rolled_back_transaction_sends_none_of_its_writes(db):
     assert _participants(store, ticket) == []
 
 
+# --- the outcomes of processed mail, written together (PostgreSQL) ----------------------
+
+
+def _inbound(store, n: int):
+    return store.Inbound.create(sha256=f"digest-{n}", message_id=f"in{n}@example.org", received_at=NOW)
+
+
+def _processed(inbound, ticket, n: int):
+    inbound.status, inbound.outcome, inbound.ticket = "processed", "new-ticket", ticket
+    inbound.decisions, inbound.processed_at, inbound.worker = f"decision {n}", NOW, "host:1"
+    inbound.subject = f"Subject {n}"
+    return inbound
+
+
+def _outcomes(store) -> list[tuple]:
+    return [(i.status, i.outcome, i.ticket_id, i.decisions, i.processed_at, i.worker, i.subject, i.message_id)
+            for i in store.Inbound.select().order_by(store.Inbound.id)]
+
+
+def test_the_outcomes_of_a_transactions_mail_are_written_by_one_statement_when_it_commits(db, monkeypatch):
+    store, ticket = db
+    with store.write_transaction():
+        rows = [_inbound(store, n) for n in range(3)]
+    updates: list[str] = []
+    if not store.is_sqlite():
+        defer = type(store.db.obj).defer
+        monkeypatch.setattr(type(store.db.obj), "defer", lambda self, sql, *a, **k: (
+            updates.append(sql) if sql.startswith('UPDATE "inbound"') else None, defer(self, sql, *a, **k))[1])
+    with store.write_transaction():
+        for n, row in enumerate(rows):
+            store.save_outcome(_processed(row, ticket, n))
+        if not store.is_sqlite():
+            assert store.scalar('SELECT COUNT(*) FROM "inbound" WHERE "status" = ?', ("pending",)) == 3  # not yet
+    assert _outcomes(store) == [("processed", "new-ticket", ticket.id, f"decision {n}", NOW, "host:1", f"Subject {n}",
+                                 f"in{n}@example.org") for n in range(3)]
+    assert len(updates) == (0 if store.is_sqlite() else 1)
+
+
+def test_a_failed_savepoint_takes_its_mails_outcome_along_and_keeps_the_others(db):
+    store, ticket = db
+    with store.write_transaction():
+        rows = [_inbound(store, n) for n in range(3)]
+    with store.write_transaction():
+        store.save_outcome(_processed(rows[0], ticket, 0))
+        with pytest.raises(RuntimeError):
+            with store.savepoint():
+                store.save_outcome(_processed(rows[1], ticket, 1))
+                raise RuntimeError("a failing message")
+        store.save_outcome(_processed(rows[2], ticket, 2))
+    assert [status for status, *_ in _outcomes(store)] == ["processed", "pending", "processed"]
+    with pytest.raises(RuntimeError):
+        with store.write_transaction():
+            store.save_outcome(_processed(rows[1], ticket, 1))
+            raise RuntimeError("a database error, say")
+    with store.write_transaction():
+        store.scalar('SELECT 1')  # an outcome left waiting would go with this
+    assert [status for status, *_ in _outcomes(store)] == ["processed", "pending", "processed"]
+
+
+def test_a_claim_that_looks_whether_the_mail_it_cites_is_pending_sees_an_outcome_saved_before_it(db):
+    store, ticket = db
+    with store.write_transaction():
+        cited, reply = _inbound(store, 0), _inbound(store, 1)
+    with store.write_transaction():
+        store.save_outcome(_processed(cited, ticket, 0))
+        got, _ = store.claims.claim_message("in1@example.org", ["in0@example.org"], "r@example.org", reply.id)
+    assert got  # the mail it answers was processed, not pending before it: no waiting
+
+
 # --- rows inserted with the next statement, their ids drawn in advance (PostgreSQL)
 
 

@@ -507,7 +507,8 @@ def _first_process_holds_one(rt):
         with store.write_transaction():
             ids, _ = store.claims.claim_pending(1)
             done = process_batch(rt, ids, _raws(rt, ids), NOW)
-            store.flush_events()  # (one process's buffer; two threads here share it)
+            store.flush_events()  # (one process's buffers; two threads here share them)
+            store.outcomes.flush()
             processing.set()
             commit.wait(20)
         return done

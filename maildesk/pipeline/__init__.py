@@ -221,9 +221,10 @@ def _run(ctx: Context, stages: Sequence = STAGES) -> None:
     ib.decisions = "\n".join(ctx.decisions)
     ib.processed_at = ctx.now
     ib.worker = ctx.rt.worker
-    # what this run set: the outcome, and Message-ID, subject and From only where
-    # parse.read found them changed since the fetch stored them
-    store.save_changes(ib, later=True)
+    # what this run set: the outcome, and Message-ID, subject and From where parse.read
+    # found them changed since the fetch stored them; on PostgreSQL with the batch's
+    # others, in one statement (store.save_outcome)
+    store.save_outcome(ib)
 
 
 def _log_processed(ctx: Context) -> None:

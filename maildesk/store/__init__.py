@@ -8,11 +8,12 @@ and the migrations. Everything above reads and writes through the names below:
         store.add_event(ticket, now, "desk", "status", "open -> resolved")
 
 `connection` binds the one `DatabaseProxy`; `sql` holds the statements whose text is
-built once (peewee builds SQL anew on every call); `schema` the tables;
+built once (peewee builds SQL anew on every call); `outcomes` the outcomes of a
+transaction's mail, written together (PostgreSQL); `schema` the tables;
 `attachments` the contents of attachments, stored once by hash.
 """
 
-from . import claims, workers
+from . import claims, outcomes, workers
 from .claims import Busy
 from .connection import (
     MIGRATIONS,
@@ -65,6 +66,7 @@ from .sql import (
     insert,
     put_setting,
     save_changes,
+    save_outcome,
     savepoint,
     scalar,
     write,
@@ -72,13 +74,13 @@ from .sql import (
 )
 
 __all__ = [
-    "Busy", "claims", "workers",
+    "Busy", "claims", "outcomes", "workers",
     "MIGRATIONS", "UTC", "DatabaseUnavailable", "UtcDateTimeField", "checkpoint_in_background", "db", "is_sqlite",
     "migrate", "open_database",
     "pending_migrations", "redact", "stop_checkpointing", "utcnow",
     "MODELS", "Attachment", "BaseModel", "Blob", "Event", "Inbound", "InboundRaw", "MailboxState", "Message", "Outbox",
     "Participant", "Setting", "SlaMark", "StaffState", "Suppression", "Survey", "Task", "Ticket",
     "KbArticle", "KbOffer", "KbTerm", "KbVersion", "TicketTerm", "Worker", "Lease",
-    "add_event", "execute", "fetch_row", "flush_events", "get_setting", "insert", "put_setting", "save_changes",
-    "savepoint", "scalar", "write", "write_transaction",
+    "add_event", "execute", "fetch_row", "flush_events", "get_setting", "insert", "put_setting",
+    "save_changes", "save_outcome", "savepoint", "scalar", "write", "write_transaction",
 ]

@@ -1,5 +1,6 @@
 """Transactions and the hot-path SQL: statements whose text is built once, events
-written in one INSERT per transaction, writes whose result nobody reads sent with
+written in one INSERT per transaction (and processed mail's outcomes in one UPDATE,
+outcomes.py), writes whose result nobody reads sent with
 the next statement on PostgreSQL (`write`), and small durable settings.
 """
 
@@ -17,7 +18,7 @@ from peewee import (
     TextField,
 )
 
-from . import claims
+from . import claims, outcomes
 from .connection import UtcDateTimeField, db, is_sqlite
 
 
@@ -26,13 +27,15 @@ def write_transaction():
     """A write transaction. On SQLite, IMMEDIATE: a deferred transaction that reads
     then writes fails at once if another writer committed in between. The events
     added in it are written just before it commits (add_event)."""
-    mark = len(_events)
+    mark, outcome_mark = len(_events), outcomes.mark()
     try:
         with db.obj.atomic("IMMEDIATE") if is_sqlite() else db.obj.atomic():
             yield
             flush_events()
+            outcomes.flush()
     except BaseException:
         del _events[mark:]
+        outcomes.undo(outcome_mark)
         raise
     finally:
         if not db.obj.in_transaction():
@@ -46,7 +49,7 @@ def savepoint():
     done in it, events added included, and lets the exception go on. (One name
     serves all: SQL undoes and releases the innermost savepoint of a name; peewee's
     own would draw a random name from the OS for each message.)"""
-    mark = len(_events)
+    mark, outcome_mark = len(_events), outcomes.mark()
     database = db.obj
     database.execute_sql('SAVEPOINT "md"')
     try:
@@ -54,6 +57,7 @@ def savepoint():
         database.execute_sql('RELEASE SAVEPOINT "md"')
     except BaseException:
         del _events[mark:]
+        outcomes.undo(outcome_mark)
         discard = getattr(database, "discard_deferred", None)
         if discard is not None:  # PostgreSQL: the SAVEPOINT went out after every earlier write
             discard()
@@ -246,6 +250,16 @@ def flush_events() -> None:
         chunk = rows[i:i + 1000]
         write('INSERT INTO "event" ("ticket_id", "at", "actor", "kind", "detail", "inbound_id") VALUES '
                 + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk)), [v for row in chunk for v in row])
+
+
+def save_outcome(inbound) -> None:
+    """Write a processed message's outcome (the fields of outcomes.FIELDS): on
+    PostgreSQL with the others of its transaction, in one statement as it commits
+    (store/outcomes.py); at once on SQLite, where a statement costs no round trip."""
+    if is_sqlite() or not db.obj.in_transaction():
+        save_changes(inbound, outcomes.FIELDS)
+    else:
+        outcomes.add(inbound)
 
 
 # --- small durable settings -------------------------------------------------------
