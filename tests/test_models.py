@@ -62,6 +62,21 @@ def test_a_failed_transaction_writes_none_of_its_events(db):
     assert _kinds(store, ticket) == []
 
 
+def test_a_failed_savepoint_takes_along_the_events_it_added_after_a_flush_within_it(db):
+    """Events flushed within a savepoint are undone by the database with it; those added
+    after the flush are still waiting, and must be dropped too, not left to the commit."""
+    store, ticket = db
+    with store.write_transaction():
+        store.add_event(ticket, NOW, "desk", "kept", "")  # an earlier message's, written before the savepoint
+        with pytest.raises(RuntimeError):
+            with store.savepoint():
+                store.add_event(ticket, NOW, "desk", "flushed", "")
+                store.flush_events()  # resolution.py does, before it reads the history
+                store.add_event(ticket, NOW, "desk", "after the flush", "")
+                raise RuntimeError("a failing message")
+    assert _kinds(store, ticket) == ["kept"]
+
+
 def test_an_event_outside_a_transaction_is_written_at_once(db):
     store, ticket = db
     store.add_event(ticket, NOW, "desk", "now", "")
@@ -190,6 +205,22 @@ def test_a_failed_savepoint_takes_its_mails_outcome_along_and_keeps_the_others(d
     with store.write_transaction():
         store.scalar('SELECT 1')  # an outcome left waiting would go with this
     assert [status for status, *_ in _outcomes(store)] == ["processed", "pending", "processed"]
+
+
+def test_a_failed_savepoint_takes_along_the_outcome_it_saved_after_a_claim_wrote_the_earlier_ones(db):
+    store, ticket = db
+    with store.write_transaction():
+        rows = [_inbound(store, n) for n in range(3)]
+    with store.write_transaction():
+        store.save_outcome(_processed(rows[0], ticket, 0))
+        with pytest.raises(RuntimeError):
+            with store.savepoint():  # a message that claims at its turn (outcomes written), then fails
+                store.outcomes.flush()
+                store.save_outcome(_processed(rows[1], ticket, 1))
+                raise RuntimeError("a failing message")
+    assert [status for status, *_ in _outcomes(store)] == ["processed", "pending", "pending"]
+    # (rows[0]'s outcome, saved before the savepoint, is written before it: a claim's flush
+    # within it would otherwise have sent it inside, and the rollback undone it)
 
 
 def test_a_claim_that_looks_whether_the_mail_it_cites_is_pending_sees_an_outcome_saved_before_it(db):

@@ -46,9 +46,15 @@ def write_transaction():
 @contextlib.contextmanager
 def savepoint():
     """A savepoint inside a write transaction: on an exception it undoes what was
-    done in it, events added included, and lets the exception go on. (One name
-    serves all: SQL undoes and releases the innermost savepoint of a name; peewee's
-    own would draw a random name from the OS for each message.)"""
+    done in it, events and outcomes added included, and lets the exception go on.
+    The events and outcomes added before it are written first (on PostgreSQL with the
+    SAVEPOINT statement): else a flush within it (resolution.py reads a ticket's
+    history; a claim reads whether the mail it cites is pending) would write them
+    inside it, and its undoing would take along what earlier messages of the batch
+    recorded. (One name serves all: SQL undoes and releases the innermost savepoint
+    of a name; peewee's own would draw a random name from the OS for each message.)"""
+    flush_events()
+    outcomes.flush()
     mark, outcome_mark = len(_events), outcomes.mark()
     database = db.obj
     database.execute_sql('SAVEPOINT "md"')
