@@ -155,6 +155,11 @@ def _inbound(store, n: int):
     return store.Inbound.create(sha256=f"digest-{n}", message_id=f"in{n}@example.org", received_at=NOW)
 
 
+def _three_pending(store) -> list:
+    with store.write_transaction():
+        return [_inbound(store, n) for n in range(3)]
+
+
 def _processed(inbound, ticket, n: int):
     inbound.status, inbound.outcome, inbound.ticket = "processed", "new-ticket", ticket
     inbound.decisions, inbound.processed_at, inbound.worker = f"decision {n}", NOW, "host:1"
@@ -169,8 +174,7 @@ def _outcomes(store) -> list[tuple]:
 
 def test_the_outcomes_of_a_transactions_mail_are_written_by_one_statement_when_it_commits(db, monkeypatch):
     store, ticket = db
-    with store.write_transaction():
-        rows = [_inbound(store, n) for n in range(3)]
+    rows = _three_pending(store)
     updates: list[str] = []
     if not store.is_sqlite():
         defer = type(store.db.obj).defer
@@ -188,8 +192,7 @@ def test_the_outcomes_of_a_transactions_mail_are_written_by_one_statement_when_i
 
 def test_a_failed_savepoint_takes_its_mails_outcome_along_and_keeps_the_others(db):
     store, ticket = db
-    with store.write_transaction():
-        rows = [_inbound(store, n) for n in range(3)]
+    rows = _three_pending(store)
     with store.write_transaction():
         store.save_outcome(_processed(rows[0], ticket, 0))
         with pytest.raises(RuntimeError):
@@ -209,8 +212,7 @@ def test_a_failed_savepoint_takes_its_mails_outcome_along_and_keeps_the_others(d
 
 def test_a_failed_savepoint_takes_along_the_outcome_it_saved_after_a_claim_wrote_the_earlier_ones(db):
     store, ticket = db
-    with store.write_transaction():
-        rows = [_inbound(store, n) for n in range(3)]
+    rows = _three_pending(store)
     with store.write_transaction():
         store.save_outcome(_processed(rows[0], ticket, 0))
         with pytest.raises(RuntimeError):

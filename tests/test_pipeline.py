@@ -329,43 +329,37 @@ def test_an_smtp_connection_idle_too_long_is_closed(desk):
 
 
 def test_a_batch_is_cut_where_its_messages_add_up_to_more_than_the_byte_limit(desk, monkeypatch):
-    from maildesk import store
-    from maildesk.config import load_config
     from maildesk.mailin import mailbox
-    from maildesk.mailin.mailbox import MailboxSession, StoreHere, fetch_new
-    from maildesk.store import Inbound, utcnow
+    from maildesk.store import Inbound
 
     for i in range(5):
         desk.deliver(mail(f"user{i}@example.org", f"Log file {i}", "x" * 4000))
     monkeypatch.setattr(mailbox, "MAX_BATCH_BYTES", 10_000)
-    sent = []
-
-    class Counting(StoreHere):
-        def send(self, mailbox_name, uidvalidity, after_uid, last_uid, items, now):
-            sent.append(len(items))
-            return super().send(mailbox_name, uidvalidity, after_uid, last_uid, items, now)
-
-    cfg = load_config(desk.config_path)
-    store.open_database(cfg.database.url)
-    session = MailboxSession(cfg.imap).connect()
-    try:
-        report = fetch_new(session, utcnow(), batch_size=100, intake=Counting())
-    finally:
-        session.close()
+    sent, report = _fetch_counting_batches(desk, batch_size=100)
     assert sent == [2, 2, 1] and report.stored == 5 and Inbound.select().count() == 5
 
 
 def test_a_round_of_fetching_begins_with_a_small_batch_and_doubles_it_up_to_the_batch_size(desk):
     """The first mail of a burst is committed, and the desk begins on it, while the
     rest is still fetched (mailbox.FIRST_BATCH)."""
-    from maildesk import store
-    from maildesk.config import load_config
     from maildesk.mailin import mailbox
-    from maildesk.mailin.mailbox import MailboxSession, StoreHere, fetch_new
-    from maildesk.store import Inbound, utcnow
+    from maildesk.store import Inbound
 
     desk.dovecot.append_many(desk.user, [mail(f"user{i}@example.org", f"Problem {i}", "Help.") for i in range(75)])
-    sent = []
+    sent, report = _fetch_counting_batches(desk, batch_size=25)
+    assert mailbox.FIRST_BATCH == 10
+    assert sent == [10, 20, 25, 20] and report.stored == 75 and Inbound.select().count() == 75
+
+
+def _fetch_counting_batches(desk, batch_size: int):
+    """One fetch_new of the desk's mailbox into its database; returns the size of each
+    batch it handed over, and its report."""
+    from maildesk import store
+    from maildesk.config import load_config
+    from maildesk.mailin.mailbox import MailboxSession, StoreHere, fetch_new
+    from maildesk.store import utcnow
+
+    sent: list[int] = []
 
     class Counting(StoreHere):
         def send(self, mailbox_name, uidvalidity, after_uid, last_uid, items, now):
@@ -376,11 +370,10 @@ def test_a_round_of_fetching_begins_with_a_small_batch_and_doubles_it_up_to_the_
     store.open_database(cfg.database.url)
     session = MailboxSession(cfg.imap).connect()
     try:
-        report = fetch_new(session, utcnow(), batch_size=25, intake=Counting())
+        report = fetch_new(session, utcnow(), batch_size=batch_size, intake=Counting())
     finally:
         session.close()
-    assert mailbox.FIRST_BATCH == 10
-    assert sent == [10, 20, 25, 20] and report.stored == 75 and Inbound.select().count() == 75
+    return sent, report
 
 
 def test_the_send_process_lets_no_more_than_a_window_of_sent_mail_wait_for_its_record(desk):
