@@ -323,6 +323,34 @@ def test_a_copy_and_a_reply_in_the_batch_of_the_mail_they_follow_are_claimed_aft
     assert outcomes == [("new-ticket", 1), ("new-ticket", 2), ("duplicate", 2), ("reply", 2)]
 
 
+def test_a_mail_whose_history_cannot_be_written_is_quarantined_alone_and_the_rest_of_its_batch_commits(pg, monkeypatch):
+    """A batch's events and outcomes are written together, but inside the batch's
+    savepoint, and in the one-at-a-time retry inside each message's: a write that fails
+    there undoes the batch, and the retry quarantines that one message. Written at the
+    commit instead, its failure failed the whole transaction, and the next cycle again."""
+    from maildesk.config import load_config
+    from maildesk.pipeline import process_pending
+    from maildesk.pipeline.context import Context
+    from maildesk.service.runtime import Runtime
+    from tests.conftest import mail
+
+    rt = Runtime.start(load_config(pg.config_path))
+    _pending(rt, [mail("jane@example.org", "Printer jam", "Tray 2."), mail("joe@example.org", "Poison", "x"),
+                  mail("ann@example.org", "VPN down", "Since 8.")])
+    event = Context.event
+
+    def longer(self, kind, detail, actor=None, ticket=None):  # a value the column refuses when the INSERT runs
+        return event(self, "x" * 300 if self.mail.subject == "Poison" else kind, detail, actor, ticket)
+
+    monkeypatch.setattr(Context, "event", longer)
+    done = process_pending(rt, NOW)
+    assert (done.done, done.quarantined) == (2, 1)
+    by_subject = {i.subject: (i.status, i.outcome) for i in store.Inbound.select()}
+    assert by_subject == {"Printer jam": ("processed", "new-ticket"), "Poison": ("quarantined", "quarantined"),
+                          "VPN down": ("processed", "new-ticket")}
+    assert sorted(t.subject for t in store.Ticket.select()) == ["Printer jam", "VPN down"]
+
+
 def test_the_stored_mail_a_batchs_replies_cite_is_read_in_one_statement_but_not_mail_of_the_batch_itself(pg, monkeypatch):
     """Replies to mail stored before their batch find it through one statement for the
     batch (correlate.read_ahead); a reply whose References cite a mail of its own batch

@@ -19,10 +19,11 @@ its error (one of the codebase's two broad catches, around one message): a bad m
 blocks the others, and `maildesk inbound retry ID` runs it again.
 
 A batch of messages is one transaction and, at first, one savepoint: most batches go
-through whole. A message whose Message-ID (or a mail it cites) another desk process
-has claimed is left out before anything of it is written (`claims.Held`) and stays
-pending for the next round; one that cannot be read (or is over the limits) is
-quarantined in place, for the same reason. When one message fails (or finds its ticket held by another
+through whole; their events and outcomes are written together, at the savepoint's end.
+A message whose Message-ID (or a mail it cites) another desk process has claimed is
+left out before anything of it is written (`claims.Held`) and stays pending for the
+next round; one that cannot be read (or is over the limits) is quarantined in place,
+for the same reason. When one message fails (or finds its ticket held by another
 desk process, `store.Busy`), the batch is undone and run again one message at a time,
 each in a savepoint of its own, so that each commits or fails alone; a message that
 meets `Busy` then stays pending for the next round. On PostgreSQL the batch is claimed
@@ -149,6 +150,7 @@ def process_batch(rt: Runtime, ids: list[int], raws: dict, now: dt.datetime) -> 
                         held += 1
                         continue
                     contexts.append(ctx)
+                _write_held_back()
         except Exception as e:  # noqa: BLE001 - whatever it was, each message is run again alone
             log.info("batch of %d undone at inbound=%s (%s: %s); processing it one message at a time",
                      len(inbounds), at, type(e).__name__, str(e)[:200])
@@ -227,6 +229,16 @@ def _run(ctx: Context, stages: Sequence = STAGES) -> None:
     store.save_outcome(ib)
 
 
+def _write_held_back() -> None:
+    """The events and outcomes held back for one statement each (store.add_event,
+    store.save_outcome), written before the savepoint of the batch, or of the message,
+    ends: one that fails then undoes the batch, and in the retry only its own message,
+    where at the commit it would have failed the whole transaction, and every cycle
+    after it (tests/test_workers.py)."""
+    store.flush_events()
+    store.outcomes.flush()
+
+
 def _log_processed(ctx: Context) -> None:
     ib = ctx.inbound
     log.info("processed inbound=%s outcome=%s ticket=%s msgid=<%s>", ib.id, ctx.outcome, ctx.ref, ib.message_id or "")
@@ -242,6 +254,7 @@ def process_one(rt: Runtime, ib: Inbound, now: dt.datetime, raw: bytes | memoryv
     try:
         with store.savepoint():  # a failing message undoes only itself
             _run(ctx)
+            _write_held_back()
         _log_processed(ctx)
         return True
     except Reject as r:

@@ -4,9 +4,11 @@ written on PostgreSQL in one UPDATE for a transaction's messages, as the events 
 ingest, and the server spends more on a statement than on the row it changes
 (bench/ingest.py: the desk's server process 1.27 -> 1.19 CPU-seconds for 2000 mails).
 
-They are written as the transaction commits, or before a savepoint begins (so that
-its undoing undoes only its own), and dropped with the savepoint or transaction they
-were added in (sql.write_transaction, sql.savepoint). Nothing reads
+They are written when the pipeline's batch (or message) is done, inside its savepoint,
+so that a write that fails undoes only that; else before a savepoint begins (so that
+its undoing undoes only its own) or as the transaction commits; and they are dropped
+with the savepoint or transaction they were added in (sql.write_transaction,
+sql.savepoint). Nothing reads
 these columns within the transaction but a claim that looks whether the mail it cites
 is still pending before it (claims._claim), which writes them first (`flush`)."""
 
