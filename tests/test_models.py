@@ -217,12 +217,43 @@ def test_a_failed_savepoint_takes_along_the_outcome_it_saved_after_a_claim_wrote
         store.save_outcome(_processed(rows[0], ticket, 0))
         with pytest.raises(RuntimeError):
             with store.savepoint():  # a message that claims at its turn (outcomes written), then fails
-                store.outcomes.flush()
+                store.heldback.flush()
                 store.save_outcome(_processed(rows[1], ticket, 1))
                 raise RuntimeError("a failing message")
     assert [status for status, *_ in _outcomes(store)] == ["processed", "pending", "pending"]
     # (rows[0]'s outcome, saved before the savepoint, is written before it: a claim's flush
     # within it would otherwise have sent it inside, and the rollback undone it)
+
+
+def test_the_articles_offered_in_a_batch_are_written_by_one_statement_and_a_click_in_it_finds_its_offer(db, desk):
+    """Offers are held back like outcomes (store/heldback.py); a "this solved it" click
+    in the same transaction (one cannot come sooner, but nothing may depend on that)
+    writes them before it reads its offer."""
+    from maildesk.config import parse_config
+    from maildesk.desk import kb
+    from maildesk.desk.kbsearch import Match
+    from maildesk.service.runtime import Runtime
+
+    store, ticket = db
+    rt = Runtime.start(parse_config(desk.config))
+    with store.write_transaction():
+        articles = [store.KbArticle.create(title=f"Fix {n}", text="Restart it.", created_at=NOW, updated_at=NOW)
+                    for n in range(2)]
+        other = store.Ticket.create(subject="s", requester="r@example.org", status="new", created_at=NOW,
+                                    updated_at=NOW)
+    matches = [Match("article", a.id, a.title, a.text, None, 0.9, ("fix",), 1, 1.0) for a in articles]
+    with store.write_transaction():
+        kb.offers(rt, ticket, matches, "r@example.org", NOW)
+        kb.offers(rt, other, matches[:1], "r@example.org", NOW)
+        if not store.is_sqlite():
+            assert store.KbOffer.select().count() == 0  # held back
+    assert sorted((o.ticket_id, o.article_id) for o in store.KbOffer.select()) == sorted(
+        [(ticket.id, a.id) for a in articles][:rt.cfg.kb.suggest_in_ack] + [(other.id, articles[0].id)])
+    with store.write_transaction():
+        third = store.Ticket.create(subject="s", requester="r@example.org", status="open", created_at=NOW,
+                                    updated_at=NOW)
+        kb.offers(rt, third, matches[:1], "r@example.org", NOW)
+        assert kb.take(rt, third, articles[0].id, "r@example.org", NOW).id == articles[0].id
 
 
 def test_a_claim_that_looks_whether_the_mail_it_cites_is_pending_sees_an_outcome_saved_before_it(db):

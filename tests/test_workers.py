@@ -536,7 +536,7 @@ def _first_process_holds_one(rt):
             ids, _ = store.claims.claim_pending(1)
             done = process_batch(rt, ids, _raws(rt, ids), NOW)
             store.flush_events()  # (one process's buffers; two threads here share them)
-            store.outcomes.flush()
+            store.heldback.flush()
             processing.set()
             commit.wait(20)
         return done

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..mailout.queue import queue_mail
-from ..store import KbArticle, KbOffer, KbVersion, Ticket, add_event, execute, write
+from ..store import KbArticle, KbOffer, KbVersion, Ticket, add_event, db, execute, heldback, is_sqlite, write
 from ..vocab import ACTIVE, CLOSURE_SELF_SERVICE
 from . import kbsearch, kbterms, resolution, routing
 from .kbsearch import Match
@@ -150,8 +150,12 @@ def offers(rt, ticket: Ticket, matches: list[Match], rcpt: str, now: dt.datetime
     chosen = matches[: rt.cfg.kb.suggest_in_ack]
     if chosen:
         at = KbOffer.offered_at.db_value(now)
-        write('INSERT INTO "kb_offer" ("ticket_id", "article_id", "rcpt", "score", "offered_at") VALUES '
-              + ", ".join(["(?, ?, ?, ?, ?)"] * len(chosen)), [v for m in chosen for v in (ticket.id, m.id, rcpt, m.score, at)])
+        rows = [(ticket.id, m.id, rcpt, m.score, at) for m in chosen]
+        if is_sqlite() or not db.obj.in_transaction():
+            write(f'INSERT INTO "kb_offer" ({heldback.OFFER}) VALUES ' + ", ".join(["(?, ?, ?, ?, ?)"] * len(rows)),
+                  [v for row in rows for v in row])
+        else:  # with the batch's others, in one statement (store/heldback.py)
+            heldback.offers(rows)
     out = []
     for m in chosen:
         out.append({
@@ -184,6 +188,7 @@ class NotTaken(Exception):
 def take(rt, ticket: Ticket, number: int, who: str, now: dt.datetime, inbound=None) -> KbArticle:
     """The requester says article `number` solved their incident: resolve it as
     self-service and tell whoever holds it. Raises NotTaken when the click is stale."""
+    heldback.flush()  # an offer of this very batch is read too
     offer = KbOffer.get_or_none((KbOffer.ticket == ticket) & (KbOffer.article == number))
     if offer is None:
         raise NotTaken(f"{ref(number)} was not offered on {rt.ref(ticket)}")

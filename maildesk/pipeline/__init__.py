@@ -19,7 +19,7 @@ its error (one of the codebase's two broad catches, around one message): a bad m
 blocks the others, and `maildesk inbound retry ID` runs it again.
 
 A batch of messages is one transaction and, at first, one savepoint: most batches go
-through whole; their events and outcomes are written together, at the savepoint's end.
+through whole; their events, outcomes and offers are written together, at the savepoint's end.
 A message whose Message-ID (or a mail it cites) another desk process has claimed is
 left out before anything of it is written (`claims.Held`) and stays pending for the
 next round; one that cannot be read (or is over the limits) is quarantined in place,
@@ -230,13 +230,13 @@ def _run(ctx: Context, stages: Sequence = STAGES) -> None:
 
 
 def _write_held_back() -> None:
-    """The events and outcomes held back for one statement each (store.add_event,
-    store.save_outcome), written before the savepoint of the batch, or of the message,
+    """The events, outcomes and offers held back for one statement each
+    (store.add_event, store.heldback), written before the savepoint of the batch, or of the message,
     ends: one that fails then undoes the batch, and in the retry only its own message,
     where at the commit it would have failed the whole transaction, and every cycle
     after it (tests/test_workers.py)."""
     store.flush_events()
-    store.outcomes.flush()
+    store.heldback.flush()
 
 
 def _log_processed(ctx: Context) -> None:

@@ -8,12 +8,12 @@ and the migrations. Everything above reads and writes through the names below:
         store.add_event(ticket, now, "desk", "status", "open -> resolved")
 
 `connection` binds the one `DatabaseProxy`; `sql` holds the statements whose text is
-built once (peewee builds SQL anew on every call); `outcomes` the outcomes of a
-transaction's mail, written together (PostgreSQL); `schema` the tables;
+built once (peewee builds SQL anew on every call); `heldback` what a batch's mail
+leaves that nothing reads in it, written together (PostgreSQL); `schema` the tables;
 `attachments` the contents of attachments, stored once by hash.
 """
 
-from . import claims, outcomes, workers
+from . import claims, heldback, workers
 from .claims import Busy
 from .connection import (
     MIGRATIONS,
@@ -74,7 +74,7 @@ from .sql import (
 )
 
 __all__ = [
-    "Busy", "claims", "outcomes", "workers",
+    "Busy", "claims", "heldback", "workers",
     "MIGRATIONS", "UTC", "DatabaseUnavailable", "UtcDateTimeField", "checkpoint_in_background", "db", "is_sqlite",
     "migrate", "open_database",
     "pending_migrations", "redact", "stop_checkpointing", "utcnow",

@@ -35,7 +35,7 @@ from typing import NamedTuple
 from peewee import DatabaseError
 
 from ..errors import MaildeskError
-from . import outcomes
+from . import heldback
 from .connection import db, is_sqlite
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ def _claim(claims: Sequence[Claim], prepare: bool) -> list[tuple[bool, int | Non
     ctes: list[str] = []
     params: list = []
     if waiting:
-        outcomes.flush()  # the mail cited may have been processed in this transaction: its status is read here
+        heldback.flush()  # the mail cited may have been processed in this transaction: its status is read here
         ctes.append(f'"cited" AS MATERIALIZED (SELECT "id", "status", "message_id" FROM "inbound" '
                     f'WHERE "message_id" IN ({", ".join(["%s"] * len(waiting))}))')
         params += waiting

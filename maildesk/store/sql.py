@@ -1,6 +1,6 @@
 """Transactions and the hot-path SQL: statements whose text is built once, events
-written in one INSERT per transaction (and processed mail's outcomes in one UPDATE,
-outcomes.py), writes whose result nobody reads sent with
+written in one INSERT per transaction (and on PostgreSQL what else a processed mail
+leaves that nothing reads, heldback.py), writes whose result nobody reads sent with
 the next statement on PostgreSQL (`write`), and small durable settings.
 """
 
@@ -18,7 +18,7 @@ from peewee import (
     TextField,
 )
 
-from . import claims, outcomes
+from . import claims, heldback
 from .connection import UtcDateTimeField, db, is_sqlite
 
 
@@ -27,15 +27,15 @@ def write_transaction():
     """A write transaction. On SQLite, IMMEDIATE: a deferred transaction that reads
     then writes fails at once if another writer committed in between. The events
     added in it are written just before it commits (add_event)."""
-    mark, outcome_mark = len(_events), outcomes.mark()
+    mark, held_mark = len(_events), heldback.mark()
     try:
         with db.obj.atomic("IMMEDIATE") if is_sqlite() else db.obj.atomic():
             yield
             flush_events()
-            outcomes.flush()
+            heldback.flush()
     except BaseException:
         del _events[mark:]
-        outcomes.undo(outcome_mark)
+        heldback.undo(held_mark)
         raise
     finally:
         if not db.obj.in_transaction():
@@ -46,16 +46,16 @@ def write_transaction():
 @contextlib.contextmanager
 def savepoint():
     """A savepoint inside a write transaction: on an exception it undoes what was
-    done in it, events and outcomes added included, and lets the exception go on.
-    The events and outcomes added before it are written first (on PostgreSQL with the
+    done in it, events and held-back writes (heldback.py) included, and lets the
+    exception go on. Those added before it are written first (on PostgreSQL with the
     SAVEPOINT statement): else a flush within it (resolution.py reads a ticket's
     history; a claim reads whether the mail it cites is pending) would write them
     inside it, and its undoing would take along what earlier messages of the batch
     recorded. (One name serves all: SQL undoes and releases the innermost savepoint
     of a name; peewee's own would draw a random name from the OS for each message.)"""
     flush_events()
-    outcomes.flush()
-    mark, outcome_mark = len(_events), outcomes.mark()
+    heldback.flush()
+    mark, held_mark = len(_events), heldback.mark()
     database = db.obj
     database.execute_sql('SAVEPOINT "md"')
     try:
@@ -63,7 +63,7 @@ def savepoint():
         database.execute_sql('RELEASE SAVEPOINT "md"')
     except BaseException:
         del _events[mark:]
-        outcomes.undo(outcome_mark)
+        heldback.undo(held_mark)
         discard = getattr(database, "discard_deferred", None)
         if discard is not None:  # PostgreSQL: the SAVEPOINT went out after every earlier write
             discard()
@@ -259,13 +259,13 @@ def flush_events() -> None:
 
 
 def save_outcome(inbound) -> None:
-    """Write a processed message's outcome (the fields of outcomes.FIELDS): on
-    PostgreSQL with the others of its transaction, in one statement as it commits
-    (store/outcomes.py); at once on SQLite, where a statement costs no round trip."""
+    """Write a processed message's outcome (the fields of heldback.OUTCOME): on
+    PostgreSQL with the others of its batch, in one statement (store/heldback.py); at
+    once on SQLite, where a statement costs no round trip."""
     if is_sqlite() or not db.obj.in_transaction():
-        save_changes(inbound, outcomes.FIELDS)
+        save_changes(inbound, heldback.OUTCOME)
     else:
-        outcomes.add(inbound)
+        heldback.outcome(inbound)
 
 
 # --- small durable settings -------------------------------------------------------
