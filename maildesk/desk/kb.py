@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..mailout.queue import queue_mail
-from ..store import KbArticle, KbOffer, KbVersion, Ticket, add_event, db, execute, heldback, is_sqlite, write
+from ..store import KbArticle, KbOffer, KbVersion, Ticket, add_event, execute, heldback
 from ..vocab import ACTIVE, CLOSURE_SELF_SERVICE
 from . import kbsearch, kbterms, resolution, routing
 from .kbsearch import Match
@@ -150,12 +150,7 @@ def offers(rt, ticket: Ticket, matches: list[Match], rcpt: str, now: dt.datetime
     chosen = matches[: rt.cfg.kb.suggest_in_ack]
     if chosen:
         at = KbOffer.offered_at.db_value(now)
-        rows = [(ticket.id, m.id, rcpt, m.score, at) for m in chosen]
-        if is_sqlite() or not db.obj.in_transaction():
-            write(f'INSERT INTO "kb_offer" ({heldback.OFFER}) VALUES ' + ", ".join(["(?, ?, ?, ?, ?)"] * len(rows)),
-                  [v for row in rows for v in row])
-        else:  # with the batch's others, in one statement (store/heldback.py)
-            heldback.offers(rows)
+        heldback.offers([(ticket.id, m.id, rcpt, m.score, at) for m in chosen])  # with the batch's others
     out = []
     for m in chosen:
         out.append({

@@ -150,7 +150,7 @@ def process_batch(rt: Runtime, ids: list[int], raws: dict, now: dt.datetime) -> 
                         held += 1
                         continue
                     contexts.append(ctx)
-                _write_held_back()
+                store.flush_held()  # inside the savepoint: a write that fails undoes the batch
         except Exception as e:  # noqa: BLE001 - whatever it was, each message is run again alone
             log.info("batch of %d undone at inbound=%s (%s: %s); processing it one message at a time",
                      len(inbounds), at, type(e).__name__, str(e)[:200])
@@ -229,16 +229,6 @@ def _run(ctx: Context, stages: Sequence = STAGES) -> None:
     store.save_outcome(ib)
 
 
-def _write_held_back() -> None:
-    """The events, outcomes and offers held back for one statement each
-    (store.add_event, store.heldback), written before the savepoint of the batch, or of the message,
-    ends: one that fails then undoes the batch, and in the retry only its own message,
-    where at the commit it would have failed the whole transaction, and every cycle
-    after it (tests/test_workers.py)."""
-    store.flush_events()
-    store.heldback.flush()
-
-
 def _log_processed(ctx: Context) -> None:
     ib = ctx.inbound
     log.info("processed inbound=%s outcome=%s ticket=%s msgid=<%s>", ib.id, ctx.outcome, ctx.ref, ib.message_id or "")
@@ -254,7 +244,7 @@ def process_one(rt: Runtime, ib: Inbound, now: dt.datetime, raw: bytes | memoryv
     try:
         with store.savepoint():  # a failing message undoes only itself
             _run(ctx)
-            _write_held_back()
+            store.flush_held()  # inside its savepoint: a write that fails fails this message
         _log_processed(ctx)
         return True
     except Reject as r:

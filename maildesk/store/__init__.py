@@ -62,6 +62,7 @@ from .sql import (
     execute,
     fetch_row,
     flush_events,
+    flush_held,
     get_setting,
     insert,
     put_setting,
@@ -81,6 +82,6 @@ __all__ = [
     "MODELS", "Attachment", "BaseModel", "Blob", "Event", "Inbound", "InboundRaw", "MailboxState", "Message", "Outbox",
     "Participant", "Setting", "SlaMark", "StaffState", "Suppression", "Survey", "Task", "Ticket",
     "KbArticle", "KbOffer", "KbTerm", "KbVersion", "TicketTerm", "Worker", "Lease",
-    "add_event", "execute", "fetch_row", "flush_events", "get_setting", "insert", "put_setting",
+    "add_event", "execute", "fetch_row", "flush_events", "flush_held", "get_setting", "insert", "put_setting",
     "save_changes", "save_outcome", "savepoint", "scalar", "write", "write_transaction",
 ]

@@ -27,15 +27,13 @@ def write_transaction():
     """A write transaction. On SQLite, IMMEDIATE: a deferred transaction that reads
     then writes fails at once if another writer committed in between. The events
     added in it are written just before it commits (add_event)."""
-    mark, held_mark = len(_events), heldback.mark()
+    mark = _held_mark()
     try:
         with db.obj.atomic("IMMEDIATE") if is_sqlite() else db.obj.atomic():
             yield
-            flush_events()
-            heldback.flush()
+            flush_held()
     except BaseException:
-        del _events[mark:]
-        heldback.undo(held_mark)
+        _drop_held(mark)
         raise
     finally:
         if not db.obj.in_transaction():
@@ -53,17 +51,15 @@ def savepoint():
     inside it, and its undoing would take along what earlier messages of the batch
     recorded. (One name serves all: SQL undoes and releases the innermost savepoint
     of a name; peewee's own would draw a random name from the OS for each message.)"""
-    flush_events()
-    heldback.flush()
-    mark, held_mark = len(_events), heldback.mark()
+    flush_held()
+    mark = _held_mark()
     database = db.obj
     database.execute_sql('SAVEPOINT "md"')
     try:
         yield
         database.execute_sql('RELEASE SAVEPOINT "md"')
     except BaseException:
-        del _events[mark:]
-        heldback.undo(held_mark)
+        _drop_held(mark)
         discard = getattr(database, "discard_deferred", None)
         if discard is not None:  # PostgreSQL: the SAVEPOINT went out after every earlier write
             discard()
@@ -258,14 +254,34 @@ def flush_events() -> None:
                 + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk)), [v for row in chunk for v in row])
 
 
+def flush_held() -> None:
+    """Write the events and the rows held back (heldback.py) so far; on PostgreSQL
+    with the next statement. The pipeline does at the end of a batch's (or a message's)
+    savepoint, so that one that fails undoes the batch (or that message) and not the
+    transaction: at the commit it would fail the whole of it, and every cycle after."""
+    flush_events()
+    heldback.flush()
+
+
+def _held_mark() -> tuple:
+    return len(_events), heldback.mark()
+
+
+def _drop_held(mark: tuple) -> None:
+    """Drop the events and held-back rows added since `mark`: their savepoint or
+    transaction is undone."""
+    del _events[mark[0]:]
+    heldback.undo(mark[1])
+
+
 def save_outcome(inbound) -> None:
     """Write a processed message's outcome (the fields of heldback.OUTCOME): on
     PostgreSQL with the others of its batch, in one statement (store/heldback.py); at
     once on SQLite, where a statement costs no round trip."""
-    if is_sqlite() or not db.obj.in_transaction():
-        save_changes(inbound, heldback.OUTCOME)
-    else:
+    if heldback.holding():
         heldback.outcome(inbound)
+    else:
+        save_changes(inbound, heldback.OUTCOME)
 
 
 # --- small durable settings -------------------------------------------------------
