@@ -316,16 +316,10 @@ def test_a_read_command_runs_without_the_cyclic_collector_and_gives_it_back(monk
 def test_a_module_peewee_uses_as_it_loads_is_the_one_everyone_imports_after(tmp_path):
     """A stand-in asked for something while peewee still loads imports the real module;
     that module stays (ops/startup.py), not a second copy of it for everyone else."""
-    from tests.conftest import child_env
-
-    (tmp_path / "peewee.py").write_text("import calendar\nTIMEGM = calendar.timegm\n")
-    code = ("import sys\nsys.path.insert(0, sys.argv[1])\n"
-            "from maildesk.ops.startup import load_peewee\nload_peewee('sqlite:///unused.db')\n"
-            "import calendar, peewee\n"
-            "print(peewee.TIMEGM is calendar.timegm is peewee.calendar.timegm, 'socket' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=child_env())
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["True", "False"]
+    out = _load_fake_peewee(tmp_path, {"peewee.py": "import calendar\nTIMEGM = calendar.timegm\n"},
+                            "sqlite:///unused.db", "import calendar, peewee\n"
+                            "print(peewee.TIMEGM is calendar.timegm is peewee.calendar.timegm, 'socket' in sys.modules)\n")
+    assert out.split() == ["True", "False"]
 
 
 def test_a_module_loaded_with_peewee_may_ask_inspect_for_more_and_psycopg_3_stays_out_on_postgresql(tmp_path):
@@ -333,16 +327,25 @@ def test_a_module_loaded_with_peewee_may_ask_inspect_for_more_and_psycopg_3_stay
     more than isclass as it loads (typing_extensions: `inspect.signature`); with the
     one-function stand-in of before, every command on PostgreSQL failed there. The
     stand-in now gives the real module for anything else, and psycopg 3 stays out."""
+    files = {"peewee.py": "from inspect import isclass\nimport inspect\n"
+                          "SIGNATURE = str(inspect.signature(lambda a, b=1: None))\n"
+                          "try:\n    import psycopg\nexcept ImportError:\n    psycopg = None\n",
+             "psycopg.py": "raise RuntimeError('psycopg 3 was imported')\n"}
+    out = _load_fake_peewee(tmp_path, files, "postgresql://maildesk@db.example/maildesk", "import inspect, peewee\n"
+                            "print(peewee.SIGNATURE, peewee.psycopg, peewee.isclass(int), "
+                            "inspect.signature is peewee.inspect.signature)\n")
+    assert out.split() == ["(a,", "b=1)", "None", "True", "True"]
+
+
+def _load_fake_peewee(tmp_path, files: dict[str, str], url: str, then: str) -> str:
+    """In a fresh Python with `files` (a `peewee.py` that does what is tested as it
+    loads) first on its path: load_peewee(url), then the code `then`; its output."""
     from tests.conftest import child_env
 
-    (tmp_path / "peewee.py").write_text(
-        "from inspect import isclass\nimport inspect\nSIGNATURE = str(inspect.signature(lambda a, b=1: None))\n"
-        "try:\n    import psycopg\nexcept ImportError:\n    psycopg = None\n")
-    (tmp_path / "psycopg.py").write_text("raise RuntimeError('psycopg 3 was imported')\n")
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
     code = ("import sys\nsys.path.insert(0, sys.argv[1])\n"
-            "from maildesk.ops.startup import load_peewee\nload_peewee('postgresql://maildesk@db.example/maildesk')\n"
-            "import inspect, peewee\n"
-            "print(peewee.SIGNATURE, peewee.psycopg, peewee.isclass(int), inspect.signature is peewee.inspect.signature)\n")
+            f"from maildesk.ops.startup import load_peewee\nload_peewee({url!r})\n" + then)
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=child_env())
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["(a,", "b=1)", "None", "True", "True"]
+    return out.stdout
