@@ -4,6 +4,7 @@ hostile input, and every message of the shared corpus when it is present."""
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import struct
 import threading
@@ -25,6 +26,7 @@ from maildesk.mailin.mime import (
     strip_quoted,
 )
 from maildesk.mailin.mime.headers import getaddresses  # noqa: E402
+from maildesk.mailin.mime.mail import ParsedMail  # noqa: E402
 from tests.conftest import CORPUS  # noqa: E402
 
 LIMITS = Limits()
@@ -607,6 +609,25 @@ def test_reply_text_is_computed_once_from_text():
     assert mail.reply_text == "#assign me\n#status in-progress\n\nThanks, looking into it."
     assert mail.reply_text is mail.reply_text
     assert "reply_text" in vars(mail)
+
+
+def test_a_summary_carries_the_reply_text_and_the_bytes_are_read_only_for_the_mime_tree():
+    raw = ("From: a@x.org\n\n" + GMAIL).replace("\n", "\r\n").encode()
+    mail = parse_mail(raw, LIMITS)
+    summary = json.loads(json.dumps(mail.summary()))
+    assert summary["reply"] == len(mail.reply_text)  # a prefix of the text: its length
+    back = ParsedMail.from_summary(summary, raw)
+    assert vars(back)["reply_text"] == mail.reply_text
+    del summary["reply"]  # stored before summaries kept it: stripped when first read
+    assert ParsedMail.from_summary(summary, raw).reply_text == mail.reply_text
+    asked = []
+    lazy = ParsedMail.from_summary(summary, lambda: asked.append(1) or raw)
+    assert lazy.reply_text == mail.reply_text and lazy.header("Importance") == "" and not asked  # the summary's
+    assert lazy.header("From") == "a@x.org" and asked == [1]  # the tree's: the bytes read once, then
+    assert lazy.tree() is lazy.tree() and asked == [1]
+    mail.__dict__["reply_text"] = "not the text's beginning"
+    summary = json.loads(json.dumps(mail.summary()))
+    assert ParsedMail.from_summary(summary, raw).reply_text == "not the text's beginning"
 
 
 # --- HTML -----------------------------------------------------------------------------------

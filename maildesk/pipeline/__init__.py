@@ -113,10 +113,14 @@ def process_pending(rt: Runtime, now: dt.datetime, should_stop=lambda: False, be
 
 
 def _raws(rt: Runtime, ids: list[int]) -> dict:
-    """id -> (bytes, the fetch process's summary, or what this process read ahead)."""
-    rows = InboundRaw.select(InboundRaw.inbound, InboundRaw.data, InboundRaw.summary).where(InboundRaw.inbound.in_(ids))
-    return {i: (data, summary, None if summary else parse.read_ahead(rt, bytes(data)))
-            for i, data, summary in cast("Iterable[tuple[int, bytes | memoryview, str | None]]", rows.tuples())}
+    """id -> (bytes, the fetch process's summary, or what this process read ahead). The
+    bytes of a message with a summary are not read (None): the stages need them only
+    for what it does not hold (Context.raw_bytes), and on PostgreSQL they cost more to
+    send than the summary (as hex text, decoded again here)."""
+    rows = store.execute('SELECT "inbound_id", CASE WHEN "summary" IS NULL THEN "data" END, "summary" FROM "inbound_raw" '
+                         f'WHERE "inbound_id" IN ({", ".join("?" * len(ids))})', ids).fetchall()
+    return {i: (data, summary, None if summary else parse.read_ahead(rt, bytes(data or b"")))
+            for i, data, summary in cast("Iterable[tuple[int, bytes | memoryview | None, str | None]]", rows)}
 
 
 def process_batch(rt: Runtime, ids: list[int], raws: dict, now: dt.datetime) -> Processed:
@@ -196,8 +200,8 @@ def _claim_ahead(contexts: list[Context]) -> None:
 
 
 def _context(rt: Runtime, ib: Inbound, now: dt.datetime, raw, summary, earlier, reading, retried: bool = False) -> Context:
-    return Context(rt=rt, now=now, inbound=ib, raw=bytes(raw), summary=summary, reading=reading, decisions=list(earlier),
-                   retried=retried)
+    return Context(rt=rt, now=now, inbound=ib, raw=None if raw is None else bytes(raw), summary=summary, reading=reading,
+                   decisions=list(earlier), retried=retried)
 
 
 def _run(ctx: Context, stages: Sequence = STAGES) -> None:
@@ -234,7 +238,7 @@ def _log_processed(ctx: Context) -> None:
     log.info("processed inbound=%s outcome=%s ticket=%s msgid=<%s>", ib.id, ctx.outcome, ctx.ref, ib.message_id or "")
 
 
-def process_one(rt: Runtime, ib: Inbound, now: dt.datetime, raw: bytes | memoryview, summary: str | None = None,
+def process_one(rt: Runtime, ib: Inbound, now: dt.datetime, raw: bytes | memoryview | None, summary: str | None = None,
                 earlier: Sequence[str] = (), reading=None, retried: bool = False) -> bool | None:
     """Run the stages on one message, in a savepoint of its own; True if processed,
     False if quarantined, None if another desk process holds what it needs (it stays
@@ -263,7 +267,7 @@ _SAVED = [Inbound.status, Inbound.outcome, Inbound.error, Inbound.ticket, Inboun
 
 
 def quarantine(rt: Runtime, ib: Inbound, ctx: Context, reason: str, now: dt.datetime, tell_sender: bool = False) -> None:
-    head = _head(ctx.raw)
+    head = _head(ctx.raw_bytes())
     if head is not None and (not ib.from_addr or not ib.subject):
         _headers_only(ib, head)
     ctx.decide(f"quarantined: {reason}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..mailin import authentication
-from ..store import Inbound, Message, Ticket, add_event
+from ..store import Inbound, Message, Ticket, add_event, scalar
 from ..vocab import Lane
 
 if TYPE_CHECKING:
@@ -52,7 +52,8 @@ class Context:
     rt: Runtime
     now: dt.datetime
     inbound: Inbound
-    raw: bytes
+    raw: bytes | None  # None until first asked for (`raw_bytes`): a mail the fetch read ahead needs its
+    # bytes only for what its summary does not hold (the MIME tree of a bounce, a quarantine)
     mail: Any = None  # mime.ParsedMail
     summary: str | None = None  # what the fetch process read of it (parse.summarize), as JSON
     reading: Any = None  # or what this process read ahead of processing (parse.Reading)
@@ -96,6 +97,13 @@ class Context:
     @property
     def cfg(self):
         return self.rt.cfg
+
+    def raw_bytes(self) -> bytes:
+        """The message's bytes, read from the database the first time they are asked for."""
+        if self.raw is None:
+            data = scalar('SELECT "data" FROM "inbound_raw" WHERE "inbound_id" = ?', (self.inbound.id,))
+            self.raw = bytes(data) if data is not None else b""
+        return self.raw
 
     @property
     def ref(self) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -46,7 +47,8 @@ class Reading:
         return json.dumps(summary, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str, raw: bytes) -> Reading:
+    def from_json(cls, text: str, raw: bytes | Callable[[], bytes]) -> Reading:
+        """`raw`: the bytes, or how to read them when the MIME tree is asked for."""
         summary = json.loads(text)
         if "rejected" in summary:
             return cls(rejected=summary["rejected"])
@@ -83,10 +85,10 @@ def summarize(rt: Runtime, raw: bytes) -> tuple[str | None, str | None]:
 
 def read(ctx: Context) -> None:
     limit = ctx.cfg.limits.max_message_bytes
-    size = len(ctx.raw)
+    reading = ctx.reading or (Reading.from_json(ctx.summary, ctx.raw_bytes) if ctx.summary else None)
+    size = reading.mail.size if reading and reading.mail is not None else len(ctx.raw_bytes())
     if size > limit:
         raise Reject(f"message is {size:,} bytes, over limits.max_message_bytes ({limit:,})", tell_sender=True)
-    reading = ctx.reading or (Reading.from_json(ctx.summary, ctx.raw) if ctx.summary else None)
     if reading and reading.rejected is not None:
         raise Reject(reading.rejected)
     if reading and reading.mail is not None:
@@ -94,7 +96,7 @@ def read(ctx: Context) -> None:
         ctx.verdict = reading.verdict
     else:
         try:
-            ctx.mail = mail = parse_mail(ctx.raw, ctx.cfg.limits)
+            ctx.mail = mail = parse_mail(ctx.raw_bytes(), ctx.cfg.limits)
         except MailRejected as e:
             raise Reject(str(e)) from None
     ib = ctx.inbound

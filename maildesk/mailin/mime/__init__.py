@@ -12,7 +12,8 @@
 Speed: the stdlib `email` package with `policy.compat32` and explicit decoding here
 is several times faster than `policy.default`, which builds a header object for every field. HTML is converted to
 text only when a mail has no usable text/plain body, and quote stripping runs only
-when `reply_text` is first read.
+when `reply_text` is first read (in the fetch process, which stores it in the summary
+the desk reads: `ParsedMail.summary`).
 
 Safety (guarantee 4, docs/architecture.md): `parse_mail` raises nothing but
 `MailRejected`, whatever the bytes; every decoded string is valid Unicode without

@@ -9,6 +9,7 @@ import email.parser
 import email.policy
 import email.utils
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -71,12 +72,15 @@ class ParsedMail:
     defects: list[str] = field(default_factory=list)  # "CloseBoundaryNotFound", ...
     size: int = 0  # len(raw)
     raw: bytes = b""  # kept by from_summary, to build the tree when it is asked for
+    raw_source: Callable[[], bytes] | None = None  # or how to read them then (from_summary)
     kept_headers: dict | None = None  # SUMMARY_HEADERS, when made from a summary
     kept_raw: dict | None = None  # RAW_HEADERS, when made from a summary that has them
 
     def tree(self) -> email.message.Message:
         """The compat32 MIME tree, parsed now if this mail was made from a summary."""
         if self.msg is None:
+            if self.raw_source is not None:
+                self.raw, self.raw_source = self.raw_source(), None
             self.msg = _PARSER.parsebytes(self.raw)
         return self.msg
 
@@ -118,20 +122,30 @@ class ParsedMail:
             "attachments": [[p.filename, p.content_type, p.size, p.sha256] for p in self.attachments],
             "headers": {h: self.headers(h) for h in SUMMARY_HEADERS},
             "raw_headers": {h: self.raw_headers(h) for h in RAW_HEADERS},
+            # the reply's new part, found here in the fetch process rather than by the desk
+            # at its turn: as a length when it begins the text (it nearly always does)
+            "reply": len(reply) if self.text.startswith(reply := self.reply_text) else reply,
         }
 
     @classmethod
-    def from_summary(cls, d: dict, raw: bytes) -> ParsedMail:
+    def from_summary(cls, d: dict, raw: bytes | Callable[[], bytes]) -> ParsedMail:
+        """The mail a summary describes; `raw`, its bytes or how to read them (only the
+        MIME tree needs them)."""
         addrs = lambda items: [Address(n, a) for n, a in items]  # noqa: E731
-        return cls(
+        mail = cls(
             msg=None, message_id=d["message_id"], in_reply_to=d["in_reply_to"], references=d["references"],
             subject=d["subject"], from_=addrs(d["from"]), sender=Address(*d["sender"]) if d["sender"] else None,
             sender_problem=d["sender_problem"], reply_to=addrs(d["reply_to"]), to=addrs(d["to"]), cc=addrs(d["cc"]),
             date=datetime.fromisoformat(d["date"]) if d["date"] else None, text=d["text"], html=d["html"],
             attachments=[AttachmentPart(f, t, None, n, h) for f, t, n, h in d["attachments"]],
-            defects=d["defects"], size=d["size"], raw=raw, kept_headers=d["headers"],
+            defects=d["defects"], size=d["size"], kept_headers=d["headers"],
+            raw=raw if isinstance(raw, bytes) else b"", raw_source=None if isinstance(raw, bytes) else raw,
             kept_raw=d.get("raw_headers"),  # a summary stored before RAW_HEADERS: read from the bytes
         )
+        reply = d.get("reply")  # a summary stored without it: found when first read
+        if reply is not None:
+            mail.__dict__["reply_text"] = mail.text[:reply] if isinstance(reply, int) else reply
+        return mail
 
     @functools.cached_property
     def reply_text(self) -> str:
