@@ -5,9 +5,11 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from maildesk.config import DEFAULT_MATRIX, parse_config
-from maildesk.pipeline.triage import categorize, prioritize
+from maildesk.pipeline.triage import _matcher, categorize, keyword_counts, prioritize
 from maildesk.vocab import LEVELS
 from tests.builders import mail, minimal_config
 
@@ -204,3 +206,17 @@ def test_the_assignment_notice_carries_the_incident_and_how_to_answer(desk):
     assert notice.header("Auto-Submitted") == "auto-generated"
     ack = desk.sent(to="jane@example.org")[0]
     assert "Hardware" in ack.text and "high" in ack.text
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(["vpn", "VPN", "wifi", "our", "team", "Our  Team", "printers", "xvpn", "_vpn",
+                                 "ſ", "é", " ", "\n", ",", "-", "all", "users", "all users", "é vpn"]), max_size=14))
+def test_the_fast_keyword_scan_counts_what_the_exact_pattern_finds_at_every_position(parts):
+    keywords = ("vpn", "wifi", "our team", "our", "team", "all users", "users", "printer")
+    text = " ".join(parts) if len(parts) % 2 else "".join(parts)
+    exact = _matcher(keywords)[0]
+    expected: dict[str, int] = {}
+    for found in exact.findall(text):
+        key = " ".join(found.lower().split())
+        expected[key] = expected.get(key, 0) + 1
+    assert keyword_counts(keywords, text) == expected

@@ -32,23 +32,43 @@ class Decision:
 
 
 @functools.lru_cache(maxsize=64)
-def _matcher(keywords: tuple[str, ...]) -> re.Pattern | None:
+def _matcher(keywords: tuple[str, ...]) -> tuple[re.Pattern, re.Pattern | None] | None:
     """One pattern for a whole keyword list: whole words, case-insensitive; a keyword
-    may be a phrase ("all users"). One scan of the text counts them all."""
+    may be a phrase ("all users"). One scan of the text counts them all. With it, for
+    ASCII keywords, the same alternatives without the word boundaries and in lower
+    case, which finds where a keyword may begin several times faster (keyword_counts)."""
     words = sorted({" ".join(k.lower().split()) for k in keywords if k.strip()}, key=len, reverse=True)
     if not words:
         return None
     alternatives = "|".join(r"\s+".join(map(re.escape, w.split())) for w in words)
-    return re.compile(r"(?<!\w)(?:" + alternatives + r")(?!\w)", re.I)
+    exact = re.compile(r"(?<!\w)(?:" + alternatives + r")(?!\w)", re.I)
+    return exact, re.compile(alternatives) if all(w.isascii() for w in words) else None
 
 
 def keyword_counts(keywords: tuple[str, ...], text: str) -> dict[str, int]:
+    """How often each keyword occurs in `text` (by its normalized form: lower case,
+    single spaces)."""
     pattern = _matcher(tuple(keywords))
     counts: dict[str, int] = {}
-    if pattern is not None:
-        for found in pattern.findall(text):
-            key = " ".join(found.lower().split())
-            counts[key] = counts.get(key, 0) + 1
+    if pattern is None:
+        return counts
+    exact, candidates = pattern
+    if candidates is None or not text.isascii():
+        found_all = exact.findall(text)
+    else:
+        # the exact pattern tried only where a keyword begins, as findall tries every
+        # position in turn: in ASCII, lower case is what re.I compares
+        found_all, lowered, at = [], text.lower(), 0
+        while (candidate := candidates.search(lowered, at)) is not None:
+            found = exact.match(text, candidate.start())
+            if found is None:
+                at = candidate.start() + 1
+            else:
+                found_all.append(found.group())
+                at = found.end()
+    for found in found_all:
+        key = " ".join(found.lower().split())
+        counts[key] = counts.get(key, 0) + 1
     return counts
 
 
