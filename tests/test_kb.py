@@ -12,6 +12,8 @@ import re
 import urllib.parse
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from maildesk.config import parse_config
 from maildesk.desk import kbterms
@@ -495,3 +497,10 @@ def test_a_look_up_leaves_out_the_words_most_articles_hold_and_still_finds_the_f
     assert how == "AND" and set(words) == {"password", "reset"}
     found = kbsearch.search_articles(rt, "password reset", "", 3)
     assert found and all("Password reset" in m.title for m in found)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=80))
+def test_words_of_ascii_text_are_those_the_unicode_pattern_finds(text):
+    expected = [w for w in kbterms._WORD.findall(text.lower()) if 1 < len(w) <= kbterms.MAX_WORD]
+    assert kbterms.words(text) == expected
