@@ -47,6 +47,12 @@ class Intent:
     public: Message | None = None  # the conversation message this mail carries
 
 
+def read_raw(inbound_id: int) -> bytes:
+    """The bytes of an inbound message, as the fetch stored them."""
+    data = scalar('SELECT "data" FROM "inbound_raw" WHERE "inbound_id" = ?', (inbound_id,))
+    return bytes(data) if data is not None else b""
+
+
 @dataclass
 class Context:
     rt: Runtime
@@ -101,8 +107,7 @@ class Context:
     def raw_bytes(self) -> bytes:
         """The message's bytes, read from the database the first time they are asked for."""
         if self.raw is None:
-            data = scalar('SELECT "data" FROM "inbound_raw" WHERE "inbound_id" = ?', (self.inbound.id,))
-            self.raw = bytes(data) if data is not None else b""
+            self.raw = read_raw(self.inbound.id)
         return self.raw
 
     @property

@@ -10,6 +10,7 @@ that needs it (bounces and other reports).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from ..mailin.automatic import Verdict
 from ..mailin.mime.mail import MailRejected, ParsedMail
 from ..mailin.mime.reader import parse_mail
 from ..store import attachments
-from .context import Context, Reject
+from .context import Context, Reject, read_raw
 
 if TYPE_CHECKING:
     from ..service.runtime import Runtime
@@ -85,7 +86,10 @@ def summarize(rt: Runtime, raw: bytes) -> tuple[str | None, str | None]:
 
 def read(ctx: Context) -> None:
     limit = ctx.cfg.limits.max_message_bytes
-    reading = ctx.reading or (Reading.from_json(ctx.summary, ctx.raw_bytes) if ctx.summary else None)
+    # the bytes, if not read yet, read when asked for (by a partial: a bound method of the
+    # context, kept by its mail, would make each a reference cycle for the collector)
+    raw = ctx.raw if ctx.raw is not None else functools.partial(read_raw, ctx.inbound.id)
+    reading = ctx.reading or (Reading.from_json(ctx.summary, raw) if ctx.summary else None)
     size = reading.mail.size if reading and reading.mail is not None else len(ctx.raw_bytes())
     if size > limit:
         raise Reject(f"message is {size:,} bytes, over limits.max_message_bytes ({limit:,})", tell_sender=True)
