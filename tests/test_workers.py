@@ -122,6 +122,64 @@ def test_a_ticket_read_in_a_transaction_is_held_until_it_ends(pg):
     assert result(in_thread(read_in_transaction)) == "open"
 
 
+def test_a_batchs_tickets_are_read_and_locked_in_one_statement_and_one_another_process_holds_is_skipped(pg, monkeypatch):
+    """store.read_ahead: the tickets a batch's replies cite, read and locked in one round
+    trip; each is handed out once by get_by_id in place of a round trip of its own. One
+    another transaction holds is not waited for: get_by_id meets the lock at its turn.
+    A row written since it was read, or read in a savepoint since undone, is read again."""
+    from maildesk.store import sql
+
+    t1, t2, t3, t4 = (a_ticket() for _ in range(4))
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        with store.write_transaction():
+            store.Ticket.get_by_id(t2)
+            holding.set()
+            release.wait(20)
+
+    held = in_thread(hold)
+    holding.wait(20)
+    reads: list[str] = []
+    hot = sql._hot
+    monkeypatch.setattr(sql, "_hot", lambda text, params: (reads.append(text), hot(text, params))[1])
+
+    def locked_elsewhere(tid):  # another process (not this one's store: it is the same in a thread)
+        import psycopg2
+
+        with psycopg2.connect(pg.db_url) as conn, conn.cursor() as cur:
+            cur.execute('SELECT 1 FROM "ticket" WHERE "id" = %s FOR UPDATE SKIP LOCKED', (tid,))
+            return cur.fetchone() is None
+
+    with store.write_transaction():
+        store.read_ahead(store.Ticket, [t1, t2, t3, t1])
+        assert len(reads) == 1 and "SKIP LOCKED" in reads[0]
+        assert locked_elsewhere(t3) and locked_elsewhere(t1) and not locked_elsewhere(t4)
+        assert store.Ticket.get_by_id(t1).status == "new" and len(reads) == 1  # handed out, no round trip
+        assert store.Ticket.get_by_id(t1).status == "new" and len(reads) == 2  # once: the next one is read
+        with pytest.raises(store.Busy), store.savepoint():  # (as each message's turn is: it is undone)
+            store.Ticket.get_by_id(t2)
+        assert store.Ticket.get_by_id(t3).status == "new" and len(reads) == 4  # (the undoing forgot the rows read)
+        # written since it was read (not through get_by_id): read again, as written
+        store.read_ahead(store.Ticket, [t3])
+        t = store.Ticket.select().where(store.Ticket.id == t3).get()
+        t.status = "open"
+        t.save()
+        assert store.Ticket.get_by_id(t3).status == "open"
+        # read in a savepoint that is undone: its lock went with it; read (and locked) again
+        with pytest.raises(RuntimeError), store.savepoint():
+            store.read_ahead(store.Ticket, [t4])
+            raise RuntimeError("undone")
+        before = len(reads)
+        assert store.Ticket.get_by_id(t4).status == "new" and len(reads) == before + 1
+    release.set()
+    result(held)
+    with store.write_transaction():
+        store.read_ahead(store.Ticket, [t1])
+    before = len(reads)
+    assert store.Ticket.get_by_id(t1) is not None and len(reads) == before + 1  # none outlives its transaction
+
+
 def test_a_ticket_is_read_with_its_participants_and_one_who_joined_since_is_asked_for(pg):
     """A reply asks whether its sender takes part right after reading the ticket: the
     answer comes with the row (one round trip, not two). No one is ever removed from a
@@ -383,6 +441,42 @@ def test_the_stored_mail_a_batchs_replies_cite_is_read_in_one_statement_but_not_
     outcomes = [(i.outcome, i.ticket_id) for i in store.Inbound.select().order_by(store.Inbound.id)][2:]
     assert outcomes == [("reply", 1), ("reply", 2), ("new-ticket", 3), ("reply", 3)]
     assert len(lookups) == 2 and "ANY" in lookups[0] and "ANY" not in lookups[1]
+
+
+def test_two_replies_in_one_batch_reopen_their_resolved_ticket_once_though_its_row_was_read_with_the_batch(pg, monkeypatch):
+    """The tickets a batch's replies cite are read (and locked) in one statement with the
+    batch (store.read_ahead); the second reply to a ticket does not get the row as it was
+    read then, before the first reply reopened it: it reads the ticket again."""
+    from maildesk.config import load_config
+    from maildesk.pipeline import process_pending
+    from maildesk.service.runtime import Runtime
+    from maildesk.store import sql
+    from tests.conftest import mail
+
+    rt = Runtime.start(load_config(pg.config_path))
+    _pending(rt, [mail("jane@example.org", "Printer jam", "Tray 2.", msgid="<jam@client.example>"),
+                  mail("joe@example.org", "Mouse", "Left button.", msgid="<mouse@client.example>")])
+    assert process_pending(rt, NOW).done == 2
+    store.execute('UPDATE "ticket" SET "status" = ?, "resolved_at" = ? WHERE "id" = 1',
+                  ("resolved", store.UtcDateTimeField().db_value(NOW - dt.timedelta(hours=1))))
+    reads: list[str] = []
+    hot = sql._hot
+    monkeypatch.setattr(sql, "_hot", lambda text, params: (
+        reads.append(text) if 'FROM "ticket" WHERE "id"' in text else None, hot(text, params))[1])
+    _pending(rt, [
+        mail("jane@example.org", "Re: Printer jam", "It jams again.", msgid="<re1@client.example>",
+             in_reply_to="jam@client.example"),
+        mail("joe@example.org", "Re: Mouse", "And the wheel.", msgid="<re2@client.example>",
+             in_reply_to="mouse@client.example"),
+        mail("jane@example.org", "Re: Printer jam", "Tray 3 as well.", msgid="<re3@client.example>",
+             in_reply_to="jam@client.example"),
+    ], first=2)
+    done = process_pending(rt, NOW)
+    assert (done.done, done.quarantined, done.deferred) == (3, 0, 0)
+    assert [("SKIP LOCKED" in r, "NOWAIT" in r) for r in reads] == [(True, False), (False, True)]
+    t = store.Ticket.get_by_id(1)
+    assert (t.status, t.reopen_count) == ("open", 1)
+    assert [i.ticket_id for i in store.Inbound.select().order_by(store.Inbound.id)][2:] == [1, 2, 1]
 
 
 def test_a_mail_that_cites_thousands_of_ids_claims_a_few_and_takes_no_lock_table_down(desk):

@@ -117,7 +117,8 @@ def read_ahead(contexts: list[Context]) -> None:
     citing none of the Message-IDs of the mail before it in the batch (those are
     stored at their turn); any other mail reads at its own. The rows read are never
     changed once written (a Message-ID, its ticket, its kind), so that reading them
-    a batch early reads what the turn would."""
+    a batch early reads what the turn would; the tickets they name are read (and locked)
+    with the batch too, and read again at their turn if written since (store.read_ahead)."""
     earlier: set[str] = set()
     wanted: list[tuple[Context, list[str]]] = []
     for ctx in contexts:
@@ -135,6 +136,8 @@ def read_ahead(contexts: list[Context]) -> None:
         by_id.setdefault(row[1], []).append(row)
     for ctx, ids in wanted:
         ctx.anchors = [row for i in ids for row in by_id.get(i, ())]
+    # and the tickets they name, locked, in one more round trip, not one each at their turn
+    store.read_ahead(Ticket, sorted({row[2] for row in rows if row[2] is not None}))
 
 
 def _by_message_id(ctx: Context) -> bool:

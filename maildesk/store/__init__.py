@@ -66,6 +66,7 @@ from .sql import (
     get_setting,
     insert,
     put_setting,
+    read_ahead,
     save_changes,
     save_outcome,
     savepoint,
@@ -82,6 +83,6 @@ __all__ = [
     "MODELS", "Attachment", "BaseModel", "Blob", "Event", "Inbound", "InboundRaw", "MailboxState", "Message", "Outbox",
     "Participant", "Setting", "SlaMark", "StaffState", "Suppression", "Survey", "Task", "Ticket",
     "KbArticle", "KbOffer", "KbTerm", "KbVersion", "TicketTerm", "Worker", "Lease",
-    "add_event", "execute", "fetch_row", "flush_events", "flush_held", "get_setting", "insert", "put_setting",
+    "add_event", "execute", "fetch_row", "flush_events", "flush_held", "get_setting", "insert", "put_setting", "read_ahead",
     "save_changes", "save_outcome", "savepoint", "scalar", "write", "write_transaction",
 ]

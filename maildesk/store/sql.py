@@ -39,6 +39,7 @@ def write_transaction():
         if not db.obj.in_transaction():
             _ids.clear()
             _drawn.clear()
+            _ahead.clear()
 
 
 @contextlib.contextmanager
@@ -60,6 +61,7 @@ def savepoint():
         database.execute_sql('RELEASE SAVEPOINT "md"')
     except BaseException:
         _drop_held(mark)
+        _ahead.clear()  # (some may have been read before it: read again, as they were)
         discard = getattr(database, "discard_deferred", None)
         if discard is not None:  # PostgreSQL: the SAVEPOINT went out after every earlier write
             discard()
@@ -169,6 +171,47 @@ def _plain(field):
     return None
 
 
+def _select(model, sqlite: bool, lock: bool, many: bool = False):
+    """(text, fields) of the SELECT of one row by primary key (`many`: of the rows of a
+    list of keys, those another process holds skipped), with what the model asks to be
+    read along (FETCHED_WITH) last."""
+    key = (model, "get", sqlite, lock, many)
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        meta = model._meta
+        also = None if sqlite else model.FETCHED_WITH
+        fields = meta.sorted_fields
+        columns = ", ".join([f'"{f.column_name}"' for f in fields] + ([also[0]] if also else []))
+        pk = f'"{meta.primary_key.column_name}"'
+        where = f"{pk} = ANY(?)" if many else f"{pk} = ?"
+        locking = (" FOR UPDATE SKIP LOCKED" if many else " FOR UPDATE NOWAIT") if lock else ""
+        statement = _STATEMENTS[key] = (_sql(f'SELECT {columns}{", " + pk if many else ""} FROM "{meta.table_name}" '
+                                             f'WHERE {where}{locking}'), fields)
+    return statement
+
+
+# Rows of a batch read in one round trip (read_ahead), each handed out once by
+# fetch_row in place of a round trip of its own. A row written since it was read
+# (save_changes), or read in a savepoint since undone (its lock went with it), is not
+# handed out: it is read again.
+_ahead: dict[tuple, tuple] = {}
+
+
+def read_ahead(model, pks) -> None:
+    """PostgreSQL, in a transaction, for a model locked when read (a ticket): read and
+    lock the rows `pks` now, for fetch_row to hand out at their turn. A row another desk
+    process holds is skipped (SKIP LOCKED), not waited for: fetch_row reads it at its
+    turn and meets the lock there (claims.Busy), as it would have."""
+    if is_sqlite() or not (model.LOCKED_IN_TRANSACTION and db.obj.in_transaction()):
+        return
+    wanted = [pk for pk in dict.fromkeys(pks) if (model, pk) not in _ahead]
+    if not wanted:
+        return
+    text, _ = _select(model, False, True, many=True)
+    for row in _hot(text, (wanted,)).fetchall():
+        _ahead[model, row[-1]] = row[:-1]
+
+
 def fetch_row(model, pk):
     """SELECT one row by primary key into a model instance. On PostgreSQL a model that
     asks for it (`LOCKED_IN_TRANSACTION`: a ticket) is locked for the transaction that
@@ -176,28 +219,20 @@ def fetch_row(model, pk):
     processes never change one ticket from two stale copies."""
     sqlite = is_sqlite()
     lock = not sqlite and model.LOCKED_IN_TRANSACTION and db.obj.in_transaction()
-    also = None if sqlite else model.FETCHED_WITH
-    key = (model, "get", sqlite, lock)
-    statement = _STATEMENTS.get(key)
-    if statement is None:
-        meta = model._meta
-        fields = meta.sorted_fields
-        columns = ", ".join([f'"{f.column_name}"' for f in fields] + ([also[0]] if also else []))
-        statement = _STATEMENTS[key] = (
-            _sql(f'SELECT {columns} FROM "{meta.table_name}" WHERE "{meta.primary_key.column_name}" = ?'
-                 + (" FOR UPDATE NOWAIT" if lock else "")), fields)
-    text, fields = statement
-    try:
-        row = _hot(text, (pk,)).fetchone()
-    except DatabaseError as e:
-        if lock and claims.is_busy(e):
-            raise claims.Busy(f"{model.__name__.lower()} {pk} is being changed by another desk process") from None
-        raise
+    text, fields = _select(model, sqlite, lock)
+    row = _ahead.pop((model, pk), None) if lock and _ahead else None
     if row is None:
-        return None
+        try:
+            row = _hot(text, (pk,)).fetchone()
+        except DatabaseError as e:
+            if lock and claims.is_busy(e):
+                raise claims.Busy(f"{model.__name__.lower()} {pk} is being changed by another desk process") from None
+            raise
+        if row is None:
+            return None
     instance = model(__no_default__=1, **{f.name: f.python_value(v) for f, v in zip(fields, row[:len(fields)], strict=True)})
-    if also:
-        setattr(instance, also[1], frozenset(row[-1]))
+    if len(row) > len(fields):
+        setattr(instance, model.FETCHED_WITH[1], frozenset(row[-1]))
     instance._dirty.clear()
     return instance
 
@@ -218,6 +253,8 @@ def save_changes(instance, names=None, later: bool = False) -> None:
         text = _STATEMENTS[key] = _sql(f'UPDATE "{meta.table_name}" SET {sets} WHERE "{meta.primary_key.column_name}" = ?')
     params = [f.db_value(getattr(instance, f.name)) for f in dirty]
     params.append(getattr(instance, meta.primary_key.name))
+    if _ahead:
+        _ahead.pop((type(instance), params[-1]), None)
     if later and not sqlite:
         db.obj.defer(text, params, prepare=True)
     else:
