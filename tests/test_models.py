@@ -289,6 +289,27 @@ def test_messages_inserted_in_a_transaction_have_their_ids_at_once_and_are_seen_
     assert two.id == one.id + 1  # a transaction of one row wastes no id
 
 
+def test_a_transaction_that_expects_a_batch_of_rows_draws_their_ids_in_one_round_trip_a_table(db, monkeypatch):
+    store, ticket = db
+    if store.is_sqlite():
+        pytest.skip("SQLite gives a row its id as it inserts it")
+    sent = _sent(store, monkeypatch)
+    with store.write_transaction():
+        store.expect_rows(40)
+        made = [_message(store, ticket, n) for n in range(40)]
+        assert len([s for s in sent if "nextval" in s]) == 1
+        made.append(_message(store, ticket, 40))  # one more than it expected: drawn again
+        assert len([s for s in sent if "nextval" in s]) == 2
+    assert len({m.id for m in made}) == 41 and [m.id for m in made] == sorted(m.id for m in made)
+    sent.clear()
+    with store.write_transaction():  # the next transaction expects nothing: one, then 2, 4, ...
+        one = _message(store, ticket, 41)
+    assert len([s for s in sent if "nextval" in s]) == 1
+    with store.write_transaction():
+        two = _message(store, ticket, 42)
+    assert two.id == one.id + 1
+
+
 def test_a_message_undone_with_its_savepoint_is_never_written(db):
     store, ticket = db
     with store.write_transaction():

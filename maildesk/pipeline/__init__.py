@@ -128,6 +128,7 @@ def process_batch(rt: Runtime, ids: list[int], raws: dict, now: dt.datetime) -> 
     fails, undone and run again one at a time (module docstring)."""
     report = Processed()
     inbounds = list(Inbound.select().where(Inbound.id.in_(ids)).order_by(Inbound.id))
+    store.expect_rows(len(inbounds))  # (PostgreSQL: the ids of its messages and mail, drawn at once)
     if len(inbounds) > 1:
         contexts, held, unread, at = [], 0, 0, None
         try:

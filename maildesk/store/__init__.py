@@ -60,6 +60,7 @@ from .schema import (
 from .sql import (
     add_event,
     execute,
+    expect_rows,
     fetch_row,
     flush_events,
     flush_held,
@@ -83,6 +84,6 @@ __all__ = [
     "MODELS", "Attachment", "BaseModel", "Blob", "Event", "Inbound", "InboundRaw", "MailboxState", "Message", "Outbox",
     "Participant", "Setting", "SlaMark", "StaffState", "Suppression", "Survey", "Task", "Ticket",
     "KbArticle", "KbOffer", "KbTerm", "KbVersion", "TicketTerm", "Worker", "Lease",
-    "add_event", "execute", "fetch_row", "flush_events", "flush_held", "get_setting", "insert", "put_setting", "read_ahead",
-    "save_changes", "save_outcome", "savepoint", "scalar", "write", "write_transaction",
+    "add_event", "execute", "expect_rows", "fetch_row", "flush_events", "flush_held", "get_setting", "insert",
+    "put_setting", "read_ahead", "save_changes", "save_outcome", "savepoint", "scalar", "write", "write_transaction",
 ]

@@ -39,6 +39,7 @@ def write_transaction():
         if not db.obj.in_transaction():
             _ids.clear()
             _drawn.clear()
+            _expected[0] = 0
             _ahead.clear()
 
 
@@ -145,17 +146,26 @@ def insert(model, **values) -> int:
 # Ids drawn in advance from a table's sequence (PostgreSQL), for this transaction:
 # 1, then 2, 4, ... up to 128 at a time, so that a transaction of one insert wastes
 # none and a batch of a hundred messages costs a handful of round trips, not a
-# hundred. Those a transaction leaves unused are gaps in the numbering of rows
-# nobody counts (messages, outbox rows, attachments), never of tickets.
+# hundred; as many as the transaction expects at first, when it says (expect_rows):
+# one round trip a table for a batch. Those a transaction leaves unused are gaps in
+# the numbering of rows nobody counts (messages, outbox rows), never of tickets.
 _ids: dict[str, list[int]] = {}
 _drawn: dict[str, int] = {}
+_expected = [0]
+
+
+def expect_rows(n: int) -> None:
+    """This transaction will insert about `n` rows of each table whose ids are drawn
+    in advance (a batch of n mails: a message and an outbox row each, at most): the
+    first draw of each takes that many, up to 128."""
+    _expected[0] = n
 
 
 def _new_id(model) -> int:
     meta = model._meta
     pool = _ids.setdefault(meta.table_name, [])
     if not pool:
-        n = _drawn[meta.table_name] = min(2 * _drawn.get(meta.table_name, 0) or 1, 128)
+        n = _drawn[meta.table_name] = min(2 * _drawn.get(meta.table_name, 0) or max(_expected[0], 1), 128)
         rows = db.obj.execute_sql("SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
                                   (f'"{meta.table_name}"', meta.primary_key.column_name, n)).fetchall()
         pool.extend(sorted((r[0] for r in rows), reverse=True))
