@@ -161,79 +161,85 @@ def run_maildesk(mails: list[bytes], new_tickets: int, database: str, desk: str 
 
     tmp = Path(tempfile.mkdtemp(prefix="maildesk-bench-"))
     name = None
-    with Dovecot() as dovecot, SmtpSink() as smtp:
-        dovecot.add_user("helpdesk", "secret")
-        if database == "postgresql":
-            name = "md_bench_" + uuid.uuid4().hex[:8]
-            if prefilled:
-                url = prefill.clone_postgres(prefilled, name)
+    keep = False  # a failed run's database is kept to look into; one cut short (^C, a closed pipe) is not
+    try:
+        with Dovecot() as dovecot, SmtpSink() as smtp:
+            dovecot.add_user("helpdesk", "secret")
+            if database == "postgresql":
+                name = "md_bench_" + uuid.uuid4().hex[:8]
+                if prefilled:
+                    url = prefill.clone_postgres(prefilled, name)
+                else:
+                    prefill._pg_admin(f"CREATE DATABASE {name}")
+                    url = f"{prefill.PG_SERVER}/{name}"
             else:
-                prefill._pg_admin(f"CREATE DATABASE {name}")
-                url = f"{prefill.PG_SERVER}/{name}"
-        else:
-            url = f"sqlite:///{tmp / 'maildesk.db'}"
-            if prefilled:
-                prefill.copy_sqlite(prefilled, tmp / "maildesk.db")
-        config = {
-            "desk": {"name": "IT Service Desk", "address": "helpdesk@example.test", "timezone": "Europe/Berlin",
-                     "state_dir": str(tmp / "state")},
-            "database": {"url": url},
-            "imap": {"host": dovecot.host, "port": dovecot.port, "security": "none", "username": "helpdesk",
-                     "password": "secret"},
-            "smtp": {"host": smtp.host, "port": smtp.port, "security": "none", "connections": 6},
-            "groups": [{"name": "service-desk"}, {"name": "network"}],
-            "technicians": [{"email": f"tech{i}@example.test", "name": f"Tech {i}", "groups": ["service-desk"]} for i in range(4)]
-            + [{"email": "net@example.test", "name": "Net", "groups": ["network"]}] if desk == "full" else [],
-            "categories": [{"name": "Network", "keywords": ["vpn", "wifi", "network"], "group": "network"},
-                           {"name": "Hardware", "keywords": ["printer", "monitor", "laptop"]},
-                           {"name": "Accounts", "keywords": ["password", "locked", "account"]}],
-            "priority": {"impact_keywords": {"high": ["nobody"], "medium": ["our team"]},
-                         "urgency_keywords": {"high": ["urgent"], "low": ["when you can"]}},
-            "security": {"secret": "bench: a signing secret of 32 bytes or more"},
-            "limits": {"auto_replies_per_sender_per_day": 1000, "auto_replies_per_ticket_per_day": 1000,
-                       "auto_replies_per_hour": 1_000_000},
-            "kb": {"enabled": kb == "on"},
-        }
-        cfg_path = tmp / "maildesk.toml"
-        cfg_path.write_text(tomli_w.dumps(config))
-        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("BENCH_PYTHONPATH", ""))
-        cmd = [sys.executable, "-m", "maildesk", "--config", str(cfg_path)]
-        subprocess.run(cmd + ["init"], check=True, env=env, capture_output=True)
-        if kb == "on" and kb_articles:
-            preload_articles(url, kb_articles)
-        before = _count(url, 'SELECT COALESCE(MAX("id"), 0) FROM "ticket"')
-        t0 = time.perf_counter()
-        dovecot.append_many("helpdesk", mails)
-        appended = time.perf_counter() - t0
-        import resource
+                url = f"sqlite:///{tmp / 'maildesk.db'}"
+                if prefilled:
+                    prefill.copy_sqlite(prefilled, tmp / "maildesk.db")
+            config = {
+                "desk": {"name": "IT Service Desk", "address": "helpdesk@example.test", "timezone": "Europe/Berlin",
+                         "state_dir": str(tmp / "state")},
+                "database": {"url": url},
+                "imap": {"host": dovecot.host, "port": dovecot.port, "security": "none", "username": "helpdesk",
+                         "password": "secret"},
+                "smtp": {"host": smtp.host, "port": smtp.port, "security": "none", "connections": 6},
+                "groups": [{"name": "service-desk"}, {"name": "network"}],
+                "technicians": [{"email": f"tech{i}@example.test", "name": f"Tech {i}", "groups": ["service-desk"]}
+                                for i in range(4)]
+                + [{"email": "net@example.test", "name": "Net", "groups": ["network"]}] if desk == "full" else [],
+                "categories": [{"name": "Network", "keywords": ["vpn", "wifi", "network"], "group": "network"},
+                               {"name": "Hardware", "keywords": ["printer", "monitor", "laptop"]},
+                               {"name": "Accounts", "keywords": ["password", "locked", "account"]}],
+                "priority": {"impact_keywords": {"high": ["nobody"], "medium": ["our team"]},
+                             "urgency_keywords": {"high": ["urgent"], "low": ["when you can"]}},
+                "security": {"secret": "bench: a signing secret of 32 bytes or more"},
+                "limits": {"auto_replies_per_sender_per_day": 1000, "auto_replies_per_ticket_per_day": 1000,
+                           "auto_replies_per_hour": 1_000_000},
+                "kb": {"enabled": kb == "on"},
+            }
+            cfg_path = tmp / "maildesk.toml"
+            cfg_path.write_text(tomli_w.dumps(config))
+            env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("BENCH_PYTHONPATH", ""))
+            cmd = [sys.executable, "-m", "maildesk", "--config", str(cfg_path)]
+            subprocess.run(cmd + ["init"], check=True, env=env, capture_output=True)
+            if kb == "on" and kb_articles:
+                preload_articles(url, kb_articles)
+            before = _count(url, 'SELECT COALESCE(MAX("id"), 0) FROM "ticket"')
+            t0 = time.perf_counter()
+            dovecot.append_many("helpdesk", mails)
+            appended = time.perf_counter() - t0
+            import resource
 
-        sink_before = resource.getrusage(resource.RUSAGE_SELF)
-        start = time.perf_counter()
-        if workers is None:
-            with open(tmp / "run.log", "wb") as log:
-                proc = subprocess.Popen(cmd + ["run", "--once"], env=env, stderr=log, stdout=subprocess.DEVNULL)
-                peaks = PeakRss([proc.pid])
-                _, status, usage = os.wait4(proc.pid, 0)
-            seconds = time.perf_counter() - start
-            each = [(peaks.stop()[0], usage.ru_utime + usage.ru_stime)]
-        else:
-            seconds, each, status = _run_workers(cmd, env, tmp, url, len(mails), workers)
-        sink_after = resource.getrusage(resource.RUSAGE_SELF)
-        sink_cpu = (sink_after.ru_utime + sink_after.ru_stime) - (sink_before.ru_utime + sink_before.ru_stime)
-        err = "".join(p.read_text(errors="replace") for p in sorted(tmp.glob("run*.log")))
-        if status != 0:
-            raise SystemExit(f"maildesk run failed (its logs and state are kept in {tmp}):\n{err[-3000:]}")
-        tickets = _count(url, 'SELECT COUNT(*) FROM "ticket" WHERE "id" > ?', (before,))
-        failed = _count(url, 'SELECT COUNT(*) FROM "inbound" WHERE "status" = ?', ("quarantined",))
-        if tickets != new_tickets:  # a reply that opened a ticket, or a thread opened twice: say why
-            _explain_extra(url, before)
-        sent = len(smtp.messages)
-        acks = sum(1 for m in smtp.messages if m.header("Auto-Submitted") == "auto-replied")
-        offers = sum(1 for m in smtp.messages if m.header("Auto-Submitted") == "auto-replied"
-                     and b"kbsolved" in m.data)
-        offered = sum(m.text.count("kbsolved") for m in smtp.messages if m.header("Auto-Submitted") == "auto-replied")
-    if name and not (os.environ.get("BENCH_KEEP_DB") and prefilled):
-        prefill._pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            sink_before = resource.getrusage(resource.RUSAGE_SELF)
+            start = time.perf_counter()
+            if workers is None:
+                with open(tmp / "run.log", "wb") as log:
+                    proc = subprocess.Popen(cmd + ["run", "--once"], env=env, stderr=log, stdout=subprocess.DEVNULL)
+                    peaks = PeakRss([proc.pid])
+                    _, status, usage = os.wait4(proc.pid, 0)
+                seconds = time.perf_counter() - start
+                each = [(peaks.stop()[0], usage.ru_utime + usage.ru_stime)]
+            else:
+                seconds, each, status = _run_workers(cmd, env, tmp, url, len(mails), workers)
+            sink_after = resource.getrusage(resource.RUSAGE_SELF)
+            sink_cpu = (sink_after.ru_utime + sink_after.ru_stime) - (sink_before.ru_utime + sink_before.ru_stime)
+            err = "".join(p.read_text(errors="replace") for p in sorted(tmp.glob("run*.log")))
+            if status != 0:
+                keep = True
+                raise SystemExit(f"maildesk run failed (its logs and state are kept in {tmp}"
+                                 + (f", its database as {name}" if name else "") + f"):\n{err[-3000:]}")
+            tickets = _count(url, 'SELECT COUNT(*) FROM "ticket" WHERE "id" > ?', (before,))
+            failed = _count(url, 'SELECT COUNT(*) FROM "inbound" WHERE "status" = ?', ("quarantined",))
+            if tickets != new_tickets:  # a reply that opened a ticket, or a thread opened twice: say why
+                _explain_extra(url, before)
+            sent = len(smtp.messages)
+            acks = sum(1 for m in smtp.messages if m.header("Auto-Submitted") == "auto-replied")
+            offers = sum(1 for m in smtp.messages if m.header("Auto-Submitted") == "auto-replied"
+                         and b"kbsolved" in m.data)
+            offered = sum(m.text.count("kbsolved") for m in smtp.messages if m.header("Auto-Submitted") == "auto-replied")
+    finally:
+        if name and not keep and not (os.environ.get("BENCH_KEEP_DB") and prefilled):
+            prefill._pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     shutil.rmtree(tmp, ignore_errors=True)  # (a failed run keeps it: its logs, and the SQLite file, to look into)
     return {
         "messages": len(mails), "seconds": seconds, "rate": len(mails) / seconds,
