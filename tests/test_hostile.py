@@ -220,6 +220,19 @@ def test_attachments_are_stored_once_by_hash_with_safe_names(desk):
     assert len([p for p in store.rglob("*") if p.is_file()]) == 3  # the shared report is stored once
 
 
+def test_an_attachment_file_is_written_whole_even_after_its_directory_was_removed_meanwhile(tmp_path):
+    import shutil
+
+    from maildesk.store import attachments
+
+    first, second = tmp_path / "ab" / "ab01", tmp_path / "ab" / "ab02"
+    attachments._write_file(first, b"one")
+    shutil.rmtree(tmp_path / "ab")  # an admin's cleaning, while the process remembers the directory
+    attachments._write_file(second, b"two")
+    attachments._write_file(second, b"two")  # there: left as it is
+    assert second.read_bytes() == b"two" and [p.name for p in (tmp_path / "ab").iterdir()] == ["ab02"]
+
+
 @pytest.mark.skipif(not (CORPUS / "tnefparse").exists(), reason="the corpus is not here")
 def test_a_winmail_dat_is_unpacked_into_its_files(desk):
     tnef = next((p for p in (CORPUS / "tnefparse").rglob("*.tnef") if p.stat().st_size < 200_000), None)

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,11 +47,27 @@ def store_all(rt: Runtime, message, parts) -> None:
           [v for p in parts for v in (message.id, p.filename, p.content_type[:200], p.size, p.sha256)])
 
 
+# the directories this process made or found (attachments/ab): most files go into one
+# that exists, and asking costs a system call a file
+_made: set[Path] = set()
+
+
 def _write_file(path: Path, data: bytes) -> None:
+    """Write a file whole or not at all: into a name of this process's own in the same
+    directory (one writer a process), then renamed into place."""
     if path.exists():
         return  # same content, same name: deduplicated
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    parent = path.parent
+    tmp = parent / f".tmp-{os.getpid()}-{path.name}"
+    if parent not in _made:
+        parent.mkdir(parents=True, exist_ok=True)
+        _made.add(parent)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except FileNotFoundError:  # the directory went away since (an admin's cleaning): made again
+        _made.discard(parent)
+        parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
