@@ -178,10 +178,10 @@ def words(text: str) -> list[str]:
     digits (an error code such as 0x80070005 is a word), no one-character words and
     none longer than MAX_WORD."""
     text = text or ""
-    if text.isascii():
-        return [w for w in _ASCII_WORD.findall(text.lower()) if 1 < len(w) <= MAX_WORD]
-    text = unicodedata.normalize("NFKC", text).replace("’", "'")
-    return [w for w in _WORD.findall(text.lower()) if 1 < len(w) <= MAX_WORD]
+    pattern = _ASCII_WORD
+    if not text.isascii():
+        pattern, text = _WORD, unicodedata.normalize("NFKC", text).replace("’", "'")
+    return [w for w in pattern.findall(text.lower()) if 1 < len(w) <= MAX_WORD]
 
 
 def terms(text: str, language: str = "english") -> list[str]:
